@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Notification(models.Model):
+    """One message to one recipient on one channel; (registration, kind, channel, dedupe_key) is unique.
+
+    Status moves only through guarded updates in services (pending/retrying -> sending -> sent,
+    retrying or dead), so two workers can never both send it.
+    """
+
+    class Kind(models.TextChoices):
+        CONFIRMATION = "confirmation"
+        UPDATE = "update"
+        CANCELLATION = "cancellation"
+        REMINDER_24H = "reminder_24h"
+        REMINDER_1H = "reminder_1h"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        SMS = "sms"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        RETRYING = "retrying"
+        SENT = "sent"
+        DEAD = "dead"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    registration = models.ForeignKey("registrations.Registration", on_delete=models.PROTECT,
+                                     related_name="notifications")
+    kind = models.CharField(max_length=32, choices=Kind.choices, db_index=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices, db_index=True)
+    dedupe_key = models.CharField(max_length=64, blank=True, default="",
+                                  help_text="Tells apart several updates of one registration.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    recipient = models.CharField(max_length=254)
+    context = models.JSONField(help_text="The registration as it was when this notification was decided.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error_code = models.CharField(max_length=64, blank=True, default="")
+    last_error_message = models.TextField(blank=True, default="")
+    provider = models.CharField(max_length=64, blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    correlation_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    source_received_at = models.DateTimeField(null=True, blank=True,
+                                              help_text="When the webhook that caused it arrived.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["registration", "kind", "channel", "dedupe_key"],
+                                    name="notification_once_per_registration_kind_channel"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.channel} {self.id}"
+
+
+class NotificationAttempt(models.Model):
+    """One try at the provider, successful or not; the history support staff read."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent"
+        TRANSIENT_ERROR = "transient_error"
+        PERMANENT_ERROR = "permanent_error"
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, db_index=True)
+    provider = models.CharField(max_length=64, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["notification_id", "number"]

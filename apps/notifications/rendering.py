@@ -1,0 +1,74 @@
+"""Rendering a notification from Django templates, per kind, role and locale (`en` fallback).
+
+Templates live in apps/notifications/templates/notifications/<locale>/<kind>.<part>, where part is
+`subject.txt`, `body.txt`, `body.html` (e-mail) or `sms.txt`; a `<kind>.<role>.<part>` file wins
+over `<kind>.<part>` so speakers can get their own wording. Attendee-provided text is stripped
+of control characters (no header injection through a subject) and auto-escaped in HTML.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any
+
+from django.template import TemplateDoesNotExist
+from django.template.loader import select_template
+from django.utils.dateparse import parse_datetime
+
+FALLBACK_LOCALE = "en"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+def _clean(value: Any) -> Any:
+    return _CONTROL.sub(" ", value).strip() if isinstance(value, str) else value
+
+
+def template_context(context: dict[str, Any]) -> dict[str, Any]:
+    clean = {key: _clean(value) for key, value in context.items()}
+    starts_at = parse_datetime(clean.get("event_starts_at") or "")
+    if starts_at is not None:
+        try:
+            tz = zoneinfo.ZoneInfo(clean.get("event_timezone") or "UTC")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            tz = dt.timezone.utc
+        # Naive on purpose: Django's date filter would convert an aware value to the server's zone.
+        clean["starts_local"] = starts_at.astimezone(tz).replace(tzinfo=None)
+    return clean
+
+
+def _locales(locale: str) -> list[str]:
+    locale = (locale or FALLBACK_LOCALE).lower().replace("_", "-")
+    candidates = [locale, locale.split("-")[0], FALLBACK_LOCALE]
+    return list(dict.fromkeys(candidates))
+
+
+def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any]) -> str | None:
+    names = []
+    for candidate in _locales(locale):
+        names += [f"notifications/{candidate}/{kind}.{role}.{part}", f"notifications/{candidate}/{kind}.{part}"]
+    try:
+        return select_template(names).render(context)
+    except TemplateDoesNotExist:
+        return None
+
+
+def render(*, kind: str, channel: str, context: dict[str, Any]) -> Rendered:
+    values = template_context(context)
+    role, locale = values.get("role") or "attendee", values.get("locale") or FALLBACK_LOCALE
+    if channel == "sms":
+        text = _render(kind, role, locale, "sms.txt", values) or ""
+        return Rendered(subject="", text=" ".join(text.split()), html=None)
+    subject = _render(kind, role, locale, "subject.txt", values) or kind
+    text = _render(kind, role, locale, "body.txt", values) or ""
+    html = _render(kind, role, locale, "body.html", values)
+    return Rendered(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)

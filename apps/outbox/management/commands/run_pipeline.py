@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import dramatiq
+import structlog
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.utils.module_loading import autodiscover_modules
+
+from apps.outbox.relay import BrokerEnqueuePublisher, Relay
+
+log = structlog.get_logger("pipeline")
+
+
+class Command(BaseCommand):
+    help = ("Run web + relay + worker together in the foreground until Ctrl-C (what `make run` starts). "
+            "Embedded mode (no DATABASE_URL/BROKER_URL): one process, SQLite and the in-process broker. "
+            "Otherwise: gunicorn, run_relay and rundramatiq as child processes.")
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--bind", default="127.0.0.1:8000", help="Address the web process listens on.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if settings.EMBEDDED_BROKER:
+            self._run_embedded(options["bind"])
+        else:
+            self._run_processes(options["bind"])
+
+    def _run_embedded(self, bind: str) -> None:
+        log.warning("pipeline.embedded_mode", database=str(settings.DATABASES["default"]["NAME"]),
+                    broker="in-process StubBroker", email=settings.EMAIL_BACKEND,
+                    hint="set DATABASE_URL and BROKER_URL to use PostgreSQL and RabbitMQ")
+        autodiscover_modules("tasks")  # declares the actors and their queues on the in-process broker
+        broker = dramatiq.get_broker()
+        stop = threading.Event()
+        relay = Relay(publisher=BrokerEnqueuePublisher(broker), batch_size=settings.RELAY_BATCH_SIZE,
+                      poll_seconds=settings.RELAY_POLL_SECONDS, stop=stop)
+        relay_thread = threading.Thread(target=relay.run, name="relay", daemon=True)
+        relay_thread.start()
+        worker = dramatiq.Worker(broker, worker_threads=2)
+        worker.start()
+        try:
+            call_command("runserver", bind, use_reloader=False, use_threading=True)
+        finally:
+            stop.set()
+            worker.stop()
+            relay_thread.join(timeout=5)
+
+    def _run_processes(self, bind: str) -> None:
+        log.info("pipeline.started", database="DATABASE_URL", broker="BROKER_URL")
+        python = sys.executable
+        commands = [
+            [python, "-m", "gunicorn", "eventplatform.wsgi", "--bind", bind, "--workers", "2"],
+            [python, "manage.py", "run_relay"],
+            [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
+        ]
+        children = [subprocess.Popen(command, env=os.environ.copy()) for command in commands]
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(1):
+            if any(child.poll() is not None for child in children):
+                log.error("pipeline.child_exited", error_code="relay_error")
+                break
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(timeout=30)

@@ -1,0 +1,199 @@
+"""The outbox relay: publishes due outbox rows to the broker, marks them only once confirmed.
+
+Several relays may run at once: each claims its batch with SELECT ... FOR UPDATE SKIP LOCKED, so
+no row is published by two of them at the same time. If a relay dies after the broker confirmed
+but before its COMMIT, the rows are published again later; every consumer deduplicates by message
+id (= outbox id), so that costs a little work and never a duplicate effect.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import dramatiq
+import structlog
+from django.db import connection, transaction
+from django.db.utils import DatabaseError, InterfaceError
+from django.utils import timezone
+
+from apps.outbox.models import OutboxMessage
+from apps.outbox.publisher import BrokerUnavailable, OutgoingMessage
+from eventplatform import metrics
+
+log = structlog.get_logger("relay")
+
+NOTIFY_CHANNEL = "outbox_new"
+MAX_BACKOFF_SECONDS = 10.0
+
+
+class Publisher(Protocol):
+    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> None: ...
+
+
+class BrokerEnqueuePublisher:
+    """Publishes through a Dramatiq broker's own enqueue (the embedded StubBroker in `make run`)."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+
+    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> None:
+        for message in messages:
+            self.broker.enqueue(dramatiq.Message.decode(message.body))
+
+
+def _to_outgoing(row: OutboxMessage) -> OutgoingMessage:
+    message = dramatiq.Message(
+        queue_name=row.queue_name, actor_name=row.actor_name, args=(), kwargs=row.kwargs, options=row.options,
+        message_id=str(row.id), message_timestamp=int(row.created_at.timestamp() * 1000),
+    )
+    return OutgoingMessage(queue_name=row.queue_name, body=message.encode(), message_id=str(row.id))
+
+
+def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
+    """Publish up to batch_size due rows; returns how many were confirmed.
+
+    The row locks are held across the publish: a second relay skips these rows instead of
+    publishing them too. On BrokerUnavailable the transaction rolls back and the rows stay.
+    """
+    with transaction.atomic():
+        rows = list(
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(published_at__isnull=True, available_at__lte=timezone.now())
+            .order_by("available_at")
+            .only("id", "queue_name", "actor_name", "kwargs", "options", "created_at")[:batch_size]
+        )
+        if not rows:
+            return 0
+        started = time.perf_counter()
+        publisher.publish_batch([_to_outgoing(row) for row in rows])
+        confirmed_at = timezone.now()
+        OutboxMessage.objects.filter(id__in=[row.id for row in rows]).update(published_at=confirmed_at)
+    metrics.OUTBOX_PUBLISH_LATENCY.observe(time.perf_counter() - started)
+    metrics.OUTBOX_BATCH_SIZE.observe(len(rows))
+    metrics.OUTBOX_PUBLISHED.inc(len(rows))
+    for row in rows:
+        metrics.OUTBOX_COMMIT_TO_PUBLISH.observe((confirmed_at - row.created_at).total_seconds())
+    return len(rows)
+
+
+def outbox_backlog() -> tuple[int, float]:
+    """(due unpublished rows, age in seconds of the oldest one) for the lag metrics."""
+    now = timezone.now()
+    due = OutboxMessage.objects.filter(published_at__isnull=True, available_at__lte=now)
+    oldest = due.order_by("available_at").values_list("available_at", flat=True).first()
+    return due.count(), (now - oldest).total_seconds() if oldest else 0.0
+
+
+class Waiter:
+    """Sleeps until a new outbox row is committed or `timeout` passes.
+
+    PostgreSQL: LISTEN on a dedicated autocommit connection (a trigger NOTIFYs on insert, delivered
+    at COMMIT). Elsewhere (SQLite, embedded mode): an in-process event set on commit.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._listen = None
+        if connection.vendor == "postgresql":
+            import psycopg
+
+            params = connection.get_connection_params()
+            params.pop("cursor_factory", None)
+            params.pop("context", None)
+            self._listen = psycopg.connect(**params, autocommit=True)
+            self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        else:
+            from apps.outbox import services
+
+            services.wakeup_local_relay = self._event.set
+
+    def wait(self, timeout: float) -> None:
+        if self._listen is not None:
+            for _ in self._listen.notifies(timeout=timeout, stop_after=1):
+                break
+            return
+        self._event.wait(timeout)
+        self._event.clear()
+
+    def close(self) -> None:
+        if self._listen is not None:
+            self._listen.close()
+
+
+class Relay:
+    def __init__(self, *, publisher: Publisher, batch_size: int, poll_seconds: float,
+                 stop: threading.Event | None = None, backlog_every_seconds: float = 5.0) -> None:
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.stop = stop or threading.Event()
+        self.backlog_every_seconds = backlog_every_seconds
+        self._broker_down_since: float | None = None
+        self._last_backlog = 0.0
+
+    def run(self, *, waiter_factory: Callable[[], Waiter] = Waiter) -> None:
+        log.info("relay.started", batch_size=self.batch_size, poll_seconds=self.poll_seconds)
+        waiter: Waiter | None = None
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                if waiter is None:
+                    waiter = waiter_factory()
+                published = outbox_publish_batch(publisher=self.publisher, batch_size=self.batch_size)
+                self._broker_recovered()
+                backoff = 0.5
+                self._report_backlog()
+                if published < self.batch_size:
+                    waiter.wait(self.poll_seconds)
+            except BrokerUnavailable as error:
+                self._broker_failed(error)
+                metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                self._report_backlog()
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except (DatabaseError, InterfaceError) as error:
+                log.error("relay.database_error", error_code="database_unavailable", error=str(error))
+                waiter = self._reset_database(waiter)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception as error:  # noqa: BLE001 - the relay must outlive any single bad batch
+                log.exception("relay.error", error_code="relay_error", error=str(error))
+                waiter = self._reset_database(waiter)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        if waiter is not None:
+            waiter.close()
+        log.info("relay.stopped")
+
+    def _broker_failed(self, error: Exception) -> None:
+        """Log once per outage, not once per row or per retry."""
+        if self._broker_down_since is None:
+            self._broker_down_since = time.monotonic()
+            log.error("relay.broker_unavailable", error_code="broker_unavailable", error=str(error))
+
+    def _broker_recovered(self) -> None:
+        if self._broker_down_since is not None:
+            log.info("relay.broker_recovered", outage_seconds=round(time.monotonic() - self._broker_down_since, 1))
+            self._broker_down_since = None
+
+    def _report_backlog(self) -> None:
+        """Keep the lag gauges fresh, during a broker outage above all (that is when they matter)."""
+        now = time.monotonic()
+        if now - self._last_backlog >= self.backlog_every_seconds:
+            self._last_backlog = now
+            pending, lag = outbox_backlog()
+            metrics.OUTBOX_PENDING.set(pending)
+            metrics.OUTBOX_LAG.set(lag)
+
+    @staticmethod
+    def _reset_database(waiter: Waiter | None) -> Waiter | None:
+        if waiter is not None:
+            try:
+                waiter.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+        connection.close()
+        return None

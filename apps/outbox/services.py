@@ -1,0 +1,42 @@
+"""Writing to the outbox. Always called inside the caller's transaction (the change it announces)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import structlog
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.outbox.models import OutboxMessage
+
+wakeup_local_relay = None  # set by an in-process relay (embedded mode) to be woken on commit
+
+
+def outbox_enqueue(
+    *,
+    actor_name: str,
+    queue_name: str,
+    kwargs: dict[str, Any],
+    correlation_id: str | None = None,
+    delay: dt.timedelta | None = None,
+) -> OutboxMessage:
+    """Add one message; it is published by the relay after the surrounding transaction commits.
+
+    PostgreSQL wakes the relays with NOTIFY from a trigger (migration 0002); for SQLite (embedded
+    mode) an in-process relay is woken on commit.
+    """
+    correlation_id = correlation_id or structlog.contextvars.get_contextvars().get("correlation_id")
+    now = timezone.now()
+    message = OutboxMessage.objects.create(
+        actor_name=actor_name,
+        queue_name=queue_name,
+        kwargs=kwargs,
+        options={"correlation_id": correlation_id} if correlation_id else {},
+        created_at=now,
+        available_at=now + delay if delay else now,
+    )
+    if connection.vendor != "postgresql" and wakeup_local_relay is not None:
+        transaction.on_commit(wakeup_local_relay)
+    return message

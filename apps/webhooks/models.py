@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Portal(models.Model):
+    """A third-party registration portal allowed to call our webhook."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    active = models.BooleanField(default=True)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute before 429; empty means no limit."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class PortalSecret(models.Model):
+    """One signing secret; a portal has several while a secret is being rotated."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="secrets")
+    secret = models.CharField(max_length=200, help_text="whsec_ followed by base64 key bytes")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["portal", "secret"], name="portal_secret_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.portal.slug} secret #{self.pk}"
+
+
+class WebhookEvent(models.Model):
+    """An immutable record of one signed delivery, accepted or rejected.
+
+    The database refuses UPDATE and DELETE on this table (trigger in migration 0002): it is the
+    event log the registrations are derived from.
+    """
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    portal = models.ForeignKey(Portal, on_delete=models.PROTECT, related_name="events")
+    delivery_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    raw_body = models.BinaryField()
+    payload = models.JSONField(null=True)
+    errors = models.JSONField(null=True, blank=True)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["portal", "delivery_id"], name="webhook_event_delivery_unique"),
+        ]
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.portal_id}:{self.delivery_id} {self.type}"
+
+
+class RateWindow(models.Model):
+    """Per-portal request counter for one minute, shared by all web workers."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["portal", "window_start"], name="rate_window_unique")]

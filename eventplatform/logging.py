@@ -1,0 +1,94 @@
+"""structlog set-up, personal-data masking and the correlation id that follows one webhook.
+
+The correlation id is the webhook event id. It is bound in a contextvar by the web view, carried
+in every outbox message's options, and re-bound by CorrelationMiddleware around each actor run,
+so one search for it shows a delivery's whole story.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.middleware import Middleware
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
+_PHONE = re.compile(r"\+?\d[\d ()-]{6,}(\d{2})")
+
+
+def mask_email(address: str | None) -> str | None:
+    """ada@example.org -> a***@example.org: enough to tell recipients apart, not to contact them."""
+    if not address:
+        return address
+    return _EMAIL.sub(r"\1***@\2", address)
+
+
+def mask_phone(number: str | None) -> str | None:
+    """+4915112345678 -> ***78."""
+    if not number:
+        return number
+    return _PHONE.sub(r"***\1", number)
+
+
+def _mask_personal_data(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: mask any e-mail address or phone number in string values."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key not in ("timestamp", "level", "logger"):
+            event_dict[key] = mask_phone(mask_email(value))
+    return event_dict
+
+
+SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+    structlog.processors.format_exc_info,
+    _mask_personal_data,
+]
+
+
+def build_formatter(log_format: str = "json") -> logging.Formatter:
+    """A stdlib formatter rendering structlog and plain stdlib records alike, one JSON object a line."""
+    renderer = structlog.dev.ConsoleRenderer() if log_format == "console" else structlog.processors.JSONRenderer()
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *SHARED_PROCESSORS],
+    )
+
+
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.filter_by_level,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        *SHARED_PROCESSORS[1:],
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+
+
+class CorrelationMiddleware(Middleware):
+    """Binds the message's correlation id (and notification id, when it has one) for the actor run."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        structlog.contextvars.clear_contextvars()
+        context = {"correlation_id": message.options.get("correlation_id"), "message_id": message.message_id,
+                   "actor": message.actor_name}
+        for key in ("event_id", "notification_id"):
+            if key in message.kwargs:
+                context[key] = message.kwargs[key]
+        structlog.contextvars.bind_contextvars(**{k: v for k, v in context.items() if v})
+
+    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        structlog.contextvars.clear_contextvars()
+
+    after_skip_message = after_process_message

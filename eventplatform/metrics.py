@@ -1,0 +1,51 @@
+"""Prometheus metrics shared by all processes (names documented in docs/metrics.md).
+
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn with several workers, the Dramatiq process pool),
+prometheus_client writes samples to per-process files that /metrics aggregates; a metric update
+is a write to an mmap'd file, never a network call, so the request path never blocks on it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+WEBHOOK_REQUESTS = Counter(
+    "eventplatform_webhook_requests_total", "Webhook requests by portal, event type and outcome code.",
+    ["portal", "type", "outcome"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "eventplatform_webhook_request_seconds", "Webhook request handling time.", buckets=LATENCY_BUCKETS
+)
+
+OUTBOX_PUBLISHED = Counter("eventplatform_outbox_published_total", "Outbox rows confirmed by RabbitMQ.")
+OUTBOX_PUBLISH_FAILURES = Counter("eventplatform_outbox_publish_failures_total", "Failed publish batches.")
+OUTBOX_PENDING = Gauge("eventplatform_outbox_pending", "Unpublished outbox rows that are due.",
+                       multiprocess_mode="livemax")
+OUTBOX_LAG = Gauge("eventplatform_outbox_lag_seconds", "Age of the oldest due unpublished outbox row.",
+                   multiprocess_mode="livemax")
+OUTBOX_BATCH_SIZE = Histogram("eventplatform_outbox_batch_size", "Rows per published batch.",
+                              buckets=(1, 5, 10, 50, 100, 250, 500, 1000))
+OUTBOX_PUBLISH_LATENCY = Histogram("eventplatform_outbox_publish_seconds", "Time to publish and confirm a batch.",
+                                   buckets=LATENCY_BUCKETS)
+OUTBOX_COMMIT_TO_PUBLISH = Histogram("eventplatform_outbox_commit_to_publish_seconds",
+                                     "Outbox row created_at to broker confirm.", buckets=LATENCY_BUCKETS)
+
+NOTIFICATIONS = Counter("eventplatform_notifications_total", "Notifications reaching a final status.",
+                        ["kind", "channel", "status"])
+NOTIFICATION_ATTEMPTS = Counter("eventplatform_notification_attempts_total", "Send attempts by outcome.",
+                                ["channel", "provider", "outcome", "error_code"])
+NOTIFICATION_SEND_SECONDS = Histogram("eventplatform_notification_send_seconds", "Provider call duration.",
+                                      ["channel"], buckets=LATENCY_BUCKETS)
+NOTIFICATION_END_TO_END_SECONDS = Histogram("eventplatform_notification_end_to_end_seconds",
+                                            "Webhook received to notification accepted by the provider.",
+                                            ["kind", "channel"], buckets=LATENCY_BUCKETS)
+NOTIFICATION_RETRIES = Counter("eventplatform_notification_retries_total", "Transient failures retried.",
+                               ["channel"])
+DEAD_LETTERS = Counter("eventplatform_dead_letters_total", "Notifications marked dead.", ["kind", "channel",
+                                                                                        "error_code"])
+BREAKER_STATE = Gauge("eventplatform_circuit_breaker_open", "1 when the provider's circuit breaker is open.",
+                      ["provider"], multiprocess_mode="livemax")
+REGISTRATION_EVENTS = Counter("eventplatform_registration_events_applied_total", "Webhook events applied.",
+                              ["type", "outcome"])

@@ -1,0 +1,12 @@
+"""Test settings: the real PostgreSQL and RabbitMQ on loopback (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventplatform")
+os.environ.setdefault("EMAIL_URL", "locmemmail://")
+
+from eventplatform.settings.base import *  # noqa: E402,F401,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
