@@ -29,5 +29,5 @@ def pytest_unconfigure(config: object) -> None:
 
 os.environ["BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
 os.environ.setdefault("DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{RUN_ID}")
-os.environ.setdefault("EMAIL_URL", "locmemmail://")
+os.environ.setdefault("EMAIL_URL", "memorymail://")
 os.environ.setdefault("LOG_LEVEL", "WARNING")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventplatform")
-os.environ.setdefault("EMAIL_URL", "locmemmail://")
+os.environ.setdefault("EMAIL_URL", "memorymail://")
 
 from eventplatform.settings.base import *  # noqa: E402,F401,F403
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install the command-line tools the deploy tests need (promtool, for tests/deploy).
+#
+# Idempotent: does nothing when promtool is already on PATH. Debian's `prometheus` package ships
+# promtool; its postinst would also start a Prometheus server, which we do not want here (the tests
+# only need the checker). Service starts are refused through policy-rc.d for the duration of the
+# install, and any /usr/bin/prometheus process that appears during the install is stopped by PID.
+set -euo pipefail
+
+if command -v promtool >/dev/null 2>&1; then
+  echo "install-tools: promtool already installed ($(command -v promtool))"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-tools: promtool is missing; run this script as root (it uses apt-get)" >&2
+  exit 1
+fi
+
+# PIDs of running Prometheus servers, matched by executable path (never by name pattern).
+prometheus_pids() {
+  local exe pid
+  for exe in /proc/[0-9]*/exe; do
+    pid=${exe#/proc/}; pid=${pid%/exe}
+    [ "$(readlink "$exe" 2>/dev/null)" = /usr/bin/prometheus ] && echo "$pid"
+  done
+  return 0
+}
+
+before=" $(prometheus_pids | tr '\n' ' ') "
+
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# Temporary, from deploy/install-tools.sh: do not start services.\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  created_policy=1
+fi
+cleanup() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# No recommends: prometheus-node-exporter is not needed for promtool.
+apt-get install -y -qq --no-install-recommends prometheus
+
+# Stop what the package may have started anyway (systemd hosts ignore policy-rc.d).
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
+for pid in $(prometheus_pids); do
+  case "$before" in *" $pid "*) continue ;; esac
+  echo "install-tools: stopping the Prometheus server the package started (pid $pid)"
+  kill "$pid" 2>/dev/null || true
+done
+
+command -v promtool >/dev/null
+echo "install-tools: $(promtool --version 2>&1 | head -n1)"

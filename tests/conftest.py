@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from apps.notifications.providers import reset_providers
+from apps.webhooks.services import portal_create
+from tests.support import webhooks
+from tests.support.sms import SmsApi
+from tests.support.smtp import SmtpServer
+
+
+@pytest.fixture
+def portal(db):  # noqa: ANN001, ANN201 - pytest fixture
+    portal, _, _ = portal_create(slug="pretix", name="Pretix", secret=webhooks.SECRET)
+    return portal
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sms_api() -> Iterator[SmsApi]:
+    api = SmsApi().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_providers() -> Iterator[None]:
+    """Providers are cached per process; settings differ between tests."""
+    reset_providers()
+    yield
+    reset_providers()

@@ -1,0 +1,112 @@
+"""Starting and stopping the real processes (gunicorn, run_relay, rundramatiq) for end-to-end tests.
+
+Every process is stopped by its own PID (SIGTERM, then SIGKILL), never by a name pattern: other
+runs on this machine may be running the same commands.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from django.db import connection
+
+from tests.support.smtp import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    """The environment of a child: this run's test database and RabbitMQ vhost."""
+    settings_dict = connection.settings_dict
+    database_url = (f"postgres://{settings_dict['USER'] or 'postgres'}@{settings_dict['HOST'] or '127.0.0.1'}:"
+                    f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}")
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.base", DATABASE_URL=database_url, LOG_FORMAT="json",
+        LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+class ManagedProcess:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"ep-{name}-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a supervisor would see."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.1,
+               message: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    web = ManagedProcess("web", [sys.executable, "-m", "gunicorn", "eventplatform.wsgi", "--bind",
+                                 f"127.0.0.1:{port}", "--workers", str(workers), "--graceful-timeout", "5"], env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{base_url}/healthz") or not web.alive(), timeout=30, message="gunicorn")
+    finally:
+        if not web.alive():
+            raise AssertionError(f"gunicorn exited:\n{web.output()}")
+    return web, base_url
+
+
+def start_relay(env: dict[str, str]) -> ManagedProcess:
+    return ManagedProcess("relay", [sys.executable, "manage.py", "run_relay", "--poll-seconds", "1"], env)
+
+
+def start_worker(env: dict[str, str], *, processes: int = 1, threads: int = 4) -> ManagedProcess:
+    return ManagedProcess("worker", [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes),
+                                     "--threads", str(threads)], env)
