@@ -70,6 +70,10 @@ CATALOGUE: dict[str, ErrorCode] = {
                   "Fix the cause, then replay with replay_notifications or the admin action."),
         ErrorCode("circuit_open", "The provider's circuit breaker is open; the send is deferred.",
                   "None: sends resume after the cool-down. Check the provider if it lasts."),
+        ErrorCode("process_exited", "A child process of run_pipeline exited; the others are stopped.",
+                  "Read that process's last log lines; restart."),
+        ErrorCode("library_warning", "A warning or error logged by a library (Django, Dramatiq, pika) without "
+                  "a code of ours.", "Read the message; if it repeats, give it a code of its own."),
         ErrorCode("provider_error", "Unexpected provider error; treated as transient.", "Read the traceback."),
     ]
 }

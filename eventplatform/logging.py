@@ -16,7 +16,8 @@ import structlog
 from dramatiq.middleware import Middleware
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
-_PHONE = re.compile(r"\+?\d[\d ()-]{6,}(\d{2})")
+# E.164 as the contract requires it (+ and 7-15 digits), never digits inside ids or uuids.
+_PHONE = re.compile(r"(?<![\w+])\+\d{5,13}(\d{2})(?!\w)")
 
 
 def mask_email(address: str | None) -> str | None:
@@ -41,6 +42,14 @@ def _mask_personal_data(_logger: Any, _name: str, event_dict: dict[str, Any]) ->
     return event_dict
 
 
+def _ensure_error_code(_logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Every warning and error carries a stable code; a library's own warnings get a generic one."""
+    level = event_dict.get("level", method_name)
+    if level in ("warning", "error", "critical", "exception") and "error_code" not in event_dict:
+        event_dict["error_code"] = "library_warning"
+    return event_dict
+
+
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -49,6 +58,7 @@ SHARED_PROCESSORS: list[Any] = [
     structlog.processors.StackInfoRenderer(),
     structlog.processors.format_exc_info,
     _mask_personal_data,
+    _ensure_error_code,
 ]
 
 
@@ -73,6 +83,20 @@ structlog.configure(
     wrapper_class=structlog.stdlib.BoundLogger,
     cache_logger_on_first_use=True,
 )
+
+
+class RequestContextMiddleware:
+    """Django middleware: each request starts with empty log context (workers serve many requests)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        structlog.contextvars.clear_contextvars()
+        try:
+            return self.get_response(request)
+        finally:
+            structlog.contextvars.clear_contextvars()
 
 
 class CorrelationMiddleware(Middleware):

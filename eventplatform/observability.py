@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
 
+import pika
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.registry import REGISTRY
@@ -18,5 +23,75 @@ def metrics_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:
-    start_http_server(port, addr=addr, registry=metrics_registry())
+def start_metrics_server(port: int, addr: str = "127.0.0.1", extra_collectors: tuple[object, ...] = ()) -> None:
+    registry = metrics_registry()
+    for collector in extra_collectors:
+        registry.register(collector)  # type: ignore[arg-type]
+    start_http_server(port, addr=addr, registry=registry)
+
+
+class RabbitmqQueueCollector:
+    """Queue depth and consumers of every queue the system uses, read from the broker itself.
+
+    Passive `queue_declare` (AMQP, no management plugin needed) on the main, delay (.DQ) and
+    dead-letter (.XQ) queues. Results are cached for `ttl` seconds so frequent scrapes cost the
+    broker nothing; it runs in the exporter's thread, never on a request or publish path.
+    """
+
+    def __init__(self, url: str, queues: list[str], ttl: float = 15.0, timeout: float = 3.0) -> None:
+        self.url, self.ttl, self.timeout = url, ttl, timeout
+        self.queues = [name for queue in queues for name in (queue, f"{queue}.DQ", f"{queue}.XQ")]
+        self._cache: tuple[float, dict[str, tuple[int, int]], bool] | None = None
+        self._lock = threading.Lock()
+
+    def _read(self) -> tuple[dict[str, tuple[int, int]], bool]:
+        parameters = pika.URLParameters(self.url)
+        parameters.socket_timeout = parameters.stack_timeout = self.timeout
+        parameters.blocked_connection_timeout = self.timeout
+        parameters.connection_attempts = 1
+        depths: dict[str, tuple[int, int]] = {}
+        try:
+            connection = pika.BlockingConnection(parameters)
+        except Exception:  # noqa: BLE001 - the broker being down is exactly what this reports
+            return depths, False
+        try:
+            for queue in self.queues:
+                try:
+                    channel = connection.channel()
+                    frame = channel.queue_declare(queue=queue, passive=True)
+                    depths[queue] = (frame.method.message_count, frame.method.consumer_count)
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    continue  # not declared yet: nothing has used it
+        except Exception:  # noqa: BLE001
+            return depths, False
+        finally:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001
+                pass
+        return depths, True
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Names only, so registering the collector does not query the broker (nor fill the cache)."""
+        return [GaugeMetricFamily(name, "", labels=labels) for name, labels in (
+            ("eventplatform_rabbitmq_queue_messages", ["queue"]), ("eventplatform_rabbitmq_queue_consumers", ["queue"]),
+            ("eventplatform_rabbitmq_up", None))]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            if self._cache is None or time.monotonic() - self._cache[0] > self.ttl:
+                depths, up = self._read()
+                self._cache = (time.monotonic(), depths, up)
+            _, depths, up = self._cache
+        messages = GaugeMetricFamily("eventplatform_rabbitmq_queue_messages", "Messages ready in the queue.",
+                                     labels=["queue"])
+        consumers = GaugeMetricFamily("eventplatform_rabbitmq_queue_consumers", "Consumers of the queue.",
+                                      labels=["queue"])
+        for queue, (count, consumer_count) in sorted(depths.items()):
+            messages.add_metric([queue], count)
+            consumers.add_metric([queue], consumer_count)
+        yield messages
+        yield consumers
+        yield GaugeMetricFamily("eventplatform_rabbitmq_up", "1 when the broker answered the last check.",
+                                value=1 if up else 0)

@@ -76,6 +76,9 @@ def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
     metrics.OUTBOX_PUBLISHED.inc(len(rows))
     for row in rows:
         metrics.OUTBOX_COMMIT_TO_PUBLISH.observe((confirmed_at - row.created_at).total_seconds())
+    # One line per batch, not per row; the correlation ids make each webhook's story searchable.
+    log.info("relay.published", count=len(rows),
+             correlation_ids=sorted({row.options.get("correlation_id") for row in rows} - {None}))
     return len(rows)
 
 

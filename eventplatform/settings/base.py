@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "eventplatform.logging.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,3 +137,4 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 
 from eventplatform.settings.dramatiq import *  # noqa: E402,F401,F403
 from eventplatform.settings.logging import *  # noqa: E402,F401,F403
+from eventplatform.settings.sentry import *  # noqa: E402,F401,F403

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+
 from eventplatform.settings.base import env
 
 BROKER_URL = env.str("BROKER_URL", default="")
@@ -28,5 +32,25 @@ else:
         "MIDDLEWARE": DRAMATIQ_MIDDLEWARE,
     }
 
+# The queues our actors use (exported as depth metrics with their .DQ and .XQ companions).
+PIPELINE_QUEUES = ["registrations", "notifications"]
+
 DRAMATIQ_TASKS_DATABASE = "default"
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# Worker metrics: Dramatiq's Prometheus middleware serves, on dramatiq_prom_port (default 9191),
+# the aggregate of per-process sample files in dramatiq_prom_db. Our own worker metrics must be
+# written to the same directory, so it is chosen here, in the `rundramatiq` process, before it
+# execs the worker processes and before prometheus_client is first imported by them. A fresh
+# directory per start: stale files of dead processes would otherwise be summed in.
+# The exec'd worker processes inherit the marker and load these settings again.
+if sys.argv[1:2] == ["rundramatiq"] or os.environ.get("EVENTPLATFORM_WORKER"):
+    os.environ["EVENTPLATFORM_WORKER"] = "1"
+    _metrics_dir = os.environ.get("dramatiq_prom_db") or tempfile.mkdtemp(prefix="eventplatform-worker-metrics-")
+    os.environ["dramatiq_prom_db"] = _metrics_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+    # The exporter runs where it wins a file lock: one lock per worker group, not one per machine.
+    os.environ.setdefault("dramatiq_prom_lock", os.path.join(_metrics_dir, "exporter.lock"))
+    os.environ.setdefault("dramatiq_prom_host", "127.0.0.1")
+    DRAMATIQ_MIDDLEWARE = ["dramatiq.middleware.Prometheus", *DRAMATIQ_MIDDLEWARE]
+    DRAMATIQ_BROKER["MIDDLEWARE"] = DRAMATIQ_MIDDLEWARE

@@ -23,7 +23,7 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": _level},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
-        "pika": {"level": "WARNING"},
+        "pika": {"level": "ERROR"},  # connection noise; the relay and workers log outages themselves
         "dramatiq": {"level": _level},
     },
 }

@@ -67,7 +67,7 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         while not stop.wait(1):
             if any(child.poll() is not None for child in children):
-                log.error("pipeline.child_exited", error_code="relay_error")
+                log.error("pipeline.child_exited", error_code="process_exited")
                 break
         for child in children:
             if child.poll() is None:

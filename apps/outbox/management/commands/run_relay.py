@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.outbox.relay import BrokerEnqueuePublisher, Relay
-from eventplatform.observability import start_metrics_server
+from eventplatform.observability import RabbitmqQueueCollector, start_metrics_server
 
 
 def build_publisher():  # type: ignore[no-untyped-def]
@@ -46,6 +46,7 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         if options["metrics_port"]:
-            start_metrics_server(options["metrics_port"])
+            start_metrics_server(options["metrics_port"], extra_collectors=(
+                RabbitmqQueueCollector(settings.BROKER_URL, queues=settings.PIPELINE_QUEUES),))
         Relay(publisher=build_publisher(), batch_size=options["batch_size"], poll_seconds=options["poll_seconds"],
               stop=stop).run()

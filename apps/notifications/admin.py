@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.services import notification_replay
+from apps.webhooks.admin import ReadOnlyAdmin
+
+
+class NotificationAttemptInline(admin.TabularInline):
+    model = NotificationAttempt
+    fields = ("number", "started_at", "duration_ms", "outcome", "provider", "error_code", "error_message",
+              "provider_message_id")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """"Which e-mails failed since 9:00?": filter by status, channel and updated_at."""
+
+    list_display = ("created_at", "kind", "channel", "status", "attempts", "last_error_code", "registration",
+                    "updated_at", "id")
+    list_filter = ("status", "channel", "kind", "last_error_code", "updated_at", "created_at")
+    search_fields = ("id", "correlation_id", "registration__external_id", "recipient")
+    date_hierarchy = "updated_at"
+    inlines = [NotificationAttemptInline]
+    actions = ["replay"]
+    exclude = ("context",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
+        # context holds the whole registration snapshot: only the detail page needs it.
+        return super().get_queryset(request).select_related("registration").defer("context")
+
+    @admin.action(description="Replay: send the selected dead notifications again")
+    def replay(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        replayed = sum(notification_replay(notification_id=n.id) for n in queryset.only("id"))
+        self.message_user(request, f"Queued {replayed} notification(s) for sending; only dead ones are replayed.")
+
+
+@admin.register(NotificationAttempt)
+class NotificationAttemptAdmin(ReadOnlyAdmin):
+    list_display = ("started_at", "notification", "number", "outcome", "provider", "error_code", "duration_ms")
+    list_filter = ("outcome", "provider", "error_code", "started_at")
+    search_fields = ("notification__id", "provider_message_id")
+    date_hierarchy = "started_at"

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from apps.outbox.models import OutboxMessage
+from apps.webhooks.admin import ReadOnlyAdmin
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "actor_name", "queue_name", "available_at", "published_at", "id")
+    list_filter = ("actor_name", ("published_at", admin.EmptyFieldListFilter))
+    search_fields = ("id",)
+    date_hierarchy = "created_at"

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from apps.webhooks.models import Portal, PortalSecret, WebhookEvent
+
+
+class PortalSecretInline(admin.TabularInline):
+    model = PortalSecret
+    extra = 0
+    fields = ("secret", "active", "created_at")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Portal)
+class PortalAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "active", "rate_limit_per_minute", "created_at")
+    list_filter = ("active",)
+    search_fields = ("slug", "name")
+    inlines = [PortalSecretInline]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Event logs are append-only: staff can look, never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ("received_at", "portal", "type", "status", "delivery_id", "id")
+    list_filter = ("status", "type", "portal", "received_at")
+    search_fields = ("id", "delivery_id")
+    date_hierarchy = "received_at"
+    readonly_fields = ("id", "portal", "delivery_id", "type", "status", "received_at", "pretty_payload", "errors")
+    exclude = ("raw_body", "payload")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:
+        # The raw body and payload can be large; the list never shows them.
+        return super().get_queryset(request).select_related("portal").defer("raw_body", "payload")
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: WebhookEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))

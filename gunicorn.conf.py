@@ -1,0 +1,24 @@
+"""Read by `gunicorn eventplatform.wsgi` from the working directory (gunicorn's default config file).
+
+Several gunicorn workers each count their own requests; prometheus_client's multiprocess mode
+writes samples to files in PROMETHEUS_MULTIPROC_DIR that /metrics sums. The directory is made
+fresh per start, in the master, before the workers import the application.
+"""
+
+import os
+import tempfile
+
+# Before prometheus_client is imported anywhere: it picks its storage mode at import.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventplatform-web-metrics-")
+
+from prometheus_client import multiprocess  # noqa: E402
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+accesslog = None  # our JSON request logs come from the application
+graceful_timeout = 10
+
+
+def child_exit(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+    multiprocess.mark_process_dead(worker.pid)
