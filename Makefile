@@ -24,6 +24,7 @@ run: $(STAMP)
 
 # The whole suite against the real PostgreSQL and RabbitMQ on loopback (started if down).
 test: $(STAMP)
+	bash deploy/install-tools.sh
 	bash deploy/ensure-services.sh
 	$(PY) -m pytest
 
