@@ -44,9 +44,17 @@ apt-get update -qq
 # No recommends: prometheus-node-exporter is not needed for promtool.
 apt-get install -y -qq --no-install-recommends prometheus
 
-# Stop what the package may have started anyway (systemd hosts ignore policy-rc.d).
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+# We want promtool, not a server: stop what the package may have started anyway (systemd hosts
+# ignore policy-rc.d) and keep it from starting at the next boot. Both work without a running init.
+if command -v systemctl >/dev/null 2>&1; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    systemctl disable prometheus.service >/dev/null 2>&1 || true
+  fi
+fi
+if command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/prometheus ]; then
+  update-rc.d prometheus disable >/dev/null 2>&1 || true
 fi
 for pid in $(prometheus_pids); do
   case "$before" in *" $pid "*) continue ;; esac

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -44,7 +42,7 @@ def _check_broker() -> str | None:
     try:
         pika.BlockingConnection(parameters).close()
         return None
-    except (socket.error, Exception) as error:  # noqa: BLE001 - any failure means not ready
+    except (OSError, Exception) as error:  # noqa: BLE001 - any failure means not ready
         return type(error).__name__
 
 

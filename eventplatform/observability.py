@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pika
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 RUN_ID = f"ep_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -19,7 +20,11 @@ def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
 
 
 def pytest_configure(config: object) -> None:
-    rabbitmqctl("add_vhost", VHOST)
+    # RabbitMQ may be mid-restart (a previous suite's outage test): wait for it rather than fail.
+    for _ in range(60):
+        if rabbitmqctl("add_vhost", VHOST, check=False).returncode == 0:
+            break
+        time.sleep(1)
     rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
 
 

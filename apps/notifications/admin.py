@@ -40,7 +40,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Replay: send the selected dead notifications again")
     def replay(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        replayed = sum(notification_replay(notification_id=n.id) for n in queryset.only("id"))
+        replayed = sum(notification_replay(notification_id=pk) for pk in queryset.values_list("id", flat=True))
         self.message_user(request, f"Queued {replayed} notification(s) for sending; only dead ones are replayed.")
 
 

@@ -47,8 +47,8 @@ def _utc_iso(value: str) -> str:
     if parsed is None:
         return value
     if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc).isoformat()
+        parsed = timezone.make_aware(parsed, dt.UTC)
+    return parsed.astimezone(dt.UTC).isoformat()
 
 
 def _domain_event(event: RegistrationEvent) -> projection.DomainEvent:

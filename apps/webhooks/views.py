@@ -103,7 +103,12 @@ def _handle(request: HttpRequest, portal_slug: str) -> JsonResponse:
 
     serializer = WebhookPayloadSerializer(data=payload)
     valid = isinstance(payload, dict) and serializer.is_valid()
-    errors = None if valid else (serializer.errors if isinstance(payload, dict) else {"non_field_errors": ["Expected a JSON object."]})
+    if valid:
+        errors = None
+    elif isinstance(payload, dict):
+        errors = serializer.errors
+    else:
+        errors = {"non_field_errors": ["Expected a JSON object."]}
     event_type = payload.get("type") if isinstance(payload, dict) and isinstance(payload.get("type"), str) else ""
     recorded = webhook_event_record(
         portal=portal, delivery_id=delivery_id, event_type=event_type, raw_body=body, payload=payload, errors=errors

@@ -19,7 +19,7 @@ def payload(registration_id: str = "R-1001", *, event_type: str = "registration.
             venue: str | None = "bcc", locale: str = "en", timestamp: str | None = None) -> dict[str, Any]:
     return {
         "type": event_type,
-        "timestamp": timestamp or dt.datetime.now(dt.timezone.utc).isoformat(),
+        "timestamp": timestamp or dt.datetime.now(dt.UTC).isoformat(),
         "data": {
             "registration_id": registration_id,
             "event": {"id": "EV-7", "name": event_name, "starts_at": starts_at, "timezone": "Europe/Berlin",
@@ -35,7 +35,7 @@ def signed_headers(body: bytes, *, secret: str = SECRET, delivery_id: str | None
     """Signed with the standardwebhooks package's own `sign`, independent of our verifier."""
     delivery_id = delivery_id or f"msg_{uuid.uuid4().hex}"
     timestamp = int(time.time()) if timestamp is None else timestamp
-    signature = Webhook(secret).sign(delivery_id, dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc),
+    signature = Webhook(secret).sign(delivery_id, dt.datetime.fromtimestamp(timestamp, tz=dt.UTC),
                                      body.decode())
     return {"content-type": "application/json", "webhook-id": delivery_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": signature}

@@ -18,7 +18,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            portal, secret, created = portal_create(slug=options["slug"], name=options["name"], secret=options["secret"])
+            portal, secret, created = portal_create(
+                slug=options["slug"], name=options["name"], secret=options["secret"]
+            )
         except ValueError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{'created' if created else 'exists'} portal {portal.slug}")

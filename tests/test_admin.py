@@ -1,0 +1,55 @@
+"""Support staff's view: every list and detail page renders; dead notifications can be replayed."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from apps.notifications.models import Notification
+from apps.outbox.models import OutboxMessage
+from apps.registrations.models import Registration
+from apps.webhooks.models import Portal
+from tests.support.webhooks import encode, payload, signed_headers
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client: Client) -> Client:
+    client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))
+    return client
+
+
+@pytest.fixture
+def dead_notification(portal: Portal) -> Notification:
+    registration = Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
+    return Notification.objects.create(registration=registration, kind="confirmation", channel="email",
+                                       status="dead", recipient="ada@example.org", context={}, attempts=3,
+                                       last_error_code="smtp_permanent")
+
+
+def test_every_admin_page_renders(staff: Client, portal: Portal, dead_notification: Notification) -> None:
+    body = encode(payload())
+    staff.post("/webhooks/pretix/", data=body, content_type="application/json",
+               headers={k: v for k, v in signed_headers(body).items() if k != "content-type"})
+    for url in ["/admin/webhooks/portal/", "/admin/webhooks/webhookevent/", "/admin/outbox/outboxmessage/",
+                "/admin/registrations/registration/", "/admin/notifications/notification/",
+                "/admin/notifications/notificationattempt/",
+                f"/admin/notifications/notification/{dead_notification.id}/change/",
+                f"/admin/registrations/registration/{dead_notification.registration_id}/change/",
+                "/admin/notifications/notification/?status__exact=dead&channel__exact=email"]:
+        assert staff.get(url).status_code == 200, url
+
+
+def test_event_admin_is_read_only(staff: Client) -> None:
+    assert staff.get("/admin/webhooks/webhookevent/add/").status_code == 403
+
+
+def test_replay_action_requeues_a_dead_notification(staff: Client, dead_notification: Notification) -> None:
+    response = staff.post("/admin/notifications/notification/", {
+        "action": "replay", "_selected_action": [str(dead_notification.id)]})
+    assert response.status_code == 302
+    dead_notification.refresh_from_db()
+    assert dead_notification.status == "pending"
+    assert OutboxMessage.objects.filter(kwargs={"notification_id": str(dead_notification.id)}).count() == 1
