@@ -43,8 +43,8 @@ CATALOGUE: dict[str, ErrorCode] = {
         # --- relay and broker
         ErrorCode("broker_unavailable", "RabbitMQ unreachable or did not confirm; outbox rows are kept and "
                   "retried.", "Check RabbitMQ; nothing is lost, the relay resumes by itself."),
-        ErrorCode("database_unavailable", "PostgreSQL unreachable.",
-                  "Check PostgreSQL; processes retry by themselves."),
+        ErrorCode("database_unavailable", "PostgreSQL unreachable; webhooks get 503 and nothing is stored, so "
+                  "portals deliver again.", "Check PostgreSQL; processes retry by themselves.", 503),
         ErrorCode("relay_error", "Unexpected error in the relay loop; it backs off and retries.",
                   "Read the traceback; file a bug."),
         # --- workers

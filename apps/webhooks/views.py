@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -64,7 +65,13 @@ def _stored_response(recorded: RecordedEvent) -> JsonResponse:
 @csrf_exempt
 def webhook_receive(request: HttpRequest, portal_slug: str) -> JsonResponse:
     with metrics.WEBHOOK_LATENCY.time():
-        response = _handle(request, portal_slug)
+        try:
+            response = _handle(request, portal_slug)
+        except (OperationalError, InterfaceError):
+            # Nothing was committed: a 503 makes the portal deliver again later (Standard Webhooks retries).
+            connection.close()
+            response = error_response("database_unavailable", "Storage is unavailable; please retry.",
+                                      **{"Retry-After": "5"})
     outcome = getattr(response, "outcome", "accepted")
     if response.status_code >= 400:
         log.warning("webhook.rejected", error_code=outcome, portal=portal_slug, status=response.status_code,

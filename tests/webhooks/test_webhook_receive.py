@@ -167,3 +167,18 @@ def test_database_refuses_update_and_delete_of_events(client: Client, portal: Po
         with pytest.raises((IntegrityError, InternalError)), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement, [event_id])
     assert WebhookEvent.objects.get(id=event_id).type == "registration.created"
+
+
+def test_database_outage_answers_503_so_the_portal_retries(client: Client, portal: Portal, monkeypatch) -> None:  # noqa: ANN001
+    from django.db import OperationalError
+
+    from apps.webhooks import views
+
+    def unavailable(**kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(views, "webhook_event_record", unavailable)
+    body = encode(payload())
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 503 and error_code(response) == "database_unavailable"
+    assert response["Retry-After"] == "5"
