@@ -68,7 +68,10 @@ def _project(registration: Registration, state: dict[str, Any]) -> None:
 
 
 def _channels(kind: str, state: dict[str, Any]) -> list[str]:
-    channels = ["email"]
+    """Channels with a recipient. A cancellation seen before its registration's data has none yet;
+    the notifications are recomputed from the whole log on every event, so it is created as soon
+    as an event brings the address."""
+    channels = ["email"] if state.get("email") else []
     if kind in ("confirmation", "cancellation", "reminder_1h") and state.get("phone") and settings.SMS_API_URL:
         channels.append("sms")
     return channels

@@ -7,7 +7,6 @@ is a DRF serializer.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -17,8 +16,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.webhooks import signature
+from apps.webhooks.parsing import MalformedJson, metric_type_label, parse_delivery
 from apps.webhooks.selectors import portal_with_secrets
-from apps.webhooks.serializers import EVENT_TYPES, WebhookPayloadSerializer
 from apps.webhooks.services import RecordedEvent, portal_rate_limit_hit, webhook_event_record
 from eventplatform import metrics
 from eventplatform.errors import EventPlatformError, describe
@@ -104,27 +103,16 @@ def _handle(request: HttpRequest, portal_slug: str) -> JsonResponse:
         return error_response("rate_limited", "Too many requests for this portal.", **{"Retry-After": str(retry_after)})
     structlog.contextvars.bind_contextvars(portal=portal.slug, delivery_id=delivery_id)
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return error_response("malformed_json", f"Body is not JSON: {error}")
-
-    serializer = WebhookPayloadSerializer(data=payload)
-    valid = isinstance(payload, dict) and serializer.is_valid()
-    if valid:
-        errors = None
-    elif isinstance(payload, dict):
-        errors = serializer.errors
-    else:
-        errors = {"non_field_errors": ["Expected a JSON object."]}
-    event_type = payload.get("type") if isinstance(payload, dict) and isinstance(payload.get("type"), str) else ""
+        parsed = parse_delivery(body)
+    except MalformedJson as error:
+        return error_response(error.code, error.message)
     recorded = webhook_event_record(
-        portal=portal, delivery_id=delivery_id, event_type=event_type, raw_body=body, payload=payload, errors=errors
+        portal=portal, delivery_id=delivery_id, event_type=parsed.event_type, raw_body=body, payload=parsed.payload,
+        errors=parsed.errors,
     )
     structlog.contextvars.bind_contextvars(event_id=str(recorded.event_id), correlation_id=str(recorded.event_id))
-    if not recorded.duplicate:
-        log.info("webhook.stored", type=event_type, status=recorded.status)
-    else:
-        log.info("webhook.duplicate", type=event_type, status=recorded.status)
+    log.info("webhook.duplicate" if recorded.duplicate else "webhook.stored", type=parsed.event_type,
+             status=recorded.status)
     response = _stored_response(recorded)
-    response.event_type = event_type if event_type in EVENT_TYPES else "other"  # type: ignore[attr-defined]
+    response.event_type = metric_type_label(parsed.event_type)  # type: ignore[attr-defined]
     return response

@@ -182,3 +182,33 @@ def test_database_outage_answers_503_so_the_portal_retries(client: Client, porta
     response = post(client, body, signed_headers(body))
     assert response.status_code == 503 and error_code(response) == "database_unavailable"
     assert response["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("raw", [b'{"type": "registration.created", "x": NaN}', b"\xff\xfe{}", b"[1, 2"])
+def test_not_json_variants_are_400(client: Client, portal: Portal, raw: bytes) -> None:
+    response = post(client, raw, _sign_bytes(raw))
+    assert response.status_code == 400 and error_code(response) == "malformed_json"
+
+
+def _sign_bytes(raw: bytes) -> dict[str, str]:
+    from apps.webhooks.signature import sign
+
+    timestamp = int(time.time())
+    return {"webhook-id": f"msg_{timestamp}_{len(raw)}", "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret=SECRET, delivery_id=f"msg_{timestamp}_{len(raw)}", timestamp=timestamp,
+                                      body=raw)}
+
+
+@pytest.mark.parametrize("text", ["nul \\u0000 inside", "lone \\ud800 surrogate"])
+def test_text_postgres_cannot_store_is_kept_as_rejected_not_500(client: Client, portal: Portal, text: str) -> None:
+    data = payload()
+    body = encode(data).replace(b'"Ada"', f'"{text}"'.encode())
+    response = post(client, body, signed_headers(body, delivery_id="d-nul"))
+    assert response.status_code == 422 and error_code(response) == "invalid_payload"
+    event = WebhookEvent.objects.get(delivery_id="d-nul")
+    assert event.status == "rejected" and bytes(event.raw_body) == body
+
+
+def test_emoji_and_non_latin_text_are_accepted(client: Client, portal: Portal) -> None:
+    body = encode(payload(first_name="Zoë 😀 李"))
+    assert post(client, body, signed_headers(body)).status_code == 202
