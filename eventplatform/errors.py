@@ -65,6 +65,10 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("sms_permanent", "SMS API refused the message with a 4xx other than 429; not retried.",
                   "Check the phone number and the SMS account; replay after correcting it."),
         ErrorCode("sms_not_configured", "SMS is disabled (SMS_API_URL unset).", "Configure SMS_* settings."),
+        ErrorCode("esp_transient", "The e-mail service provider's API (django-anymail) answered 429/5xx or "
+                  "could not be reached; retried.", "None unless persistent: check the ESP's status page."),
+        ErrorCode("esp_permanent", "The e-mail service provider's API (django-anymail) refused the message with a "
+                  "4xx other than 429; not retried.", "Check the ESP account and the recipient; replay after fixing."),
         ErrorCode("invalid_recipient", "Recipient address or number is missing or invalid; not retried.",
                   "Correct the attendee's data at the portal."),
         ErrorCode("retries_exhausted", "All retries were used; the notification is dead.",

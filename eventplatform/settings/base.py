@@ -13,7 +13,8 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me")
 DEBUG = env.bool("DEBUG", default=False)
@@ -126,6 +127,21 @@ NOTIFICATION_MAX_BACKOFF_MS = env.int("NOTIFICATION_MAX_BACKOFF_MS", default=300
 APPLY_MAX_RETRIES = env.int("APPLY_MAX_RETRIES", default=20)
 APPLY_MIN_BACKOFF_MS = env.int("APPLY_MIN_BACKOFF_MS", default=1000)
 APPLY_MAX_BACKOFF_MS = env.int("APPLY_MAX_BACKOFF_MS", default=300_000)
+# When Dramatiq's retries run out on a transient error, a new round is scheduled through the outbox
+# (a durable delay in PostgreSQL) until the notification is older than the horizon (docs/notifications.md).
+NOTIFICATION_RETRY_HORIZON_SECONDS = env.int("NOTIFICATION_RETRY_HORIZON_SECONDS", default=86_400)
+NOTIFICATION_ROUND_DELAY_SECONDS = env.int("NOTIFICATION_ROUND_DELAY_SECONDS", default=1_800)
+NOTIFICATION_BREAKER_THRESHOLD = env.int("NOTIFICATION_BREAKER_THRESHOLD", default=5)
+NOTIFICATION_BREAKER_COOLDOWN_SECONDS = env.float("NOTIFICATION_BREAKER_COOLDOWN_SECONDS", default=30.0)
+NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS = env.float("NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS", default=60.0)
+# Used while the primary e-mail provider's breaker is open: an SMTP URL, or an anymail backend.
+EMAIL_FALLBACK_URL = env.str("EMAIL_FALLBACK_URL", default="")
+EMAIL_FALLBACK_BACKEND = env.str("EMAIL_FALLBACK_BACKEND", default="")
+if "EMAIL_BACKEND" in env:  # an ESP through django-anymail wins over EMAIL_URL's scheme
+    EMAIL_BACKEND = env.str("EMAIL_BACKEND")
+ANYMAIL = env.json("ANYMAIL", default={})
+REMINDER_24H_BEFORE_SECONDS = env.int("REMINDER_24H_BEFORE_SECONDS", default=86_400)
+REMINDER_1H_BEFORE_SECONDS = env.int("REMINDER_1H_BEFORE_SECONDS", default=3_600)
 
 # --- relay
 RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=500)
