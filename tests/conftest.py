@@ -37,3 +37,13 @@ def _fresh_providers() -> Iterator[None]:
     reset_providers()
     yield
     reset_providers()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_portal_cache() -> Iterator[None]:
+    """The intake caches portals per process for a few seconds; tests change them between requests."""
+    from apps.webhooks.selectors import portal_cache_clear
+
+    portal_cache_clear()
+    yield
+    portal_cache_clear()

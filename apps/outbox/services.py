@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import structlog
@@ -12,6 +13,28 @@ from django.utils import timezone
 from apps.outbox.models import OutboxMessage
 
 wakeup_local_relay = None  # set by an in-process relay (embedded mode) to be woken on commit
+
+
+def outbox_message_fields(
+    *,
+    actor_name: str,
+    queue_name: str,
+    kwargs: dict[str, Any],
+    correlation_id: str | None = None,
+    delay: dt.timedelta | None = None,
+) -> dict[str, Any]:
+    """The column values of one outbox row (also used by the intake's single-statement insert)."""
+    correlation_id = correlation_id or structlog.contextvars.get_contextvars().get("correlation_id")
+    now = timezone.now()
+    return {
+        "id": uuid.uuid4(),
+        "actor_name": actor_name,
+        "queue_name": queue_name,
+        "kwargs": kwargs,
+        "options": {"correlation_id": correlation_id} if correlation_id else {},
+        "created_at": now,
+        "available_at": now + delay if delay else now,
+    }
 
 
 def outbox_enqueue(
@@ -27,16 +50,14 @@ def outbox_enqueue(
     PostgreSQL wakes the relays with NOTIFY from a trigger (migration 0002); for SQLite (embedded
     mode) an in-process relay is woken on commit.
     """
-    correlation_id = correlation_id or structlog.contextvars.get_contextvars().get("correlation_id")
-    now = timezone.now()
-    message = OutboxMessage.objects.create(
-        actor_name=actor_name,
-        queue_name=queue_name,
-        kwargs=kwargs,
-        options={"correlation_id": correlation_id} if correlation_id else {},
-        created_at=now,
-        available_at=now + delay if delay else now,
-    )
+    return outbox_insert(outbox_message_fields(
+        actor_name=actor_name, queue_name=queue_name, kwargs=kwargs, correlation_id=correlation_id, delay=delay
+    ))
+
+
+def outbox_insert(fields: dict[str, Any]) -> OutboxMessage:
+    """Insert a row built by outbox_message_fields, inside the caller's transaction."""
+    message = OutboxMessage.objects.create(**fields)
     if connection.vendor != "postgresql" and wakeup_local_relay is not None:
         transaction.on_commit(wakeup_local_relay)
     return message

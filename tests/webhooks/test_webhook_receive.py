@@ -11,6 +11,7 @@ from django.test import Client
 
 from apps.outbox.models import OutboxMessage
 from apps.webhooks.models import Portal, WebhookEvent
+from apps.webhooks.selectors import portal_cache_clear
 from apps.webhooks.services import portal_create
 from tests.support.webhooks import SECRET, encode, payload, signed_headers
 
@@ -103,6 +104,7 @@ def test_rotated_secret_passes_and_deactivated_secret_fails(client: Client, port
     body = encode(payload())
     assert post(client, body, signed_headers(body, secret=new_secret)).status_code == 202
     portal.secrets.filter(secret=SECRET).update(active=False)
+    portal_cache_clear()  # what PORTAL_CACHE_SECONDS of waiting does in production
     response = post(client, body, signed_headers(body, secret=SECRET))
     assert response.status_code == 401
 
