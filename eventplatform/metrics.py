@@ -49,3 +49,9 @@ BREAKER_STATE = Gauge("eventplatform_circuit_breaker_open", "1 when the provider
                       ["provider"], multiprocess_mode="livemax")
 REGISTRATION_EVENTS = Counter("eventplatform_registration_events_applied_total", "Webhook events applied.",
                               ["type", "outcome"])
+NOTIFICATION_DEFERRALS = Counter("eventplatform_notification_deferrals_total",
+                                 "Sends deferred because every provider of the channel had its breaker open.",
+                                 ["channel"])
+NOTIFICATION_ROUNDS = Counter("eventplatform_notification_retry_rounds_total",
+                              "Retry rounds scheduled through the outbox after Dramatiq's retries ran out.",
+                              ["channel"])

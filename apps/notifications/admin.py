@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
 from apps.notifications.services import notification_replay
 from apps.webhooks.admin import ReadOnlyAdmin
 
@@ -50,3 +50,12 @@ class NotificationAttemptAdmin(ReadOnlyAdmin):
     list_filter = ("outcome", "provider", "error_code", "started_at")
     search_fields = ("notification__id", "provider_message_id")
     date_hierarchy = "started_at"
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(ReadOnlyAdmin):
+    """Which provider is held back and since when: the truth behind the breaker gauge, which an idle
+    worker process may report stale. Read-only: the breakers close themselves after a good probe."""
+
+    list_display = ("provider", "state", "consecutive_failures", "opened_at", "probe_claimed_at", "updated_at")
+    list_filter = ("state",)

@@ -50,7 +50,11 @@ class Notification(models.Model):
     source_received_at = models.DateTimeField(null=True, blank=True,
                                               help_text="When the webhook that caused it arrived.")
     claimed_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while a later try waits in the outbox (a retry round or a circuit-breaker deferral).")
+    replayed_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="Last staff replay; the retry horizon counts from here.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -86,3 +90,28 @@ class NotificationAttempt(models.Model):
 
     class Meta:
         ordering = ["notification_id", "number"]
+
+
+class CircuitBreaker(models.Model):
+    """One provider's circuit breaker, shared by every worker process.
+
+    Kept in PostgreSQL, not in process memory or Redis: all workers must agree on the state, the
+    database is already a hard dependency, and the embedded mode has no Redis. Every transition is a
+    guarded UPDATE (`... WHERE state = ...`), so of two processes racing, one wins.
+    """
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open"
+
+    provider = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED, db_index=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    probe_claimed_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="When the one probe allowed in half_open was taken.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.state}"

@@ -3,7 +3,9 @@
 Templates live in apps/notifications/templates/notifications/<locale>/<kind>.<part>, where part is
 `subject.txt`, `body.txt`, `body.html` (e-mail) or `sms.txt`; a `<kind>.<role>.<part>` file wins
 over `<kind>.<part>` so speakers can get their own wording. Attendee-provided text is stripped
-of control characters (no header injection through a subject) and auto-escaped in HTML.
+of control characters and line separators (no header injection through a subject) and
+auto-escaped in HTML (no markup through a name). Dates and month names follow the template's locale
+(`translation.override`), times the event's timezone.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Any
 
 from django.template import TemplateDoesNotExist
 from django.template.loader import select_template
+from django.utils import translation
 from django.utils.dateparse import parse_datetime
 
 FALLBACK_LOCALE = "en"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_LOCALE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
+# C0 and C1 controls and Unicode line/paragraph separators: anything a mail header could split at.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ def template_context(context: dict[str, Any]) -> dict[str, Any]:
         try:
             tz = zoneinfo.ZoneInfo(clean.get("event_timezone") or "UTC")
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            tz = dt.timezone.utc
+            tz = dt.UTC
         # Naive on purpose: Django's date filter would convert an aware value to the server's zone.
         clean["starts_local"] = starts_at.astimezone(tz).replace(tzinfo=None)
     return clean
@@ -48,18 +53,29 @@ def template_context(context: dict[str, Any]) -> dict[str, Any]:
 
 def _locales(locale: str) -> list[str]:
     locale = (locale or FALLBACK_LOCALE).lower().replace("_", "-")
+    if not _LOCALE.fullmatch(locale):  # it becomes part of a template path
+        locale = FALLBACK_LOCALE
     candidates = [locale, locale.split("-")[0], FALLBACK_LOCALE]
     return list(dict.fromkeys(candidates))
 
 
-def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any]) -> str | None:
+def _template_names(kind: str, role: str, locale: str, part: str) -> list[str]:
     names = []
     for candidate in _locales(locale):
         names += [f"notifications/{candidate}/{kind}.{role}.{part}", f"notifications/{candidate}/{kind}.{part}"]
+    return names
+
+
+def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any]) -> str | None:
     try:
-        return select_template(names).render(context)
+        template = select_template(_template_names(kind, role, locale, part))
     except TemplateDoesNotExist:
         return None
+    # The locale the template was found in, not the one asked for: a `fr` attendee gets the `en`
+    # text, and must then get English month names in it too.
+    found_locale = template.origin.template_name.split("/")[1]
+    with translation.override(found_locale):
+        return template.render(context)
 
 
 def render(*, kind: str, channel: str, context: dict[str, Any]) -> Rendered:

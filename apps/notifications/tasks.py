@@ -1,4 +1,13 @@
-"""Actors of the notifications app: load by id, call one service."""
+"""Actors of the notifications app: load by id, call one service.
+
+Retry policy of `notification_send` (Dramatiq's Retries middleware): up to NOTIFICATION_MAX_RETRIES
+retries with exponential backoff and jitter between NOTIFICATION_MIN_BACKOFF_MS and
+NOTIFICATION_MAX_BACKOFF_MS. The settings are read when a retry is decided, not when this module is
+imported (actor options are frozen at import), so a changed setting applies without a new actor.
+The backoff stays at most 5 minutes: Dramatiq keeps a delayed message unacknowledged until it is
+due, and RabbitMQ closes a channel holding one longer than its consumer_timeout (dramatiq issue 827).
+Longer outages are covered by retry rounds through the outbox (notification_retries_exhausted).
+"""
 
 from __future__ import annotations
 
@@ -6,33 +15,43 @@ from typing import Any
 
 import dramatiq
 from django.conf import settings
+from dramatiq.common import compute_backoff
+from dramatiq.middleware import CurrentMessage
 
 from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.models import Notification
-from apps.notifications.services import notification_mark_dead, notification_send
+from apps.notifications.services import notification_retries_exhausted, notification_send
 
 
 def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
-    """Retry transient provider errors (and a busy claim) up to the configured count; nothing else."""
-    transient = isinstance(exception, (ProviderTransientError, NotificationBusy))
-    return transient and retries_so_far < settings.NOTIFICATION_MAX_RETRIES
+    """Retry up to the configured count. Permanent failures never get here: the service marks them
+    dead and returns. Unexpected errors (a database hiccup) are retried like transient ones."""
+    return retries_so_far < settings.NOTIFICATION_MAX_RETRIES
+
+
+def retry_backoff_ms(retries_so_far: int) -> int:
+    """Exponential backoff with jitter (Dramatiq's own formula), bounded by the settings."""
+    max_backoff = min(settings.NOTIFICATION_MAX_BACKOFF_MS, 300_000)
+    _, delay = compute_backoff(retries_so_far, factor=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=max_backoff)
+    return delay
 
 
 @dramatiq.actor(queue_name="notifications", actor_name="notification_dead_letter",
                 max_retries=settings.APPLY_MAX_RETRIES)
 def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str, Any] | None = None) -> None:
-    """Called by the Retries middleware (`on_retry_exhausted`) when a send will not be retried."""
-    notification_id = message_data["kwargs"]["notification_id"]
-    last = Notification.objects.filter(id=notification_id).values("last_error_code", "last_error_message").first()
-    notification_mark_dead(
-        notification_id=notification_id,
-        error_code=(last or {}).get("last_error_code") or "retries_exhausted",
-        error_message=(last or {}).get("last_error_message") or "Retries exhausted.",
-    )
+    """Called by the Retries middleware (`on_retry_exhausted`) when a send will not be retried:
+    schedules a retry round, or marks the notification dead past the retry horizon."""
+    notification_retries_exhausted(notification_id=message_data["kwargs"]["notification_id"])
 
 
 @dramatiq.actor(queue_name="notifications", actor_name="notification_send", retry_when=retry_transient,
                 min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=settings.NOTIFICATION_MAX_BACKOFF_MS,
                 on_retry_exhausted="notification_dead_letter")
 def notification_send_actor(notification_id: str) -> None:
-    notification_send(notification_id=notification_id)
+    try:
+        notification_send(notification_id=notification_id)
+    except (ProviderTransientError, NotificationBusy) as error:
+        # Retry carries the delay computed from today's settings; the service has logged the
+        # failure with its error code, so Dramatiq need not log a traceback for it.
+        message = CurrentMessage.get_current_message()
+        retries = message.options.get("retries", 0) if message else 0
+        raise dramatiq.Retry(f"{error.code}: {error.message}", delay=retry_backoff_ms(retries)) from error

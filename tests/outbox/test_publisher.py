@@ -205,13 +205,14 @@ def test_reconnects_after_broker_closed_the_idle_connection(publisher, vhost, qu
     while not (before := connections()):  # connection tracking is asynchronous
         assert time.monotonic() < deadline, "broker never listed the connection"
         time.sleep(0.1)
-    [old_port] = {line.split("\t")[0] for line in before}
-    assert "Closed 1 connections" in rabbitmqctl("close_all_connections", "-p", vhost, "simulated restart")
+    # The vhost may also hold the connection dramatiq's broker uses to declare queues.
+    old_ports = {line.split("\t")[0] for line in before}
+    assert "Closed" in rabbitmqctl("close_all_connections", "-p", vhost, "simulated restart")
 
     publisher.publish_batch(messages(queue, 10))  # notices the dead connection: no error
 
     running = {line.split("\t")[0] for line in connections() if line.endswith("running")}
-    assert running and old_port not in running
+    assert running and not running & old_ports
 
 
 def test_same_publisher_works_again_after_broker_down_and_back(proxy, vhost, queue):

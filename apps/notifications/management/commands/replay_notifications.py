@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from apps.notifications.models import Notification
+from apps.notifications.selectors import notifications_to_replay
+from apps.notifications.services import notification_replay
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise CommandError(f"--id: not a notification id: {value!r}") from None
+
+
+def _since(value: str) -> dt.datetime:
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise CommandError(f"--since: not an ISO 8601 date-time: {value!r}")
+    return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
+
+
+class Command(BaseCommand):
+    help = ("Send dead notifications again: those named by --id, or those matching the filters. "
+            "Prints each notification it queued.")
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--id", action="append", dest="ids", default=[], metavar="UUID", type=_uuid,
+                            help="A notification to replay (repeatable).")
+        parser.add_argument("--since", type=_since,
+                            help="Only notifications that died at or after this ISO 8601 time (naive = UTC).")
+        parser.add_argument("--kind", choices=Notification.Kind.values, help="Only this kind.")
+        parser.add_argument("--channel", choices=Notification.Channel.values, help="Only this channel.")
+        parser.add_argument("--error-code", help="Only notifications whose last error has this code.")
+        parser.add_argument("--include-sent", action="store_true",
+                            help="Also re-send SENT notifications; only together with --id.")
+        parser.add_argument("--dry-run", action="store_true", help="Print what would be queued; change nothing.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        filters = {key: options[key] for key in ("since", "kind", "channel", "error_code") if options[key]}
+        if options["include_sent"] and not options["ids"]:
+            raise CommandError("--include-sent needs explicit --id values.")
+        if not options["ids"] and not filters:
+            raise CommandError("Name notifications with --id, or narrow with --since/--kind/--channel/--error-code.")
+        candidates = list(notifications_to_replay(ids=options["ids"], include_sent=options["include_sent"], **filters))
+        self._report_skipped(options["ids"], {str(notification.id) for notification in candidates})
+        queued = 0
+        for notification in candidates:
+            line = (f"{notification.id} {notification.kind}/{notification.channel} {notification.status} "
+                    f"{notification.last_error_code or '-'} registration {notification.registration.external_id}")
+            if options["dry_run"]:
+                self.stdout.write(f"would queue {line}")
+                queued += 1
+            elif notification_replay(notification_id=notification.id, include_sent=options["include_sent"]):
+                self.stdout.write(f"queued {line}")
+                queued += 1
+        self.stdout.write(f"{'would queue' if options['dry_run'] else 'queued'} {queued} notification(s)")
+
+    def _report_skipped(self, ids: list[str], replayable: set[str]) -> None:
+        """Say why a named notification is left alone, instead of silently doing less than asked."""
+        missing = set(ids) - replayable
+        statuses = {str(pk): status for pk, status in
+                    Notification.objects.filter(id__in=missing).values_list("id", "status")}
+        for notification_id in sorted(missing):
+            status = statuses.get(notification_id)
+            reason = f"status {status}" if status else "no such notification"
+            self.stdout.write(f"skipped {notification_id}: {reason}")

@@ -1,0 +1,157 @@
+"""Providers sort failures into transient and permanent, each with a stable code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from apps.notifications.errors import ProviderPermanentError, ProviderTransientError
+from apps.notifications.providers import (
+    EmailProvider,
+    OutgoingMessage,
+    TwilioSmsProvider,
+    _esp_error,
+    providers_for,
+    reset_providers,
+)
+from eventplatform.errors import CATALOGUE
+from tests.support.sms import SmsApi
+from tests.support.smtp import SmtpServer
+
+MESSAGE = OutgoingMessage(notification_id="n-1", recipient="ada@example.org", subject="Hi", text="Hello")
+SMS = OutgoingMessage(notification_id="n-2", recipient="+4915112345678", subject="", text="Hello")
+
+
+def smtp_provider(server: SmtpServer) -> EmailProvider:
+    return EmailProvider(backend="django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=server.port,
+                         timeout=5)
+
+
+def sms_provider(api: SmsApi) -> TwilioSmsProvider:
+    return TwilioSmsProvider(base_url=api.url, account_sid="AC_test", auth_token="token", sender="+4930123456",
+                             timeout=5)
+
+
+@pytest.mark.parametrize(("reply", "error", "code"), [
+    ("451 4.3.0 try later", ProviderTransientError, "smtp_transient"),
+    ("421 4.7.0 too busy", ProviderTransientError, "smtp_transient"),
+    ("550 5.1.1 no such user", ProviderPermanentError, "smtp_permanent"),
+    ("552 5.3.4 too big", ProviderPermanentError, "smtp_permanent"),
+])
+def test_smtp_replies_are_sorted(smtp_server: SmtpServer, reply: str, error: type, code: str) -> None:
+    smtp_server.handler.scripted_replies.append(reply)
+    provider = smtp_provider(smtp_server)
+    with pytest.raises(error) as raised:
+        provider.send(MESSAGE)
+    assert raised.value.code == code
+    assert provider.send(MESSAGE)  # the broken connection was discarded; the next send works
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_refused_recipient_is_invalid_recipient(smtp_server: SmtpServer) -> None:
+    async def refuse(server, session, envelope, address, options):  # noqa: ANN001, ANN202 - aiosmtpd hook
+        return "550 5.1.1 no such mailbox"
+
+    smtp_server.handler.handle_RCPT = refuse
+    with pytest.raises(ProviderPermanentError) as raised:
+        smtp_provider(smtp_server).send(MESSAGE)
+    assert raised.value.code == "invalid_recipient"
+
+
+def test_an_unreachable_smtp_server_is_transient() -> None:
+    provider = EmailProvider(backend="django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=9)
+    with pytest.raises(ProviderTransientError) as raised:
+        provider.send(MESSAGE)
+    assert raised.value.code == "smtp_transient"
+
+
+def test_a_malformed_address_is_permanent(smtp_server: SmtpServer) -> None:
+    bad = OutgoingMessage(notification_id="n-3", recipient="ada@example.org\r\nBcc: x@example.org", subject="Hi",
+                          text="Hello")
+    with pytest.raises(ProviderPermanentError) as raised:
+        smtp_provider(smtp_server).send(bad)
+    assert raised.value.code == "invalid_recipient"
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(("status", "error", "code"), [
+    (429, ProviderTransientError, "sms_transient"),
+    (500, ProviderTransientError, "sms_transient"),
+    (503, ProviderTransientError, "sms_transient"),
+    (400, ProviderPermanentError, "sms_permanent"),
+    (401, ProviderPermanentError, "sms_permanent"),
+    (404, ProviderPermanentError, "sms_permanent"),
+])
+def test_sms_api_statuses_are_sorted(sms_api: SmsApi, status: int, error: type, code: str) -> None:
+    sms_api.scripted_statuses.append(status)
+    with pytest.raises(error) as raised:
+        sms_provider(sms_api).send(SMS)
+    assert raised.value.code == code
+
+
+def test_sms_is_sent_as_twilio_expects(sms_api: SmsApi) -> None:
+    sid = sms_provider(sms_api).send(SMS)
+    assert sid.startswith("SM")
+    assert sms_api.received == [{"To": "+4915112345678", "From": "+4930123456", "Body": "Hello"}]
+
+
+def test_twilios_invalid_number_error_is_invalid_recipient(monkeypatch, sms_api: SmsApi) -> None:  # noqa: ANN001
+    response = requests.Response()
+    response.status_code, response._content = 400, json.dumps({"code": 21211, "message": "invalid To"}).encode()
+    provider = sms_provider(sms_api)
+    monkeypatch.setattr(requests.Session, "post", lambda *args, **kwargs: response)
+    with pytest.raises(ProviderPermanentError) as raised:
+        provider.send(SMS)
+    assert raised.value.code == "invalid_recipient"
+
+
+def test_an_unreachable_sms_api_is_transient() -> None:
+    provider = TwilioSmsProvider(base_url="http://127.0.0.1:9", account_sid="AC", auth_token="t", sender="+1")
+    with pytest.raises(ProviderTransientError) as raised:
+        provider.send(SMS)
+    assert raised.value.code == "sms_transient"
+
+
+class AnymailError(Exception):
+    """Stand-ins with anymail's class names: the classifier goes by name, anymail is optional."""
+
+    def __init__(self, message: str = "", status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class AnymailAPIError(AnymailError):
+    pass
+
+
+class AnymailRecipientsRefused(AnymailError):
+    pass
+
+
+@pytest.mark.parametrize(("error", "kind", "code"), [
+    (AnymailAPIError("rate", status_code=429), ProviderTransientError, "esp_transient"),
+    (AnymailAPIError("down", status_code=502), ProviderTransientError, "esp_transient"),
+    (AnymailAPIError("no connection"), ProviderTransientError, "esp_transient"),
+    (AnymailAPIError("bad key", status_code=401), ProviderPermanentError, "esp_permanent"),
+    (AnymailRecipientsRefused("bounced"), ProviderPermanentError, "invalid_recipient"),
+    (KeyError("bug"), ProviderTransientError, "provider_error"),
+])
+def test_esp_errors_are_sorted_by_anymails_class_and_status(error: Exception, kind: type, code: str) -> None:
+    sorted_error = _esp_error(error)
+    assert isinstance(sorted_error, kind) and sorted_error.code == code and code in CATALOGUE
+
+
+def test_fallback_provider_comes_from_email_fallback_url(settings, smtp_server: SmtpServer) -> None:  # noqa: ANN001
+    settings.EMAIL_FALLBACK_URL = smtp_server.url
+    reset_providers()
+    primary, fallback = providers_for("email")
+    assert (primary.name, fallback.name) == ("email", "email_fallback")
+    assert fallback.send(MESSAGE) and len(smtp_server.messages) == 1
+
+
+def test_without_a_fallback_the_channel_has_one_provider(settings) -> None:  # noqa: ANN001
+    settings.EMAIL_FALLBACK_URL = settings.EMAIL_FALLBACK_BACKEND = ""
+    reset_providers()
+    assert [p.name for p in providers_for("email")] == ["email"]
