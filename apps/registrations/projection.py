@@ -76,21 +76,26 @@ def visible_digest(state: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(visible, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def desired_notifications(events: Iterable[DomainEvent]) -> list[tuple[str, str]]:
-    """(kind, dedupe_key) pairs the log calls for; each is delivered once.
+def desired_notifications(events: Iterable[DomainEvent]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, dedupe_key, state) triples the log calls for; each (kind, key) is delivered once.
 
-    An update is due only when a later event changed what the attendee sees while the
-    registration was active; its key is the digest of what they now see, so an identical re-send
-    adds nothing.
+    `state` is the registration as it stood right after the event that called for the
+    notification, in the portal's order: its recipient and wording do not depend on which later
+    events happened to arrive first. An update is due only when an event changed what the
+    attendee sees while the registration was active; its key is the digest of what they now see,
+    so an identical re-send adds nothing.
     """
-    wanted: list[tuple[str, str]] = []
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
     state: dict[str, Any] | None = None
     for event in ordered(events):
         before, state = state, apply(state, event)
         if event.type == "created":
-            wanted.append(("confirmation", ""))
+            key = ("confirmation", "")
         elif event.type == "cancelled":
-            wanted.append(("cancellation", ""))
+            key = ("cancellation", "")
         elif before is not None and before["status"] == "active" and visible_digest(before) != visible_digest(state):
-            wanted.append(("update", visible_digest(state)))
-    return list(dict.fromkeys(wanted))
+            key = ("update", visible_digest(state))
+        else:
+            continue
+        wanted.setdefault(key, state)
+    return [(kind, dedupe_key, state) for (kind, dedupe_key), state in wanted.items()]

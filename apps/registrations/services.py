@@ -121,10 +121,10 @@ def registration_apply(*, event_id: str, message_id: str) -> ApplyResult:
     registration.save()
 
     created: list[uuid.UUID] = []
-    for kind, dedupe_key in projection.desired_notifications(events):
-        for channel in _channels(kind, state):
+    for kind, dedupe_key, state_then in projection.desired_notifications(events):
+        for channel in _channels(kind, state_then):
             notification = notification_create(
-                registration=registration, kind=kind, channel=channel, dedupe_key=dedupe_key, context=state,
+                registration=registration, kind=kind, channel=channel, dedupe_key=dedupe_key, context=state_then,
                 correlation_id=str(webhook_event.id), source_received_at=webhook_event.received_at,
             )
             if notification is not None:

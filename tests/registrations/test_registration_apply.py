@@ -34,17 +34,16 @@ class Delivery:
 def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A portal's history of one registration: created, 0-3 updates, maybe cancelled last.
 
-    Updates pick from a few values, so some change what the attendee sees and some are identical
-    re-sends. Two things are held fixed because the property does not hold for them (a notification,
-    once created, is never taken back): nothing follows a cancellation (an update stamped after it
-    but delivered before it still sends an `update`), and the contact details (the confirmation of
-    a creation delivered after an update goes to the updated address or phone).
+    Updates pick from a few values, so some change what the attendee sees, some only the contact
+    details, and some are identical re-sends. One thing is held fixed because the property cannot
+    hold for it (a notification, once sent, cannot be taken back): nothing follows a cancellation
+    (an update stamped after it but delivered before it has already sent its `update`).
     """
-    phone = draw(st.sampled_from([None, "+4915112345678"]))
 
     def version(minute: int, event_type: str) -> dict[str, Any]:
         return payload(
-            "R-PROP", event_type=event_type, phone=phone,
+            "R-PROP", event_type=event_type, phone=draw(st.sampled_from([None, "+4915112345678", "+4915199999999"])),
+            email=draw(st.sampled_from(["ada@example.org", "ada@work.example"])),
             first_name=draw(st.sampled_from(["Ada", "Grace"])),
             event_name=draw(st.sampled_from(["PyData Berlin", "DjangoCon"])),
             starts_at=draw(st.sampled_from(["2026-12-03T09:00:00+01:00", "2026-12-04T09:00:00+01:00"])),
