@@ -13,6 +13,7 @@ from typing import Protocol
 
 import environ
 import requests
+from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import make_msgid
@@ -113,17 +114,16 @@ def _smtp_error(code: int, reply: bytes | str, *, recipient_refused: bool = Fals
 
 
 def _esp_error(error: Exception) -> Exception:
-    """Sort a django-anymail error without importing anymail (an optional dependency).
+    """Sort a django-anymail error.
 
-    AnymailRecipientsRefused is the ESP saying "no such recipient"; AnymailAPIError carries the HTTP
+    AnymailRecipientsRefused is the ESP saying "no such recipient"; AnymailError carries the HTTP
     status: 429 and 5xx pass, other 4xx do not. Anything else (a bug, an unknown library) is treated
     as transient: retrying is safe thanks to the claim, dropping a message is not.
     """
-    names = {cls.__name__ for cls in type(error).__mro__}
     status = getattr(error, "status_code", None)
-    if "AnymailRecipientsRefused" in names:
+    if isinstance(error, AnymailRecipientsRefused):
         return ProviderPermanentError(f"ESP refused the recipient: {error}", code="invalid_recipient")
-    if "AnymailError" in names:
+    if isinstance(error, AnymailError):
         if isinstance(status, int) and 400 <= status < 500 and status != 429:
             return ProviderPermanentError(f"ESP answered {status}: {error}", code="esp_permanent")
         return ProviderTransientError(f"ESP failed ({status or type(error).__name__}): {error}", code="esp_transient")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import requests
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
 
 from apps.notifications.errors import ProviderPermanentError, ProviderTransientError
 from apps.notifications.providers import (
@@ -114,28 +115,20 @@ def test_an_unreachable_sms_api_is_transient() -> None:
     assert raised.value.code == "sms_transient"
 
 
-class AnymailError(Exception):
-    """Stand-ins with anymail's class names: the classifier goes by name, anymail is optional."""
-
-    def __init__(self, message: str = "", status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class AnymailAPIError(AnymailError):
-    pass
-
-
-class AnymailRecipientsRefused(AnymailError):
-    pass
+def api_error(message: str, status: int) -> AnymailAPIError:
+    """What anymail raises for an ESP's HTTP error: the status and the response it came with."""
+    response = requests.Response()
+    response.status_code, response.reason, response._content = status, "scripted", b"{}"
+    return AnymailAPIError(message, status_code=status, response=response)
 
 
 @pytest.mark.parametrize(("error", "kind", "code"), [
-    (AnymailAPIError("rate", status_code=429), ProviderTransientError, "esp_transient"),
-    (AnymailAPIError("down", status_code=502), ProviderTransientError, "esp_transient"),
+    (api_error("rate", 429), ProviderTransientError, "esp_transient"),
+    (api_error("down", 502), ProviderTransientError, "esp_transient"),
     (AnymailAPIError("no connection"), ProviderTransientError, "esp_transient"),
-    (AnymailAPIError("bad key", status_code=401), ProviderPermanentError, "esp_permanent"),
+    (api_error("bad key", 401), ProviderPermanentError, "esp_permanent"),
     (AnymailRecipientsRefused("bounced"), ProviderPermanentError, "invalid_recipient"),
+    (AnymailRequestsAPIError("timeout"), ProviderTransientError, "esp_transient"),
     (KeyError("bug"), ProviderTransientError, "provider_error"),
 ])
 def test_esp_errors_are_sorted_by_anymails_class_and_status(error: Exception, kind: type, code: str) -> None:
