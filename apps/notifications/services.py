@@ -29,7 +29,7 @@ from apps.notifications.breakers import Permit, circuit_breaker_permit, circuit_
 from apps.notifications.errors import NotificationBusy, ProviderPermanentError, ProviderTransientError
 from apps.notifications.models import Notification, NotificationAttempt
 from apps.notifications.providers import OutgoingMessage, Provider, providers_for
-from apps.outbox.services import outbox_enqueue
+from apps.outbox.services import outbox_insert, outbox_insert_many, outbox_message_fields
 from eventplatform import metrics
 from eventplatform.logging import mask_email, mask_phone
 
@@ -40,14 +40,18 @@ CLAIMABLE = (Status.PENDING, Status.RETRYING)
 UNFINISHED = (Status.PENDING, Status.RETRYING, Status.SENDING)
 
 
-def _enqueue_send(notification: Notification, *, delay: dt.timedelta | None = None) -> None:
-    outbox_enqueue(
+def _send_message_fields(notification: Notification, *, delay: dt.timedelta | None = None) -> dict[str, Any]:
+    return outbox_message_fields(
         actor_name="notification_send",
         queue_name="notifications",
         kwargs={"notification_id": str(notification.id)},
         correlation_id=notification.correlation_id or None,
         delay=delay,
     )
+
+
+def _enqueue_send(notification: Notification, *, delay: dt.timedelta | None = None) -> None:
+    outbox_insert(_send_message_fields(notification, delay=delay))
 
 
 def notification_create(
@@ -77,6 +81,34 @@ def notification_create(
         return None
     _enqueue_send(notification)
     return notification
+
+
+def notifications_create_missing(
+    *,
+    registration_id: int,
+    wanted: list[tuple[str, str, str, dict[str, Any]]],
+    correlation_id: str = "",
+    source_received_at: dt.datetime | None = None,
+) -> list[Notification]:
+    """Create, with their outbox rows, those of the wanted (kind, channel, dedupe_key, context)
+    notifications the registration does not have yet: two INSERTs whatever their number.
+
+    The caller holds the registration's row lock (registration_apply), so nobody else creates
+    these kinds for it meanwhile; the unique constraint remains the guarantee.
+    """
+    existing = set(Notification.objects.filter(registration_id=registration_id)
+                   .values_list("kind", "channel", "dedupe_key"))
+    new = [
+        Notification(registration_id=registration_id, kind=kind, channel=channel, dedupe_key=dedupe_key,
+                     recipient=(context.get("phone") if channel == Notification.Channel.SMS
+                                else context.get("email")) or "",
+                     context=context, correlation_id=correlation_id, source_received_at=source_received_at)
+        for kind, channel, dedupe_key, context in wanted if (kind, channel, dedupe_key) not in existing
+    ]
+    if new:
+        Notification.objects.bulk_create(new)
+        outbox_insert_many([_send_message_fields(notification) for notification in new])
+    return new
 
 
 def notifications_cancel_pending(*, registration: Any, kinds: tuple[str, ...]) -> int:

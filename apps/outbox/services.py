@@ -57,7 +57,12 @@ def outbox_enqueue(
 
 def outbox_insert(fields: dict[str, Any]) -> OutboxMessage:
     """Insert a row built by outbox_message_fields, inside the caller's transaction."""
-    message = OutboxMessage.objects.create(**fields)
-    if connection.vendor != "postgresql" and wakeup_local_relay is not None:
+    return outbox_insert_many([fields])[0]
+
+
+def outbox_insert_many(rows: list[dict[str, Any]]) -> list[OutboxMessage]:
+    """Insert rows built by outbox_message_fields in one statement, inside the caller's transaction."""
+    messages = OutboxMessage.objects.bulk_create([OutboxMessage(**fields) for fields in rows])
+    if messages and connection.vendor != "postgresql" and wakeup_local_relay is not None:
         transaction.on_commit(wakeup_local_relay)
-    return message
+    return messages

@@ -34,25 +34,32 @@ class Delivery:
 def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A portal's history of one registration: created, 0-3 updates, maybe cancelled last.
 
-    Updates pick from a few values, so some change what the attendee sees, some only the contact
-    details, and some are identical re-sends. One thing is held fixed because the property cannot
-    hold for it (a notification, once sent, cannot be taken back): nothing follows a cancellation
-    (an update stamped after it but delivered before it has already sent its `update`).
+    Each update either changes what the attendee sees to something new (and maybe their contact
+    details too) or re-sends the previous data under a new timestamp. Two things are held fixed
+    because the property cannot hold for them, a notification once sent not being revocable:
+    nothing follows a cancellation (an update stamped after it but delivered before it has already
+    sent its `update`), and no update returns to a state the attendee saw before (updates are keyed
+    by what the attendee sees, so A -> B -> A -> B announces B once, to whichever address the first
+    B to arrive carried).
     """
 
     def version(minute: int, event_type: str) -> dict[str, Any]:
         return payload(
             "R-PROP", event_type=event_type, phone=draw(st.sampled_from([None, "+4915112345678", "+4915199999999"])),
             email=draw(st.sampled_from(["ada@example.org", "ada@work.example"])),
-            first_name=draw(st.sampled_from(["Ada", "Grace"])),
+            first_name=f"Ada{minute}",  # a new name: a state the attendee has not seen
             event_name=draw(st.sampled_from(["PyData Berlin", "DjangoCon"])),
             starts_at=draw(st.sampled_from(["2026-12-03T09:00:00+01:00", "2026-12-04T09:00:00+01:00"])),
             venue=draw(st.sampled_from([None, "bcc"])), role=draw(st.sampled_from(["attendee", "speaker"])),
             timestamp=(BASE + dt.timedelta(minutes=minute)).isoformat(),
         )
 
+    def resend(previous: dict[str, Any], minute: int) -> dict[str, Any]:
+        return dict(previous, type="registration.updated", timestamp=(BASE + dt.timedelta(minutes=minute)).isoformat())
+
     events = [version(0, "registration.created")]
-    events += [version(minute, "registration.updated") for minute in range(1, draw(st.integers(0, 3)) + 1)]
+    for minute in range(1, draw(st.integers(0, 3)) + 1):
+        events.append(resend(events[-1], minute) if draw(st.booleans()) else version(minute, "registration.updated"))
     if draw(st.booleans()):
         cancelled = dict(events[-1], type="registration.cancelled",
                          timestamp=(BASE + dt.timedelta(minutes=len(events))).isoformat())
