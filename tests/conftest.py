@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from apps.notifications.breakers import circuit_breaker_cache_clear
 from apps.notifications.providers import reset_providers
 from apps.webhooks.services import portal_create
 from tests.support import webhooks
@@ -33,10 +34,12 @@ def sms_api() -> Iterator[SmsApi]:
 
 @pytest.fixture(autouse=True)
 def _fresh_providers() -> Iterator[None]:
-    """Providers are cached per process; settings differ between tests."""
+    """Providers and closed breakers are cached per process; tests change both between cases."""
     reset_providers()
+    circuit_breaker_cache_clear()
     yield
     reset_providers()
+    circuit_breaker_cache_clear()
 
 
 @pytest.fixture(autouse=True)

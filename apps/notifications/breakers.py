@@ -14,6 +14,7 @@ the same transition, one changes the row and the other sees 0 rows updated.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +30,22 @@ log = structlog.get_logger("notifications.breaker")
 State = CircuitBreaker.State
 # How soon a send denied during a probe asks again: a probe takes at most one provider timeout.
 PROBE_WAIT_SECONDS = 1.0
+# A closed breaker with no failures counted is trusted for this long without reading its row:
+# at hundreds of sends a second the read is a round trip each. The cost is that a breaker
+# opened by another process is noticed up to this much later (a few more transient failures,
+# retried as usual).
+CLOSED_CACHE_SECONDS = 1.0
+_closed_since: dict[str, float] = {}
+
+
+def circuit_breaker_cache_clear() -> None:
+    """Forget what this process trusts (tests change breaker rows behind its back)."""
+    _closed_since.clear()
+
+
+def _trusted_closed(provider: str) -> bool:
+    seen = _closed_since.get(provider)
+    return seen is not None and time.monotonic() - seen < CLOSED_CACHE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -54,10 +71,15 @@ def circuit_breaker_permit(*, provider: str) -> Permit:
     A half-open breaker whose probe was claimed longer than NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS
     ago lost its prober (process killed mid-call): the probe may be claimed again.
     """
+    if _trusted_closed(provider):
+        return Permit(allowed=True)
     breaker, _ = CircuitBreaker.objects.get_or_create(provider=provider)
     _export(provider, breaker.state)
     if breaker.state == State.CLOSED:
+        if breaker.consecutive_failures == 0:
+            _closed_since[provider] = time.monotonic()
         return Permit(allowed=True)
+    _closed_since.pop(provider, None)
     now = timezone.now()
     cooldown = dt.timedelta(seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS)
     if breaker.state == State.OPEN:
@@ -94,9 +116,11 @@ def circuit_breaker_record(*, provider: str, permit: Permit, failed: bool) -> No
             log.info("circuit_breaker.closed", provider=provider)
         return
     if not failed:
-        # Matches no row in the common case (no failures counted): no write.
+        if _trusted_closed(provider):
+            return  # no failures were counted a moment ago: nothing to reset
         breakers.filter(state=State.CLOSED, consecutive_failures__gt=0).update(consecutive_failures=0, updated_at=now)
         return
+    _closed_since.pop(provider, None)
     breakers.filter(state=State.CLOSED).update(consecutive_failures=F("consecutive_failures") + 1, updated_at=now)
     threshold = settings.NOTIFICATION_BREAKER_THRESHOLD
     if breakers.filter(state=State.CLOSED, consecutive_failures__gte=threshold).update(

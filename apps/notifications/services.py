@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -131,13 +131,18 @@ def _claim(notification_id: str) -> Notification | None:
 
     A `sending` row whose claim is older than NOTIFICATION_CLAIM_TIMEOUT_SECONDS belonged to a
     worker that died mid-send; it may be claimed again (the documented duplicate window).
+    One `UPDATE … RETURNING`: the claim and the row in a single round trip.
     """
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
-    claimed = Notification.objects.filter(
-        Q(status__in=CLAIMABLE) | Q(status=Status.SENDING, claimed_at__lt=stale), id=notification_id
-    ).update(status=Status.SENDING, claimed_at=now, attempts=F("attempts") + 1, next_attempt_at=None, updated_at=now)
-    return Notification.objects.get(id=notification_id) if claimed else None
+    table, pk = Notification._meta.db_table, Notification._meta.pk
+    claimed = list(Notification.objects.raw(
+        f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, next_attempt_at = NULL, "
+        "updated_at = %s WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND claimed_at < %s)) RETURNING *",
+        [Status.SENDING, now, now, pk.get_db_prep_value(notification_id, connection), *CLAIMABLE, Status.SENDING,
+         stale],
+    ))
+    return claimed[0] if claimed else None
 
 
 @dataclass(frozen=True)
@@ -272,11 +277,12 @@ def _send_claimed(notification: Notification) -> SendResult:
         raise
     duration = time.perf_counter() - clock
     circuit_breaker_record(provider=provider.name, permit=permit, failed=False)
-    _record_attempt(notification, started=started, duration=duration, outcome="sent", provider=provider.name,
-                    provider_message_id=provider_message_id)
     now = timezone.now()
-    _finish(notification, Status.SENT, sent_at=now, provider=provider.name, provider_message_id=provider_message_id,
-            last_error_code="", last_error_message="")
+    with transaction.atomic():  # one commit for the attempt and the outcome
+        _record_attempt(notification, started=started, duration=duration, outcome="sent", provider=provider.name,
+                        provider_message_id=provider_message_id)
+        _finish(notification, Status.SENT, sent_at=now, provider=provider.name,
+                provider_message_id=provider_message_id, last_error_code="", last_error_message="")
     metrics.NOTIFICATION_SEND_SECONDS.labels(channel=notification.channel).observe(duration)
     if notification.source_received_at:
         metrics.NOTIFICATION_END_TO_END_SECONDS.labels(kind=notification.kind, channel=notification.channel).observe(
