@@ -5,6 +5,7 @@ writes samples to files in PROMETHEUS_MULTIPROC_DIR that /metrics sums. The dire
 fresh per start, in the master, before the workers import the application.
 """
 
+import multiprocessing
 import os
 import tempfile
 
@@ -15,7 +16,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 from prometheus_client import multiprocess  # noqa: E402
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Sync workers wait on PostgreSQL for part of each request: gunicorn's usual 2 x cores + 1.
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
 accesslog = None  # our JSON request logs come from the application
 graceful_timeout = 10
 

@@ -113,10 +113,17 @@ class Waiter:
 
             services.wakeup_local_relay = self._event.set
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, coalesce: float = 0.0) -> None:
+        """Return on the next commit of new rows (or after `timeout`), `coalesce` seconds late:
+        at a few hundred webhooks a second, waking per commit would publish batches of one row
+        (a round trip to RabbitMQ each); a few milliseconds gather them into one batch."""
         if self._listen is not None:
             for _ in self._listen.notifies(timeout=timeout, stop_after=1):
                 break
+            if coalesce:
+                time.sleep(coalesce)
+                for _ in self._listen.notifies(timeout=0):  # drain what arrived meanwhile
+                    pass
             return
         self._event.wait(timeout)
         self._event.clear()
@@ -128,12 +135,14 @@ class Waiter:
 
 class Relay:
     def __init__(self, *, publisher: Publisher, batch_size: int, poll_seconds: float,
-                 stop: threading.Event | None = None, backlog_every_seconds: float = 5.0) -> None:
+                 stop: threading.Event | None = None, backlog_every_seconds: float = 5.0,
+                 coalesce_seconds: float = 0.0) -> None:
         self.publisher = publisher
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.stop = stop or threading.Event()
         self.backlog_every_seconds = backlog_every_seconds
+        self.coalesce_seconds = coalesce_seconds
         self._broker_down_since: float | None = None
         self._last_backlog = 0.0
 
@@ -150,7 +159,7 @@ class Relay:
                 backoff = 0.5
                 self._report_backlog()
                 if published < self.batch_size:
-                    waiter.wait(self.poll_seconds)
+                    waiter.wait(self.poll_seconds, coalesce=self.coalesce_seconds)
             except BrokerUnavailable as error:
                 self._broker_failed(error)
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()

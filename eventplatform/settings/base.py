@@ -149,6 +149,8 @@ REMINDER_1H_BEFORE_SECONDS = env.int("REMINDER_1H_BEFORE_SECONDS", default=3_600
 # --- relay
 RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=500)
 RELAY_POLL_SECONDS = env.float("RELAY_POLL_SECONDS", default=2.0)
+# After a NOTIFY, wait this long before claiming rows, so a burst goes out as one batch.
+RELAY_COALESCE_SECONDS = env.float("RELAY_COALESCE_SECONDS", default=0.005)
 RELAY_METRICS_PORT = env.int("RELAY_METRICS_PORT", default=9192)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")

@@ -49,4 +49,4 @@ class Command(BaseCommand):
             start_metrics_server(options["metrics_port"], extra_collectors=(
                 RabbitmqQueueCollector(settings.BROKER_URL, queues=settings.PIPELINE_QUEUES),))
         Relay(publisher=build_publisher(), batch_size=options["batch_size"], poll_seconds=options["poll_seconds"],
-              stop=stop).run()
+              coalesce_seconds=settings.RELAY_COALESCE_SECONDS, stop=stop).run()
