@@ -76,7 +76,9 @@ def webhook_receive(request: HttpRequest, portal_slug: str) -> JsonResponse:
         log.warning("webhook.rejected", error_code=outcome, portal=portal_slug, status=response.status_code,
                     delivery_id=request.headers.get("webhook-id"))
     event_type = getattr(response, "event_type", "")
-    metrics.WEBHOOK_REQUESTS.labels(portal=portal_slug[:64], type=event_type, outcome=outcome).inc()
+    # Unknown slugs come from anyone: one label for all of them keeps the series bounded.
+    portal_label = "_unknown" if outcome == "unknown_portal" else portal_slug[:64]
+    metrics.WEBHOOK_REQUESTS.labels(portal=portal_label, type=event_type, outcome=outcome).inc()
     return response
 
 
