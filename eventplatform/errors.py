@@ -38,8 +38,6 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("rate_limited", "The portal exceeded its configured request rate.",
                   "None unless persistent; raise the portal's rate limit in the admin.", 429),
         ErrorCode("method_not_allowed", "Only POST is accepted on the webhook endpoint.", "None.", 405),
-        ErrorCode("unsupported_media_type", "Content-Type is not application/json.",
-                  "Ask the portal to send application/json.", 415),
         # --- relay and broker
         ErrorCode("broker_unavailable", "RabbitMQ unreachable or did not confirm; outbox rows are kept and "
                   "retried.", "Check RabbitMQ; nothing is lost, the relay resumes by itself."),
