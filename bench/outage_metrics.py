@@ -11,32 +11,18 @@ started again in a `finally`, whatever happens.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import requests
 
-from bench.stack import (
-    PYTHON,
-    Process,
-    database_create,
-    database_drop,
-    free_port,
-    http_ok,
-    rabbitmqctl,
-    vhost_create,
-    vhost_delete,
-    wait_until,
-)
-from tests.support.webhooks import SECRET, encode, payload, signed_headers
+from bench.live import live_stack
+from bench.stack import rabbitmqctl
+from tests.support.webhooks import encode, payload, signed_headers
 
 WATCHED = [
     ("web", "eventplatform_webhook_requests_total", {"outcome": "accepted"}),
@@ -91,43 +77,18 @@ def main() -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds RabbitMQ stays stopped")
     args = parser.parse_args()
 
-    name = f"outage_{uuid.uuid4().hex[:8]}"
-    log_dir = Path(tempfile.mkdtemp(prefix="ep-outage-"))
-    database_create(name)
-    vhost_create(name)
-    ports = {"web": free_port(), "relay": free_port(), "workers": free_port(), "smtp": free_port()}
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="eventplatform.settings.base",
-               DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
-               BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{name}", EMAIL_URL=f"smtp://127.0.0.1:{ports['smtp']}",
-               RELAY_METRICS_PORT=str(ports["relay"]), dramatiq_prom_port=str(ports["workers"]), LOG_LEVEL="WARNING")
-    processes: list[Process] = []
     stop_load = threading.Event()
     statuses: list[int] = []
-    try:
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], env=env, check=True)
-        subprocess.run([PYTHON, "manage.py", "create_portal", "bench", "--secret", SECRET], env=env, check=True,
-                       capture_output=True)
-        processes += [
-            Process("smtp", "smtp", [PYTHON, "-m", "bench.smtp_sink", "--port", str(ports["smtp"]), "--out",
-                                     str(log_dir / "smtp.tsv")], env, log_dir),
-            Process("web", "web", [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind",
-                                   f"127.0.0.1:{ports['web']}", "--workers", "2"], env, log_dir),
-            Process("relay", "relay", [PYTHON, "manage.py", "run_relay"], env, log_dir),
-            Process("worker", "worker", [PYTHON, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
-                    env, log_dir),
-        ]
-        base_url = f"http://127.0.0.1:{ports['web']}"
-        wait_until(lambda: http_ok(f"{base_url}/healthz"), timeout=60, what="web")
-        urls = {"web": f"{base_url}/metrics", "relay": f"http://127.0.0.1:{ports['relay']}/",
-                "workers": f"http://127.0.0.1:{ports['workers']}/"}
-        wait_until(lambda: scrape(urls["relay"]) and scrape(urls["workers"]), timeout=60, what="exporters")
+    with live_stack() as stack:
+        base_url = stack.base_url
+        urls = {"web": f"{base_url}/metrics", "relay": stack.relay_metrics_url, "workers": stack.worker_metrics_url}
 
         def load() -> None:
             session, seq = requests.Session(), 0
             while not stop_load.is_set():
                 body = encode(payload(f"R-OUT-{seq}", email=f"a{seq}@example.org", phone=None))
-                statuses.append(session.post(f"{base_url}/webhooks/bench/", data=body, headers=signed_headers(body),
-                                             timeout=10).status_code)
+                statuses.append(session.post(f"{base_url}/webhooks/bench/", data=body,
+                                             headers=signed_headers(body, secret=stack.secret), timeout=10).status_code)
                 seq += 1
                 stop_load.wait(1 / args.rate)
 
@@ -153,16 +114,10 @@ def main() -> int:
         stop_load.set()
         time.sleep(15)
         snap("end (load stopped 15 s)")
-    finally:
-        stop_load.set()
-        for process in processes:
-            process.stop()
-        vhost_delete(name)
-        database_drop(name)
+        received = sum(1 for _ in stack.smtp_log.open()) if stack.smtp_log.exists() else 0
 
     print(f"webhooks sent: {len(statuses)}, accepted (202): {statuses.count(202)}, other: "
           f"{sorted(set(s for s in statuses if s != 202))}")
-    received = sum(1 for _ in open(log_dir / "smtp.tsv")) if (log_dir / "smtp.tsv").exists() else 0
     print(f"e-mails received by the SMTP sink: {received}")
     header = f"{'metric':62s}" + "".join(f"{label[:22]:>24s}" for label, _, _ in snapshots)
     print(header)
