@@ -48,8 +48,8 @@ from django.db.models import Count, Max  # noqa: E402
 
 from apps.notifications.models import Notification, NotificationAttempt  # noqa: E402
 from apps.webhooks.services import portal_create  # noqa: E402
+from tests.support.polling import free_port  # noqa: E402
 from tests.support.processes import process_env, start_relay, start_web, start_worker  # noqa: E402
-from tests.support.smtp import free_port  # noqa: E402
 from tests.support.webhooks import SECRET, encode, payload, signed_headers  # noqa: E402
 
 

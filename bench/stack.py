@@ -16,13 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+
+from tests.support.polling import free_port, http_ok, wait_until  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -30,10 +30,6 @@ PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
@@ -44,15 +40,6 @@ def port_open(port: int) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.1,
-               what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # --- PostgreSQL database and RabbitMQ vhost ---------------------------------------------------
@@ -297,9 +284,3 @@ def cpu_ms_per(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, i
     return {kind: round(seconds.get(kind, 0.0) * 1000 / items, 3) for kind in kinds} if items else {}
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False

@@ -11,8 +11,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.webhooks.models import Portal, PortalSecret
+from tests.support.polling import free_port
 from tests.support.processes import ROOT, wait_until
-from tests.support.smtp import free_port
 
 
 def run(*args: str) -> str:
@@ -60,7 +60,7 @@ def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path)
         pipeline = subprocess.Popen([*manage, "run_pipeline", "--bind", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
     try:
-        first_line = wait_until(lambda: log_path.read_text().splitlines()[:1], timeout=30, message="first log line")
+        first_line = wait_until(lambda: log_path.read_text().splitlines()[:1], timeout=30, what="first log line")
         assert "embedded_mode" in first_line[0], "the first log line says the embedded default is used"
 
         def send() -> str:
@@ -69,10 +69,10 @@ def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path)
                                     text=True)
             return result.stdout if result.stdout.startswith("202") else ""
 
-        wait_until(send, timeout=30, message="the webhook to be accepted")
+        wait_until(send, timeout=30, what="the webhook to be accepted")
         # Then the confirmation is "sent" to the console e-mail backend
         output = wait_until(lambda: "X-Eventplatform-Notification-Id" in log_path.read_text() and log_path.read_text(),
-                            timeout=30, message="the e-mail on the console")
+                            timeout=30, what="the e-mail on the console")
         assert "To: newcomer@example.org" in output
     finally:
         pipeline.terminate()

@@ -12,8 +12,9 @@ import pytest
 import requests
 from django.test import Client
 
+from tests.support.polling import free_port
 from tests.support.processes import process_env, start_relay, start_web, start_worker, wait_until
-from tests.support.smtp import SmtpServer, free_port
+from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload, signed_headers
 
 
@@ -37,7 +38,7 @@ def test_readyz_is_503_naming_the_broker_while_rabbitmq_is_stopped(client: Clien
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
-    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, message="/readyz back to 200")
+    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, what="/readyz back to 200")
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -86,7 +87,7 @@ def test_metrics_and_logs_follow_a_real_run(portal, smtp_server: SmtpServer) -> 
         bad_signature["webhook-signature"] = "v1,bm9wZQ=="
         assert requests.post(f"{base_url}/webhooks/pretix/", data=good, headers=bad_signature,
                              timeout=10).status_code == 401
-        wait_until(lambda: smtp_server.messages, timeout=45, message="the e-mail")
+        wait_until(lambda: smtp_server.messages, timeout=45, what="the e-mail")
 
         # Then the web process counted the outcomes
         web_samples = scrape(f"{base_url}/metrics")
@@ -102,7 +103,7 @@ def test_metrics_and_logs_follow_a_real_run(portal, smtp_server: SmtpServer) -> 
             dead = metric(samples, "eventplatform_dead_letters_total", error_code="smtp_permanent")
             return samples if (sent, dead) == (1, 1) else None
 
-        samples = wait_until(worker_counts, timeout=30, message="worker metrics")
+        samples = wait_until(worker_counts, timeout=30, what="worker metrics")
         assert metric(samples, "eventplatform_notification_attempts_total", outcome="permanent_error",
                       error_code="smtp_permanent") == 1
         assert metric(samples, "dramatiq_messages_total") >= 4

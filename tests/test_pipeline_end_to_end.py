@@ -51,8 +51,8 @@ def test_signed_webhook_becomes_exactly_one_email(stack: Stack, smtp_server: Smt
     assert response.status_code == 202, response.text
 
     try:
-        wait_until(lambda: smtp_server.messages, timeout=45, message="the confirmation e-mail")
-    except AssertionError:
+        wait_until(lambda: smtp_server.messages, timeout=45, what="the confirmation e-mail")
+    except TimeoutError:
         raise AssertionError(stack.logs()) from None
     time.sleep(2)  # a duplicate would arrive within this window
     messages = smtp_server.messages
@@ -73,7 +73,7 @@ def test_bad_signature_yields_no_email(stack: Stack, smtp_server: SmtpServer) ->
     # A correctly signed one afterwards proves the pipeline was running all along.
     good = encode(payload("R-E2E-3", email="ok@example.org", phone=None))
     assert stack.post(good, signed_headers(good)).status_code == 202
-    wait_until(lambda: smtp_server.messages, timeout=45, message="the control e-mail")
+    wait_until(lambda: smtp_server.messages, timeout=45, what="the control e-mail")
     time.sleep(1)
     assert [m["To"] for m in smtp_server.messages] == ["ok@example.org"]
     assert WebhookEvent.objects.count() == 1
@@ -89,7 +89,7 @@ def test_twenty_identical_deliveries_at_once_make_one_event_and_one_email(
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(202) == 1 and statuses.count(200) == 19, statuses
     assert len({r.json()["event_id"] for r in responses}) == 1
-    wait_until(lambda: smtp_server.messages, timeout=45, message="the e-mail")
+    wait_until(lambda: smtp_server.messages, timeout=45, what="the e-mail")
     time.sleep(3)
     assert len(smtp_server.messages) == 1
     assert WebhookEvent.objects.count() == 1

@@ -4,7 +4,6 @@ and an in-process pipeline (outbox relay thread + Dramatiq worker) on this run's
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -141,11 +140,3 @@ def pipeline(fast_retries) -> Iterator[InProcessPipeline]:  # noqa: ANN001
     running.stop()
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from apps.notifications.models import CircuitBreaker, Notification
 from apps.outbox.models import OutboxMessage
-from tests.notifications.conftest import InProcessPipeline, wait_for
+from tests.notifications.conftest import InProcessPipeline
+from tests.support.polling import wait_until
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
@@ -40,7 +41,7 @@ def test_two_transient_failures_then_success_is_sent_after_three_attempts(
     email_via_smtp.handler.scripted_replies.extend(["451 4.3.0 try again later", "421 4.7.0 busy"])
     notification = make_notification()
 
-    wait_for(lambda: finished(notification), message="the notification to finish")
+    wait_until(lambda: finished(notification), what="the notification to finish")
 
     assert (notification.status, notification.attempts, notification.last_error_code) == ("sent", 3, "")
     assert history(notification) == [(1, "transient_error", "smtp_transient"), (2, "transient_error", "smtp_transient"),
@@ -55,7 +56,7 @@ def test_sms_transient_failures_are_retried_too(
     sms_via_api.scripted_statuses.extend([503, 429])
     notification = make_notification(channel="sms")
 
-    wait_for(lambda: finished(notification), message="the SMS to finish")
+    wait_until(lambda: finished(notification), what="the SMS to finish")
 
     assert (notification.status, notification.attempts) == ("sent", 3)
     assert history(notification) == [(1, "transient_error", "sms_transient"), (2, "transient_error", "sms_transient"),
@@ -72,7 +73,7 @@ def test_permanent_failure_is_dead_after_one_attempt_with_its_code(
     email_via_smtp.handler.scripted_replies.append(reply)
     notification = make_notification()
 
-    wait_for(lambda: finished(notification), message="the notification to finish")
+    wait_until(lambda: finished(notification), what="the notification to finish")
     time.sleep(0.5)  # a retry would come within this window
 
     assert (notification.status, notification.attempts, notification.last_error_code) == ("dead", 1, code)
@@ -85,7 +86,7 @@ def test_sms_4xx_is_permanent(sms_via_api: SmsApi, pipeline: InProcessPipeline, 
     sms_via_api.scripted_statuses.append(400)
     notification = make_notification(channel="sms")
 
-    wait_for(lambda: finished(notification), message="the SMS to finish")
+    wait_until(lambda: finished(notification), what="the SMS to finish")
 
     assert (notification.status, notification.attempts, notification.last_error_code) == ("dead", 1, "sms_permanent")
     assert sms_via_api.calls == 1
@@ -101,7 +102,7 @@ def test_retry_rounds_through_the_outbox_outlast_dramatiqs_retries(
     notification = make_notification()
 
     # When the rounds run (each scheduled by the dead-letter actor through a delayed outbox row)
-    wait_for(lambda: finished(notification), timeout=45, message="the notification to finish")
+    wait_until(lambda: finished(notification), timeout=45, what="the notification to finish")
 
     # Then it is delivered on the 6th try, in the 3rd round, and never marked dead on the way
     assert (notification.status, notification.attempts, notification.next_attempt_at) == ("sent", 6, None)
@@ -123,7 +124,7 @@ def test_past_the_retry_horizon_exhausted_retries_make_it_dead(
     email_via_smtp.handler.refuse_all_with = "451 4.3.0 later"
     notification = make_notification()
 
-    wait_for(lambda: finished(notification), message="the notification to finish")
+    wait_until(lambda: finished(notification), what="the notification to finish")
 
     assert (notification.status, notification.attempts, notification.last_error_code) == ("dead", 2, "smtp_transient")
     assert notification.last_error_message.startswith("Retries exhausted")
@@ -139,7 +140,7 @@ def test_provider_down_opens_the_breaker_defers_without_calling_it_and_delivers_
     notifications = [make_notification() for _ in range(10)]
 
     # When the failures pile up, the breaker opens
-    wait_for(lambda: CircuitBreaker.objects.filter(provider="email", state="open").exists(), message="open breaker")
+    wait_until(lambda: CircuitBreaker.objects.filter(provider="email", state="open").exists(), what="open breaker")
     # Then, while it stays open, the server is called only by the one probe per cool-down
     calls_before = handler.refused
     time.sleep(3)
@@ -150,7 +151,7 @@ def test_provider_down_opens_the_breaker_defers_without_calling_it_and_delivers_
 
     # When the provider recovers
     handler.refuse_all_with = None
-    wait_for(lambda: waiting.filter(status="sent").count() == 10, timeout=30, message="all ten sent")
+    wait_until(lambda: waiting.filter(status="sent").count() == 10, timeout=30, what="all ten sent")
 
     # Then everything is delivered exactly once, nothing died, the breaker closed again
     assert sorted(m["X-Eventplatform-Notification-Id"] for m in email_via_smtp.messages) == sorted(
@@ -173,7 +174,7 @@ def test_while_the_primary_is_open_the_fallback_provider_sends(
         CircuitBreaker.objects.create(provider="email", state="open", consecutive_failures=3, opened_at=timezone.now())
         notification = make_notification()
 
-        wait_for(lambda: finished(notification), message="the notification to finish")
+        wait_until(lambda: finished(notification), what="the notification to finish")
 
         assert (notification.status, notification.provider, notification.attempts) == ("sent", "email_fallback", 1)
         assert len(fallback.messages) == 1 and email_via_smtp.messages == []
@@ -187,10 +188,10 @@ def test_a_replayed_dead_notification_is_delivered(
 ) -> None:
     email_via_smtp.handler.scripted_replies.append("550 5.1.1 mailbox unavailable")
     notification = make_notification()
-    wait_for(lambda: finished(notification), message="the notification to die")
+    wait_until(lambda: finished(notification), what="the notification to die")
     assert notification.status == "dead"
 
     call_command("replay_notifications", "--id", str(notification.id), stdout=io.StringIO())
-    wait_for(lambda: finished(notification) and notification.status == "sent", message="the replayed send")
+    wait_until(lambda: finished(notification) and notification.status == "sent", what="the replayed send")
     assert history(notification) == [(1, "permanent_error", "smtp_permanent"), (2, "sent", "")]
     assert len(email_via_smtp.messages) == 1

@@ -20,6 +20,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from apps.outbox.publisher import BrokerUnavailable, ConfirmingPublisher, OutgoingMessage
+from tests.support.polling import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,10 +37,6 @@ def amqp_url(vhost: str, port: int = RABBIT[1]) -> str:
     return f"amqp://guest:guest@127.0.0.1:{port}/{quote(vhost, safe='')}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def messages(queue: str, n: int, size: int = 64) -> list[OutgoingMessage]:
@@ -197,8 +194,10 @@ def test_reconnects_after_broker_closed_the_idle_connection(publisher, vhost, qu
     """What stop_app does to clients: Connection.Close (320) arrives while we are idle."""
 
     def connections() -> set[str]:  # "peer_port<TAB>state" lines for our vhost
-        out = rabbitmqctl("list_connections", "-q", "--no-table-headers", "-p", vhost, "peer_port", "state")
-        return set(out.split("\n")) - {""}
+        # list_connections has no vhost filter (-p is ignored): filter on the vhost column.
+        out = rabbitmqctl("list_connections", "-q", "--no-table-headers", "vhost", "peer_port", "state")
+        rows = [line.split("\t") for line in out.split("\n") if line]
+        return {"\t".join(row[1:]) for row in rows if row[0] == vhost}
 
     publisher.publish_batch(messages(queue, 10))
     deadline = time.monotonic() + 10

@@ -60,7 +60,7 @@ def test_two_relays_publish_each_of_5000_rows_exactly_once(relays: list[ManagedP
     env = process_env(RELAY_METRICS_PORT="0")
     relays += [start_relay(env), start_relay(env)]
     wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=120,
-               message="all rows published")
+               what="all rows published")
     # Then every row reached RabbitMQ exactly once
     ids = drain("relay_probe", expect=5000)
     assert len(ids) == 5000, f"{len(ids)} messages, {len(set(ids))} distinct"
@@ -89,7 +89,7 @@ def test_broker_outage_loses_nothing_and_relay_resumes_by_itself(portal, relays:
     try:
         send(20)
         wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=30,
-                   message="the first rows published")
+                   what="the first rows published")
         rabbitmqctl("stop_app")
         try:
             # While RabbitMQ is down, webhooks are still accepted: the outbox holds them.
@@ -100,7 +100,7 @@ def test_broker_outage_loses_nothing_and_relay_resumes_by_itself(portal, relays:
             rabbitmqctl("start_app")
             rabbitmqctl("await_startup")
         wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=90,
-                   message="the relay to resume by itself")
+                   what="the relay to resume by itself")
     finally:
         web.stop()
     ids = drain("registrations", expect=50)

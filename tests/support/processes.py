@@ -11,14 +11,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from django.db import connection
 
-from tests.support.smtp import free_port
+from tests.support.polling import free_port, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,23 +68,8 @@ class ManagedProcess:
         self.process.wait(timeout=10)
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.1,
-               message: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess, str]:
@@ -96,7 +78,7 @@ def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess,
                                  f"127.0.0.1:{port}", "--workers", str(workers), "--graceful-timeout", "5"], env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{base_url}/healthz") or not web.alive(), timeout=30, message="gunicorn")
+        wait_until(lambda: http_ok(f"{base_url}/healthz") or not web.alive(), timeout=30, what="gunicorn")
     finally:
         if not web.alive():
             raise AssertionError(f"gunicorn exited:\n{web.output()}")

@@ -10,7 +10,7 @@ import uuid
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.smtp import free_port
+from tests.support.polling import free_port
 
 
 class SmsApi:
