@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support.polling import free_port, http_ok, wait_until  # noqa: F401 - re-exported
+from tests.support.polling import free_port, http_ok, stop_process, wait_until  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -109,13 +108,7 @@ class Process:
         return text in self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
         if not self._log.closed:
             self._log.close()
 

@@ -1,8 +1,10 @@
-"""Small waiting helpers shared by the tests and the benchmark scripts (no Django here)."""
+"""Small waiting and process helpers shared by the tests and the benchmark scripts (no Django here)."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,3 +34,15 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop one child by its PID: SIGTERM, then SIGKILL after `timeout` (never by name pattern:
+    other runs on the machine may be running the same commands)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -7,7 +7,6 @@ runs on this machine may be running the same commands.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from tests.support.polling import free_port, http_ok, wait_until
+from tests.support.polling import free_port, http_ok, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,23 +52,13 @@ class ManagedProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 20) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
         self._log.close()
 
     def kill(self) -> None:
         """SIGKILL: the crash a supervisor would see."""
         self.process.kill()
         self.process.wait(timeout=10)
-
-
-
-
 
 
 def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess, str]:
