@@ -115,3 +115,21 @@ class CircuitBreaker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.state}"
+
+
+class SchedulerHeartbeat(models.Model):
+    """The last run of a periodic job of the scheduler (`send_reminders --every`), one row per job.
+
+    Kept in PostgreSQL so the status page (a web process) can tell staff whether the scheduler
+    (another process, maybe another machine) is alive; the metric alone lives in that process.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_duration_ms = models.PositiveIntegerField(default=0)
+    last_result = models.JSONField(default=dict, blank=True, help_text="What the last run did, e.g. counts.")
+    last_error = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.last_finished_at}"

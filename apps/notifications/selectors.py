@@ -6,7 +6,7 @@ import datetime as dt
 
 from django.db.models import QuerySet
 
-from apps.notifications.models import Notification
+from apps.notifications.models import Notification, SchedulerHeartbeat
 
 
 def notifications_to_replay(
@@ -38,3 +38,8 @@ def notifications_to_replay(
     if error_code:
         notifications = notifications.filter(last_error_code=error_code)
     return notifications.select_related("registration").order_by("updated_at")
+
+
+def scheduler_heartbeats() -> list[SchedulerHeartbeat]:
+    """Every scheduler job's last run, for the status page (empty until the scheduler first ran)."""
+    return list(SchedulerHeartbeat.objects.order_by("name"))
