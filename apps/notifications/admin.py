@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
 from apps.notifications.services import notification_replay
-from apps.webhooks.admin import ReadOnlyAdmin
+from eventplatform.admin import ReadOnlyAdmin
 
 
 class NotificationAttemptInline(admin.TabularInline):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.outbox.models import OutboxMessage
-from apps.webhooks.admin import ReadOnlyAdmin
+from eventplatform.admin import ReadOnlyAdmin
 
 
 @admin.register(OutboxMessage)

@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from apps.notifications.models import Notification
 from apps.registrations.models import Registration, RegistrationEvent
 from apps.registrations.services import registration_rebuild
-from apps.webhooks.admin import ReadOnlyAdmin
+from eventplatform.admin import ReadOnlyAdmin
 
 
 class RegistrationEventInline(admin.TabularInline):

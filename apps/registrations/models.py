@@ -75,3 +75,24 @@ class ProcessedMessage(models.Model):
 
     message_id = models.CharField(max_length=64, primary_key=True)
     processed_at = models.DateTimeField(auto_now_add=True)
+
+
+class FailedApply(models.Model):
+    """The dead letter of webhook events: an accepted event whose apply failed for good (retries
+    exhausted or a permanent error). Kept in PostgreSQL, where staff see it and re-apply it; RabbitMQ's
+    own dead-letter queue drops messages after 7 days and nobody looks there.
+
+    One row per event; a repeated failure updates it. `resolved_at` is set once a re-apply succeeded.
+    """
+
+    webhook_event = models.OneToOneField("webhooks.WebhookEvent", on_delete=models.PROTECT,
+                                         related_name="failed_apply")
+    error_code = models.CharField(max_length=64)
+    error_message = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0, help_text="Apply tries made before it was recorded.")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField(db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.webhook_event_id}: {self.error_code}"

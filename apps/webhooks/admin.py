@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from apps.webhooks.models import Portal, PortalSecret, WebhookEvent
+from eventplatform.admin import ReadOnlyAdmin
 
 
 class PortalSecretInline(admin.TabularInline):
@@ -23,19 +24,6 @@ class PortalAdmin(admin.ModelAdmin):
     list_filter = ("active",)
     search_fields = ("slug", "name")
     inlines = [PortalSecretInline]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Event logs are append-only: staff can look, never add, change or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(WebhookEvent)
