@@ -77,6 +77,25 @@ CATALOGUE: dict[str, ErrorCode] = {
                   "Read that process's last log lines; restart."),
         ErrorCode("library_warning", "A warning or error logged by a library (Django, Dramatiq, pika) without "
                   "a code of ours.", "Read the message; if it repeats, give it a code of its own."),
+        # --- failed applies, the sweeper and the scheduler (docs/failures.md)
+        ErrorCode("apply_retries_exhausted", "A webhook event's apply failed on every retry (e.g. PostgreSQL down "
+                  "longer than the backoffs); recorded as a failed apply.", "Fix the cause, then re-apply: "
+                  "`reapply_events --all --reason ...` or the admin action on Failed applies."),
+        ErrorCode("apply_error", "A webhook event's apply raised an error that retrying cannot fix (a bug); "
+                  "recorded as a failed apply at once.", "Read the message and traceback; deploy the fix, "
+                  "then re-apply it from the admin or with `reapply_events`."),
+        ErrorCode("reapply_refused", "A re-apply named an event that does not exist (and never failed) or was "
+                  "rejected: there is nothing to apply.", "Check the event id; rejected deliveries must be "
+                  "sent again, corrected, by the portal."),
+        ErrorCode("apply_rescued", "The sweeper found an accepted event still unapplied long after its message "
+                  "was published (the message was lost) and re-enqueued it.", "None if rare; if it repeats, "
+                  "look for lost messages (RabbitMQ restarts, the workers' logs)."),
+        ErrorCode("scheduler_job_failed", "A periodic job of the scheduler (send_reminders --every) raised; the "
+                  "loop goes on and runs it again next time.", "Read the traceback; the heartbeat in "
+                  "SchedulerHeartbeat shows the last error."),
+        ErrorCode("projection_drift", "rebuild_registrations --verify found a registration whose stored state "
+                  "differs from its folded event log.", "Run rebuild_registrations for it (or the admin "
+                  "action), and find what wrote the projection outside registration_apply."),
         ErrorCode("provider_error", "Unexpected provider error; treated as transient.", "Read the traceback."),
     ]
 }

@@ -55,3 +55,15 @@ NOTIFICATION_DEFERRALS = Counter("eventplatform_notification_deferrals_total",
 NOTIFICATION_ROUNDS = Counter("eventplatform_notification_retry_rounds_total",
                               "Retry rounds scheduled through the outbox after Dramatiq's retries ran out.",
                               ["channel"])
+
+# --- failed applies, the sweeper and the scheduler (docs/failures.md)
+FAILED_APPLIES = Counter("eventplatform_failed_applies_total",
+                         "Webhook event applies recorded as failed (the dead letter of webhook events).",
+                         ["error_code"])
+WEBHOOK_EVENTS_RESCUED = Counter("eventplatform_webhook_events_rescued_total",
+                                 "Accepted webhook events the sweeper re-enqueued because they were still unapplied.")
+SCHEDULER_LAST_RUN = Gauge("eventplatform_scheduler_last_run_timestamp_seconds",
+                           "Unix time the scheduler last finished a periodic job (successfully or not).",
+                           ["task"], multiprocess_mode="max")
+SCHEDULER_JOB_FAILURES = Counter("eventplatform_scheduler_job_failures_total",
+                                 "Periodic scheduler jobs that raised (error code scheduler_job_failed).", ["task"])

@@ -36,6 +36,7 @@ class Registration(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["portal", "external_id"], name="registration_portal_external_unique"),
         ]
+        permissions = [("rebuild_registration", "Can rebuild a registration's projection from its event log")]
 
     def __str__(self) -> str:
         return f"{self.portal_id}:{self.external_id}"
@@ -82,17 +83,57 @@ class FailedApply(models.Model):
     exhausted or a permanent error). Kept in PostgreSQL, where staff see it and re-apply it; RabbitMQ's
     own dead-letter queue drops messages after 7 days and nobody looks there.
 
-    One row per event; a repeated failure updates it. `resolved_at` is set once a re-apply succeeded.
+    One row per event id; a repeated failure updates it. `event_id` is the id the message named, kept
+    even when no such event exists (error code `event_not_found`: then `webhook_event` is empty).
+    `resolved_at` is set once an apply of the event succeeded (docs/failures.md).
     """
 
-    webhook_event = models.OneToOneField("webhooks.WebhookEvent", on_delete=models.PROTECT,
+    event_id = models.UUIDField(unique=True, help_text="The webhook event the failed message named.")
+    webhook_event = models.OneToOneField("webhooks.WebhookEvent", on_delete=models.PROTECT, null=True, blank=True,
                                          related_name="failed_apply")
-    error_code = models.CharField(max_length=64)
+    error_code = models.CharField(max_length=64, db_index=True)
     error_message = models.TextField(blank=True, default="")
-    attempts = models.PositiveIntegerField(default=0, help_text="Apply tries made before it was recorded.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Apply tries made, over every failure recorded.")
+    failures = models.PositiveIntegerField(default=1, help_text="Times this event's apply was recorded as failed.")
     first_failed_at = models.DateTimeField()
     last_failed_at = models.DateTimeField(db_index=True)
+    last_reapplied_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
+    class Meta:
+        permissions = [("reapply_failedapply", "Can re-apply a failed webhook event")]
+        ordering = ["-last_failed_at"]
+
     def __str__(self) -> str:
-        return f"{self.webhook_event_id}: {self.error_code}"
+        return f"{self.event_id}: {self.error_code}"
+
+
+class ApplyReapply(models.Model):
+    """Audit record of one re-apply: who (a staff user, or "command" and the OS user), when, why, which
+    event. Written in the same transaction as the outbox row that re-applies the event."""
+
+    class Via(models.TextChoices):
+        ADMIN = "admin"
+        COMMAND = "command"
+
+    event_id = models.UUIDField(db_index=True)
+    failed_apply = models.ForeignKey(FailedApply, on_delete=models.PROTECT, null=True, blank=True,
+                                     related_name="reapplies")
+    via = models.CharField(max_length=16, choices=Via.choices)
+    user = models.ForeignKey("auth.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    os_user = models.CharField(max_length=150, blank=True, default="")
+    reason = models.TextField()
+    outbox_message_id = models.UUIDField(help_text="The outbox row that carries the new apply message.")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def actor(self) -> str:
+        if self.via == self.Via.COMMAND:
+            return f"command (OS user {self.os_user or '?'})"
+        return self.user.get_username() if self.user else "?"
+
+    def __str__(self) -> str:
+        return f"re-apply of {self.event_id} by {self.actor}"

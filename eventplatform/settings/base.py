@@ -130,6 +130,15 @@ NOTIFICATION_MAX_BACKOFF_MS = env.int("NOTIFICATION_MAX_BACKOFF_MS", default=300
 APPLY_MAX_RETRIES = env.int("APPLY_MAX_RETRIES", default=20)
 APPLY_MIN_BACKOFF_MS = env.int("APPLY_MIN_BACKOFF_MS", default=1000)
 APPLY_MAX_BACKOFF_MS = env.int("APPLY_MAX_BACKOFF_MS", default=300_000)
+
+# --- failed applies, the sweeper and the scheduler (docs/failures.md)
+# An accepted event with no registration event this long after its apply message was published is
+# re-enqueued through the outbox by the sweeper (unless it is a recorded failed apply).
+APPLY_SWEEP_AFTER_SECONDS = env.int("APPLY_SWEEP_AFTER_SECONDS", default=600)
+APPLY_SWEEP_BATCH_SIZE = env.int("APPLY_SWEEP_BATCH_SIZE", default=500)
+# `send_reminders --every`: its Prometheus exporter (0 disables it), and the interval run_pipeline uses.
+SCHEDULER_METRICS_PORT = env.int("SCHEDULER_METRICS_PORT", default=9193)
+SCHEDULER_INTERVAL_SECONDS = env.int("SCHEDULER_INTERVAL_SECONDS", default=60)
 # When Dramatiq's retries run out on a transient error, a new round is scheduled through the outbox
 # (a durable delay in PostgreSQL) until the notification is older than the horizon (docs/notifications.md).
 NOTIFICATION_RETRY_HORIZON_SECONDS = env.int("NOTIFICATION_RETRY_HORIZON_SECONDS", default=86_400)
