@@ -74,6 +74,8 @@ def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path)
         output = wait_until(lambda: "X-Eventplatform-Notification-Id" in log_path.read_text() and log_path.read_text(),
                             timeout=30, what="the e-mail on the console")
         assert "To: newcomer@example.org" in output
+        # And the scheduler runs in the same process (its first round starts at once)
+        wait_until(lambda: "scheduler.job_ran" in log_path.read_text(), timeout=30, what="a scheduler round")
     finally:
         pipeline.terminate()
         pipeline.wait(timeout=20)

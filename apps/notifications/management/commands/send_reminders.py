@@ -1,31 +1,83 @@
 from __future__ import annotations
 
+import datetime as dt
+import signal
+import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from apps.notifications.reminders import reminder_windows, reminders_create
+from apps.notifications.scheduler import Job, scheduler_loop, scheduler_run_job
 from apps.notifications.services import notifications_rescue_stalled
+from apps.registrations.failures import webhook_events_rescue_unapplied
+from eventplatform.observability import start_metrics_server
+
+
+def _reminders(now: dt.datetime) -> dict[str, Any]:
+    return {kind: len(created) for kind, created in reminders_create(now=now).items()}
+
+
+def _rescue_stalled(now: dt.datetime) -> dict[str, Any]:
+    return {"rescued": notifications_rescue_stalled(now=now)}
+
+
+def _rescue_unapplied(now: dt.datetime) -> dict[str, Any]:
+    return {"rescued": webhook_events_rescue_unapplied(now=now)}
+
+
+# The scheduler's periodic jobs, in the order each round runs them (names: SchedulerHeartbeat.name,
+# the `task` label of the scheduler metrics).
+JOBS = [
+    Job("reminders", _reminders),
+    Job("notifications_rescue_stalled", _rescue_stalled),
+    Job("webhook_events_rescue_unapplied", _rescue_unapplied),
+]
 
 
 class Command(BaseCommand):
     help = ("Create reminder_24h / reminder_1h notifications for active registrations whose event starts "
-            "within the reminder windows, and rescue notifications whose retry message was lost. Run it "
-            "every few minutes; safe to run twice or concurrently.")
+            "within the reminder windows, rescue notifications whose retry message was lost, and re-enqueue "
+            "accepted webhook events still unapplied. Once (for cron), or with --every SECONDS as the "
+            "scheduler process until SIGTERM/SIGINT. Safe to run twice or concurrently.")
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--list", action="store_true", help="Also print every notification created.")
+        parser.add_argument("--list", action="store_true", help="Also print every notification created (once mode).")
+        parser.add_argument("--every", type=float, metavar="SECONDS",
+                            help="Keep running: every SECONDS, run every job, until SIGTERM/SIGINT.")
+        parser.add_argument("--metrics-port", type=int, default=settings.SCHEDULER_METRICS_PORT,
+                            help="Prometheus exporter port with --every (0 disables it).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["every"] is not None:
+            self._run_forever(options["every"], options["metrics_port"])
+        else:
+            self._run_once(options["list"])
+
+    def _run_forever(self, every: float, metrics_port: int) -> None:
+        if every <= 0:
+            raise CommandError("--every must be a positive number of seconds.")
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        if metrics_port:
+            start_metrics_server(metrics_port)
+        scheduler_loop(jobs=JOBS, every=every, stop=stop)
+
+    def _run_once(self, list_created: bool) -> None:
+        """What cron runs: the reminders with their windows printed, then the sweepers, each under the
+        same lock and heartbeat as the scheduler's rounds."""
         now = timezone.now()
         created = reminders_create(now=now)
         for kind, (start, end) in reminder_windows(now).items():
             self.stdout.write(f"{kind}: created {len(created[kind])} notification(s) for events starting in "
                               f"({start.isoformat(timespec='seconds')}, {end.isoformat(timespec='seconds')}]")
-            if options["list"]:
+            if list_created:
                 for notification in created[kind]:
                     self.stdout.write(f"  {notification.id} {notification.channel} "
                                       f"{notification.registration.external_id}")
-        rescued = notifications_rescue_stalled(now=now)
-        self.stdout.write(f"stalled: rescued {rescued} notification(s) whose retry message was lost")
+        for job in JOBS[1:]:
+            run = scheduler_run_job(job=job, now=now)
+            self.stdout.write(f"{job.name}: {run.outcome} {run.result}")
