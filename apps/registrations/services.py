@@ -160,3 +160,13 @@ def registration_rebuild(*, registration: Registration) -> Registration:
     Registration.objects.filter(pk=registration.pk).update(**fields, version=len(events), updated_at=timezone.now())
     registration.refresh_from_db()
     return registration
+
+
+def registration_drift(*, registration: Registration) -> dict[str, tuple[Any, Any]]:
+    """Fields whose stored value differs from the one folded from the event log: name -> (stored,
+    from events). Empty when the projection is right. Reads only (`rebuild_registrations --verify`)."""
+    events = list(registration.events.all())
+    state = projection.fold(_domain_event(e) for e in events)
+    expected: dict[str, Any] = {**(_projection_fields(state) if state is not None else {}), "version": len(events)}
+    return {field: (getattr(registration, field), value) for field, value in expected.items()
+            if getattr(registration, field) != value}
