@@ -217,13 +217,14 @@ def postgres_answers() -> bool:
 def test_postgresql_restarted_under_traffic_loses_nothing(portal, smtp: SmtpServer) -> None:  # noqa: ANN001
     stack = Stack(smtp)
     try:
-        ids = [f"R-PG-{n}" for n in range(120)]
+        ids = [f"R-PG-{n}" for n in range(160)]
         statuses: collections.Counter[int] = collections.Counter()
         started = time.monotonic()
-        sending = stack.send_in_background(ids, statuses, pause=0.1)
+        sending = stack.send_in_background(ids, statuses, pause=1.0)  # about 8 a second, for 20 s
         wait_for_emails(stack, smtp, 20)
         # When PostgreSQL restarts while webhooks arrive and workers write
         connection.close()
+        restart_began = time.monotonic() - started
         try:
             restart = pg_ctlcluster("restart")
             assert restart.returncode == 0, restart.stderr
@@ -237,7 +238,8 @@ def test_postgresql_restarted_under_traffic_loses_nothing(portal, smtp: SmtpServ
         wait_for_emails(stack, smtp, len(ids))
         elapsed = time.monotonic() - started
         duplicates = assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp, ids)
-        print(f"PostgreSQL restart at {restarted_at:.1f} s: {len(ids)} webhooks, all delivered in {elapsed:.1f} s, "
+        print(f"PostgreSQL restart from {restart_began:.1f} s to {restarted_at:.1f} s: {len(ids)} webhooks, "
+              f"all delivered in {elapsed:.1f} s, "
               f"{duplicates} duplicate(s) (crash window), statuses {dict(statuses)} (0 = connection error)")
         assert all(p.alive() for p in (stack.web, stack.relay, stack.worker)), stack.logs()
     finally:
