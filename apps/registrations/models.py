@@ -103,6 +103,7 @@ class FailedApply(models.Model):
     class Meta:
         permissions = [("reapply_failedapply", "Can re-apply a failed webhook event")]
         ordering = ["-last_failed_at"]
+        verbose_name_plural = "failed applies"
 
     def __str__(self) -> str:
         return f"{self.event_id}: {self.error_code}"
@@ -128,6 +129,8 @@ class ApplyReapply(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "re-apply (audit)"
+        verbose_name_plural = "re-applies (audit)"
 
     @property
     def actor(self) -> str:

@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AlterModelOptions(
             name='failedapply',
-            options={'ordering': ['-last_failed_at'], 'permissions': [('reapply_failedapply', 'Can re-apply a failed webhook event')]},
+            options={'ordering': ['-last_failed_at'], 'permissions': [('reapply_failedapply', 'Can re-apply a failed webhook event')], 'verbose_name_plural': 'failed applies'},
         ),
         migrations.AlterModelOptions(
             name='registration',
@@ -80,6 +80,8 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['-created_at'],
+                'verbose_name': 're-apply (audit)',
+                'verbose_name_plural': 're-applies (audit)',
             },
         ),
     ]
