@@ -63,7 +63,7 @@ FAILED_APPLIES = Counter("eventplatform_failed_applies_total",
 WEBHOOK_EVENTS_RESCUED = Counter("eventplatform_webhook_events_rescued_total",
                                  "Accepted webhook events the sweeper re-enqueued because they were still unapplied.")
 SCHEDULER_LAST_RUN = Gauge("eventplatform_scheduler_last_run_timestamp_seconds",
-                           "Unix time the scheduler last finished a periodic job (successfully or not).",
+                           "Unix time a scheduler job last succeeded (or another scheduler held its lock).",
                            ["task"], multiprocess_mode="max")
 SCHEDULER_JOB_FAILURES = Counter("eventplatform_scheduler_job_failures_total",
                                  "Periodic scheduler jobs that raised (error code scheduler_job_failed).", ["task"])

@@ -6,8 +6,9 @@ Safe to run twice or concurrently: each job runs under a PostgreSQL advisory loc
 both keep running, and if one dies the other takes over at its next round (a session lock dies with
 its connection). The jobs themselves are idempotent too, so a lock lost mid-run does no harm.
 A failing job is logged with `scheduler_job_failed` and the loop goes on. After each run the job's
-heartbeat (SchedulerHeartbeat, read by the status page) and the gauge
-`eventplatform_scheduler_last_run_timestamp_seconds` are updated (alert SchedulerStalled).
+heartbeat (SchedulerHeartbeat, read by the status page) is written; the gauge
+`eventplatform_scheduler_last_run_timestamp_seconds` moves only when the job was done (here, or by
+the scheduler holding its lock), so a job failing round after round raises SchedulerStalled.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def scheduler_run_job(*, job: Job, now: Any = None) -> JobRun:
         with _job_lock(job.name) as acquired:
             if not acquired:
                 log.debug("scheduler.job_skipped", job=job.name, reason="another scheduler runs it")
+                metrics.SCHEDULER_LAST_RUN.labels(task=job.name).set(time.time())  # done, by the other one
                 return JobRun("skipped", {})
             try:
                 result = job.run(now or started)
@@ -108,8 +110,7 @@ def scheduler_run_job(*, job: Job, now: Any = None) -> JobRun:
         log.error("scheduler.job_failed", job=job.name, error_code="scheduler_job_failed",
                   error=f"{type(error).__name__}: {error}")
         return JobRun("failed", {})
-    finally:
-        metrics.SCHEDULER_LAST_RUN.labels(task=job.name).set(time.time())
+    metrics.SCHEDULER_LAST_RUN.labels(task=job.name).set(time.time())
     duration_ms = int((time.monotonic() - clock) * 1000)
     _heartbeat(job, started, duration_ms, result, "")
     log.info("scheduler.job_ran", job=job.name, duration_ms=duration_ms, **result)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
 
 import structlog
 from django.conf import settings
@@ -126,7 +125,7 @@ def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: Abstrac
     return audit
 
 
-def failed_applies_unresolved() -> Iterable[str]:
+def failed_applies_unresolved() -> list[str]:
     """Event ids of every failed apply not resolved yet (what `reapply_events --all` re-applies)."""
     return [str(event_id) for event_id in FailedApply.objects.filter(resolved_at__isnull=True)
             .order_by("first_failed_at").values_list("event_id", flat=True)]

@@ -173,6 +173,9 @@ def test_staff_with_view_permission_alone_sees_failed_applies_but_cannot_reapply
     listing = client.get("/admin/registrations/failedapply/?resolved=no")
     assert listing.status_code == 200 and str(failed.event_id) in listing.text
     assert 'value="reapply"' not in listing.text
+    by_delivery = client.get("/admin/registrations/failedapply/", {"q": failed.webhook_event.delivery_id})
+    assert str(failed.event_id) in by_delivery.text
+    assert client.get("/admin/registrations/failedapply/", {"q": "not-a-uuid"}).status_code == 200
     detail = client.get(f"/admin/registrations/failedapply/{failed.pk}/change/")
     assert detail.status_code == 200
     assert f"/admin/webhooks/webhookevent/{failed.event_id}/change/" in detail.text
