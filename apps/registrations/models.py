@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -121,7 +122,8 @@ class ApplyReapply(models.Model):
     failed_apply = models.ForeignKey(FailedApply, on_delete=models.PROTECT, null=True, blank=True,
                                      related_name="reapplies")
     via = models.CharField(max_length=16, choices=Via.choices)
-    user = models.ForeignKey("auth.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                             related_name="+")
     os_user = models.CharField(max_length=150, blank=True, default="")
     reason = models.TextField()
     outbox_message_id = models.UUIDField(help_text="The outbox row that carries the new apply message.")

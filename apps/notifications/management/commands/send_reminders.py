@@ -67,17 +67,27 @@ class Command(BaseCommand):
         scheduler_loop(jobs=JOBS, every=every, stop=stop)
 
     def _run_once(self, list_created: bool) -> None:
-        """What cron runs: the reminders with their windows printed, then the sweepers, each under the
-        same lock and heartbeat as the scheduler's rounds."""
+        """What cron runs: one round of the scheduler's jobs (same locks, same heartbeats), with the
+        reminder windows printed. Exits 1 if a job failed, so cron reports it."""
         now = timezone.now()
-        created = reminders_create(now=now)
+        created: dict[str, list[Any]] = {}
+
+        def reminders_listed(now: dt.datetime) -> dict[str, Any]:
+            created.update(reminders_create(now=now))
+            return {kind: len(notifications) for kind, notifications in created.items()}
+
+        runs = {JOBS[0].name: scheduler_run_job(job=Job(JOBS[0].name, reminders_listed), now=now)}
         for kind, (start, end) in reminder_windows(now).items():
-            self.stdout.write(f"{kind}: created {len(created[kind])} notification(s) for events starting in "
+            self.stdout.write(f"{kind}: created {len(created.get(kind, []))} notification(s) for events starting in "
                               f"({start.isoformat(timespec='seconds')}, {end.isoformat(timespec='seconds')}]")
             if list_created:
-                for notification in created[kind]:
+                for notification in created.get(kind, []):
                     self.stdout.write(f"  {notification.id} {notification.channel} "
                                       f"{notification.registration.external_id}")
         for job in JOBS[1:]:
-            run = scheduler_run_job(job=job, now=now)
-            self.stdout.write(f"{job.name}: {run.outcome} {run.result}")
+            runs[job.name] = scheduler_run_job(job=job, now=now)
+        for name, run in runs.items():
+            self.stdout.write(f"{name}: {run.outcome} {run.result}")
+        failed = [name for name, run in runs.items() if run.outcome == "failed"]
+        if failed:
+            raise CommandError(f"failed: {', '.join(failed)} (see the log lines with scheduler_job_failed)")
