@@ -34,6 +34,9 @@ def test_send_reminders_every_second_sends_what_is_due_beats_and_stops_on_sigter
     port = free_port()
     scheduler = ManagedProcess("scheduler", [sys.executable, "manage.py", "send_reminders", "--every", "1",
                                              "--metrics-port", str(port)], process_env())
+    # A second scheduler at the same time (safe concurrently: the job locks keep them from doubling work)
+    second = ManagedProcess("scheduler-2", [sys.executable, "manage.py", "send_reminders", "--every", "1",
+                                            "--metrics-port", "0"], process_env())
     try:
         wait_until(lambda: heartbeat("reminders"), timeout=60, what="the first round")
         first_beat = heartbeat("reminders")
@@ -51,15 +54,19 @@ def test_send_reminders_every_second_sends_what_is_due_beats_and_stops_on_sigter
             exported = response.read().decode()
         stamp = re.search(r'eventplatform_scheduler_last_run_timestamp_seconds\{task="reminders"\} (\S+)', exported)
         assert stamp and abs(float(stamp.group(1)) - time.time()) < 60, exported[-2000:]
-        assert Notification.objects.filter(kind="reminder_1h").count() == 1  # once, over several rounds
-        # When SIGTERM arrives, Then it exits cleanly
-        scheduler.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        assert scheduler.process.wait(timeout=30) == 0, scheduler.output()[-3000:]
-        print(f"scheduler stopped {time.monotonic() - started:.2f} s after SIGTERM")
-        assert "scheduler_job_failed" not in scheduler.output()
+        time.sleep(2)  # a few more rounds of both
+        assert Notification.objects.filter(kind="reminder_1h").count() == 1  # once, over both schedulers' rounds
+        assert second.alive(), second.output()[-3000:]
+        # When SIGTERM arrives, Then each exits cleanly
+        for process in (scheduler, second):
+            process.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert process.process.wait(timeout=30) == 0, process.output()[-3000:]
+            print(f"{process.name} stopped {time.monotonic() - started:.2f} s after SIGTERM")
+            assert "scheduler_job_failed" not in process.output()
     finally:
         scheduler.stop()
+        second.stop()
 
 
 @pytest.mark.django_db(transaction=True)
