@@ -24,7 +24,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from apps.outbox.models import OutboxMessage
-from apps.outbox.services import outbox_enqueue
+from apps.outbox.services import outbox_insert, outbox_message_fields
 from apps.registrations.models import ApplyReapply, FailedApply, RegistrationEvent
 from apps.webhooks.models import WebhookEvent
 from eventplatform import metrics
@@ -49,10 +49,18 @@ def _apply_actor() -> tuple[str, str]:
     return webhook_event_apply.actor_name, webhook_event_apply.queue_name
 
 
-def _enqueue_apply(event_id: str) -> OutboxMessage:
+# Message option marking a staff re-apply: only such a message can meet an unresolved FailedApply
+# (the sweeper skips those events), so only it pays for the UPDATE that resolves one.
+REAPPLY_OPTION = "reapply"
+
+
+def _enqueue_apply(event_id: str, *, reapply: bool = False) -> OutboxMessage:
     actor_name, queue_name = _apply_actor()
-    return outbox_enqueue(actor_name=actor_name, queue_name=queue_name, kwargs={"event_id": event_id},
-                          correlation_id=event_id)
+    fields = outbox_message_fields(actor_name=actor_name, queue_name=queue_name, kwargs={"event_id": event_id},
+                                   correlation_id=event_id)
+    if reapply:
+        fields["options"] = {**fields["options"], REAPPLY_OPTION: True}
+    return outbox_insert(fields)
 
 
 @transaction.atomic
@@ -85,9 +93,10 @@ def failed_apply_record(*, event_id: str, error_code: str, error_message: str, a
 def failed_apply_resolve(*, event_id: str, now: dt.datetime | None = None) -> bool:
     """Mark the event's failed apply resolved: its apply has now succeeded.
 
-    Runs after the apply committed (one indexed UPDATE, a no-op for the events that never failed).
-    If the process dies in between, the row stays unresolved although the event is applied; the next
-    re-apply finds it `already_applied` and resolves it.
+    Runs after a re-apply message's apply committed (one indexed UPDATE). If the process dies in
+    between, the row stays unresolved although the event is applied; the next re-apply finds it
+    `already_applied` and resolves it. An original message redelivered after its FailedApply was
+    recorded (rare: the relay republished it) applies the event without resolving: re-apply it once.
     """
     resolved = FailedApply.objects.filter(event_id=event_id, resolved_at__isnull=True).update(
         resolved_at=now or timezone.now())
@@ -113,7 +122,7 @@ def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: Abstrac
         raise ReapplyRefused(f"Webhook event {event_id} does not exist.")
     if status == WebhookEvent.Status.REJECTED:
         raise ReapplyRefused(f"Webhook event {event_id} was rejected; there is nothing to apply.")
-    message = _enqueue_apply(event_id)
+    message = _enqueue_apply(event_id, reapply=True)
     now = timezone.now()
     if failed is not None:
         FailedApply.objects.filter(pk=failed.pk).update(last_reapplied_at=now)

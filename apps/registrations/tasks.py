@@ -16,7 +16,7 @@ import dramatiq
 from django.conf import settings
 from dramatiq.middleware import CurrentMessage
 
-from apps.registrations.failures import failed_apply_record, failed_apply_resolve
+from apps.registrations.failures import REAPPLY_OPTION, failed_apply_record, failed_apply_resolve
 from apps.registrations.services import EventNotFound, registration_apply
 from eventplatform import metrics
 
@@ -72,6 +72,8 @@ def webhook_event_apply(event_id: str) -> None:
         failed_apply_record(event_id=event_id, error_code="apply_error",
                             error_message=f"{type(error).__name__}: {error}", attempts=attempts)
         return
-    if result.outcome in ("applied", "already_applied"):
+    # Only a re-apply can meet an unresolved FailedApply; without a message (called directly) we cannot
+    # tell, so look. The hot path of every other apply is spared the UPDATE.
+    if result.outcome in ("applied", "already_applied") and (message is None or message.options.get(REAPPLY_OPTION)):
         failed_apply_resolve(event_id=event_id)
     metrics.REGISTRATION_EVENTS.labels(type="webhook", outcome=result.outcome).inc()

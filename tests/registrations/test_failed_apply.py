@@ -106,7 +106,8 @@ def test_reapply_goes_through_the_outbox_with_an_audit_record_and_is_safe_twice(
                                    os_user="ops")
     assert apply_messages(event) == 3  # the intake's, and one per re-apply
     assert first.outbox_message_id != second.outbox_message_id
-    assert OutboxMessage.objects.filter(id=first.outbox_message_id, published_at__isnull=True).exists()
+    row = OutboxMessage.objects.get(id=first.outbox_message_id, published_at__isnull=True)
+    assert row.options == {"correlation_id": str(event.id), "reapply": True}  # marks it for the resolve
     # When both messages are consumed, Then the event is applied once and notified once
     webhook_event_apply.fn(event_id=str(event.id))
     webhook_event_apply.fn(event_id=str(event.id))
