@@ -10,6 +10,7 @@ FailedApply. Errors no retry can fix (the event does not exist, a bug) are recor
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import dramatiq
@@ -69,8 +70,8 @@ def webhook_event_apply(event_id: str) -> None:
         return
     except PERMANENT_ERRORS as error:
         # registration_apply rolled back; the message is acknowledged: the FailedApply is its record.
-        failed_apply_record(event_id=event_id, error_code="apply_error",
-                            error_message=f"{type(error).__name__}: {error}", attempts=attempts)
+        failed_apply_record(event_id=event_id, error_code="apply_error", attempts=attempts,
+                            error_message=f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=20)}")
         return
     # Only a re-apply can meet an unresolved FailedApply; without a message (called directly) we cannot
     # tell, so look. The hot path of every other apply is spared the UPDATE.
