@@ -152,6 +152,7 @@ def assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp: SmtpServer
     confirmations = Notification.objects.filter(kind="confirmation")
     assert confirmations.count() == len(registration_ids)
     assert set(confirmations.values_list("status", flat=True)) == {"sent"}
+    assert not FailedApply.objects.filter(resolved_at__isnull=True).exists(), "an apply was left failed"
     duplicated = {notification_id for notification_id, n in sent.items() if n > 1}
     outside_window = set(Notification.objects.filter(id__in=duplicated, attempts__lt=2).values_list("id", flat=True))
     assert not outside_window, f"sent twice without a crash between send and record: {outside_window}"
