@@ -26,7 +26,7 @@ def process_env(**overrides: str) -> dict[str, str]:
                     f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}")
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="eventplatform.settings.base", DATABASE_URL=database_url, LOG_FORMAT="json",
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.test", DATABASE_URL=database_url, LOG_FORMAT="json",
         LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
