@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "apps.outbox",
     "apps.registrations",
     "apps.notifications",
+    "apps.privacy",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +156,16 @@ RELAY_POLL_SECONDS = env.float("RELAY_POLL_SECONDS", default=2.0)
 # After a NOTIFY, wait this long before claiming rows, so a burst goes out as one batch.
 RELAY_COALESCE_SECONDS = env.float("RELAY_COALESCE_SECONDS", default=0.005)
 RELAY_METRICS_PORT = env.int("RELAY_METRICS_PORT", default=9192)
+
+# --- data retention (apps/privacy/retention.py; `apply_retention`, run daily). 0 keeps forever.
+# Processed-message ids guard against a redelivered message being applied twice: keep them longer
+# than any message can wait (RabbitMQ's dead-letter queue keeps messages 7 days).
+RETENTION_OUTBOX_PUBLISHED_DAYS = env.int("RETENTION_OUTBOX_PUBLISHED_DAYS", default=7)
+RETENTION_PROCESSED_MESSAGES_DAYS = env.int("RETENTION_PROCESSED_MESSAGES_DAYS", default=30)
+RETENTION_RATE_WINDOWS_DAYS = env.int("RETENTION_RATE_WINDOWS_DAYS", default=1)
+# Raw bodies and payloads of applied webhook events (the registration's event log keeps what it needs).
+RETENTION_EVENT_BODIES_DAYS = env.int("RETENTION_EVENT_BODIES_DAYS", default=90)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
 
 # --- TLS ends at a proxy (docs/deploy.md). One switch: the proxy's X-Forwarded-Proto is trusted,
 # plain HTTP is redirected, cookies are Secure-only and HSTS is sent. Off, plain HTTP on loopback
