@@ -51,6 +51,12 @@ def test_one_missing_variable_is_named_alone() -> None:
     assert "SECRET_KEY" not in result.stderr
 
 
+def test_the_examples_placeholder_secret_key_counts_as_missing() -> None:
+    result = manage("check", env=production_env(SECRET_KEY="change-me"))
+    assert result.returncode != 0
+    assert "SECRET_KEY (not the example's placeholder)" in result.stderr
+
+
 def test_the_wsgi_application_refuses_too() -> None:
     env = {k: v for k, v in production_env().items() if k != "SECRET_KEY"}
     result = subprocess.run([sys.executable, "-c", "import eventplatform.wsgi"], cwd=ROOT, env=env,

@@ -12,8 +12,12 @@ from eventplatform.settings.base import *  # noqa: F401,F403
 from eventplatform.settings.base import env
 
 REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
+# The placeholders of .env.example and base.py count as missing: a copied example is not a secret.
+PLACEHOLDER_SECRET_KEYS = {"change-me", "dev-only-insecure-key-change-me"}
 
 _missing = [name for name in REQUIRED if not env.str(name, default="").strip()]
+if "SECRET_KEY" not in _missing and env.str("SECRET_KEY") in PLACEHOLDER_SECRET_KEYS:
+    _missing.insert(0, "SECRET_KEY (not the example's placeholder)")
 if _missing:
     raise ImproperlyConfigured(
         f"Production settings (eventplatform.settings.production) need {', '.join(_missing)}: set "
