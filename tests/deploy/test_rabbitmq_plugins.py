@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "eventplatform.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +49,16 @@ def test_the_management_api_answers(ensured: str) -> None:
     assert "<title>RabbitMQ Management</title>" in get("http://127.0.0.1:15672/")
 
 
-def test_rabbitmqs_own_metrics_include_everything_the_dashboard_reads(ensured: str) -> None:
+def test_rabbitmqs_own_metrics_include_everything_the_dashboard_and_alerts_read(ensured: str) -> None:
     exported = set(re.findall(r"^(rabbitmq_[a-z_]+)", get("http://127.0.0.1:15692/metrics"), re.MULTILINE))
     assert {"rabbitmq_connections", "rabbitmq_queue_messages_ready", "rabbitmq_global_messages_received_total"} \
         <= exported
     dashboard_names = set(re.findall(r"rabbitmq_[a-z_]+", DASHBOARD.read_text())) - {"rabbitmq_prometheus"}
     assert len(dashboard_names) >= 8, "the dashboard shows RabbitMQ's own metrics"
-    unknown = dashboard_names - exported
-    assert not unknown, f"the dashboard names metrics RabbitMQ does not export: {sorted(unknown)}"
+    alert_names = set(re.findall(r"rabbitmq_alarms_[a-z_]+", ALERTS.read_text()))
+    assert len(alert_names) == 3
+    unknown = (dashboard_names | alert_names) - exported
+    assert not unknown, f"the dashboard or alerts name metrics RabbitMQ does not export: {sorted(unknown)}"
 
 
 def test_prometheus_scrapes_rabbitmqs_own_metrics() -> None:
