@@ -13,7 +13,7 @@ import requests
 
 from apps.notifications.models import Notification
 from tests.support.polling import free_port, http_ok, wait_until
-from tests.support.processes import ROOT, ManagedProcess, process_env
+from tests.support.processes import ROOT, ManagedProcess, production_env
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload, signed_headers
 
@@ -47,12 +47,10 @@ def test_the_procfile_names_every_long_running_process() -> None:
 
 def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, smtp_server: SmtpServer) -> None:  # noqa: ANN001
     port = free_port()
-    env = process_env(
+    env = production_env(
         EMAIL_URL=smtp_server.url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2",
-        RELAY_METRICS_PORT=str(free_port()), dramatiq_prom_port=str(free_port()), SECRET_KEY="procfile-test-" * 4,
-        ALLOWED_HOSTS="127.0.0.1", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        DRAMATIQ_NPROCS="1", DRAMATIQ_NTHREADS="4")
-    del env["DJANGO_SETTINGS_MODULE"]  # as an operator runs it: production settings
+        RELAY_METRICS_PORT=str(free_port()), dramatiq_prom_port=str(free_port()),
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DRAMATIQ_NPROCS="1", DRAMATIQ_NTHREADS="4")
     # The scheduler line needs `send_reminders --every` (the failures issue); run it when it is there.
     scheduler_ready = "--every" in (ROOT / "apps/notifications/management/commands/send_reminders.py").read_text()
     names = procfile_names() if scheduler_ready else ["web", "relay", "worker"]

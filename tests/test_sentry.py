@@ -12,8 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.processes import ROOT
-from tests.test_settings_production import production_env
+from tests.support.processes import ROOT, production_env
 
 PROBE = (
     "import django, sentry_sdk; django.setup(); client = sentry_sdk.get_client(); "

@@ -5,26 +5,14 @@ them; BEHIND_TLS_PROXY is the one switch for proxy TLS, and `check --deploy` is 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, production_env
 
 REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
-# 50+ characters, not Django's insecure prefix: what `check --deploy` accepts.
-STRONG_KEY = "k3y-for-the-deploy-check-only-0123456789-abcdefghijklmnopqrstuvwxyz"
-
-
-def production_env(**overrides: str) -> dict[str, str]:
-    """The environment of a production process: no settings module chosen, every variable set."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "SENTRY_DSN", *REQUIRED)}
-    env.update(SECRET_KEY=STRONG_KEY, DATABASE_URL=os.environ["DATABASE_URL"], BROKER_URL=os.environ["BROKER_URL"],
-               EMAIL_URL="smtp://127.0.0.1:2525", ALLOWED_HOSTS="events.example.org,testserver")
-    env.update(overrides)
-    return env
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
