@@ -7,4 +7,4 @@ default of an entry point: `manage.py` and `eventplatform.wsgi` default to produ
 
 from __future__ import annotations
 
-from eventplatform.settings.base import *  # noqa: F401,F403
+from eventplatform.settings.base import *  # noqa: F403

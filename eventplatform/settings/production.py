@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
 
-from eventplatform.settings.base import *  # noqa: F401,F403
+from eventplatform.settings.base import *  # noqa: F403
 from eventplatform.settings.base import env
 
 REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
