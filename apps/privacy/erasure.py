@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,12 +47,15 @@ def email_digest(email: str) -> str:
 
 @dataclass
 class _Needles:
-    """The strings that must not survive, matched case-insensitively."""
+    """The strings that must not survive, matched case-insensitively and as whole addresses or
+    numbers: erasing ann@example.org leaves joann@example.org and ann@example.org.uk alone, and
+    +4915112345678 leaves +49151123456789 alone."""
 
     values: list[str] = field(default_factory=list)
 
     def pattern(self) -> re.Pattern[str]:
-        return re.compile("|".join(re.escape(value) for value in self.values), re.IGNORECASE)
+        alternatives = "|".join(re.escape(value) for value in self.values)
+        return re.compile(rf"(?<![\w.+-])(?:{alternatives})(?![\w-]|\.\w)", re.IGNORECASE)
 
     def found_in(self, text: str) -> bool:
         return bool(self.values) and self.pattern().search(text) is not None
@@ -71,24 +75,34 @@ class _Needles:
         return value
 
 
-def _events_mentioning(needles: list[str]) -> set[Any]:
-    """Webhook events whose payload, errors or raw body mention any needle (not yet redacted ones:
-    a redacted event has an empty body and a skeleton payload)."""
-    ids: set[Any] = set()
+def _like(value: str) -> str:
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _events_mentioning(needles: _Needles) -> set[Any]:
+    """Webhook events whose payload, errors or raw body mention a needle. SQL finds candidates
+    (substrings), the needles' own pattern keeps only whole-address matches."""
+    candidates: set[Any] = set()
     with connection.cursor() as cursor:
-        for needle in needles:
-            like = f"%{needle}%"
+        for needle in needles.values:
+            like = _like(needle)
             variants = {needle.encode(), needle.lower().encode(), needle.upper().encode()}
             if connection.vendor == "postgresql":
                 body = " OR ".join(["position(%s::bytea in raw_body) > 0"] * len(variants))
-                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s "
-                               f"OR errors::text ILIKE %s OR {body}", [like, like, *variants])
+                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s ESCAPE '\\' "
+                               f"OR errors::text ILIKE %s ESCAPE '\\' OR {body}", [like, like, *variants])
             else:
                 body = " OR ".join(["instr(raw_body, %s) > 0"] * len(variants))
-                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s OR errors LIKE %s "
-                               f"OR {body}", [like, like, *variants])
-            ids.update(WebhookEvent._meta.pk.to_python(row[0]) for row in cursor.fetchall())
-    return ids
+                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s ESCAPE '\\' "
+                               f"OR errors LIKE %s ESCAPE '\\' OR {body}", [like, like, *variants])
+            candidates.update(WebhookEvent._meta.pk.to_python(row[0]) for row in cursor.fetchall())
+    found = set()
+    for event_id, raw_body, payload, errors in WebhookEvent.objects.filter(id__in=candidates).values_list(
+            "id", "raw_body", "payload", "errors"):
+        texts = (bytes(raw_body).decode(errors="replace"), json.dumps(payload), json.dumps(errors))
+        if any(needles.found_in(text) for text in texts):
+            found.add(event_id)
+    return found
 
 
 @transaction.atomic
@@ -105,7 +119,7 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
     needles = _Needles([email, *sorted(phones)])
 
     # Webhook events: those the registrations were built from, and any other mentioning the person.
-    event_ids = {event.webhook_event_id for event in registration_events} | _events_mentioning(needles.values)
+    event_ids = {event.webhook_event_id for event in registration_events} | _events_mentioning(needles)
     redactions = []
     for event_id, payload, errors in WebhookEvent.objects.filter(id__in=event_ids).values_list(
             "id", "payload", "errors"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 
 import pytest
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.django_db
 
 EMAIL, PHONE, NEW_PHONE = "ada.erase@example.org", "+4915112345678", "+4915100000001"
 OTHER_EMAIL, OTHER_PHONE = "grace@example.org", "+4915177777777"
+# Contain the person's address and number, but are someone else's.
+LONGER_EMAIL, LONGER_PHONE = "x" + EMAIL, PHONE + "9"
 
 
 def deliver(body: dict) -> WebhookEvent:
@@ -42,18 +45,18 @@ def apply(event: WebhookEvent) -> None:
 
 
 def tables_mentioning(needle: str) -> dict[str, int]:
-    """Every table's rows as text (and every bytea column's bytes), searched for `needle`: an
-    independent look, not the erasure's own queries."""
+    """Every table's rows as text (and every bytea column's bytes), searched for `needle` as a whole
+    address or number (not inside a longer one): an independent look, not the erasure's own queries."""
+    whole = rf"(^|[^[:alnum:]_.+-]){re.escape(needle)}($|[^[:alnum:]_-])"
     found = {}
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text ILIKE %s', [f"%{needle}%"])
+            cursor.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text ~* %s', [whole])
             count = cursor.fetchone()[0]
             cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
                            "AND data_type = 'bytea'", [table])
             for (column,) in cursor.fetchall():
-                cursor.execute(f'SELECT count(*) FROM "{table}" WHERE position(%s::bytea in lower(encode("{column}", '
-                               f"'escape'))::bytea) > 0", [needle.lower().encode()])
+                cursor.execute(f'SELECT count(*) FROM "{table}" WHERE encode("{column}", \'escape\') ~* %s', [whole])
                 count += cursor.fetchone()[0]
             if count:
                 found[table] = count
@@ -74,12 +77,14 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
                                first_failed_at=timezone.now(), last_failed_at=timezone.now())
     bystander = deliver(payload("R-OTHER", email=OTHER_EMAIL, phone=OTHER_PHONE, first_name="Grace"))
     apply(bystander)
+    lookalike = deliver(payload("R-LOOKALIKE", email=LONGER_EMAIL, phone=LONGER_PHONE, first_name="Xada"))
+    apply(lookalike)
     notification = Notification.objects.filter(registration__external_id="R-ERASE", channel="email").first()
     NotificationAttempt.objects.create(
         notification=notification, number=1, started_at=timezone.now(), duration_ms=3, outcome="permanent_error",
         error_code="invalid_recipient", error_message=f"SMTP 550 for the recipient: <{EMAIL}> unknown")
-    for needle in (EMAIL, PHONE, NEW_PHONE):
-        assert tables_mentioning(needle), f"the search finds {needle} before the erasure"
+    for needle in (EMAIL, PHONE, NEW_PHONE, LONGER_EMAIL):
+        assert "webhooks_webhookevent" in tables_mentioning(needle), f"the search finds {needle} before the erasure"
 
     # When
     out = io.StringIO()
@@ -103,6 +108,11 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     assert json.loads(bytes(WebhookEvent.objects.get(pk=bystander.pk).raw_body))["data"]["attendee"]["email"] \
         == OTHER_EMAIL
     assert Notification.objects.filter(registration=other, status="pending").exists()
+    lookalike_registration = Registration.objects.get(external_id="R-LOOKALIKE")
+    assert (lookalike_registration.email, lookalike_registration.phone) == (LONGER_EMAIL, LONGER_PHONE), \
+        "an address that merely contains the erased one is someone else's"
+    assert bytes(WebhookEvent.objects.get(pk=lookalike.pk).raw_body), "their delivery is untouched"
+    assert set(tables_mentioning(LONGER_EMAIL)) >= {"webhooks_webhookevent", "registrations_registration"}
     # ... and the erasure is recorded without the address.
     record = ErasureRecord.objects.get()
     assert record.email_sha256 == email_digest(EMAIL) and record.requested_by == "dpo"
