@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast bench bench-quick lint services error-codes
 
+# manage.py and eventplatform.wsgi default to production settings (they refuse the embedded
+# defaults); every target here chooses its settings module explicitly.
+DEV_SETTINGS := eventplatform.settings.development
+TEST_SETTINGS := eventplatform.settings.test
+
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,26 +20,34 @@ $(STAMP): requirements.txt
 
 # Web + relay + worker in the foreground until Ctrl-C. Embedded (SQLite + in-process broker +
 # console e-mail) unless DATABASE_URL and BROKER_URL are set.
+run: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 run: $(STAMP)
 	$(PY) manage.py migrate --no-input
 	@$(PY) manage.py create_portal demo --name "Demo portal"
 	@echo "Send a signed sample webhook from another terminal with:"
-	@echo "    $(PY) manage.py send_test_webhook demo --url http://127.0.0.1:8000"
+	@echo "    DJANGO_SETTINGS_MODULE=$(DEV_SETTINGS) $(PY) manage.py send_test_webhook demo --url http://127.0.0.1:8000"
 	$(PY) manage.py run_pipeline --bind 127.0.0.1:8000
 
 # The whole suite against the real PostgreSQL and RabbitMQ on loopback (started if down).
 test: $(STAMP)
 	bash deploy/install-tools.sh
 	bash deploy/ensure-services.sh
-	$(PY) -m pytest
+	$(PY) -m pytest --ds=$(TEST_SETTINGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+bench: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench: $(STAMP)
 	bash deploy/ensure-services.sh
 	$(PY) bench/run.py
 
+bench-quick: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench-quick: $(STAMP)
 	bash deploy/ensure-services.sh
 	$(PY) bench/run.py --quick
+
+# docs/error-codes.md from the catalogue (eventplatform/errors.py)
+error-codes: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
+error-codes: $(STAMP)
+	$(PY) manage.py error_codes --write

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RUN_ID = f"bench_dup_{uuid.uuid4().hex[:8]}"
-os.environ["DJANGO_SETTINGS_MODULE"] = "eventplatform.settings.base"
+os.environ["DJANGO_SETTINGS_MODULE"] = "eventplatform.settings.development"
 os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{RUN_ID}"
 os.environ["BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{RUN_ID}"
 os.environ.setdefault("LOG_LEVEL", "WARNING")

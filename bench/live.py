@@ -42,7 +42,7 @@ def live_stack(*, web_workers: int = 2, worker_processes: int = 1, worker_thread
     name = f"live_{uuid.uuid4().hex[:8]}"
     log_dir = Path(tempfile.mkdtemp(prefix="ep-live-"))
     ports = {kind: free_port() for kind in ("web", "relay", "workers", "smtp")}
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="eventplatform.settings.base",
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
                DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
                BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{name}", EMAIL_URL=f"smtp://127.0.0.1:{ports['smtp']}",
                RELAY_METRICS_PORT=str(ports["relay"]), dramatiq_prom_port=str(ports["workers"]), LOG_LEVEL="WARNING")

@@ -143,7 +143,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if k not in (
             "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY", "PYTHONUNBUFFERED",
             "DRAMATIQ_NPROCS", "DRAMATIQ_NTHREADS", "dramatiq_prom_port", "dramatiq_queue_prefetch")}
-        env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.base", DATABASE_URL=self.database_url,
+        env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", DATABASE_URL=self.database_url,
                    BROKER_URL=self.broker_url, EMAIL_URL=f"smtp://127.0.0.1:{self.sink_port}",
                    LOG_FORMAT="json", LOG_LEVEL="INFO", SECRET_KEY="bench-" + self.run_id,
                    RELAY_BATCH_SIZE=str(self.config.relay_batch_size),

@@ -37,4 +37,27 @@ if ! rabbit_up || ! rabbitmqctl -q status >/dev/null 2>&1; then
     exit 1
   fi
 fi
-echo "ensure-services: PostgreSQL and RabbitMQ are up"
+
+# What operators expect of RabbitMQ (docs/deploy.md): the management UI and HTTP API on 15672
+# (queue depths and rates in a browser) and RabbitMQ's own Prometheus metrics on 15692/metrics.
+# Idempotent, and works on the running node (no restart).
+RABBIT_PLUGINS="rabbitmq_management rabbitmq_prometheus"
+missing_plugins() {
+  local enabled
+  enabled=$(rabbitmq-plugins -q list -e -m 2>/dev/null) || return 0
+  for plugin in $RABBIT_PLUGINS; do grep -qx "$plugin" <<<"$enabled" || return 0; done
+  return 1
+}
+if command -v rabbitmq-plugins >/dev/null && missing_plugins; then
+  echo "ensure-services: enabling RabbitMQ plugins: $RABBIT_PLUGINS"
+  # shellcheck disable=SC2086
+  rabbitmq-plugins -q enable $RABBIT_PLUGINS >/dev/null || {
+    echo "ensure-services: could not enable $RABBIT_PLUGINS" >&2; exit 1; }
+fi
+prometheus_up() { (exec 3<>/dev/tcp/127.0.0.1/15692) 2>/dev/null; }
+management_up() { (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null; }
+if command -v rabbitmq-plugins >/dev/null; then
+  wait_for "RabbitMQ management (15672)" management_up 60 || exit 1
+  wait_for "RabbitMQ Prometheus (15692)" prometheus_up 60 || exit 1
+fi
+echo "ensure-services: PostgreSQL and RabbitMQ are up (management UI http://127.0.0.1:15672, metrics :15692)"

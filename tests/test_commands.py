@@ -49,8 +49,8 @@ def test_create_portal_refuses_a_malformed_secret() -> None:
 def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path) -> None:  # noqa: ANN001
     # Given no DATABASE_URL / BROKER_URL: SQLite + in-process broker + console e-mail
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "EMAIL_URL")}
-    env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="eventplatform.settings.base", PYTHONUNBUFFERED="1",
-               LOG_LEVEL="INFO")
+    env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
+               PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--no-input"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([*manage, "create_portal", "demo"], cwd=ROOT, env=env, check=True, capture_output=True)

@@ -2,6 +2,9 @@
 
 With no DATABASE_URL / BROKER_URL the project runs on an embedded default: a SQLite file and
 Dramatiq's in-process StubBroker, so `make run` works on a machine with nothing installed.
+Nothing starts on these defaults by accident: `manage.py` and `eventplatform.wsgi` choose
+`eventplatform.settings.production` (which refuses them) unless DJANGO_SETTINGS_MODULE names
+`eventplatform.settings.development` or `.test`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ INSTALLED_APPS = [
     "apps.outbox",
     "apps.registrations",
     "apps.notifications",
+    "apps.privacy",
 ]
 
 MIDDLEWARE = [
@@ -161,6 +165,31 @@ RELAY_POLL_SECONDS = env.float("RELAY_POLL_SECONDS", default=2.0)
 # After a NOTIFY, wait this long before claiming rows, so a burst goes out as one batch.
 RELAY_COALESCE_SECONDS = env.float("RELAY_COALESCE_SECONDS", default=0.005)
 RELAY_METRICS_PORT = env.int("RELAY_METRICS_PORT", default=9192)
+
+# --- data retention (apps/privacy/retention.py; `apply_retention`, run daily). 0 keeps forever.
+# Processed-message ids guard against a redelivered message being applied twice: keep them longer
+# than any message can wait (RabbitMQ's dead-letter queue keeps messages 7 days).
+RETENTION_OUTBOX_PUBLISHED_DAYS = env.int("RETENTION_OUTBOX_PUBLISHED_DAYS", default=7)
+RETENTION_PROCESSED_MESSAGES_DAYS = env.int("RETENTION_PROCESSED_MESSAGES_DAYS", default=30)
+RETENTION_RATE_WINDOWS_DAYS = env.int("RETENTION_RATE_WINDOWS_DAYS", default=1)
+# Raw bodies and payloads of applied webhook events (the registration's event log keeps what it needs).
+RETENTION_EVENT_BODIES_DAYS = env.int("RETENTION_EVENT_BODIES_DAYS", default=90)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
+
+# --- TLS ends at a proxy (docs/deploy.md). One switch: the proxy's X-Forwarded-Proto is trusted,
+# plain HTTP is redirected, cookies are Secure-only and HSTS is sent. Off, plain HTTP on loopback
+# works (the admin's login included). The probes and /metrics are exempt from the redirect, so a
+# kubelet or Prometheus speaking HTTP to the pod itself still reaches them.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

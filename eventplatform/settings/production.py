@@ -1,12 +1,30 @@
-"""Production: no insecure defaults; a missing secret stops the process at start."""
+"""Production: what `manage.py` and `eventplatform.wsgi` use unless another module is chosen.
+
+No insecure or embedded default survives here: every variable below must be set, and a missing
+one stops the process at start with one message naming all of them (not one per restart).
+"""
 
 from __future__ import annotations
 
-from eventplatform.settings.base import *  # noqa: F401,F403
+from django.core.exceptions import ImproperlyConfigured
+
+from eventplatform.settings.base import *  # noqa: F403
 from eventplatform.settings.base import env
 
+REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
+# The placeholders of .env.example and base.py count as missing: a copied example is not a secret.
+PLACEHOLDER_SECRET_KEYS = {"change-me", "dev-only-insecure-key-change-me"}
+
+_missing = [name for name in REQUIRED if not env.str(name, default="").strip()]
+if "SECRET_KEY" not in _missing and env.str("SECRET_KEY") in PLACEHOLDER_SECRET_KEYS:
+    _missing.insert(0, "SECRET_KEY (not the example's placeholder)")
+if _missing:
+    raise ImproperlyConfigured(
+        f"Production settings (eventplatform.settings.production) need {', '.join(_missing)}: set "
+        f"{'it' if len(_missing) == 1 else 'them'} in the environment (see .env.example and docs/deploy.md), "
+        "or choose DJANGO_SETTINGS_MODULE=eventplatform.settings.development for the embedded local defaults."
+    )
+
 SECRET_KEY = env.str("SECRET_KEY")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 DEBUG = False
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)

@@ -26,9 +26,24 @@ def process_env(**overrides: str) -> dict[str, str]:
                     f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}")
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="eventplatform.settings.base", DATABASE_URL=database_url, LOG_FORMAT="json",
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.test", DATABASE_URL=database_url, LOG_FORMAT="json",
         LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
     )
+    env.update(overrides)
+    return env
+
+
+# 50+ characters, not Django's insecure prefix: what `check --deploy` accepts.
+PRODUCTION_SECRET_KEY = "k3y-for-tests-of-production-settings-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    """The environment of a child started as an operator starts it: no settings module chosen
+    (so production settings), every variable production requires set, this run's database/vhost."""
+    env = process_env(SECRET_KEY=PRODUCTION_SECRET_KEY, BROKER_URL=os.environ["BROKER_URL"],
+                      EMAIL_URL="smtp://127.0.0.1:2525", ALLOWED_HOSTS="127.0.0.1,testserver")
+    for name in ("DJANGO_SETTINGS_MODULE", "SENTRY_DSN"):
+        env.pop(name, None)
     env.update(overrides)
     return env
 

@@ -1,0 +1,163 @@
+"""An erasure request: one person's personal data redacted everywhere it is stored (issue 10 part 6).
+
+Found by e-mail address: the registrations that carry it now or ever carried it (their event log),
+and every webhook event whose body or payload mentions it. The phone numbers of those
+registrations are erased with it. What is redacted:
+- webhook events: raw body emptied, payload cut to its non-personal skeleton (type, timestamp,
+  registration id, event) — the one update the immutability trigger allows;
+- registration events' data and the registration projection: e-mail, phone and names blanked;
+  the registration is cancelled (there is no one left to write to);
+- notifications: recipient and context, error messages; pending/retrying ones are cancelled;
+- notification attempts' and failed applies' error messages.
+Everything happens in one transaction: a crash leaves nothing half-erased, and running it again
+finds nothing more to do. An ErasureRecord says it was done, without the address (its hash).
+A later delivery from the portal brings the person back: ask the portal to erase first.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.notifications.models import Notification, NotificationAttempt
+from apps.privacy.models import ErasureRecord
+from apps.registrations.models import FailedApply, Registration, RegistrationEvent
+from apps.webhooks.models import WebhookEvent
+from apps.webhooks.redaction import Redaction, redacted_payload, webhook_events_redact
+from eventplatform.logging import mask_email
+
+log = structlog.get_logger(__name__)
+
+ERASED = "[erased]"
+PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name")
+
+
+def email_digest(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+@dataclass
+class _Needles:
+    """The strings that must not survive, matched case-insensitively and as whole addresses or
+    numbers: erasing ann@example.org leaves joann@example.org and ann@example.org.uk alone, and
+    +4915112345678 leaves +49151123456789 alone."""
+
+    values: list[str] = field(default_factory=list)
+
+    def pattern(self) -> re.Pattern[str]:
+        alternatives = "|".join(re.escape(value) for value in self.values)
+        return re.compile(rf"(?<![\w.+-])(?:{alternatives})(?![\w-]|\.\w)", re.IGNORECASE)
+
+    def found_in(self, text: str) -> bool:
+        return bool(self.values) and self.pattern().search(text) is not None
+
+    def scrub_text(self, text: str) -> str:
+        return self.pattern().sub(ERASED, text) if self.values and text else text
+
+    def scrub(self, value: Any) -> Any:
+        """A JSON value with personal fields blanked and any mention of a needle replaced."""
+        if isinstance(value, dict):
+            return {key: "" if key in PERSONAL_FIELDS and isinstance(item, str) else self.scrub(item)
+                    for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(item) for item in value]
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        return value
+
+
+def _like(value: str) -> str:
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _events_mentioning(needles: _Needles) -> set[Any]:
+    """Webhook events whose payload, errors or raw body mention a needle. SQL finds candidates
+    (substrings), the needles' own pattern keeps only whole-address matches."""
+    candidates: set[Any] = set()
+    with connection.cursor() as cursor:
+        for needle in needles.values:
+            like = _like(needle)
+            variants = {needle.encode(), needle.lower().encode(), needle.upper().encode()}
+            if connection.vendor == "postgresql":
+                body = " OR ".join(["position(%s::bytea in raw_body) > 0"] * len(variants))
+                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s ESCAPE '\\' "
+                               f"OR errors::text ILIKE %s ESCAPE '\\' OR {body}", [like, like, *variants])
+            else:
+                body = " OR ".join(["instr(raw_body, %s) > 0"] * len(variants))
+                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s ESCAPE '\\' "
+                               f"OR errors LIKE %s ESCAPE '\\' OR {body}", [like, like, *variants])
+            candidates.update(WebhookEvent._meta.pk.to_python(row[0]) for row in cursor.fetchall())
+    found = set()
+    for event_id, raw_body, payload, errors in WebhookEvent.objects.filter(id__in=candidates).values_list(
+            "id", "raw_body", "payload", "errors"):
+        texts = (bytes(raw_body).decode(errors="replace"), json.dumps(payload), json.dumps(errors))
+        if any(needles.found_in(text) for text in texts):
+            found.add(event_id)
+    return found
+
+
+@transaction.atomic
+def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRecord:
+    """Redact everything stored about the person with this e-mail address; see the module docstring."""
+    email = email.strip()
+    matching = Registration.objects.filter(Q(email__iexact=email) | Q(events__data__email__iexact=email))
+    # Locked: an apply of the same registration waits for the erasure (and then sees it).
+    registrations = list(Registration.objects.select_for_update().filter(pk__in=matching.values("pk")))
+    registration_ids = [registration.pk for registration in registrations]
+    registration_events = list(RegistrationEvent.objects.filter(registration_id__in=registration_ids))
+    phones = {registration.phone for registration in registrations if registration.phone}
+    phones |= {event.data.get("phone") for event in registration_events if event.data.get("phone")}
+    needles = _Needles([email, *sorted(phones)])
+
+    # Webhook events: those the registrations were built from, and any other mentioning the person.
+    event_ids = {event.webhook_event_id for event in registration_events} | _events_mentioning(needles)
+    redactions = []
+    for event_id, payload, errors in WebhookEvent.objects.filter(id__in=event_ids).values_list(
+            "id", "payload", "errors"):
+        redactions.append(Redaction(
+            event_id=event_id, payload=redacted_payload(payload, reason="erasure", drop=tuple(needles.values)),
+            errors={"redacted": "erasure"} if errors is not None and needles.found_in(str(errors)) else None))
+    counts = {"webhook_events": webhook_events_redact(redactions=redactions)}
+
+    for event in registration_events:
+        event.data = needles.scrub(event.data)
+    counts["registration_events"] = RegistrationEvent.objects.bulk_update(registration_events, ["data"])
+    counts["registrations"] = Registration.objects.filter(pk__in=registration_ids).update(
+        email="", phone="", first_name="", last_name="", status=Registration.Status.CANCELLED,
+        updated_at=timezone.now())
+
+    notifications = list(Notification.objects.filter(
+        Q(registration_id__in=registration_ids) | Q(recipient__iexact=email) | Q(recipient__in=phones)))
+    for notification in notifications:
+        notification.recipient = ""
+        notification.context = needles.scrub(notification.context)
+        notification.last_error_message = needles.scrub_text(notification.last_error_message)
+        if notification.status in (Notification.Status.PENDING, Notification.Status.RETRYING):
+            notification.status = Notification.Status.CANCELLED
+    counts["notifications"] = Notification.objects.bulk_update(
+        notifications, ["recipient", "context", "last_error_message", "status"])
+
+    attempts = list(NotificationAttempt.objects.filter(
+        Q(notification__in=notifications) | Q(error_message__icontains=email)))
+    for attempt in attempts:
+        attempt.error_message = needles.scrub_text(attempt.error_message)
+    counts["notification_attempts"] = NotificationAttempt.objects.bulk_update(attempts, ["error_message"])
+
+    failed = list(FailedApply.objects.filter(Q(webhook_event_id__in=event_ids) | Q(error_message__icontains=email)))
+    for failure in failed:
+        failure.error_message = needles.scrub_text(failure.error_message)
+    counts["failed_applies"] = FailedApply.objects.bulk_update(failed, ["error_message"])
+
+    record = ErasureRecord.objects.create(email_sha256=email_digest(email), erased_at=timezone.now(),
+                                          requested_by=requested_by or getpass.getuser(), counts=counts)
+    log.info("privacy.erased", email=mask_email(email), erasure_id=record.pk, **counts)
+    return record

@@ -1,0 +1,118 @@
+"""Safe by default (issue 10 part 1): the entry points use production settings unless another
+module is chosen; production refuses to start on missing variables, with one message naming all of
+them; BEHIND_TLS_PROXY is the one switch for proxy TLS, and `check --deploy` is clean with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import ROOT, production_env
+
+REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_manage_py_without_a_settings_module_refuses_to_start_naming_every_missing_variable() -> None:
+    env = {k: v for k, v in production_env().items() if k not in REQUIRED}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, "one message, not a traceback"
+    for name in REQUIRED:
+        assert name in message
+    assert "eventplatform.settings.development" in message, "it says how to choose the development defaults"
+
+
+def test_one_missing_variable_is_named_alone() -> None:
+    env = {k: v for k, v in production_env().items() if k != "EMAIL_URL"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "need EMAIL_URL:" in result.stderr
+    assert "SECRET_KEY" not in result.stderr
+
+
+def test_the_examples_placeholder_secret_key_counts_as_missing() -> None:
+    result = manage("check", env=production_env(SECRET_KEY="change-me"))
+    assert result.returncode != 0
+    assert "SECRET_KEY (not the example's placeholder)" in result.stderr
+
+
+def test_the_wsgi_application_refuses_too() -> None:
+    env = {k: v for k, v in production_env().items() if k != "SECRET_KEY"}
+    result = subprocess.run([sys.executable, "-c", "import eventplatform.wsgi"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "need SECRET_KEY" in result.stderr
+
+
+def test_development_settings_must_be_chosen_and_then_start_on_the_embedded_defaults(tmp_path) -> None:  # noqa: ANN001
+    env = {k: v for k, v in production_env().items() if k not in REQUIRED}
+    env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", DATA_DIR=str(tmp_path))
+    result = manage("check", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_deploy_is_clean_behind_a_tls_proxy() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(BEHIND_TLS_PROXY="true"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_warns_without_the_proxy_switch() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
+    assert result.returncode != 0
+    for check in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert check in result.stdout + result.stderr
+
+
+HTTP_PROBE = """
+import json
+import eventplatform.wsgi  # the web entry point: production settings by default
+from django.test import Client
+client = Client()
+out = {}
+for name, path, headers in [("healthz", "/healthz", {}), ("login", "/admin/login/", {}),
+                            ("login_https", "/admin/login/", {"HTTP_X_FORWARDED_PROTO": "https"}),
+                            ("metrics", "/metrics", {})]:
+    response = client.get(path, **headers)
+    out[name] = {"status": response.status_code, "location": response.get("Location", ""),
+                 "hsts": response.get("Strict-Transport-Security", ""),
+                 "csrf_secure": bool(response.cookies["csrftoken"]["secure"]) if "csrftoken" in response.cookies
+                 else None}
+print(json.dumps(out))
+"""
+
+
+def http_probe(**env: str) -> dict[str, dict[str, object]]:
+    result = subprocess.run([sys.executable, "-c", HTTP_PROBE], cwd=ROOT, env=production_env(**env),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.django_db
+def test_without_the_proxy_switch_plain_http_works() -> None:
+    out = http_probe()
+    assert out["healthz"]["status"] == 200
+    assert out["login"]["status"] == 200, "the admin's login page is served over plain HTTP"
+    assert out["login"]["csrf_secure"] is False, "a plain-HTTP browser gets a cookie it can send back"
+    assert out["login"]["hsts"] == ""
+
+
+@pytest.mark.django_db
+def test_behind_the_proxy_http_is_redirected_https_gets_hsts_and_secure_cookies_probes_stay_reachable() -> None:
+    out = http_probe(BEHIND_TLS_PROXY="true")
+    assert out["login"]["status"] == 301 and out["login"]["location"].startswith("https://")
+    assert out["login_https"]["status"] == 200
+    assert out["login_https"]["hsts"].startswith("max-age=31536000")
+    assert out["login_https"]["csrf_secure"] is True
+    assert out["healthz"]["status"] == 200, "a kubelet probing the pod over HTTP is not redirected"
+    assert out["metrics"]["status"] == 200, "neither is Prometheus"
