@@ -49,8 +49,9 @@ if sys.argv[1:2] == ["rundramatiq"] or os.environ.get("EVENTPLATFORM_WORKER"):
     _metrics_dir = os.environ.get("dramatiq_prom_db") or tempfile.mkdtemp(prefix="eventplatform-worker-metrics-")
     os.environ["dramatiq_prom_db"] = _metrics_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-    # The exporter runs where it wins a file lock: one lock per worker group, not one per machine.
-    os.environ.setdefault("dramatiq_prom_lock", os.path.join(_metrics_dir, "exporter.lock"))
+    # Dramatiq 2 runs the exporter as a fork of each `dramatiq` main process (no machine-wide file
+    # lock any more): one exporter per worker group, on dramatiq_prom_port.
     os.environ.setdefault("dramatiq_prom_host", "127.0.0.1")
-    DRAMATIQ_MIDDLEWARE = ["dramatiq.middleware.Prometheus", *DRAMATIQ_MIDDLEWARE]
+    # Dramatiq 2: an optional extra (dramatiq[prometheus]), no longer exported by dramatiq.middleware.
+    DRAMATIQ_MIDDLEWARE = ["dramatiq.middleware.prometheus.Prometheus", *DRAMATIQ_MIDDLEWARE]
     DRAMATIQ_BROKER["MIDDLEWARE"] = DRAMATIQ_MIDDLEWARE
