@@ -13,7 +13,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
 
-from eventplatform.broker import connect_blocking
+from eventplatform.broker import connect_blocking, split_broker_urls
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -40,8 +40,10 @@ class RabbitmqQueueCollector:
     broker nothing; it runs in the exporter's thread, never on a request or publish path.
     """
 
-    def __init__(self, urls: list[str], queues: list[str], ttl: float = 15.0, timeout: float = 3.0) -> None:
-        self.urls, self.ttl, self.timeout = urls, ttl, timeout
+    def __init__(self, urls: str | list[str], queues: list[str], ttl: float = 15.0, timeout: float = 3.0) -> None:
+        # A BROKER_URL string (one node or several) or the list settings.BROKER_URLS.
+        self.urls = split_broker_urls(urls) if isinstance(urls, str) else urls
+        self.ttl, self.timeout = ttl, timeout
         self.queues = [name for queue in queues for name in (queue, f"{queue}.DQ", f"{queue}.XQ")]
         self._cache: tuple[float, dict[str, tuple[int, int]], bool] | None = None
         self._lock = threading.Lock()

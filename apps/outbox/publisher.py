@@ -22,6 +22,7 @@ Not thread-safe: use one publisher per thread.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ class ConfirmingPublisher:
         confirm_timeout: float = 10.0,
         declare_queue: Callable[[str], None] | None = None,
     ) -> None:
-        urls = [url] if isinstance(url, str) else list(url)
+        # One URL, a BROKER_URL listing several nodes, or the list settings.BROKER_URLS.
+        urls = re.split(r"[\s,;]+", url.strip()) if isinstance(url, str) else list(url)
+        urls = [u for u in urls if u]
         if not urls:
             raise ValueError("ConfirmingPublisher needs at least one broker URL")
         self._nodes = []
