@@ -250,7 +250,7 @@ def render_scaleout(report: dict[str, Any]) -> str:
         "",
     ]
     header = ("Step", "Web", "Relays", "Workers", "Accepted/s", "x", "E-mails/s", "x", "Missing", "Dup",
-              "Rows published per relay", "E-mails per worker", "Noise")
+              "Rows published per relay", "E-mails per worker", "CPU ms/webhook", "Noise")
     rows = []
     for s in steps:
         published = "+".join(str(v) for v in s["published_by_relay"].values())
@@ -258,7 +258,8 @@ def render_scaleout(report: dict[str, Any]) -> str:
                      f"{s['accepted_per_s']:,.0f}", f"{s['accepted_per_s_vs_first'] or 0:.2f}",
                      f"{s['emails_per_s']:,.0f}", f"{s['emails_per_s_vs_first'] or 0:.2f}", str(s["missing"]),
                      str(s["duplicates"]), f"{published} = {s['published_total']} of {s['outbox_rows_created']}",
-                     "+".join(str(v) for v in s["sent_by_worker"].values()), str(noise(s) or 0)))
+                     "+".join(str(v) for v in s["sent_by_worker"].values()),
+                     f"{sum(s.get('cpu_ms_per_webhook', {}).values()):.1f}", str(noise(s) or 0)))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
     lines.append(fmt.format(*header))
@@ -266,5 +267,6 @@ def render_scaleout(report: dict[str, Any]) -> str:
     lines.extend(fmt.format(*row) for row in rows)
     lines.append("")
     lines.append("Rows published = webhook_event_apply + notification_send messages; their sum over the relays "
-                 "equals the rows created when no row went out twice. Noise: cores used by other people's work.")
+                 "equals the rows created when no row went out twice. CPU ms/webhook: web + relay + workers + "
+                 "PostgreSQL + RabbitMQ. Noise: cores used by other people's work.")
     return "\n".join(lines)

@@ -811,6 +811,9 @@ class Bench:
             "outbox_rows_created": created, "published_by_relay": published,
             "published_total": sum(published.values()), "sent_by_worker": sent_by,
             "cpu_cores": cpu_usage(before, after),
+            # Hardly moves with other people's load, unlike the rates: what a webhook costs end to end.
+            "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted),
+                                             ("web", "relay", "worker", "postgres", "rabbitmq")),
         }
 
     # --- the run --------------------------------------------------------------------------
