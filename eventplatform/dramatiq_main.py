@@ -28,16 +28,9 @@ from eventplatform.logging import build_formatter
 class CurrentStderrHandler(logging.StreamHandler):
     """A StreamHandler on whatever `sys.stderr` is at the time of the record."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201 - the stream logging writes to
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # under the handler's lock (Handler.handle holds it)
+        super().emit(record)
 
 
 def configure_logging() -> None:
