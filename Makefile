@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick lint services error-codes
+.PHONY: run test test-fast bench bench-quick bench-scale-out lint services error-codes
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -38,3 +38,8 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	bash deploy/ensure-services.sh
 	$(PY) bench/run.py --quick
+
+# What a second relay, a second worker group and more web workers add (docs/performance.md).
+bench-scale-out: $(STAMP)
+	bash deploy/ensure-services.sh
+	$(PY) bench/run.py --scale-out
