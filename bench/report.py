@@ -234,3 +234,39 @@ def render_table(report: dict[str, Any]) -> str:
         state = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
         lines.append(f"  [{state}] {target['target']}")
     return "\n".join(lines)
+
+
+def render_scaleout(report: dict[str, Any]) -> str:
+    """The --scale-out table: one row per step, with what it adds over the first step."""
+    meta = report["meta"]
+    steps = report["phases"].get("scaleout", {}).get("steps", [])
+    config = meta["config"]
+    lines = [
+        f"eventplatform scale-out, {meta['started_at']} ({'quick' if meta['quick'] else 'full'} run, "
+        f"{meta['duration_s']:.0f} s), {meta['cores']} cores ({meta['cpu_model']}), "
+        f"load average at end {', '.join(f'{v:.1f}' for v in meta['load_average_at_end'])}",
+        f"load: {config['scale_clients']} closed-loop clients for {config['scale_seconds']:g} s per step; "
+        f"each worker group is `rundramatiq --processes 1 --threads {config['worker_threads']}`",
+        "",
+    ]
+    header = ("Step", "Web", "Relays", "Workers", "Accepted/s", "x", "E-mails/s", "x", "Missing", "Dup",
+              "Rows published per relay", "E-mails per worker", "CPU ms/webhook", "Noise")
+    rows = []
+    for s in steps:
+        published = "+".join(str(v) for v in s["published_by_relay"].values())
+        rows.append((s["step"], str(s["web_workers"]), str(s["relays"]), str(s["worker_groups"]),
+                     f"{s['accepted_per_s']:,.0f}", f"{s['accepted_per_s_vs_first'] or 0:.2f}",
+                     f"{s['emails_per_s']:,.0f}", f"{s['emails_per_s_vs_first'] or 0:.2f}", str(s["missing"]),
+                     str(s["duplicates"]), f"{published} = {s['published_total']} of {s['outbox_rows_created']}",
+                     "+".join(str(v) for v in s["sent_by_worker"].values()),
+                     f"{sum(s.get('cpu_ms_per_webhook', {}).values()):.1f}", str(noise(s) or 0)))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines.append(fmt.format(*header))
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend(fmt.format(*row) for row in rows)
+    lines.append("")
+    lines.append("Rows published = webhook_event_apply + notification_send messages; their sum over the relays "
+                 "equals the rows created when no row went out twice. CPU ms/webhook: web + relay + workers + "
+                 "PostgreSQL + RabbitMQ. Noise: cores used by other people's work.")
+    return "\n".join(lines)

@@ -83,6 +83,9 @@ class Config:
     worker_processes: int
     worker_threads: int
     relay_batch_size: int = 500
+    scale_seconds: float = 10  # --scale-out: load per step
+    scale_clients: int = 16
+
 
     @classmethod
     def build(cls, args: argparse.Namespace) -> Config:
@@ -92,7 +95,7 @@ class Config:
         if args.quick:
             return cls(quick=True, pg_seconds=2, rabbit_messages=2_000, noop_messages=400, email_messages=150,
                        ingest_seconds=2, relay_rows=2_000, lag_seconds=3, worker_notifications=100,
-                       e2e_seconds=3, drain_timeout=30, **common)
+                       e2e_seconds=3, drain_timeout=30, scale_seconds=4, **common)
         return cls(quick=False, pg_seconds=10, rabbit_messages=20_000, noop_messages=10_000, email_messages=3_000,
                    ingest_seconds=10, relay_rows=20_000, lag_seconds=20, worker_notifications=5_000,
                    e2e_seconds=30, drain_timeout=120, **common)
@@ -250,16 +253,17 @@ class Bench:
 
     # --- processes ------------------------------------------------------------------------
 
-    def start_web(self) -> None:
+    def start_web(self, workers: int | None = None) -> None:
         """`gunicorn eventplatform.wsgi` as deployed: the project's gunicorn.conf.py decides the
-        workers (WEB_CONCURRENCY) unless --web-workers is given; only the address is ours."""
+        workers (WEB_CONCURRENCY) unless --web-workers (or `workers`) is given; only the address is ours."""
+        workers = workers or self.config.web_workers
         self.web_port = free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         metrics_dir = self.run_dir / "web-metrics"
         metrics_dir.mkdir(exist_ok=True)
         extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-        if self.config.web_workers:
-            extra["WEB_CONCURRENCY"] = str(self.config.web_workers)
+        if workers:
+            extra["WEB_CONCURRENCY"] = str(workers)
         self.web = self.start("web", "web", [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind",
                                              f"127.0.0.1:{self.web_port}"], **extra)
         wait_until(lambda: http_ok(f"{self.web_url}/healthz") or not self.web.alive(), timeout=60, what="gunicorn")
@@ -279,15 +283,16 @@ class Bench:
         self.relays.append(relay)
         return relay
 
-    def start_worker(self, name: str, queues: list[str] | None = None) -> Process:
-        args = [PYTHON, "manage.py", "rundramatiq", "--processes", str(self.config.worker_processes),
+    def start_worker(self, name: str, queues: list[str] | None = None, processes: int | None = None) -> Process:
+        args = [PYTHON, "manage.py", "rundramatiq", "--processes", str(processes or self.config.worker_processes),
                 "--threads", str(self.config.worker_threads)]
         if queues:
             args += ["--queues", *queues]
         return self.start(name, "worker", args)
 
-    def wait_worker_ready(self, worker: Process, timeout: float = 60) -> None:
-        wait_until(lambda: worker.output(1_000_000).count("ready for action") >= self.config.worker_processes
+    def wait_worker_ready(self, worker: Process, timeout: float = 60, processes: int | None = None) -> None:
+        wait_until(lambda: worker.output(1_000_000).count("Worker process is ready for action")
+                   >= (processes or self.config.worker_processes)
                    or not worker.alive(), timeout=timeout, what=f"{worker.name} to be ready")
         if not worker.alive():
             raise PhaseFailed(f"{worker.name} exited:\n{worker.output()}")
@@ -716,6 +721,101 @@ class Bench:
                                              ("web", "relay", "worker", "postgres", "rabbitmq", "smtp_sink")),
         }
 
+    # --- --scale-out: what each added process brings --------------------------------------
+
+    def phase_scaleout(self) -> dict[str, Any]:
+        """The whole pipeline under the same closed-loop load, step by step with more processes:
+        one gunicorn (2 workers), one relay and one `rundramatiq --processes 1` first; then a second
+        relay; then a second `rundramatiq` (a second machine's worker); then twice the web workers.
+        Each step: accepted webhooks/s while the load runs, e-mails/s from the first webhook to the
+        last e-mail, the share each relay and each worker group did (from their logs), and the
+        check that nothing was doubled: one e-mail per webhook at the SMTP sink, rows published
+        by the relays adding up to the rows created (no row published by two relays)."""
+        steps = [("1 web (2 workers), 1 relay, 1 worker", 2, 1, 1), ("+ a second relay", 2, 2, 1),
+                 ("+ a second worker group", 2, 2, 2), ("+ web workers (4)", 4, 2, 2)]
+        workers: list[Process] = []
+        results = []
+        for index, (label, web_workers, relays, worker_groups) in enumerate(steps):
+            if self.web is None or self.web_workers != web_workers:
+                if self.web is not None:
+                    self.stop(self.web)
+                self.start_web(workers=web_workers)
+            while len(self.relays) < relays:
+                self.start_relay()
+            while len(workers) < worker_groups:
+                worker = self.start_worker(f"worker-{len(workers) + 1}", processes=1)
+                self.wait_worker_ready(worker, processes=1)
+                workers.append(worker)
+            self.log(f"scale-out: {label}: {self.config.scale_clients} clients for {self.config.scale_seconds:g} s")
+            results.append({"step": label, "web_workers": self.web_workers, "relays": len(self.relays),
+                            "worker_groups": len(workers)} | self.scaleout_run(f"so{index}", workers))
+            r = results[-1]
+            self.log(f"scale-out: {label}: {r['accepted_per_s']:,.0f} accepted/s, {r['emails_per_s']:,.0f} e-mails/s "
+                     f"end to end, relays {r['published_by_relay']}, workers {r['sent_by_worker']}, "
+                     f"missing {r['missing']}, duplicates {r['duplicates']}")
+        base = results[0]
+        for r in results:
+            for key in ("accepted_per_s", "emails_per_s"):
+                r[f"{key}_vs_first"] = round(r[key] / base[key], 2) if base[key] else None
+        return {"steps": results}
+
+    def scaleout_run(self, prefix: str, workers: list[Process]) -> dict[str, Any]:
+        logs = {p.name: p.log_path.stat().st_size for p in [*self.relays, *workers]}
+        created_before = self.sql("SELECT count(*) FROM outbox_outboxmessage")[0][0]
+        before = self.watcher.cpu_snapshot()
+        sent = self.loadgen(prefix, mode="closed", clients=self.config.scale_clients,
+                            duration=self.config.scale_seconds,
+                            max_requests=int(3000 * self.config.scale_seconds) + 1000)
+        accepted = {f"{prefix}-{r[0]}@example.org": r[1] for r in sent["records"] if r[3] == 202}
+
+        def delivered() -> dict[str, float]:
+            found: dict[str, float] = {}
+            for received, _, recipient in self.sink_records():
+                if recipient in accepted and recipient not in found:
+                    found[recipient] = received
+            return found
+
+        try:
+            wait_until(lambda: len(delivered()) >= len(accepted) and self.outbox_pending() == 0,
+                       timeout=self.config.drain_timeout * 2, interval=0.5, what="the e-mails")
+        except TimeoutError:
+            pass
+        time.sleep(2)  # a duplicate would arrive within this window
+        after = self.watcher.cpu_snapshot()
+        found = delivered()
+        copies = Counter(rec for _, _, rec in self.received if rec in accepted)
+        records = sent["records"]
+        start, end = min(r[1] for r in records), max(r[1] + r[2] for r in records)
+        created = self.sql("SELECT count(*) FROM outbox_outboxmessage")[0][0] - created_before
+
+        def counted(process: Process, pattern: str, field: str | None) -> int:
+            with process.log_path.open("rb") as handle:
+                handle.seek(logs[process.name])
+                lines = handle.read().decode(errors="replace").splitlines()
+            total = 0
+            for line in lines:
+                if pattern in line:
+                    try:
+                        total += json.loads(line)[field] if field else 1
+                    except (ValueError, KeyError):
+                        continue
+            return total
+
+        published = {p.name: counted(p, '"relay.published"', "count") for p in self.relays}
+        sent_by = {p.name: counted(p, '"notification.sent"', None) for p in workers}
+        return {
+            "accepted": len(accepted), "accepted_per_s": len(accepted) / (end - start),
+            "delivered": len(found), "missing": len(accepted) - len(found),
+            "duplicates": sum(c - 1 for c in copies.values()),
+            "emails_per_s": len(found) / (max(found.values()) - start) if found else 0.0,
+            "outbox_rows_created": created, "published_by_relay": published,
+            "published_total": sum(published.values()), "sent_by_worker": sent_by,
+            "cpu_cores": cpu_usage(before, after),
+            # Hardly moves with other people's load, unlike the rates: what a webhook costs end to end.
+            "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted),
+                                             ("web", "relay", "worker", "postgres", "rabbitmq")),
+        }
+
     # --- the run --------------------------------------------------------------------------
 
     def run(self, phases: list[str]) -> dict[str, Any]:
@@ -819,9 +919,12 @@ def main() -> int:
     parser.add_argument("--profile-dir", help="with --profile: where the collapsed stacks go "
                                               "(default bench/results/profile-<run>/)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="only the scale-out steps: 1 relay + 1 worker group, then 2 relays, 2 worker groups "
+                             "and more web workers, under the same load (what each adds; nothing doubled)")
     args = parser.parse_args()
-    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = set(phases) - set(PHASES)
+    phases = ["scaleout"] if args.scale_out else [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(phases) - set(PHASES) - {"scaleout"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
 
@@ -856,7 +959,10 @@ def main() -> int:
         RESULTS_DIR / f"bench-{started_at.strftime('%Y%m%d-%H%M%S')}{'-quick' if config.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(full, indent=2, default=str))
-    print(report.render_table(full))
+    if "scaleout" in bench.phases:
+        print(report.render_scaleout(full))
+    else:
+        print(report.render_table(full))
     print(f"\nreport: {out}")
     if bench.errors:
         print("\nerrors:\n" + "\n".join(bench.errors), file=sys.stderr)

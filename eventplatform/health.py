@@ -32,15 +32,10 @@ def _check_broker() -> str | None:
     """An AMQP protocol handshake with a short timeout: the port being open is not enough."""
     if settings.EMBEDDED_BROKER:
         return None
-    import pika
+    from eventplatform.broker import connect_blocking
 
-    parameters = pika.URLParameters(settings.BROKER_URL)
-    parameters.socket_timeout = CHECK_TIMEOUT_SECONDS
-    parameters.blocked_connection_timeout = CHECK_TIMEOUT_SECONDS
-    parameters.stack_timeout = CHECK_TIMEOUT_SECONDS
-    parameters.connection_attempts = 1
-    try:
-        pika.BlockingConnection(parameters).close()
+    try:  # ready while any node of the cluster answers: every process fails over to it
+        connect_blocking(settings.BROKER_URLS, timeout=CHECK_TIMEOUT_SECONDS).close()
         return None
     except (OSError, Exception) as error:  # noqa: BLE001 - any failure means not ready
         return type(error).__name__

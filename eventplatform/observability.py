@@ -13,6 +13,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
 
+from eventplatform.broker import connect_blocking, split_broker_urls
+
 
 def metrics_registry() -> CollectorRegistry:
     """The registry to expose: the aggregate of all process files in multiprocess mode."""
@@ -38,20 +40,18 @@ class RabbitmqQueueCollector:
     broker nothing; it runs in the exporter's thread, never on a request or publish path.
     """
 
-    def __init__(self, url: str, queues: list[str], ttl: float = 15.0, timeout: float = 3.0) -> None:
-        self.url, self.ttl, self.timeout = url, ttl, timeout
+    def __init__(self, urls: str | list[str], queues: list[str], ttl: float = 15.0, timeout: float = 3.0) -> None:
+        # A BROKER_URL string (one node or several) or the list settings.BROKER_URLS.
+        self.urls = split_broker_urls(urls) if isinstance(urls, str) else urls
+        self.ttl, self.timeout = ttl, timeout
         self.queues = [name for queue in queues for name in (queue, f"{queue}.DQ", f"{queue}.XQ")]
         self._cache: tuple[float, dict[str, tuple[int, int]], bool] | None = None
         self._lock = threading.Lock()
 
     def _read(self) -> tuple[dict[str, tuple[int, int]], bool]:
-        parameters = pika.URLParameters(self.url)
-        parameters.socket_timeout = parameters.stack_timeout = self.timeout
-        parameters.blocked_connection_timeout = self.timeout
-        parameters.connection_attempts = 1
         depths: dict[str, tuple[int, int]] = {}
         try:
-            connection = pika.BlockingConnection(parameters)
+            connection = connect_blocking(self.urls, timeout=self.timeout)  # any node of the cluster
         except Exception:  # noqa: BLE001 - the broker being down is exactly what this reports
             return depths, False
         try:

@@ -10,12 +10,19 @@ nothing reads the socket.  Hence heartbeats are off (no one would answer
 them), and a connection the broker closed while we were idle is detected at
 the start of the next batch by draining pending socket events once.
 
+Several RabbitMQ nodes (a cluster, BROKER_URL listing them): the publisher connects to one at a
+time and, when that connection fails or cannot be made, tries the next (round robin, each once
+per connect). A batch whose connection dropped before all its confirms arrived raises
+BrokerUnavailable; the relay keeps its rows and publishes them again on the next node, so a
+message may reach RabbitMQ twice, never zero times (consumers deduplicate by message id).
+
 Not thread-safe: use one publisher per thread.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,16 +55,25 @@ class OutgoingMessage:
 class ConfirmingPublisher:
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         confirm_timeout: float = 10.0,
         declare_queue: Callable[[str], None] | None = None,
     ) -> None:
-        self._params = pika.URLParameters(url)
-        self._params.heartbeat = 0  # nothing services heartbeats between batches
-        self._params.socket_timeout = CONNECT_TIMEOUT
-        self._params.stack_timeout = CONNECT_TIMEOUT
-        self._params.connection_attempts = 1  # retrying is the caller's job
+        # One URL, a BROKER_URL listing several nodes, or the list settings.BROKER_URLS.
+        urls = re.split(r"[\s,;]+", url.strip()) if isinstance(url, str) else list(url)
+        urls = [u for u in urls if u]
+        if not urls:
+            raise ValueError("ConfirmingPublisher needs at least one broker URL")
+        self._nodes = []
+        for node_url in urls:
+            params = pika.URLParameters(node_url)
+            params.heartbeat = 0  # nothing services heartbeats between batches
+            params.socket_timeout = CONNECT_TIMEOUT
+            params.stack_timeout = CONNECT_TIMEOUT
+            params.connection_attempts = 1  # retrying is the caller's job
+            self._nodes.append(params)
+        self._node = 0  # index of the node connected to (or tried next)
         self._confirm_timeout = confirm_timeout
         self._declare_queue = declare_queue
         self._conn: SelectConnection | None = None
@@ -91,6 +107,7 @@ class ConfirmingPublisher:
                 self._next_tag += 1
         except pika.exceptions.AMQPError as exc:
             self._discard()
+            self._node = (self._node + 1) % len(self._nodes)
             raise BrokerUnavailable(f"publish failed: {exc!r}") from exc
         in_time = self._run(self._confirm_timeout)
         if self._pending:
@@ -98,6 +115,7 @@ class ConfirmingPublisher:
             # bookkeeping, so start over on a fresh connection next time.
             reason = self._error or ("timed out" if not in_time else "interrupted")
             self._discard()
+            self._node = (self._node + 1) % len(self._nodes)  # the next batch tries another node first
             raise BrokerUnavailable(f"{len(self._pending)} of {len(messages)} messages unconfirmed: {reason}")
         if self._rejected:  # connection is still fine; every tag is settled
             raise BrokerUnavailable(f"{len(self._rejected)} messages rejected: {'; '.join(self._rejected[:5])}")
@@ -117,10 +135,26 @@ class ConfirmingPublisher:
                 return
             logger.info("RabbitMQ connection lost while idle (%s); reconnecting", self._error)
             self._discard()
+            self._node = (self._node + 1) % len(self._nodes)  # the lost node is tried last
+        reasons = []
+        for _ in range(len(self._nodes)):
+            params = self._nodes[self._node]
+            reason = self._connect(params)
+            if reason is None:
+                if reasons:
+                    logger.info("Connected to RabbitMQ node %s:%s after %d failed", params.host, params.port,
+                                len(reasons))
+                return
+            reasons.append(f"{params.host}:{params.port}: {reason}")
+            self._node = (self._node + 1) % len(self._nodes)
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ: {'; '.join(reasons)}")
+
+    def _connect(self, params: pika.URLParameters) -> str | None:
+        """Open a confirm-mode channel on one node; None on success, else why not."""
         self._error, self._ready = None, False
         self._declared, self._next_tag, self._floor = set(), 1, 1
         self._conn = SelectConnection(
-            self._params,
+            params,
             on_open_callback=lambda conn: conn.channel(on_open_callback=self._on_channel_open),
             on_open_error_callback=self._on_connection_closed,
             on_close_callback=self._on_connection_closed,
@@ -128,7 +162,8 @@ class ConfirmingPublisher:
         if not (self._run(CONNECT_TIMEOUT) and self._ready):
             reason = self._error or "timed out"
             self._discard()
-            raise BrokerUnavailable(f"cannot connect to RabbitMQ: {reason}")
+            return reason
+        return None
 
     def _declare_new_queues(self, names: set[str]) -> None:
         if self._declare_queue is None:

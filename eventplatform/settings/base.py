@@ -31,12 +31,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "django_dramatiq",
     "apps.webhooks",
     "apps.outbox",
     "apps.registrations",
     "apps.notifications",
     "apps.privacy",
+    # After our apps: Django takes a management command from the first app that has it, and
+    # apps.outbox's `rundramatiq` (JSON log lines) replaces django_dramatiq's. The broker is still
+    # set up before any actor is declared (django_dramatiq does it when its AppConfig is created).
+    "django_dramatiq",
 ]
 
 MIDDLEWARE = [

@@ -6,10 +6,19 @@ import os
 import sys
 import tempfile
 
+from eventplatform.broker import split_broker_urls
 from eventplatform.settings.base import env
 
+# One node, or several nodes of one cluster separated by commas, semicolons or spaces: every
+# process fails over between them (eventplatform/broker.py).
 BROKER_URL = env.str("BROKER_URL", default="")
-EMBEDDED_BROKER = not BROKER_URL
+BROKER_URLS = split_broker_urls(BROKER_URL)
+EMBEDDED_BROKER = not BROKER_URLS
+# `quorum`: every queue (and its .DQ and .XQ) is a replicated quorum queue; `classic` (default)
+# keeps single-node classic queues. A queue's type cannot change once declared.
+BROKER_QUEUE_TYPE = env.str("BROKER_QUEUE_TYPE", default="classic")
+# Quorum queues only: deliveries of one message before it is dead-lettered to .XQ (poison message).
+BROKER_QUORUM_DELIVERY_LIMIT = env.int("BROKER_QUORUM_DELIVERY_LIMIT", default=20)
 
 DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.AgeLimit",
@@ -26,9 +35,10 @@ if EMBEDDED_BROKER:
     DRAMATIQ_BROKER = {"BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}, "MIDDLEWARE": DRAMATIQ_MIDDLEWARE}
 else:
     DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "BROKER": "eventplatform.broker.ClusterRabbitmqBroker",
         # Workers confirm nothing themselves: every message they enqueue goes through the outbox.
-        "OPTIONS": {"url": BROKER_URL, "confirm_delivery": True},
+        "OPTIONS": {"url": BROKER_URLS, "confirm_delivery": True, "queue_type": BROKER_QUEUE_TYPE,
+                    "delivery_limit": BROKER_QUORUM_DELIVERY_LIMIT},
         "MIDDLEWARE": DRAMATIQ_MIDDLEWARE,
     }
 
@@ -49,8 +59,9 @@ if sys.argv[1:2] == ["rundramatiq"] or os.environ.get("EVENTPLATFORM_WORKER"):
     _metrics_dir = os.environ.get("dramatiq_prom_db") or tempfile.mkdtemp(prefix="eventplatform-worker-metrics-")
     os.environ["dramatiq_prom_db"] = _metrics_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-    # The exporter runs where it wins a file lock: one lock per worker group, not one per machine.
-    os.environ.setdefault("dramatiq_prom_lock", os.path.join(_metrics_dir, "exporter.lock"))
+    # Dramatiq 2 runs the exporter as a fork of each `dramatiq` main process (no machine-wide file
+    # lock any more): one exporter per worker group, on dramatiq_prom_port.
     os.environ.setdefault("dramatiq_prom_host", "127.0.0.1")
-    DRAMATIQ_MIDDLEWARE = ["dramatiq.middleware.Prometheus", *DRAMATIQ_MIDDLEWARE]
+    # Dramatiq 2: an optional extra (dramatiq[prometheus]), no longer exported by dramatiq.middleware.
+    DRAMATIQ_MIDDLEWARE = ["dramatiq.middleware.prometheus.Prometheus", *DRAMATIQ_MIDDLEWARE]
     DRAMATIQ_BROKER["MIDDLEWARE"] = DRAMATIQ_MIDDLEWARE

@@ -192,7 +192,8 @@ def test_retry_policy_reads_the_settings_at_call_time(settings) -> None:  # noqa
     assert retry_transient(1, ProviderTransientError("x")) and not retry_transient(2, ProviderTransientError("x"))
     settings.NOTIFICATION_MIN_BACKOFF_MS, settings.NOTIFICATION_MAX_BACKOFF_MS = 1000, 10_000_000
     delays = [retry_backoff_ms(retries) for retries in range(12)]
-    assert 500 <= delays[0] <= 1000 and 2000 <= delays[2] <= 4000  # exponential, with jitter
+    # Dramatiq 2's formula: the first delay is at least the minimum (min..2*min), doubling per retry.
+    assert 1000 <= delays[0] <= 2000 and 4000 <= delays[2] <= 8000  # exponential, with jitter
     assert max(delays) <= 300_000  # never longer than 5 minutes unacked in RabbitMQ (dramatiq#827)
 
 

@@ -236,3 +236,32 @@ def test_same_publisher_works_again_after_broker_down_and_back(proxy, vhost, que
         pub.publish_batch(messages(queue, 100))
     finally:
         pub.close()
+
+
+def test_fails_over_to_the_next_node_and_back(vhost, queue):
+    """Two "nodes" (proxies to the same RabbitMQ): when the one in use goes away, the next batch
+    goes out through the other, without an error; with both gone it fails fast."""
+    first, second = TcpProxy(), TcpProxy()
+    first.start()
+    second.start()
+    pub = ConfirmingPublisher([amqp_url(vhost, port=first.port), amqp_url(vhost, port=second.port)],
+                              confirm_timeout=2.0)
+    try:
+        pub.publish_batch(messages(queue, 50))
+        first.stop()  # the node in use dies
+        failures = 0
+        for _ in range(3):  # at most the batch in flight fails; the relay would retry it
+            try:
+                pub.publish_batch(messages(queue, 50))
+            except BrokerUnavailable:
+                failures += 1
+        assert failures <= 1
+        second.stop()
+        with pytest.raises(BrokerUnavailable, match="cannot connect"):
+            pub.publish_batch(messages(queue, 1))
+        first.start()  # the first node is back
+        pub.publish_batch(messages(queue, 50))
+    finally:
+        pub.close()
+        first.stop()
+        second.stop()

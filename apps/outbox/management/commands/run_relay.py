@@ -25,7 +25,9 @@ def build_publisher():  # type: ignore[no-untyped-def]
         except Exception as error:  # noqa: BLE001 - any failure here means the broker is not usable
             raise BrokerUnavailable(f"Could not declare queue {queue_name}: {error}") from error
 
-    return ConfirmingPublisher(settings.BROKER_URL, declare_queue=declare)
+    # Every node of the cluster, tried in turn; queues declared through the workers' own broker, so
+    # the relay and the workers agree on their type and arguments (BROKER_QUEUE_TYPE).
+    return ConfirmingPublisher(settings.BROKER_URLS, declare_queue=declare)
 
 
 class Command(BaseCommand):
@@ -47,6 +49,6 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         if options["metrics_port"]:
             start_metrics_server(options["metrics_port"], extra_collectors=(
-                RabbitmqQueueCollector(settings.BROKER_URL, queues=settings.PIPELINE_QUEUES),))
+                RabbitmqQueueCollector(settings.BROKER_URLS, queues=settings.PIPELINE_QUEUES),))
         Relay(publisher=build_publisher(), batch_size=options["batch_size"], poll_seconds=options["poll_seconds"],
               coalesce_seconds=settings.RELAY_COALESCE_SECONDS, stop=stop).run()
