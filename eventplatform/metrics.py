@@ -55,3 +55,15 @@ NOTIFICATION_DEFERRALS = Counter("eventplatform_notification_deferrals_total",
 NOTIFICATION_ROUNDS = Counter("eventplatform_notification_retry_rounds_total",
                               "Retry rounds scheduled through the outbox after Dramatiq's retries ran out.",
                               ["channel"])
+
+# --- failure classification, deferral and rescue (docs/notifications.md)
+BREAKER_MISCONFIGURED = Gauge("eventplatform_circuit_breaker_misconfigured",
+                              "1 while the provider's breaker is open because it is misconfigured (wrong "
+                              "credentials, relay denied): an operator must act.", ["provider"],
+                              multiprocess_mode="livemax")
+NOTIFICATIONS_RESCUED = Counter("eventplatform_notifications_rescued_total",
+                                "Notifications re-queued by the scheduler's sweep (notifications_rescue_stalled).",
+                                ["reason"])
+NOTIFICATIONS_WOKEN = Counter("eventplatform_notifications_woken_total",
+                              "Deferred sends queued again when their channel's breaker let sends through.",
+                              ["channel"])
