@@ -147,7 +147,7 @@ def classify(*, protocol: str, stage: str, code: int | None = None, details: fro
 
 def provider_error(rule: Rule, message: str) -> ProviderError:
     """The exception for a row: its class's type, with the row's code."""
-    return ERROR_TYPES[rule.failure_class](message, code=rule.error_code)
+    return ERROR_TYPES[rule.failure_class](message, code=rule.error_code, details=rule)
 
 
 def failure_class_of(error: BaseException) -> FailureClass:

@@ -125,7 +125,12 @@ def _network_error(protocol: str, condition: str, error: BaseException) -> Provi
 
 
 def _email_failure(error: Exception, *, opening: bool) -> ProviderError:
-    """Describe what the SMTP conversation (or the ESP) saw, and let the classification decide."""
+    """Describe what the SMTP conversation (or the ESP) saw, and let the classification decide.
+
+    Anymail's errors come first: its HTTP errors are also requests' (hence OSError) subclasses.
+    """
+    if isinstance(error, AnymailError):
+        return _esp_error(error)
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(error.recipients.values()))
         return _smtp_reply_error("rcpt", code, reply)
@@ -150,8 +155,8 @@ def _email_failure(error: Exception, *, opening: bool) -> ProviderError:
         return _network_error("smtp", "timeout", error)
     if isinstance(error, ConnectionRefusedError):
         return _network_error("smtp", "refused", error)
-    if isinstance(error, smtplib.SMTPServerDisconnected):
-        return _network_error("smtp", "disconnected", error)
+    if isinstance(error, smtplib.SMTPServerDisconnected):  # smtplib wraps a read timeout in it
+        return _network_error("smtp", "timeout" if "timed out" in str(error) else "disconnected", error)
     if isinstance(error, OSError | smtplib.SMTPException):
         return _network_error("smtp", "reset", error)
     return _esp_error(error)
