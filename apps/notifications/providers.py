@@ -240,8 +240,10 @@ def _email_fallback() -> EmailProvider | None:
     if not settings.EMAIL_FALLBACK_URL:
         return None
     config = environ.Env.email_url_config(settings.EMAIL_FALLBACK_URL)
+    # Credentials "" rather than None when the URL has none: Django's SMTP backend would otherwise
+    # log in to the fallback with the primary's EMAIL_HOST_USER/PASSWORD.
     options = {"host": config.get("EMAIL_HOST"), "port": config.get("EMAIL_PORT"),
-               "username": config.get("EMAIL_HOST_USER"), "password": config.get("EMAIL_HOST_PASSWORD"),
+               "username": config.get("EMAIL_HOST_USER") or "", "password": config.get("EMAIL_HOST_PASSWORD") or "",
                "use_tls": config.get("EMAIL_USE_TLS"), "use_ssl": config.get("EMAIL_USE_SSL"),
                "timeout": settings.EMAIL_TIMEOUT}
     if config["EMAIL_BACKEND"] != "django.core.mail.backends.smtp.EmailBackend":

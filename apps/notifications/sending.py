@@ -329,8 +329,24 @@ def notifications_probe(*, channel: str) -> str:
         return "nothing_waiting"
     try:
         return notification_send(notification_id=str(waiting.id)).outcome
-    except (ProviderTransientError, NotificationBusy):
-        # The probe's own message failed temporarily (greylisted): it goes on with its own backoff.
-        with transaction.atomic():
-            queueing.enqueue_send(waiting, delay=dt.timedelta(milliseconds=settings.NOTIFICATION_MIN_BACKOFF_MS))
-        return "retrying"
+    except NotificationBusy:
+        return "skipped"  # another worker holds it; it finishes it
+    except ProviderTransientError as error:
+        return _after_failed_probe(waiting, providers, error)
+
+
+def _after_failed_probe(notification: Notification, providers: list[Provider], error: ProviderError) -> str:
+    """The probe's send failed and left the row `retrying`. Provider still down (the breaker
+    reopened): the row waits again, with no outbox row of its own, and the next probe is queued.
+    The provider answered with a per-message temporary refusal (the breaker closed, the others
+    were woken): this one goes on with its own backoff."""
+    now = timezone.now()
+    with transaction.atomic():
+        if classification.failure_class_of(error) == FailureClass.PROVIDER_DOWN:
+            parked = Notification.objects.filter(id=notification.id, status=Status.RETRYING).update(deferred_at=now)
+            retry_in = dt.timedelta(seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + random.uniform(0, 1))
+            if parked and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
+                queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
+            return "deferred"
+        queueing.enqueue_send(notification, delay=dt.timedelta(milliseconds=settings.NOTIFICATION_MIN_BACKOFF_MS))
+    return "retrying"

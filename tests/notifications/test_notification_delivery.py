@@ -27,7 +27,10 @@ Make = Callable[..., Notification]
 
 
 def finished(notification: Notification) -> Notification | None:
+    """Sent or dead, with its history written (`sent` is committed before the attempt row)."""
     notification.refresh_from_db()
+    if notification.status == "sent" and not notification.attempt_log.filter(outcome="sent").exists():
+        return None
     return notification if notification.status in ("sent", "dead") else None
 
 
