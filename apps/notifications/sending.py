@@ -315,9 +315,13 @@ def notifications_probe(*, channel: str) -> str:
     Its send goes through the usual routing, so it claims the breaker's probe; a success closes the
     breaker and wakes every waiting send of the channel, a failure defers it again (queueing the
     next probe). Nothing waiting: nothing to probe with, and the next new send probes by itself.
-    Returns the probe's outcome (sent | deferred | dead | retrying | nothing_waiting | skipped).
+    Returns the probe's outcome (sent | deferred | dead | retrying | nothing_waiting | skipped |
+    not_configured).
     """
-    providers = providers_for(channel)
+    try:
+        providers = providers_for(channel)
+    except ProviderError:
+        return "not_configured"  # e.g. SMS switched off meanwhile; each waiting send dies on its own try
     circuit_breaker_probe_started(provider=providers[0].name)
     with transaction.atomic():
         waiting = (Notification.objects.select_for_update(skip_locked=True)
