@@ -190,10 +190,9 @@ def _send_claimed(notification: Notification) -> SendResult:
         if isinstance(outcome, SendResult):
             return outcome
         misconfigured_error = outcome
-    else:
-        route = _route(providers)
-        if not isinstance(route, Blocked):  # only after a race with a closing breaker: try again soon
-            route = Blocked(retry_in=1.0, misconfigured=False)
+    else:  # every provider turned out misconfigured in this very send (no new permit is asked for:
+        # one would claim a probe nobody makes)
+        route = Blocked(retry_in=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS, misconfigured=True)
     return _defer(notification, blocked=route, providers=providers, tried=misconfigured_error,
                   log_context=log_context)
 
