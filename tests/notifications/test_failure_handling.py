@@ -22,6 +22,7 @@ from apps.outbox.models import OutboxMessage
 from eventplatform import metrics
 from tests.notifications.conftest import InProcessPipeline
 from tests.support.polling import wait_until
+from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -244,3 +245,29 @@ def test_the_sweep_wakes_sends_left_waiting_while_the_breaker_is_closed(make_not
     notification.refresh_from_db()
     assert notification.deferred_at is None
     assert OutboxMessage.objects.filter(kwargs__notification_id=str(notification.id)).count() == 2
+
+
+@pytest.mark.slow
+def test_a_rejected_sms_token_waits_and_is_sent_once_the_account_accepts_it(
+    settings, sms_via_api: SmsApi, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+) -> None:
+    # Given the SMS API rejects our token (401, Twilio 20003) and misconfigured breakers are probed every 1 s
+    settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS = 1
+    settings.SMS_AUTH_TOKEN = "rotated-token"
+    reset_providers()
+    notifications = [make_notification(channel="sms") for _ in range(3)]
+    ids = [n.id for n in notifications]
+    wait_until(lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 3,
+               what="every SMS waiting")
+    assert CircuitBreaker.objects.get(provider="sms").reason.startswith("sms_auth_failed")
+    time.sleep(3)
+    assert not Notification.objects.filter(id__in=ids, status="dead").exists() and sms_via_api.received == []
+
+    # When the account accepts the new token
+    sms_via_api.auth_token = "rotated-token"
+
+    # Then every SMS goes out once and the breaker closes
+    wait_until(lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 3, timeout=30,
+               what="the SMS after the fix")
+    assert len(sms_via_api.received) == 3
+    assert CircuitBreaker.objects.get(provider="sms").state == "closed"
