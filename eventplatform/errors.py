@@ -53,25 +53,31 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("notification_busy", "Another worker holds the notification; retried later.", "None."),
         ErrorCode("actor_failed", "An actor raised an unexpected error; Dramatiq retries it.",
                   "Read the traceback; file a bug if it repeats."),
-        ErrorCode("smtp_transient", "SMTP server answered 4xx or the connection failed; retried.",
+        ErrorCode("smtp_transient", "message_temporary: an SMTP 4xx no other row covers; retried.",
                   "None unless persistent: check the mail server."),
-        ErrorCode("smtp_permanent", "SMTP server refused the message with 5xx (e.g. 550); not retried.",
+        ErrorCode("smtp_permanent", "message_permanent: an SMTP 5xx no other row covers; dead.",
                   "Check the recipient address; replay after correcting it."),
-        ErrorCode("smtp_timeout", "SMTP server did not answer in time; retried.", "Check the mail server."),
-        ErrorCode("sms_transient", "SMS API answered 429/5xx or could not be reached; retried.",
+        ErrorCode("smtp_timeout", "provider_down: the SMTP server did not answer in time; retried, counts toward "
+                  "the breaker.", "Check the mail server."),
+        ErrorCode("sms_transient", "provider_down: the SMS API answered 429/5xx, timed out or could not be "
+                  "reached; retried, counts toward the breaker.",
                   "None unless persistent: check the SMS provider status."),
-        ErrorCode("sms_permanent", "SMS API refused the message with a 4xx other than 429; not retried.",
+        ErrorCode("sms_permanent", "message_permanent: the SMS API refused the message with a 4xx no other row "
+                  "covers; dead.",
                   "Check the phone number and the SMS account; replay after correcting it."),
         ErrorCode("sms_not_configured", "SMS is disabled (SMS_API_URL unset).", "Configure SMS_* settings."),
-        ErrorCode("esp_transient", "The e-mail service provider's API (django-anymail) answered 429/5xx or "
-                  "could not be reached; retried.", "None unless persistent: check the ESP's status page."),
-        ErrorCode("esp_permanent", "The e-mail service provider's API (django-anymail) refused the message with a "
-                  "4xx other than 429; not retried.", "Check the ESP account and the recipient; replay after fixing."),
+        ErrorCode("esp_transient", "provider_down: the e-mail service provider's API (django-anymail) answered "
+                  "429/5xx or could not be reached; retried, counts toward the breaker.",
+                  "None unless persistent: check the ESP's status page."),
+        ErrorCode("esp_permanent", "message_permanent: the e-mail service provider's API (django-anymail) refused "
+                  "the message with a 4xx other than 401/403/429; dead.",
+                  "Check the ESP account and the recipient; replay after fixing."),
         ErrorCode("invalid_recipient", "Recipient address or number is missing or invalid; not retried.",
                   "Correct the attendee's data at the portal."),
         ErrorCode("retries_exhausted", "All retries were used; the notification is dead.",
                   "Fix the cause, then replay with replay_notifications or the admin action."),
-        ErrorCode("circuit_open", "The provider's circuit breaker is open; the send is deferred.",
+        ErrorCode("circuit_open", "The provider's circuit breaker is open; the send waits in PostgreSQL (no "
+                  "attempt used) and is woken when a probe closes the breaker.",
                   "None: sends resume after the cool-down. Check the provider if it lasts."),
         ErrorCode("process_exited", "A child process of run_pipeline exited; the others are stopped.",
                   "Read that process's last log lines; restart."),
@@ -96,7 +102,57 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("projection_drift", "rebuild_registrations --verify found a registration whose stored state "
                   "differs from its folded event log.", "Run rebuild_registrations for it (or the admin "
                   "action), and find what wrote the projection outside registration_apply."),
-        ErrorCode("provider_error", "Unexpected provider error; treated as transient.", "Read the traceback."),
+        ErrorCode("provider_error", "Unexpected provider error; treated as provider_down (retried, counts toward "
+                  "the breaker).", "Read the traceback."),
+        # --- notification failure classification (apps/notifications/classification.py)
+        ErrorCode("smtp_connection_failed", "provider_down: the SMTP server refused, reset or closed the "
+                  "connection; retried, counts toward the breaker.", "Check the mail server is up and reachable."),
+        ErrorCode("smtp_tls_failed", "provider_down: TLS handshake failed, STARTTLS not offered or 454 TLS not "
+                  "available; retried, counts toward the breaker.", "Check the mail server's TLS setup and "
+                  "EMAIL_URL's scheme (smtp+tls / smtps)."),
+        ErrorCode("smtp_service_unavailable", "provider_down: 421 (any stage), a 4xx greeting, 4xx at MAIL FROM "
+                  "or 454 at AUTH; retried, counts toward the breaker.", "None unless persistent: check the "
+                  "mail server's load and logs."),
+        ErrorCode("smtp_auth_failed", "provider_misconfigured: AUTH refused (535, 534, 538) or not offered; "
+                  "the breaker opens as misconfigured, sends wait (never dead) until a probe succeeds.",
+                  "Fix EMAIL_URL's user/password (or the server's account); sends resume by themselves."),
+        ErrorCode("smtp_auth_required", "provider_misconfigured: 530 authentication required; sends wait "
+                  "until a probe succeeds.", "Give EMAIL_URL credentials (smtp+tls://user:pass@host:587)."),
+        ErrorCode("smtp_relay_denied", "provider_misconfigured: the server will not relay for our sender "
+                  "(554 5.7.1, 'relay access denied' at RCPT); sends wait until a probe succeeds.",
+                  "Allow our host/sender to relay, or authenticate; sends resume by themselves."),
+        ErrorCode("smtp_sender_rejected", "provider_misconfigured: 5xx at MAIL FROM or a 5xx greeting (our "
+                  "sender address or IP refused); sends wait until a probe succeeds.",
+                  "Fix DEFAULT_FROM_EMAIL or the server's policy for our IP."),
+        ErrorCode("smtp_mailbox_unavailable", "message_temporary: 450/451 at RCPT (greylisting, mailbox busy); "
+                  "this message is retried with its own backoff.", "None: greylisting passes on retry."),
+        ErrorCode("smtp_mailbox_full", "message_temporary: 452 (or 552) at RCPT, the mailbox is full; retried.",
+                  "None unless it ends dead: ask the attendee to free their mailbox, then replay."),
+        ErrorCode("smtp_message_deferred", "message_temporary: 450/451/452 after DATA; retried.", "None."),
+        ErrorCode("smtp_recipient_rejected", "message_permanent: 550/551/553/554 at RCPT (no such user); dead.",
+                  "Correct the attendee's address at the portal, then replay."),
+        ErrorCode("smtp_message_too_large", "message_permanent: 552 after DATA (exceeds storage allocation); "
+                  "dead.", "Shrink the template; replay."),
+        ErrorCode("smtp_message_rejected", "message_permanent: 550/554 after DATA (content rejected as spam "
+                  "or policy); dead.", "Read the reply in last_error_message; fix the template, then replay."),
+        ErrorCode("sms_auth_failed", "provider_misconfigured: the SMS API answered 401/403 or Twilio 20003/"
+                  "20005; sends wait (never dead) until a probe succeeds.", "Fix SMS_ACCOUNT_SID/SMS_AUTH_TOKEN."),
+        ErrorCode("sms_misconfigured", "provider_misconfigured: 404 (wrong SMS_API_URL or account) or our From "
+                  "number refused (Twilio 21212/21606/21659); sends wait until a probe succeeds.",
+                  "Fix SMS_API_URL, SMS_ACCOUNT_SID or SMS_FROM."),
+        ErrorCode("sms_invalid_number", "message_permanent: Twilio says the number cannot receive this "
+                  "(21211, 21214, 21217, 21407, 21421, 21610, 21612, 21614); dead.",
+                  "Correct the attendee's phone at the portal (21610: they unsubscribed), then replay."),
+        ErrorCode("sms_recipient_rate_limited", "message_temporary: Twilio 14107, too many messages to this "
+                  "recipient in a short time; retried.", "None."),
+        ErrorCode("esp_auth_failed", "provider_misconfigured: the ESP answered 401/403 (API key wrong or "
+                  "revoked); sends wait (never dead) until a probe succeeds.", "Fix the ANYMAIL settings."),
+        ErrorCode("provider_misconfigured", "Every provider of the channel has its breaker open as "
+                  "misconfigured; the send waits in PostgreSQL without using attempts.",
+                  "Fix the provider's configuration (see the breaker's reason in /admin/status/)."),
+        ErrorCode("notification_bookkeeping_failed", "The provider accepted the message and `sent` was "
+                  "recorded, but writing the attempt row or metrics failed afterwards; not re-sent.",
+                  "Read the traceback; the notification is sent, only its history row is missing."),
     ]
 }
 

@@ -67,3 +67,14 @@ SCHEDULER_LAST_RUN = Gauge("eventplatform_scheduler_last_run_timestamp_seconds",
                            ["task"], multiprocess_mode="max")
 SCHEDULER_JOB_FAILURES = Counter("eventplatform_scheduler_job_failures_total",
                                  "Periodic scheduler jobs that raised (error code scheduler_job_failed).", ["task"])
+# --- failure classification, deferral and rescue (docs/notifications.md)
+BREAKER_MISCONFIGURED = Gauge("eventplatform_circuit_breaker_misconfigured",
+                              "1 while the provider's breaker is open because it is misconfigured (wrong "
+                              "credentials, relay denied): an operator must act.", ["provider"],
+                              multiprocess_mode="livemax")
+NOTIFICATIONS_RESCUED = Counter("eventplatform_notifications_rescued_total",
+                                "Notifications re-queued by the scheduler's sweep (notifications_rescue_stalled).",
+                                ["reason"])
+NOTIFICATIONS_WOKEN = Counter("eventplatform_notifications_woken_total",
+                              "Deferred sends queued again when their channel's breaker let sends through.",
+                              ["channel"])

@@ -53,6 +53,10 @@ class Notification(models.Model):
     next_attempt_at = models.DateTimeField(
         null=True, blank=True,
         help_text="Set while a later try waits in the outbox (a retry round or a circuit-breaker deferral).")
+    deferred_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while the send waits in PostgreSQL for the channel's circuit breaker (no outbox row); "
+                  "cleared when the breaker lets sends through and the send is queued again.")
     replayed_at = models.DateTimeField(null=True, blank=True,
                                        help_text="Last staff replay; the retry horizon counts from here.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -63,6 +67,11 @@ class Notification(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["registration", "kind", "channel", "dedupe_key"],
                                     name="notification_once_per_registration_kind_channel"),
+        ]
+        indexes = [
+            # The wake-up after an outage reads exactly the deferred rows of one channel.
+            models.Index(fields=["channel", "deferred_at"], condition=models.Q(deferred_at__isnull=False),
+                         name="notification_deferred"),
         ]
         ordering = ["-created_at"]
 
@@ -104,6 +113,10 @@ class CircuitBreaker(models.Model):
         CLOSED = "closed"
         OPEN = "open"
         HALF_OPEN = "half_open"
+        # Opened at once by a provider_misconfigured failure (wrong password, revoked key): no
+        # message can pass until an operator fixes it; probed every
+        # NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS, closed by the first successful probe.
+        MISCONFIGURED = "misconfigured"
 
     provider = models.CharField(max_length=64, unique=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED, db_index=True)
@@ -111,6 +124,12 @@ class CircuitBreaker(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
     probe_claimed_at = models.DateTimeField(null=True, blank=True,
                                             help_text="When the one probe allowed in half_open was taken.")
+    reason = models.TextField(blank=True, default="",
+                              help_text="Why it is misconfigured: the error code and the provider's reply.")
+    misconfigured_since = models.DateTimeField(null=True, blank=True)
+    probe_scheduled_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the one probe message for the deferred sends of this channel is due (at most one).")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -1,12 +1,16 @@
 """Providers behind one small interface: `send(message) -> provider message id`.
 
-Each provider sorts its failures into ProviderTransientError (retry) and ProviderPermanentError
-(do not), each with a stable error code from the catalogue.
+A provider describes what it saw (protocol, stage, reply code, detail) and raises the exception
+that apps/notifications/classification.py gives for it: the one table that sorts failures into
+message_temporary, message_permanent, provider_down and provider_misconfigured, each row with its
+stable error code.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,7 +22,8 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import make_msgid
 
-from apps.notifications.errors import ProviderPermanentError, ProviderTransientError
+from apps.notifications import classification
+from apps.notifications.errors import ProviderError, ProviderPermanentError
 
 
 @dataclass(frozen=True)
@@ -81,64 +86,104 @@ class EmailProvider:
             email.message()  # builds the headers now: a bad address fails here, before the server sees it
         except ValueError as error:  # BadHeaderError and malformed addresses are ValueErrors
             raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error
+        opening = True  # a failure while opening is at connect, STARTTLS or AUTH
         try:
-            sent = self._connection().send_messages([email])
-        except smtplib.SMTPRecipientsRefused as error:
-            self._discard_connection()
-            code, reply = next(iter(error.recipients.values()))
-            raise _smtp_error(code, reply, recipient_refused=True) from error
-        except smtplib.SMTPResponseException as error:
-            self._discard_connection()
-            raise _smtp_error(error.smtp_code, error.smtp_error) from error
-        except TimeoutError as error:
-            self._discard_connection()
-            raise ProviderTransientError("SMTP server timed out.", code="smtp_timeout") from error
-        except (OSError, smtplib.SMTPException) as error:
-            self._discard_connection()
-            raise ProviderTransientError(f"SMTP connection failed: {error}", code="smtp_transient") from error
+            connection = self._connection()
+            opening = False
+            sent = connection.send_messages([email])
         except Exception as error:
             self._discard_connection()
-            raise _esp_error(error) from error
+            raise _email_failure(error, opening=opening) from error
         if not sent:
-            raise ProviderTransientError("The e-mail backend accepted nothing.", code="smtp_transient")
+            raise classification.provider_error(classification.UNCLASSIFIED, "The e-mail backend accepted nothing.")
         return _esp_message_id(email) or message_id.strip("<>")
 
 
-def _smtp_error(code: int, reply: bytes | str, *, recipient_refused: bool = False) -> Exception:
+_ENHANCED_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}")
+
+
+def _reply_details(reply: bytes | str) -> tuple[str, frozenset[str]]:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-    if 400 <= code < 500:
-        return ProviderTransientError(f"SMTP {code}: {text}", code="smtp_transient")
-    if recipient_refused:
-        return ProviderPermanentError(f"SMTP {code} for the recipient: {text}", code="invalid_recipient")
-    return ProviderPermanentError(f"SMTP {code}: {text}", code="smtp_permanent")
+    details = set()
+    enhanced = _ENHANCED_STATUS.match(text.strip())
+    if enhanced:
+        details.add(enhanced.group(0))
+    if "relay" in text.lower():
+        details.add("relay")
+    return text, frozenset(details)
 
 
-def _esp_error(error: Exception) -> Exception:
-    """Sort a django-anymail error.
+def _smtp_reply_error(stage: str, code: int, reply: bytes | str) -> ProviderError:
+    text, details = _reply_details(reply)
+    rule = classification.classify(protocol="smtp", stage=stage, code=code, details=details)
+    return classification.provider_error(rule, f"SMTP {code} at {stage}: {text}")
 
-    AnymailRecipientsRefused is the ESP saying "no such recipient"; AnymailError carries the HTTP
-    status: 429 and 5xx pass, other 4xx do not. Anything else (a bug, an unknown library) is treated
-    as transient: retrying is safe thanks to the claim, dropping a message is not.
+
+def _network_error(protocol: str, condition: str, error: BaseException) -> ProviderError:
+    rule = classification.classify(protocol=protocol, stage="network", details={condition})
+    return classification.provider_error(rule, f"{protocol} {condition}: {type(error).__name__}: {error}")
+
+
+def _email_failure(error: Exception, *, opening: bool) -> ProviderError:
+    """Describe what the SMTP conversation (or the ESP) saw, and let the classification decide.
+
+    Anymail's errors come first: its HTTP errors are also requests' (hence OSError) subclasses.
+    """
+    if isinstance(error, AnymailError):
+        return _esp_error(error)
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(error.recipients.values()))
+        return _smtp_reply_error("rcpt", code, reply)
+    if isinstance(error, smtplib.SMTPSenderRefused):
+        return _smtp_reply_error("mail", error.smtp_code, error.smtp_error)
+    if isinstance(error, smtplib.SMTPDataError):
+        return _smtp_reply_error("data", error.smtp_code, error.smtp_error)
+    if isinstance(error, smtplib.SMTPAuthenticationError):
+        return _smtp_reply_error("auth", error.smtp_code, error.smtp_error)
+    if isinstance(error, smtplib.SMTPConnectError):
+        return _smtp_reply_error("connect", error.smtp_code, error.smtp_error)
+    if isinstance(error, smtplib.SMTPResponseException):  # opening: STARTTLS is the only other command
+        return _smtp_reply_error("starttls" if opening else "any", error.smtp_code, error.smtp_error)
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        if "AUTH" in str(error):
+            rule = classification.classify(protocol="smtp", stage="auth", details={"auth_unsupported"})
+            return classification.provider_error(rule, f"SMTP: {error}")
+        return _network_error("smtp", "tls", error)
+    if isinstance(error, ssl.SSLError):
+        return _network_error("smtp", "tls", error)
+    if isinstance(error, TimeoutError):
+        return _network_error("smtp", "timeout", error)
+    if isinstance(error, ConnectionRefusedError):
+        return _network_error("smtp", "refused", error)
+    if isinstance(error, smtplib.SMTPServerDisconnected):  # smtplib wraps a read timeout in it
+        return _network_error("smtp", "timeout" if "timed out" in str(error) else "disconnected", error)
+    if isinstance(error, OSError | smtplib.SMTPException):
+        return _network_error("smtp", "reset", error)
+    return _esp_error(error)
+
+
+def _esp_error(error: Exception) -> ProviderError:
+    """Sort a django-anymail error by its class and HTTP status (the table in classification.py).
+
+    Anything else (a bug, an unknown library) is UNCLASSIFIED: retried and counted toward the
+    breaker; retrying is safe thanks to the claim, dropping a message is not.
     """
     status = getattr(error, "status_code", None)
     if isinstance(error, AnymailRecipientsRefused):
-        return ProviderPermanentError(f"ESP refused the recipient: {error}", code="invalid_recipient")
-    if isinstance(error, AnymailError):
-        if isinstance(status, int) and 400 <= status < 500 and status != 429:
-            return ProviderPermanentError(f"ESP answered {status}: {error}", code="esp_permanent")
-        return ProviderTransientError(f"ESP failed ({status or type(error).__name__}): {error}", code="esp_transient")
-    return ProviderTransientError(f"Unexpected e-mail backend error {type(error).__name__}: {error}",
-                                  code="provider_error")
+        rule = classification.classify(protocol="esp", stage="rcpt")
+    elif isinstance(error, AnymailError):
+        rule = (classification.classify(protocol="esp", stage="http", code=status) if isinstance(status, int)
+                else classification.classify(protocol="esp", stage="network"))
+    else:
+        return classification.provider_error(
+            classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}")
+    return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}")
 
 
 def _esp_message_id(email: EmailMultiAlternatives) -> str:
     """The ESP's own id when anymail reports one (support searches the ESP's dashboard with it)."""
     status = getattr(email, "anymail_status", None)
     return str(getattr(status, "message_id", "") or "") if status is not None else ""
-
-
-# Twilio's error codes for a number that can never receive this message.
-TWILIO_INVALID_RECIPIENT = {21211, 21214, 21610, 21614}
 
 
 class TwilioSmsProvider:
@@ -167,16 +212,16 @@ class TwilioSmsProvider:
                 auth=self.auth, timeout=self.timeout,
             )
         except requests.Timeout as error:
-            raise ProviderTransientError("SMS API timed out.", code="sms_transient") from error
+            raise _network_error("sms", "timeout", error) from error
         except requests.RequestException as error:
-            raise ProviderTransientError(f"SMS API unreachable: {type(error).__name__}",
-                                         code="sms_transient") from error
-        if response.status_code == 429 or response.status_code >= 500:
-            raise ProviderTransientError(f"SMS API answered {response.status_code}.", code="sms_transient")
+            raise _network_error("sms", "unreachable", error) from error
         body = _json(response)
         if response.status_code >= 400:
-            code = "invalid_recipient" if body.get("code") in TWILIO_INVALID_RECIPIENT else "sms_permanent"
-            raise ProviderPermanentError(f"SMS API answered {response.status_code}: {response.text[:200]}", code=code)
+            twilio_code = body.get("code")
+            rule = classification.classify(protocol="sms", stage="http", code=response.status_code,
+                                           details={str(twilio_code)} if twilio_code is not None else set())
+            raise classification.provider_error(
+                rule, f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}")
         return str(body.get("sid", ""))
 
 
@@ -195,8 +240,10 @@ def _email_fallback() -> EmailProvider | None:
     if not settings.EMAIL_FALLBACK_URL:
         return None
     config = environ.Env.email_url_config(settings.EMAIL_FALLBACK_URL)
+    # Credentials "" rather than None when the URL has none: Django's SMTP backend would otherwise
+    # log in to the fallback with the primary's EMAIL_HOST_USER/PASSWORD.
     options = {"host": config.get("EMAIL_HOST"), "port": config.get("EMAIL_PORT"),
-               "username": config.get("EMAIL_HOST_USER"), "password": config.get("EMAIL_HOST_PASSWORD"),
+               "username": config.get("EMAIL_HOST_USER") or "", "password": config.get("EMAIL_HOST_PASSWORD") or "",
                "use_tls": config.get("EMAIL_USE_TLS"), "use_ssl": config.get("EMAIL_USE_SSL"),
                "timeout": settings.EMAIL_TIMEOUT}
     if config["EMAIL_BACKEND"] != "django.core.mail.backends.smtp.EmailBackend":

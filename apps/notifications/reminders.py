@@ -15,11 +15,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from apps.notifications.channels import channels_for
 from apps.notifications.models import Notification
 from apps.notifications.services import notification_create
 from apps.registrations import projection
 from apps.registrations.models import Registration
-from apps.registrations.services import _channels as channels_for  # the one place channel rules live
 
 
 def reminder_windows(now: dt.datetime) -> dict[str, tuple[dt.datetime, dt.datetime]]:

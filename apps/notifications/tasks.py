@@ -4,9 +4,11 @@ Retry policy of `notification_send` (Dramatiq's Retries middleware): up to NOTIF
 retries with exponential backoff and jitter between NOTIFICATION_MIN_BACKOFF_MS and
 NOTIFICATION_MAX_BACKOFF_MS. The settings are read when a retry is decided, not when this module is
 imported (actor options are frozen at import), so a changed setting applies without a new actor.
-The backoff stays at most 5 minutes: Dramatiq keeps a delayed message unacknowledged until it is
-due, and RabbitMQ closes a channel holding one longer than its consumer_timeout (dramatiq issue 827).
-Longer outages are covered by retry rounds through the outbox (notification_retries_exhausted).
+Every actor's backoff stays at most MAX_BACKOFF_MS (5 minutes): Dramatiq keeps a delayed message
+unacknowledged until it is due, and RabbitMQ closes a channel holding one longer than its
+consumer_timeout (30 minutes by default; dramatiq issue 827). Longer waits go through the outbox:
+retry rounds (failures.notification_retries_exhausted) and sends waiting for a breaker (sending.py).
+Names come from queueing.py, where the services read them too.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from django.conf import settings
 from dramatiq.common import compute_backoff
 from dramatiq.middleware import CurrentMessage
 
+from apps.notifications import queueing
 from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.services import notification_retries_exhausted, notification_send
+from apps.notifications.failures import notification_retries_exhausted
+from apps.notifications.sending import notification_send, notifications_probe
+
+MAX_BACKOFF_MS = 300_000
 
 
 def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
@@ -30,22 +36,29 @@ def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
 
 def retry_backoff_ms(retries_so_far: int) -> int:
     """Exponential backoff with jitter (Dramatiq's own formula), bounded by the settings."""
-    max_backoff = min(settings.NOTIFICATION_MAX_BACKOFF_MS, 300_000)
+    max_backoff = min(settings.NOTIFICATION_MAX_BACKOFF_MS, MAX_BACKOFF_MS)
     _, delay = compute_backoff(retries_so_far, factor=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=max_backoff)
     return delay
 
 
-@dramatiq.actor(queue_name="notifications", actor_name="notification_dead_letter",
-                max_retries=settings.APPLY_MAX_RETRIES)
+@dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.DEAD_LETTER_ACTOR,
+                max_retries=settings.APPLY_MAX_RETRIES, min_backoff=1000, max_backoff=MAX_BACKOFF_MS)
 def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str, Any] | None = None) -> None:
     """Called by the Retries middleware (`on_retry_exhausted`) when a send will not be retried:
     schedules a retry round, or marks the notification dead past the retry horizon."""
     notification_retries_exhausted(notification_id=message_data["kwargs"]["notification_id"])
 
 
-@dramatiq.actor(queue_name="notifications", actor_name="notification_send", retry_when=retry_transient,
-                min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=settings.NOTIFICATION_MAX_BACKOFF_MS,
-                on_retry_exhausted="notification_dead_letter")
+@dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.PROBE_ACTOR,
+                max_retries=settings.APPLY_MAX_RETRIES, min_backoff=1000, max_backoff=MAX_BACKOFF_MS)
+def notification_probe(channel: str) -> None:
+    """The one probe of a channel whose breakers are all open: see sending.notifications_probe."""
+    notifications_probe(channel=channel)
+
+
+@dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.SEND_ACTOR, retry_when=retry_transient,
+                min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS,
+                on_retry_exhausted=notification_dead_letter.actor_name)
 def notification_send_actor(notification_id: str) -> None:
     try:
         notification_send(notification_id=notification_id)

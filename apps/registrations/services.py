@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -53,16 +52,6 @@ def _utc_iso(value: str) -> str:
 
 def _domain_event(event: RegistrationEvent) -> projection.DomainEvent:
     return projection.DomainEvent(type=event.type, occurred_at=event.occurred_at.isoformat(), data=event.data)
-
-
-def _channels(kind: str, state: dict[str, Any]) -> list[str]:
-    """Channels with a recipient. A cancellation seen before its registration's data has none yet;
-    the notifications are recomputed from the whole log on every event, so it is created as soon
-    as an event brings the address."""
-    channels = ["email"] if state.get("email") else []
-    if kind in ("confirmation", "cancellation", "reminder_1h") and state.get("phone") and settings.SMS_API_URL:
-        channels.append("sms")
-    return channels
 
 
 def _mark_processed(message_id: str) -> bool:
@@ -135,11 +124,9 @@ def registration_apply(*, event_id: str, message_id: str) -> ApplyResult:
     Registration.objects.filter(pk=registration_id).update(
         **_projection_fields(state), version=len(events), updated_at=timezone.now()
     )
-    wanted = [(kind, channel, dedupe_key, state_then)
-              for kind, dedupe_key, state_then in projection.desired_notifications(events)
-              for channel in _channels(kind, state_then)]
     created = notifications_create_missing(
-        registration_id=registration_id, wanted=wanted, correlation_id=str(webhook_event["id"]),
+        registration_id=registration_id, wanted=list(projection.desired_notifications(events)),
+        correlation_id=str(webhook_event["id"]),
         source_received_at=webhook_event["received_at"],
     )
     if state["status"] == Registration.Status.CANCELLED:

@@ -153,6 +153,13 @@ NOTIFICATION_ROUND_DELAY_SECONDS = env.int("NOTIFICATION_ROUND_DELAY_SECONDS", d
 NOTIFICATION_BREAKER_THRESHOLD = env.int("NOTIFICATION_BREAKER_THRESHOLD", default=5)
 NOTIFICATION_BREAKER_COOLDOWN_SECONDS = env.float("NOTIFICATION_BREAKER_COOLDOWN_SECONDS", default=30.0)
 NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS = env.float("NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS", default=60.0)
+# A breaker opened as misconfigured (wrong password, revoked key) is probed this often until a probe
+# succeeds; sends wait meanwhile (never dead). docs/notifications.md.
+NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS = env.float("NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS",
+                                                             default=60.0)
+# The scheduler re-queues a `pending` notification whose message was published this long ago and
+# never consumed (lost); a slow one costs one extra message, which the claim makes a no-op.
+NOTIFICATION_PENDING_RESCUE_AFTER_SECONDS = env.int("NOTIFICATION_PENDING_RESCUE_AFTER_SECONDS", default=900)
 # Used while the primary e-mail provider's breaker is open: an SMTP URL, or an anymail backend.
 EMAIL_FALLBACK_URL = env.str("EMAIL_FALLBACK_URL", default="")
 EMAIL_FALLBACK_BACKEND = env.str("EMAIL_FALLBACK_BACKEND", default="")

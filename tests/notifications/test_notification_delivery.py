@@ -27,7 +27,10 @@ Make = Callable[..., Notification]
 
 
 def finished(notification: Notification) -> Notification | None:
+    """Sent or dead, with its history written (`sent` is committed before the attempt row)."""
     notification.refresh_from_db()
+    if notification.status == "sent" and not notification.attempt_log.filter(outcome="sent").exists():
+        return None
     return notification if notification.status in ("sent", "dead") else None
 
 
@@ -44,8 +47,8 @@ def test_two_transient_failures_then_success_is_sent_after_three_attempts(
     wait_until(lambda: finished(notification), what="the notification to finish")
 
     assert (notification.status, notification.attempts, notification.last_error_code) == ("sent", 3, "")
-    assert history(notification) == [(1, "transient_error", "smtp_transient"), (2, "transient_error", "smtp_transient"),
-                                     (3, "sent", "")]
+    assert history(notification) == [(1, "transient_error", "smtp_message_deferred"),
+                                     (2, "transient_error", "smtp_service_unavailable"), (3, "sent", "")]
     assert [m["X-Eventplatform-Notification-Id"] for m in email_via_smtp.messages] == [str(notification.id)]
     assert notification.attempt_log.get(number=3).provider_message_id == notification.provider_message_id != ""
 
@@ -65,8 +68,8 @@ def test_sms_transient_failures_are_retried_too(
     assert notification.provider_message_id.startswith("SM")
 
 
-@pytest.mark.parametrize(("reply", "code"), [("550 5.1.1 mailbox unavailable", "smtp_permanent"),
-                                             ("554 5.7.1 rejected", "smtp_permanent")])
+@pytest.mark.parametrize(("reply", "code"), [("550 5.1.1 mailbox unavailable", "smtp_message_rejected"),
+                                             ("554 5.7.1 rejected", "smtp_message_rejected")])
 def test_permanent_failure_is_dead_after_one_attempt_with_its_code(
     email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make, reply: str, code: str
 ) -> None:
@@ -126,7 +129,8 @@ def test_past_the_retry_horizon_exhausted_retries_make_it_dead(
 
     wait_until(lambda: finished(notification), what="the notification to finish")
 
-    assert (notification.status, notification.attempts, notification.last_error_code) == ("dead", 2, "smtp_transient")
+    assert (notification.status, notification.attempts, notification.last_error_code) == (
+        "dead", 2, "smtp_message_deferred")
     assert notification.last_error_message.startswith("Retries exhausted")
 
 
@@ -193,5 +197,5 @@ def test_a_replayed_dead_notification_is_delivered(
 
     call_command("replay_notifications", "--id", str(notification.id), stdout=io.StringIO())
     wait_until(lambda: finished(notification) and notification.status == "sent", what="the replayed send")
-    assert history(notification) == [(1, "permanent_error", "smtp_permanent"), (2, "sent", "")]
+    assert history(notification) == [(1, "permanent_error", "smtp_message_rejected"), (2, "sent", "")]
     assert len(email_via_smtp.messages) == 1

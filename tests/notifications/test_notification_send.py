@@ -62,15 +62,15 @@ def test_a_transient_failure_leaves_it_retrying_and_raises_for_dramatiq(email_vi
         send(notification)
     notification.refresh_from_db()
     assert (notification.status, notification.attempts, notification.last_error_code) == ("retrying", 1,
-                                                                                          "smtp_transient")
+                                                                                          "smtp_message_deferred")
 
 
-def test_smtp_server_down_is_transient(settings, make: Make) -> None:  # noqa: ANN001
+def test_smtp_server_down_is_provider_down(settings, make: Make) -> None:  # noqa: ANN001
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # discard port: connection refused
     with pytest.raises(ProviderTransientError) as raised:
         send(make())
-    assert raised.value.code == "smtp_transient"
+    assert (raised.value.code, raised.value.failure_class) == ("smtp_connection_failed", "provider_down")
 
 
 def test_no_recipient_is_dead_at_once(email_via_smtp: SmtpServer, make: Make) -> None:

@@ -8,7 +8,12 @@ import pytest
 import requests
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
 
-from apps.notifications.errors import ProviderPermanentError, ProviderTransientError
+from apps.notifications.errors import (
+    ProviderDownError,
+    ProviderMisconfiguredError,
+    ProviderPermanentError,
+    ProviderTransientError,
+)
 from apps.notifications.providers import (
     EmailProvider,
     OutgoingMessage,
@@ -36,10 +41,10 @@ def sms_provider(api: SmsApi) -> TwilioSmsProvider:
 
 
 @pytest.mark.parametrize(("reply", "error", "code"), [
-    ("451 4.3.0 try later", ProviderTransientError, "smtp_transient"),
-    ("421 4.7.0 too busy", ProviderTransientError, "smtp_transient"),
-    ("550 5.1.1 no such user", ProviderPermanentError, "smtp_permanent"),
-    ("552 5.3.4 too big", ProviderPermanentError, "smtp_permanent"),
+    ("451 4.3.0 try later", ProviderTransientError, "smtp_message_deferred"),
+    ("421 4.7.0 too busy", ProviderDownError, "smtp_service_unavailable"),
+    ("550 5.1.1 no such user", ProviderPermanentError, "smtp_message_rejected"),
+    ("552 5.3.4 too big", ProviderPermanentError, "smtp_message_too_large"),
 ])
 def test_smtp_replies_are_sorted(smtp_server: SmtpServer, reply: str, error: type, code: str) -> None:
     smtp_server.handler.scripted_replies.append(reply)
@@ -51,21 +56,21 @@ def test_smtp_replies_are_sorted(smtp_server: SmtpServer, reply: str, error: typ
     assert len(smtp_server.messages) == 1
 
 
-def test_a_refused_recipient_is_invalid_recipient(smtp_server: SmtpServer) -> None:
+def test_a_refused_recipient_is_smtp_recipient_rejected(smtp_server: SmtpServer) -> None:
     async def refuse(server, session, envelope, address, options):  # noqa: ANN001, ANN202 - aiosmtpd hook
         return "550 5.1.1 no such mailbox"
 
     smtp_server.handler.handle_RCPT = refuse
     with pytest.raises(ProviderPermanentError) as raised:
         smtp_provider(smtp_server).send(MESSAGE)
-    assert raised.value.code == "invalid_recipient"
+    assert raised.value.code == "smtp_recipient_rejected"
 
 
-def test_an_unreachable_smtp_server_is_transient() -> None:
+def test_an_unreachable_smtp_server_is_provider_down() -> None:
     provider = EmailProvider(backend="django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=9)
-    with pytest.raises(ProviderTransientError) as raised:
+    with pytest.raises(ProviderDownError) as raised:
         provider.send(MESSAGE)
-    assert raised.value.code == "smtp_transient"
+    assert raised.value.code == "smtp_connection_failed"
 
 
 def test_a_malformed_address_is_permanent(smtp_server: SmtpServer) -> None:
@@ -82,8 +87,8 @@ def test_a_malformed_address_is_permanent(smtp_server: SmtpServer) -> None:
     (500, ProviderTransientError, "sms_transient"),
     (503, ProviderTransientError, "sms_transient"),
     (400, ProviderPermanentError, "sms_permanent"),
-    (401, ProviderPermanentError, "sms_permanent"),
-    (404, ProviderPermanentError, "sms_permanent"),
+    (401, ProviderMisconfiguredError, "sms_auth_failed"),
+    (404, ProviderMisconfiguredError, "sms_misconfigured"),
 ])
 def test_sms_api_statuses_are_sorted(sms_api: SmsApi, status: int, error: type, code: str) -> None:
     sms_api.scripted_statuses.append(status)
@@ -98,14 +103,14 @@ def test_sms_is_sent_as_twilio_expects(sms_api: SmsApi) -> None:
     assert sms_api.received == [{"To": "+4915112345678", "From": "+4930123456", "Body": "Hello"}]
 
 
-def test_twilios_invalid_number_error_is_invalid_recipient(monkeypatch, sms_api: SmsApi) -> None:  # noqa: ANN001
+def test_twilios_invalid_number_error_is_sms_invalid_number(monkeypatch, sms_api: SmsApi) -> None:  # noqa: ANN001
     response = requests.Response()
     response.status_code, response._content = 400, json.dumps({"code": 21211, "message": "invalid To"}).encode()
     provider = sms_provider(sms_api)
     monkeypatch.setattr(requests.Session, "post", lambda *args, **kwargs: response)
     with pytest.raises(ProviderPermanentError) as raised:
         provider.send(SMS)
-    assert raised.value.code == "invalid_recipient"
+    assert raised.value.code == "sms_invalid_number"
 
 
 def test_an_unreachable_sms_api_is_transient() -> None:
@@ -126,7 +131,8 @@ def api_error(message: str, status: int) -> AnymailAPIError:
     (api_error("rate", 429), ProviderTransientError, "esp_transient"),
     (api_error("down", 502), ProviderTransientError, "esp_transient"),
     (AnymailAPIError("no connection"), ProviderTransientError, "esp_transient"),
-    (api_error("bad key", 401), ProviderPermanentError, "esp_permanent"),
+    (api_error("bad key", 401), ProviderMisconfiguredError, "esp_auth_failed"),
+    (api_error("bad message", 422), ProviderPermanentError, "esp_permanent"),
     (AnymailRecipientsRefused("bounced"), ProviderPermanentError, "invalid_recipient"),
     (AnymailRequestsAPIError("timeout"), ProviderTransientError, "esp_transient"),
     (KeyError("bug"), ProviderTransientError, "provider_error"),

@@ -1,0 +1,28 @@
+"""Which channels a notification kind goes by, and to which recipient: rules of this app.
+
+Registrations describe what happened (kind, state); these rules turn it into (channel, recipient).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from apps.notifications.models import Notification
+
+SMS_KINDS = (Notification.Kind.CONFIRMATION, Notification.Kind.CANCELLATION, Notification.Kind.REMINDER_1H)
+
+
+def channels_for(kind: str, state: dict[str, Any]) -> list[str]:
+    """Channels with a recipient. A cancellation seen before its registration's data has none yet;
+    the notifications are recomputed from the whole log on every event, so it is created as soon
+    as an event brings the address."""
+    channels = [Notification.Channel.EMAIL.value] if state.get("email") else []
+    if kind in SMS_KINDS and state.get("phone") and settings.SMS_API_URL:
+        channels.append(Notification.Channel.SMS.value)
+    return channels
+
+
+def recipient_for(channel: str, state: dict[str, Any]) -> str:
+    return (state.get("phone") if channel == Notification.Channel.SMS else state.get("email")) or ""

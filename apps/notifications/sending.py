@@ -1,0 +1,355 @@
+"""Claim, route, send, record: one notification from its message to `sent` (or to failures.py).
+
+No transaction spans a provider call. The claim is committed first, so a crash during the call
+leaves the row `sending` with a claim time (see _claim). Once the provider accepted, `sent` is
+committed first, in its own short transaction, and only then the bookkeeping (attempt row,
+breaker, metrics): an error there is logged and never hands the claim back, so nothing accepted
+is sent twice without a crash. The one duplicate window left: the provider accepted the message
+and the process died before the `sent` COMMIT; the row is re-claimed after the claim timeout and
+sent again, and shows two attempts.
+
+What a failure means comes from apps/notifications/classification.py:
+- message_temporary / provider_down: the row goes `retrying` and the error is re-raised for
+  Dramatiq's Retries middleware (this message's own backoff); only provider_down counts toward the
+  provider's breaker;
+- message_permanent: dead at once (failures.notification_mark_dead);
+- provider_misconfigured: the breaker opens at once as `misconfigured` and the same send is routed
+  to the next provider (the fallback), or waits;
+- every provider of the channel blocked by its breaker: the send waits in PostgreSQL (deferred_at,
+  no outbox row, no attempt used) and one probe message per channel is queued; whoever closes the
+  breaker wakes the waiting sends (failures.notifications_wake_deferred).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.notifications import classification, queueing, rendering
+from apps.notifications.breakers import (
+    Permit,
+    circuit_breaker_lets_through,
+    circuit_breaker_permit,
+    circuit_breaker_probe_started,
+    circuit_breaker_record,
+    circuit_breaker_schedule_probe,
+)
+from apps.notifications.classification import FailureClass
+from apps.notifications.errors import NotificationBusy, ProviderError, ProviderPermanentError, ProviderTransientError
+from apps.notifications.failures import (
+    CLAIMABLE,
+    horizon_passed,
+    notification_mark_dead,
+    notifications_wake_deferred,
+)
+from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.providers import OutgoingMessage, Provider, providers_for
+from eventplatform import metrics
+from eventplatform.logging import mask_email, mask_phone
+
+log = structlog.get_logger("notifications")
+
+Status = Notification.Status
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str  # sent | deferred | dead | skipped (a temporary failure raises)
+    notification_id: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Every provider of the channel refused by its breaker."""
+
+    retry_in: float
+    misconfigured: bool
+
+
+def _claim(notification_id: str) -> Notification | None:
+    """Guarded transition to `sending`: of two workers holding copies of one message, one wins.
+
+    A `sending` row whose claim is older than NOTIFICATION_CLAIM_TIMEOUT_SECONDS belonged to a
+    worker that died mid-send; it may be claimed again (the documented duplicate window).
+    One `UPDATE … RETURNING`: the claim and the row in a single round trip.
+    """
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
+    table, pk = Notification._meta.db_table, Notification._meta.pk
+    claimed = list(Notification.objects.raw(
+        f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, next_attempt_at = NULL, "
+        "deferred_at = NULL, updated_at = %s "
+        "WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND claimed_at < %s)) RETURNING *",
+        [Status.SENDING, now, now, pk.get_db_prep_value(notification_id, connection), *CLAIMABLE, Status.SENDING,
+         stale],
+    ))
+    return claimed[0] if claimed else None
+
+
+def _record_attempt(
+    notification: Notification, *, started: dt.datetime, duration: float, outcome: str, provider: str,
+    error: Exception | None = None, provider_message_id: str = "",
+) -> None:
+    NotificationAttempt.objects.create(
+        notification=notification, number=notification.attempts, started_at=started,
+        duration_ms=int(duration * 1000), outcome=outcome, provider=provider,
+        error_code=getattr(error, "code", "") if error else "", error_message=str(error)[:2000] if error else "",
+        provider_message_id=provider_message_id,
+    )
+    metrics.NOTIFICATION_ATTEMPTS.labels(channel=notification.channel, provider=provider, outcome=outcome,
+                                         error_code=getattr(error, "code", "") if error else "").inc()
+
+
+def _finish(notification: Notification, status: str, **fields: Any) -> bool:
+    """Leave `sending` (only the claim holder's row is still `sending`)."""
+    updated = Notification.objects.filter(id=notification.id, status=Status.SENDING).update(
+        status=status, updated_at=timezone.now(), **fields
+    )
+    if updated and status == Status.SENT:
+        metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
+    return bool(updated)
+
+
+def _masked(notification: Notification) -> str:
+    if notification.channel == Notification.Channel.SMS:
+        return mask_phone(notification.recipient) or ""
+    return mask_email(notification.recipient) or ""
+
+
+def _route(providers: list[Provider]) -> tuple[Provider, Permit] | Blocked:
+    """The first provider whose breaker lets a send through, or how long until one may."""
+    refusals = []
+    for provider in providers:
+        permit = circuit_breaker_permit(provider=provider.name)
+        if permit.allowed:
+            return provider, permit
+        refusals.append(permit)
+    return Blocked(retry_in=min(p.retry_in for p in refusals), misconfigured=any(p.misconfigured for p in refusals))
+
+
+def notification_send(*, notification_id: str) -> SendResult:
+    """Claim, send through the channel's providers, record the outcome (module docstring).
+
+    Temporary failures leave the row `retrying` and are re-raised for Dramatiq's Retries middleware.
+    """
+    notification = _claim(notification_id)
+    if notification is None:
+        current = Notification.objects.filter(id=notification_id).values_list("status", flat=True).first()
+        if current == Status.SENDING:
+            raise NotificationBusy(f"Notification {notification_id} is being sent by another worker.")
+        log.info("notification.skipped", notification_id=notification_id, status=current)
+        return SendResult(outcome="skipped", notification_id=notification_id)
+    try:
+        return _send_claimed(notification)
+    except (ProviderTransientError, NotificationBusy):
+        raise
+    except Exception as error:
+        # A bug or a database hiccup after the claim: hand the row back to the retries rather
+        # than leave it `sending` until the claim times out. Guarded on `sending`: a row already
+        # recorded `sent` stays sent.
+        _finish(notification, Status.RETRYING, last_error_code="actor_failed",
+                last_error_message=f"{type(error).__name__}: {error}"[:2000])
+        raise
+
+
+def _send_claimed(notification: Notification) -> SendResult:
+    log_context = {"notification_id": str(notification.id), "kind": notification.kind,
+                   "channel": notification.channel, "recipient": _masked(notification),
+                   "attempt": notification.attempts}
+    started, clock = timezone.now(), time.perf_counter()
+    try:
+        if not notification.recipient:
+            raise ProviderPermanentError("The registration has no recipient for this channel.",
+                                         code="invalid_recipient")
+        providers = providers_for(notification.channel)
+        rendered = rendering.render(kind=notification.kind, channel=notification.channel, context=notification.context)
+    except ProviderPermanentError as error:
+        _record_attempt(notification, started=started, duration=time.perf_counter() - clock,
+                        outcome=NotificationAttempt.Outcome.PERMANENT_ERROR, provider=notification.channel, error=error)
+        notification_mark_dead(notification_id=str(notification.id), error_code=error.code,
+                               error_message=error.message, provider=notification.channel)
+        return SendResult(outcome="dead", notification_id=str(notification.id))
+    message = OutgoingMessage(notification_id=str(notification.id), recipient=notification.recipient,
+                              subject=rendered.subject, text=rendered.text, html=rendered.html)
+    misconfigured_error: ProviderError | None = None
+    for _ in range(len(providers)):  # a misconfigured provider hands the same send to the next one
+        route = _route(providers)
+        if isinstance(route, Blocked):
+            break
+        provider, permit = route
+        outcome = _send_once(notification, provider, permit, message, log_context)
+        if isinstance(outcome, SendResult):
+            return outcome
+        misconfigured_error = outcome
+    else:  # every provider turned out misconfigured in this very send (no new permit is asked for:
+        # one would claim a probe nobody makes)
+        route = Blocked(retry_in=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS, misconfigured=True)
+    return _defer(notification, blocked=route, providers=providers, tried=misconfigured_error,
+                  log_context=log_context)
+
+
+def _send_once(notification: Notification, provider: Provider, permit: Permit, message: OutgoingMessage,
+               log_context: dict[str, Any]) -> SendResult | ProviderError:
+    """One provider call. Returns the result, raises a temporary failure, or returns the error when
+    the provider turned out misconfigured (its breaker is now open as such: route again)."""
+    started, clock = timezone.now(), time.perf_counter()
+    try:
+        provider_message_id = provider.send(message)
+    except ProviderError as raised:
+        error = raised
+    except Exception as unexpected:  # noqa: BLE001 - a provider's unexpected error: retrying is safe
+        error = classification.provider_error(classification.UNCLASSIFIED,
+                                              f"Unexpected {type(unexpected).__name__}: {unexpected}")
+    else:
+        return _record_sent(notification, provider, permit, provider_message_id=provider_message_id,
+                            started=started, duration=time.perf_counter() - clock, log_context=log_context)
+    duration = time.perf_counter() - clock
+    failure = classification.failure_class_of(error)
+    if circuit_breaker_record(provider=provider.name, permit=permit, failure_class=failure,
+                              reason=f"{error.code}: {error.message}"):
+        notifications_wake_deferred(channel=notification.channel)  # a probe answered: the provider works
+    permanent = failure == FailureClass.MESSAGE_PERMANENT
+    _record_attempt(notification, started=started, duration=duration, provider=provider.name, error=error,
+                    outcome=NotificationAttempt.Outcome.PERMANENT_ERROR if permanent
+                    else NotificationAttempt.Outcome.TRANSIENT_ERROR)
+    if permanent:
+        notification_mark_dead(notification_id=str(notification.id), error_code=error.code,
+                               error_message=error.message, provider=provider.name)
+        return SendResult(outcome="dead", notification_id=str(notification.id))
+    if failure == FailureClass.PROVIDER_MISCONFIGURED:
+        log.error("notification.provider_misconfigured", error_code=error.code, error=error.message,
+                  provider=provider.name, **log_context)
+        return error
+    _finish(notification, Status.RETRYING, last_error_code=error.code, last_error_message=error.message[:2000],
+            provider=provider.name)
+    metrics.NOTIFICATION_RETRIES.labels(channel=notification.channel).inc()
+    log.warning("notification.transient_failure", error_code=error.code, error=error.message,
+                failure_class=str(failure), provider=provider.name, **log_context)
+    if isinstance(error, ProviderTransientError):
+        raise error
+    raise ProviderTransientError(error.message, code=error.code) from error
+
+
+def _record_sent(notification: Notification, provider: Provider, permit: Permit, *, provider_message_id: str,
+                 started: dt.datetime, duration: float, log_context: dict[str, Any]) -> SendResult:
+    """`sent` first, in its own short transaction; then the bookkeeping, whose failure is logged
+    and never re-sends (the provider has the message)."""
+    now = timezone.now()
+    with transaction.atomic():
+        _finish(notification, Status.SENT, sent_at=now, provider=provider.name,
+                provider_message_id=provider_message_id, last_error_code="", last_error_message="")
+    log.info("notification.sent", duration_ms=int(duration * 1000), provider=provider.name, **log_context)
+    try:
+        with transaction.atomic():
+            _record_attempt(notification, started=started, duration=duration,
+                            outcome=NotificationAttempt.Outcome.SENT, provider=provider.name,
+                            provider_message_id=provider_message_id)
+        if circuit_breaker_record(provider=provider.name, permit=permit, failure_class=None):
+            notifications_wake_deferred(channel=notification.channel)
+        metrics.NOTIFICATION_SEND_SECONDS.labels(channel=notification.channel).observe(duration)
+        if notification.source_received_at:
+            metrics.NOTIFICATION_END_TO_END_SECONDS.labels(
+                kind=notification.kind, channel=notification.channel,
+            ).observe((now - notification.source_received_at).total_seconds())
+    except Exception as error:  # noqa: BLE001 - the message is out and recorded sent; only history is missing
+        log.error("notification.bookkeeping_failed", error_code="notification_bookkeeping_failed",
+                  error=f"{type(error).__name__}: {error}"[:300], provider=provider.name, **log_context)
+    return SendResult(outcome="sent", notification_id=str(notification.id))
+
+
+def _defer(notification: Notification, *, blocked: Blocked, providers: list[Provider],
+           tried: ProviderError | None, log_context: dict[str, Any]) -> SendResult:
+    """Every provider's breaker is refusing: hand the claim back (no attempt used unless a provider
+    was called in this run) and let the send wait in PostgreSQL, with no outbox row of its own.
+
+    One probe message per channel is queued for when the first breaker may let a send through
+    (circuit_breaker_schedule_probe); its success wakes every waiting send. The release and the
+    probe's outbox row commit together: a crash before COMMIT leaves the row `sending`, and the
+    unacknowledged message is redelivered and re-claims it after the claim timeout.
+
+    Past the retry horizon a send waiting for a provider that is down is dead; one waiting for a
+    misconfigured provider never is (an operator is needed, and the alert says so).
+    """
+    names = ", ".join(provider.name for provider in providers)
+    now = timezone.now()
+    misconfigured = blocked.misconfigured or tried is not None
+    if not misconfigured and horizon_passed(notification, now):
+        notification_mark_dead(notification_id=str(notification.id), error_code="circuit_open",
+                               error_message=f"Circuit breaker of {names} open past the retry horizon.",
+                               attempts=F("attempts") - 1)
+        return SendResult(outcome="dead", notification_id=str(notification.id))
+    error_code = tried.code if tried else ("provider_misconfigured" if misconfigured else "circuit_open")
+    retry_in = dt.timedelta(seconds=blocked.retry_in + random.uniform(0, 1))
+    with transaction.atomic():
+        released = _finish(
+            notification, Status.RETRYING if notification.attempts > 1 else Status.PENDING,
+            attempts=F("attempts") - (0 if tried else 1), claimed_at=None, next_attempt_at=None, deferred_at=now,
+            last_error_code=error_code,
+            last_error_message=(f"Waiting: {tried.message}" if tried else f"Waiting: circuit breaker of {names} "
+                                f"{'misconfigured' if misconfigured else 'open'}.")[:2000],
+        )
+        if released and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
+            queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
+    metrics.NOTIFICATION_DEFERRALS.labels(channel=notification.channel).inc()
+    log.info("notification.deferred", error_code=error_code, provider=names,
+             probe_in_seconds=round(retry_in.total_seconds(), 1), **log_context)
+    # A breaker that closed between our check and our COMMIT has woken the others already.
+    if any(circuit_breaker_lets_through(provider=provider.name) for provider in providers):
+        notifications_wake_deferred(channel=notification.channel)
+    return SendResult(outcome="deferred", notification_id=str(notification.id))
+
+
+def notifications_probe(*, channel: str) -> str:
+    """The channel's probe message: send the longest-waiting deferred notification now.
+
+    Its send goes through the usual routing, so it claims the breaker's probe; a success closes the
+    breaker and wakes every waiting send of the channel, a failure defers it again (queueing the
+    next probe). Nothing waiting: nothing to probe with, and the next new send probes by itself.
+    Returns the probe's outcome (sent | deferred | dead | retrying | nothing_waiting | skipped |
+    not_configured).
+    """
+    try:
+        providers = providers_for(channel)
+    except ProviderError:
+        return "not_configured"  # e.g. SMS switched off meanwhile; each waiting send dies on its own try
+    circuit_breaker_probe_started(provider=providers[0].name)
+    with transaction.atomic():
+        waiting = (Notification.objects.select_for_update(skip_locked=True)
+                   .filter(channel=channel, deferred_at__isnull=False, status__in=CLAIMABLE)
+                   .order_by("deferred_at").first())
+        if waiting is not None:
+            Notification.objects.filter(id=waiting.id).update(deferred_at=None)
+    if waiting is None:
+        return "nothing_waiting"
+    try:
+        return notification_send(notification_id=str(waiting.id)).outcome
+    except NotificationBusy:
+        return "skipped"  # another worker holds it; it finishes it
+    except ProviderTransientError as error:
+        return _after_failed_probe(waiting, providers, error)
+
+
+def _after_failed_probe(notification: Notification, providers: list[Provider], error: ProviderError) -> str:
+    """The probe's send failed and left the row `retrying`. Provider still down (the breaker
+    reopened): the row waits again, with no outbox row of its own, and the next probe is queued.
+    The provider answered with a per-message temporary refusal (the breaker closed, the others
+    were woken): this one goes on with its own backoff."""
+    now = timezone.now()
+    with transaction.atomic():
+        if classification.failure_class_of(error) == FailureClass.PROVIDER_DOWN:
+            parked = Notification.objects.filter(id=notification.id, status=Status.RETRYING).update(deferred_at=now)
+            retry_in = dt.timedelta(seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + random.uniform(0, 1))
+            if parked and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
+                queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
+            return "deferred"
+        queueing.enqueue_send(notification, delay=dt.timedelta(milliseconds=settings.NOTIFICATION_MIN_BACKOFF_MS))
+    return "retrying"
