@@ -27,7 +27,7 @@ from django.utils import timezone
 from apps.notifications import rendering
 from apps.notifications.breakers import Permit, circuit_breaker_permit, circuit_breaker_record
 from apps.notifications.errors import NotificationBusy, ProviderPermanentError, ProviderTransientError
-from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.models import Notification, NotificationAttempt, NotificationReplay
 from apps.notifications.providers import OutgoingMessage, Provider, providers_for
 from apps.outbox.services import outbox_insert, outbox_insert_many, outbox_message_fields
 from eventplatform import metrics
@@ -416,12 +416,29 @@ def notification_mark_dead(*, notification_id: str, error_code: str, error_messa
 
 
 @transaction.atomic
-def notification_replay(*, notification_id: uuid.UUID | str, include_sent: bool = False) -> bool:
-    """Staff replay: a dead (or, explicitly, a sent) notification goes back to pending and is queued.
+def notification_replay(
+    *,
+    notification_id: uuid.UUID | str,
+    reason: str,
+    user: Any = None,
+    command: str = "",
+    os_user: str = "",
+    include_sent: bool = False,
+) -> bool:
+    """Staff replay: a dead (or, explicitly, a sent) notification goes back to pending and is queued,
+    and a NotificationReplay row records who (`user`, or `command` run by `os_user`), when and why.
 
-    The retry horizon starts again from the replay, so a replayed notification gets its full
-    day of retry rounds.
+    The status change, the outbox row and the audit row commit together: if the process dies before
+    the commit, nothing happened (no send, no audit); after it, the relay publishes the send. The
+    row lock makes two staff replaying the same notification at once queue it once: the second finds
+    it pending and returns False, with no audit row. The retry horizon starts again from the replay,
+    so a replayed notification gets its full day of retry rounds.
     """
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("a replay needs a reason (it is kept in the audit)")
+    if (user is None) == (not command):
+        raise ValueError("a replay is made either by a user or by a command")
     statuses = [Status.DEAD] + ([Status.SENT] if include_sent else [])
     notification = Notification.objects.select_for_update().filter(id=notification_id, status__in=statuses).first()
     if notification is None:
@@ -431,5 +448,13 @@ def notification_replay(*, notification_id: uuid.UUID | str, include_sent: bool 
         status=Status.PENDING, claimed_at=None, next_attempt_at=None, replayed_at=now, updated_at=now
     )
     _enqueue_send(notification)
-    log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status)
+    actor = user.get_username() if user is not None else f"{command} (os user {os_user or 'unknown'})"
+    NotificationReplay.objects.create(
+        notification=notification, replayed_at=now, reason=reason,
+        actor_type=NotificationReplay.Actor.USER if user is not None else NotificationReplay.Actor.COMMAND,
+        user=user, actor=actor[:200], previous_status=notification.status,
+        previous_error_code=notification.last_error_code, previous_attempts=notification.attempts,
+    )
+    log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status,
+             actor=actor, kind=notification.kind, channel=notification.channel)
     return True

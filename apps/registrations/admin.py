@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.notifications.models import Notification
+from apps.registrations.admin_story import AttendeeStoryMixin
 from apps.registrations.models import Registration, RegistrationEvent
 from apps.registrations.services import registration_rebuild
 from eventplatform.admin import ReadOnlyAdmin
@@ -34,7 +35,7 @@ class NotificationInline(admin.TabularInline):
 
 
 @admin.register(Registration)
-class RegistrationAdmin(ReadOnlyAdmin):
+class RegistrationAdmin(AttendeeStoryMixin, ReadOnlyAdmin):
     list_display = ("external_id", "portal", "status", "role", "event_name", "event_starts_at", "version",
                     "updated_at")
     list_filter = ("status", "role", "portal", "event_starts_at")
