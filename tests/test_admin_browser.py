@@ -3,7 +3,9 @@ this run's test database: without the replay permission nothing can be replayed;
 user finds an attendee by e-mail, reads the story, replays the dead e-mail with a reason and sees
 the audit entry.
 
-`EP_SCREENSHOT_DIR=docs/img` also writes the screenshots used in docs/support.md.
+`EP_SCREENSHOT_DIR=docs/img` also writes the screenshots used in docs/support.md. In that mode only,
+`/static/admin/` is answered from Django's own admin files when the server answers 404 (a branch
+without WhiteNoise), so the pictures show the styled admin; the assertions never depend on it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import django.contrib.admin
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission, User
 from django.db import connections
+from playwright import sync_api
 
 from apps.notifications.models import Notification, NotificationReplay
 from apps.webhooks.models import Portal
@@ -26,7 +30,6 @@ from tests.support.story import SeededStory, seed_attendee_story
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,6 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VIEW_PERMISSIONS = ("view_notification", "view_notificationattempt", "view_notificationreplay",
                     "view_registration", "view_webhookevent")
 NOTIFICATIONS = "/admin/notifications/notification/"
+ADMIN_STATIC = Path(django.contrib.admin.__file__).parent / "static" / "admin"
 
 
 def support_user(username: str, *extra_permissions: str) -> User:
@@ -81,6 +85,10 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def logged_in_page(browser: object, base_url: str, username: str) -> object:
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
+    if os.environ.get("EP_SCREENSHOT_DIR"):
+        context.route("**/static/admin/**", _admin_static_fallback)
+        # The admin's navigation sidebar folded away: the pictures show the page itself.
+        context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
     page = context.new_page()
     page.goto("/admin/login/")
     page.fill("#id_username", username)
@@ -91,10 +99,20 @@ def logged_in_page(browser: object, base_url: str, username: str) -> object:
     return page
 
 
-def screenshot(page: object, tmp_path: Path, name: str) -> None:
+def _admin_static_fallback(route: object) -> None:
+    response = route.fetch()
+    relative = route.request.url.split("/static/admin/", 1)[1].split("?", 1)[0]
+    local = ADMIN_STATIC / relative
+    if response.status == 404 and local.is_file():
+        route.fulfill(path=str(local))
+    else:
+        route.fulfill(response=response)
+
+
+def screenshot(page: object, tmp_path: Path, name: str, *, publish: bool = True) -> None:
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=True)
-    if target := os.environ.get("EP_SCREENSHOT_DIR"):
+    if publish and (target := os.environ.get("EP_SCREENSHOT_DIR")):
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(target) / name)
 
@@ -143,7 +161,7 @@ def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object,
     timeline = page.locator("#story-timeline")
     assert "rejected" in timeline.inner_text() and "550 5.1.1 mailbox unavailable" in timeline.inner_text()
     assert page.locator("#story-timeline a.error-code", has_text="smtp_permanent").count() >= 1
-    screenshot(page, tmp_path, "story-before-replay.png")
+    screenshot(page, tmp_path, "story-before-replay.png", publish=False)
 
     # ... replay the dead e-mail, which asks for a reason and says what will be sent.
     page.click("#story-notifications tr.dead a.replay-link")

@@ -34,8 +34,8 @@ def story_url(story: SeededStory) -> str:
     return f"/admin/registrations/registration/{story.registration.pk}/story/"
 
 
-@pytest.mark.parametrize("term", ["grace@example.org", "R-2001", "msg_R-2001_created", "msg_R-2001_broken",
-                                  "dead-notification-id"])
+@pytest.mark.parametrize("term", ["grace@example.org", "Grace Lovelace", "R-2001", "msg_R-2001_created",
+                                  "msg_R-2001_broken", "dead-notification-id"])
 def test_one_search_finds_the_registration_and_links_its_story(staff: Client, story: SeededStory,
                                                                term: str) -> None:
     term = str(story.dead_email.id) if term == "dead-notification-id" else term

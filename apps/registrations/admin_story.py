@@ -34,6 +34,11 @@ class AttendeeStoryMixin(admin.ModelAdmin):
     def get_list_display(self, request: HttpRequest) -> Any:
         return [*super().get_list_display(request), "story_link"]
 
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        """Attendees give their full name: the first name is searched too (with the last name)."""
+        fields = list(super().get_search_fields(request))
+        return fields if any(field.endswith("first_name") for field in fields) else [*fields, "first_name"]
+
     @admin.display(description="story")
     def story_link(self, registration: Registration) -> str:
         return format_html('<a href="{}">story</a>', reverse("admin:registrations_registration_story",

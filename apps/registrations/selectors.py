@@ -83,7 +83,7 @@ def registration_story(*, registration: Registration) -> RegistrationStory:
             at=event.received_at, source="delivery", title=f"Webhook delivery {event.delivery_id} ({event.type})",
             status=event.status, error_code="invalid_payload" if rejected else "",
             message=json.dumps(event.errors, indent=1, ensure_ascii=False) if event.errors else "",
-            details=[("event id", str(event.id)), ("portal", str(event.portal_id))], body=_raw_body(event.raw_body),
+            details=[("event id", str(event.id)), ("portal", registration.portal.slug)], body=_raw_body(event.raw_body),
         ))
     for domain_event in RegistrationEvent.objects.filter(registration=registration).order_by("version"):
         entries.append(StoryEntry(

@@ -47,7 +47,7 @@ def seed_attendee_story(portal: Portal, *, registration_id: str = "R-2001",
     # ... and an e-mail confirmation the mail server refused for good.
     dead = Notification.objects.get(registration=registration, kind="confirmation", channel="email")
     NotificationAttempt.objects.create(
-        notification=dead, number=1, started_at=timezone.now() - dt.timedelta(minutes=5), duration_ms=137,
+        notification=dead, number=1, started_at=timezone.now() + dt.timedelta(seconds=1), duration_ms=137,
         outcome=NotificationAttempt.Outcome.PERMANENT_ERROR, provider="smtp", error_code="smtp_permanent",
         error_message="550 5.1.1 mailbox unavailable")
     Notification.objects.filter(id=dead.id).update(status=Notification.Status.DEAD, attempts=1,
