@@ -26,7 +26,7 @@ def staff(client: Client) -> Client:
 
 @pytest.fixture
 def story(portal: Portal) -> SeededStory:
-    seed_attendee_story(portal, registration_id="R-OTHER", email="someone@example.org")
+    seed_attendee_story(portal, registration_id="R-OTHER", email="someone@example.org", first_name="Ada")
     return seed_attendee_story(portal)
 
 

@@ -4,7 +4,6 @@ story page reads rows exactly as production writes them."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from django.test import Client
@@ -36,9 +35,9 @@ def deliver(portal: Portal, body: bytes, delivery_id: str) -> dict[str, object]:
 
 
 def seed_attendee_story(portal: Portal, *, registration_id: str = "R-2001",
-                        email: str = "grace@example.org") -> SeededStory:
+                        email: str = "grace@example.org", first_name: str = "Grace") -> SeededStory:
     accepted_id, rejected_id = f"msg_{registration_id}_created", f"msg_{registration_id}_broken"
-    accepted = deliver(portal, encode(payload(registration_id, email=email, first_name="Grace")), accepted_id)
+    accepted = deliver(portal, encode(payload(registration_id, email=email, first_name=first_name)), accepted_id)
     registration_apply(event_id=str(accepted["event_id"]), message_id=f"seed-{registration_id}")
     # Given a later delivery the schema refuses (a broken e-mail address, a hostile first name) ...
     deliver(portal, encode(payload(registration_id, event_type="registration.updated", email="not-an-address",
@@ -47,7 +46,7 @@ def seed_attendee_story(portal: Portal, *, registration_id: str = "R-2001",
     # ... and an e-mail confirmation the mail server refused for good.
     dead = Notification.objects.get(registration=registration, kind="confirmation", channel="email")
     NotificationAttempt.objects.create(
-        notification=dead, number=1, started_at=timezone.now() + dt.timedelta(seconds=1), duration_ms=137,
+        notification=dead, number=1, started_at=timezone.now(), duration_ms=137,
         outcome=NotificationAttempt.Outcome.PERMANENT_ERROR, provider="smtp", error_code="smtp_permanent",
         error_message="550 5.1.1 mailbox unavailable")
     Notification.objects.filter(id=dead.id).update(status=Notification.Status.DEAD, attempts=1,
