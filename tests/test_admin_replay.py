@@ -138,3 +138,17 @@ def test_selected_rows_confirmation_counts_kinds_and_channels(replayer: Client, 
     assert 'id="replay-count">2<' in confirmation and "1 other(s) are left alone" in confirmation
     replayer.post(LIST, {**selection, "confirm": "yes", "reason": "provider outage over"})
     assert [queued(n) for n in [*chosen, pending]] == [1, 1, 0]
+
+
+def test_the_audit_shows_on_the_notification_page_to_anyone_who_sees_the_notification(
+        replayer: Client, registration: Registration) -> None:
+    dead = make(registration, "dead")
+    replayer.post(f"{REPLAY}?notification={dead.id}", {"confirm": "yes", "reason": "bounced, address fixed"})
+    page = staff_client("notifications-only", "view_notification").get(f"{LIST}{dead.id}/change/").content.decode()
+    assert "bounced, address fixed" in page and "replayer" in page
+
+
+def test_invalid_filters_replay_nothing(replayer: Client, registration: Registration) -> None:
+    dead = make(registration, "dead")
+    response = replayer.post(f"{REPLAY}?no_such_field=1", {"confirm": "yes", "reason": "x"})
+    assert response.status_code == 302 and queued(dead) == 0

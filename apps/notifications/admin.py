@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -58,6 +59,10 @@ class NotificationReplayInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Whoever may see the notification sees its replays: the audit is part of its page.
+        return request.user.has_perm("notifications.view_notification")
 
 
 @admin.register(Notification)
@@ -127,7 +132,11 @@ class NotificationAdmin(ReadOnlyAdmin):
             queryset = Notification.objects.filter(id=named_id)
             done_url = reverse("admin:notifications_notification_change", args=[named_id])
             return self._replay(request, queryset, named=True, hidden=[], done_url=done_url)
-        changelist = self.get_changelist_instance(request)
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "Those list filters are not valid; nothing was replayed.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:notifications_notification_changelist"))
         queryset = changelist.get_queryset(request)
         done_url = f"{reverse('admin:notifications_notification_changelist')}?{request.GET.urlencode()}"
         return self._replay(request, queryset, named=False, hidden=[], done_url=done_url)

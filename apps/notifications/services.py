@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -420,7 +421,7 @@ def notification_replay(
     *,
     notification_id: uuid.UUID | str,
     reason: str,
-    user: Any = None,
+    user: AbstractBaseUser | None = None,
     command: str = "",
     os_user: str = "",
     include_sent: bool = False,
