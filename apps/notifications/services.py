@@ -457,5 +457,5 @@ def notification_replay(
         previous_error_code=notification.last_error_code, previous_attempts=notification.attempts,
     )
     log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status,
-             actor=actor, kind=notification.kind, channel=notification.channel)
+             actor=mask_email(actor) if "@" in actor else actor, kind=notification.kind, channel=notification.channel)
     return True

@@ -135,6 +135,8 @@ def registration_ids_matching(term: str) -> set[int]:
         as_uuid = None
     if as_uuid is not None:
         matched.update(Notification.objects.filter(id=as_uuid).values_list("registration_id", flat=True))
+    elif " " in term or "@" in term:
+        return matched  # a name or an e-mail address, never an id: spare the delivery-id lookup
     events = WebhookEvent.objects.filter(Q(delivery_id=term) | Q(id=as_uuid) if as_uuid else Q(delivery_id=term))
     for event_id, portal_id, payload in events.values_list("id", "portal_id", "payload")[:50]:
         matched.update(RegistrationEvent.objects.filter(webhook_event_id=event_id)
