@@ -8,9 +8,11 @@ import re
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
 from apps.notifications.services import notification_replay
-from apps.webhooks.models import Portal
+from apps.registrations.models import FailedApply
+from apps.webhooks.models import Portal, WebhookEvent
 from tests.support.story import HOSTILE_NAME, SeededStory, seed_attendee_story
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +65,15 @@ def test_the_story_tells_everything_in_time_order(staff: Client, story: SeededSt
     assert '/admin/error-codes/#smtp_permanent"' in page and '/admin/error-codes/#invalid_payload"' in page
     catalogue = staff.get("/admin/error-codes/").content.decode()
     assert 'id="smtp_permanent"' in catalogue and "Check the recipient address" in catalogue
+
+
+def test_a_failed_apply_is_part_of_the_story(staff: Client, story: SeededStory) -> None:
+    event = WebhookEvent.objects.get(delivery_id=story.accepted_delivery_id)
+    FailedApply.objects.create(webhook_event=event, error_code="actor_failed", error_message="boom in apply",
+                               attempts=3, first_failed_at=timezone.now(), last_failed_at=timezone.now())
+    timeline = staff.get(story_url(story)).content.decode().split('id="story-timeline"')[1]
+    assert '<span class="source">failed_apply</span>' in timeline and "boom in apply" in timeline
+    assert '/admin/error-codes/#actor_failed"' in timeline
 
 
 def test_story_is_linked_from_the_list_and_the_change_page(staff: Client, story: SeededStory) -> None:
