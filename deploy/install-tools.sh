@@ -1,20 +1,45 @@
 #!/usr/bin/env bash
-# Install the command-line tools the deploy tests need (promtool, for tests/deploy).
+# Install the command-line tools the tests need: promtool (tests/deploy) and Debian's Chromium (the
+# browser tests, tests/test_admin_browser.py, drive /usr/bin/chromium with Playwright; the Python
+# package comes from requirements.txt, and `playwright install` is never run: no browser download).
 #
-# Idempotent: does nothing when promtool is already on PATH. Debian's `prometheus` package ships
+# Idempotent: does nothing when promtool and /usr/bin/chromium are already there. Debian's `prometheus` package ships
 # promtool; its postinst would also start a Prometheus server, which we do not want here (the tests
 # only need the checker). Service starts are refused through policy-rc.d for the duration of the
 # install, and any /usr/bin/prometheus process that appears during the install is stopped by PID.
 set -euo pipefail
 
+CHROMIUM=/usr/bin/chromium
+need_promtool=1
+need_chromium=1
 if command -v promtool >/dev/null 2>&1; then
   echo "install-tools: promtool already installed ($(command -v promtool))"
+  need_promtool=0
+fi
+if [ -x "$CHROMIUM" ]; then
+  echo "install-tools: chromium already installed ($CHROMIUM)"
+  need_chromium=0
+fi
+if [ "$need_promtool" = 0 ] && [ "$need_chromium" = 0 ]; then
   exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-tools: promtool is missing; run this script as root (it uses apt-get)" >&2
+  echo "install-tools: promtool or chromium is missing; run this script as root (it uses apt-get)" >&2
   exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+
+if [ "$need_chromium" = 1 ]; then
+  # No recommends: the headless browser needs neither the desktop integration nor extra fonts.
+  apt-get install -y -qq --no-install-recommends chromium
+  test -x "$CHROMIUM"
+  echo "install-tools: $("$CHROMIUM" --version 2>/dev/null | head -n1)"
+fi
+if [ "$need_promtool" = 0 ]; then
+  exit 0
 fi
 
 # PIDs of running Prometheus servers, matched by executable path (never by name pattern).
@@ -39,8 +64,6 @@ fi
 cleanup() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
 # No recommends: prometheus-node-exporter is not needed for promtool.
 apt-get install -y -qq --no-install-recommends prometheus
 

@@ -38,7 +38,9 @@ def test_every_admin_page_renders(staff: Client, portal: Portal, dead_notificati
                 "/admin/notifications/notificationattempt/",
                 f"/admin/notifications/notification/{dead_notification.id}/change/",
                 f"/admin/registrations/registration/{dead_notification.registration_id}/change/",
-                "/admin/notifications/notification/?status__exact=dead&channel__exact=email"]:
+                "/admin/notifications/notification/?status__exact=dead&channel__exact=email",
+                "/admin/notifications/notificationreplay/", "/admin/error-codes/",
+                f"/admin/registrations/registration/{dead_notification.registration_id}/story/"]:
         assert staff.get(url).status_code == 200, url
 
 
@@ -46,10 +48,15 @@ def test_event_admin_is_read_only(staff: Client) -> None:
     assert staff.get("/admin/webhooks/webhookevent/add/").status_code == 403
 
 
-def test_replay_action_requeues_a_dead_notification(staff: Client, dead_notification: Notification) -> None:
-    response = staff.post("/admin/notifications/notification/", {
-        "action": "replay", "_selected_action": [str(dead_notification.id)]})
+def test_replay_action_asks_for_a_reason_then_requeues_a_dead_notification(
+        staff: Client, dead_notification: Notification) -> None:
+    # Deliberately changed: the action no longer replays at once; it shows a confirmation page first.
+    selection = {"action": "replay_notifications", "_selected_action": [str(dead_notification.id)]}
+    confirmation = staff.post("/admin/notifications/notification/", selection)
+    assert confirmation.status_code == 200 and b"Reason (required)" in confirmation.content
+    response = staff.post("/admin/notifications/notification/", {**selection, "confirm": "yes", "reason": "fixed"})
     assert response.status_code == 302
     dead_notification.refresh_from_db()
     assert dead_notification.status == "pending"
     assert OutboxMessage.objects.filter(kwargs={"notification_id": str(dead_notification.id)}).count() == 1
+    assert dead_notification.replays.get().reason == "fixed"

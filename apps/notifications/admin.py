@@ -1,12 +1,34 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+import uuid
+from typing import Any
 
-from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, NotificationReplay
+from apps.notifications.selectors import notification_replay_summary
 from apps.notifications.services import notification_replay
 from eventplatform.admin import ReadOnlyAdmin
+
+REPLAY_PERMISSION = "notifications.replay_notification"
+Status = Notification.Status
+
+
+class ReplayForm(forms.Form):
+    reason = forms.CharField(
+        max_length=1000, strip=True, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Why these are sent again (e.g. \"mail server fixed, ticket 4711\"); kept in the replay audit.")
+    include_sent = forms.BooleanField(
+        required=False, label="Also send again the ones already sent",
+        help_text="Only for notifications named one by one; the attendee gets a second message.")
 
 
 class NotificationAttemptInline(admin.TabularInline):
@@ -21,27 +43,155 @@ class NotificationAttemptInline(admin.TabularInline):
         return False
 
 
+class NotificationReplayInline(admin.TabularInline):
+    """Who replayed this notification, when and why (CONTRACT section 7)."""
+
+    model = NotificationReplay
+    fields = ("replayed_at", "actor", "reason", "previous_status", "previous_error_code", "previous_attempts")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "replay"
+    verbose_name_plural = "replays (audit)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Whoever may see the notification sees its replays: the audit is part of its page.
+        return request.user.has_perm("notifications.view_notification")
+
+
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
-    """"Which e-mails failed since 9:00?": filter by status, channel and updated_at."""
+    """"Which e-mails failed since 9:00?": filter by status, channel and updated_at.
+
+    Replay (single, selected rows, or every dead row matching the filters) needs the permission
+    `notifications.replay_notification`, goes through a confirmation page that asks for a reason, and
+    leaves one NotificationReplay row per notification sent again.
+    """
 
     list_display = ("created_at", "kind", "channel", "status", "attempts", "last_error_code", "registration",
                     "updated_at", "id")
     list_filter = ("status", "channel", "kind", "last_error_code", "updated_at", "created_at")
     search_fields = ("id", "correlation_id", "registration__external_id", "recipient")
     date_hierarchy = "updated_at"
-    inlines = [NotificationAttemptInline]
-    actions = ["replay"]
+    inlines = [NotificationAttemptInline, NotificationReplayInline]
+    actions = ["replay_notifications"]
     exclude = ("context",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         # context holds the whole registration snapshot: only the detail page needs it.
         return super().get_queryset(request).select_related("registration").defer("context")
 
-    @admin.action(description="Replay: send the selected dead notifications again")
-    def replay(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        replayed = sum(notification_replay(notification_id=pk) for pk in queryset.values_list("id", flat=True))
-        self.message_user(request, f"Queued {replayed} notification(s) for sending; only dead ones are replayed.")
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(REPLAY_PERMISSION)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("replay/", self.admin_site.admin_view(self.replay_view), name="notifications_notification_replay"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_replay": self.has_replay_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_replay": self.has_replay_permission(request),
+                         "replayable_statuses": [Status.DEAD, Status.SENT]}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Replay: send the selected notifications again (asks for a reason)",
+                  permissions=["replay"])
+    def replay_notifications(self, request: HttpRequest, queryset: QuerySet[Notification]) -> HttpResponse | None:
+        if request.POST.get("select_across") == "1":
+            # "Select all N": every row matching the filters; the replay page recomputes them from the
+            # query string (dead ones only) rather than carrying thousands of ids through a form.
+            return HttpResponseRedirect(f"{reverse('admin:notifications_notification_replay')}?"
+                                        f"{request.GET.urlencode()}")
+        hidden = [("action", "replay_notifications")] + [
+            (helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("id", flat=True)]
+        return self._replay(request, queryset, named=True, hidden=hidden, done_url=None)
+
+    def replay_view(self, request: HttpRequest) -> HttpResponse:
+        """`?notification=<id>`: one named notification (its page's button), dead or, on request, sent.
+        Any other query string is the changelist's filters: every *dead* notification they match."""
+        if not self.has_replay_permission(request):
+            raise PermissionDenied
+        named_id = request.GET.get("notification")
+        if named_id:
+            try:
+                uuid.UUID(named_id)
+            except ValueError:
+                raise Http404("not a notification id") from None
+            queryset = Notification.objects.filter(id=named_id)
+            done_url = reverse("admin:notifications_notification_change", args=[named_id])
+            return self._replay(request, queryset, named=True, hidden=[], done_url=done_url)
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "Those list filters are not valid; nothing was replayed.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:notifications_notification_changelist"))
+        queryset = changelist.get_queryset(request)
+        done_url = f"{reverse('admin:notifications_notification_changelist')}?{request.GET.urlencode()}"
+        return self._replay(request, queryset, named=False, hidden=[], done_url=done_url)
+
+    def _replay(self, request: HttpRequest, queryset: QuerySet[Notification], *, named: bool,
+                hidden: list[tuple[str, str]], done_url: str | None) -> HttpResponse | None:
+        """The confirmation page (how many, which kinds/channels/statuses, a required reason), then the replay.
+
+        Each notification is replayed in its own transaction with its audit row: a failure half-way
+        leaves the ones before it replayed and audited, and the page says how many were queued.
+        """
+        queryset = queryset.order_by()
+        replayable = [Status.DEAD, Status.SENT] if named else [Status.DEAD]
+        form = ReplayForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            include_sent = named and form.cleaned_data["include_sent"]
+            statuses = [Status.DEAD, Status.SENT] if include_sent else [Status.DEAD]
+            queued = 0
+            for pk in queryset.filter(status__in=statuses).values_list("id", flat=True).iterator():
+                queued += notification_replay(notification_id=pk, reason=form.cleaned_data["reason"],
+                                              user=request.user, include_sent=include_sent)
+            self.message_user(request, f"Queued {queued} notification(s) for sending again; each replay is "
+                              "recorded with your name and reason.", messages.SUCCESS)
+            return HttpResponseRedirect(done_url) if done_url else None
+        summary = notification_replay_summary(queryset)
+        for group in summary["groups"]:
+            group["replayed"] = group["status"] in replayable
+        counts = {status: sum(g["count"] for g in summary["groups"] if g["status"] == status)
+                  for status in (Status.DEAD, Status.SENT)}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Replay notifications: are you sure?",
+            "opts": self.model._meta,
+            "summary": summary,
+            "dead": counts[Status.DEAD],
+            "sent": counts[Status.SENT] if named else 0,
+            "left_alone": summary["total"] - counts[Status.DEAD] - (counts[Status.SENT] if named else 0),
+            "named": named,
+            "form": form,
+            "hidden": hidden,
+            "filters": "" if named else request.GET.urlencode(),
+        }
+        return TemplateResponse(request, "admin/notifications/notification/replay_confirmation.html", context)
+
+
+@admin.register(NotificationReplay)
+class NotificationReplayAdmin(ReadOnlyAdmin):
+    """The replay audit: every replay by staff or by `replay_notifications`, newest first."""
+
+    list_display = ("replayed_at", "actor", "actor_type", "notification", "previous_status", "previous_error_code",
+                    "reason")
+    list_filter = ("actor_type", "previous_status", "replayed_at")
+    search_fields = ("=notification__id", "actor", "reason")
+    date_hierarchy = "replayed_at"
+    list_select_related = ("notification",)
 
 
 @admin.register(NotificationAttempt)

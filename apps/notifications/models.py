@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -74,6 +75,11 @@ class Notification(models.Model):
                          name="notification_deferred"),
         ]
         ordering = ["-created_at"]
+        permissions = [
+            # Sending again is a decision with consequences (an attendee gets a second message): view
+            # permission alone must not allow it. Checked by the admin action and the replay page.
+            ("replay_notification", "Can replay (send again) a notification"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.channel} {self.id}"
@@ -152,3 +158,32 @@ class SchedulerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.last_finished_at}"
+
+
+class NotificationReplay(models.Model):
+    """The audit of one staff replay: who (a user, or a command and its OS user), when, why, and what
+    the notification was before. Written in the same transaction as the replay, so a replay without
+    its audit row (or an audit row for a replay that did not happen) cannot exist.
+    """
+
+    class Actor(models.TextChoices):
+        USER = "user"
+        COMMAND = "command"
+
+    notification = models.ForeignKey(Notification, on_delete=models.PROTECT, related_name="replays")
+    replayed_at = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=16, choices=Actor.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+", help_text="The staff user, when replayed from the admin.")
+    actor = models.CharField(max_length=200, help_text="Username, or the command and the OS user that ran it; "
+                             "kept even if the user is deleted later.")
+    reason = models.TextField()
+    previous_status = models.CharField(max_length=16, choices=Notification.Status.choices)
+    previous_error_code = models.CharField(max_length=64, blank=True, default="")
+    previous_attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-replayed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.notification_id} replayed by {self.actor} at {self.replayed_at:%Y-%m-%d %H:%M:%S}"

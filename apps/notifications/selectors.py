@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from apps.notifications.models import Notification, SchedulerHeartbeat
 
@@ -43,3 +44,20 @@ def notifications_to_replay(
 def scheduler_heartbeats() -> list[SchedulerHeartbeat]:
     """Every scheduler job's last run, for the status page (empty until the scheduler first ran)."""
     return list(SchedulerHeartbeat.objects.order_by("name"))
+
+
+def notification_replay_summary(notifications: QuerySet[Notification]) -> dict[str, Any]:
+    """What a replay confirmation page shows: how many, and of which kinds, channels and statuses.
+
+    One GROUP BY, not a walk over the rows: "every row matching the filters" may be thousands.
+    """
+    groups = list(notifications.order_by().values("kind", "channel", "status").annotate(count=Count("id"))
+                  .order_by("kind", "channel", "status"))
+    return {"total": sum(group["count"] for group in groups), "groups": groups}
+
+
+def notifications_of_registration(*, registration_id: int) -> list[Notification]:
+    """A registration's notifications with every attempt and every replay (the attendee's story)."""
+    return list(Notification.objects.filter(registration_id=registration_id).defer("context")
+                .prefetch_related("attempt_log", "replays")
+                .order_by("created_at"))

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import structlog
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -24,9 +25,10 @@ from apps.notifications.failures import (  # noqa: F401 - re-exported: send_remi
     notification_retries_exhausted,
     notifications_rescue_stalled,
 )
-from apps.notifications.models import Notification
+from apps.notifications.models import Notification, NotificationReplay
 from apps.notifications.sending import SendResult, notification_send  # noqa: F401 - re-exported
 from eventplatform import metrics
+from eventplatform.logging import mask_email
 
 log = structlog.get_logger("notifications")
 
@@ -111,20 +113,45 @@ def notifications_cancel_pending(*, registration: Any, kinds: tuple[str, ...]) -
 
 
 @transaction.atomic
-def notification_replay(*, notification_id: uuid.UUID | str, include_sent: bool = False) -> bool:
-    """Staff replay: a dead (or, explicitly, a sent) notification goes back to pending and is queued.
+def notification_replay(
+    *,
+    notification_id: uuid.UUID | str,
+    reason: str,
+    user: AbstractBaseUser | None = None,
+    command: str = "",
+    os_user: str = "",
+    include_sent: bool = False,
+) -> bool:
+    """Staff replay: a dead (or, explicitly, a sent) notification goes back to pending and is queued,
+    and a NotificationReplay row records who (`user`, or `command` run by `os_user`), when and why.
 
-    The retry horizon starts again from the replay, so a replayed notification gets its full
-    day of retry rounds.
+    The status change, the outbox row and the audit row commit together: if the process dies before
+    the commit, nothing happened (no send, no audit); after it, the relay publishes the send. The
+    row lock makes two staff replaying the same notification at once queue it once: the second finds
+    it pending and returns False, with no audit row. The retry horizon starts again from the replay,
+    so a replayed notification gets its full day of retry rounds.
     """
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("a replay needs a reason (it is kept in the audit)")
+    if (user is None) == (not command):
+        raise ValueError("a replay is made either by a user or by a command")
     statuses = [Status.DEAD] + ([Status.SENT] if include_sent else [])
     notification = Notification.objects.select_for_update().filter(id=notification_id, status__in=statuses).first()
     if notification is None:
         return False
     now = timezone.now()
     Notification.objects.filter(id=notification.id).update(
-        status=Status.PENDING, claimed_at=None, next_attempt_at=None, replayed_at=now, updated_at=now
+        status=Status.PENDING, claimed_at=None, next_attempt_at=None, deferred_at=None, replayed_at=now, updated_at=now
     )
     _enqueue_send(notification)
-    log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status)
+    actor = user.get_username() if user is not None else f"{command} (os user {os_user or 'unknown'})"
+    NotificationReplay.objects.create(
+        notification=notification, replayed_at=now, reason=reason,
+        actor_type=NotificationReplay.Actor.USER if user is not None else NotificationReplay.Actor.COMMAND,
+        user=user, actor=actor[:200], previous_status=notification.status,
+        previous_error_code=notification.last_error_code, previous_attempts=notification.attempts,
+    )
+    log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status,
+             actor=mask_email(actor) if "@" in actor else actor, kind=notification.kind, channel=notification.channel)
     return True

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.notifications.models import Notification
+from apps.registrations.admin_story import AttendeeStoryMixin
 from apps.registrations.failures import ReapplyRefused, webhook_event_reapply
 from apps.registrations.models import ApplyReapply, FailedApply, Registration, RegistrationEvent
 from apps.registrations.services import registration_rebuild
@@ -39,7 +40,7 @@ class NotificationInline(admin.TabularInline):
 
 
 @admin.register(Registration)
-class RegistrationAdmin(ReadOnlyAdmin):
+class RegistrationAdmin(AttendeeStoryMixin, ReadOnlyAdmin):
     list_display = ("external_id", "portal", "status", "role", "event_name", "event_starts_at", "version",
                     "updated_at")
     list_filter = ("status", "role", "portal", "event_starts_at")

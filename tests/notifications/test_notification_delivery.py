@@ -195,7 +195,7 @@ def test_a_replayed_dead_notification_is_delivered(
     wait_until(lambda: finished(notification), what="the notification to die")
     assert notification.status == "dead"
 
-    call_command("replay_notifications", "--id", str(notification.id), stdout=io.StringIO())
+    call_command("replay_notifications", "--id", str(notification.id), "--reason", "smtp fixed", stdout=io.StringIO())
     wait_until(lambda: finished(notification) and notification.status == "sent", what="the replayed send")
     assert history(notification) == [(1, "permanent_error", "smtp_message_rejected"), (2, "sent", "")]
     assert len(email_via_smtp.messages) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import io
 import uuid
 from collections.abc import Callable
@@ -19,9 +20,10 @@ pytestmark = pytest.mark.django_db
 Make = Callable[..., Notification]
 
 
-def replay(*args: str) -> str:
+def replay(*args: str, reason: str = "test replay") -> str:
+    """Every replay needs --reason (it goes into the audit); a dry run does not."""
     out = io.StringIO()
-    call_command("replay_notifications", *args, stdout=out)
+    call_command("replay_notifications", *args, *(["--reason", reason] if reason else []), stdout=out)
     return out.getvalue()
 
 
@@ -74,7 +76,7 @@ def test_sent_notifications_are_replayed_only_when_named_with_include_sent(make_
 
 def test_dry_run_changes_nothing(make_notification: Make) -> None:
     dead = set_state(make_notification(), "dead", "smtp_permanent")
-    out = replay("--id", str(dead.id), "--dry-run")
+    out = replay("--id", str(dead.id), "--dry-run", reason="")
     dead.refresh_from_db()
     assert "would queue 1 notification(s)" in out and (dead.status, queued(dead)) == ("dead", 0)
 
@@ -93,3 +95,27 @@ def test_replaying_twice_queues_once(make_notification: Make) -> None:
     replay("--id", str(dead.id))
     assert f"skipped {dead.id}: status pending" in replay("--id", str(dead.id))
     assert queued(dead) == 1
+
+
+def test_reason_is_required_and_the_command_is_recorded_as_actor(make_notification: Make) -> None:
+    dead = set_state(make_notification(), "dead", "smtp_permanent")
+    with pytest.raises(CommandError, match="--reason is required"):
+        replay("--id", str(dead.id), reason="")
+    with pytest.raises(CommandError, match="--reason is required"):
+        replay("--id", str(dead.id), reason="   ")
+    dead.refresh_from_db()
+    assert (dead.status, queued(dead), dead.replays.count()) == ("dead", 0, 0)
+
+    replay("--id", str(dead.id), reason="mail server fixed, ticket 4711")
+    audit = dead.replays.get()
+    assert audit.actor_type == "command" and audit.user is None
+    assert audit.actor == f"replay_notifications (os user {getpass.getuser()})"
+    assert (audit.reason, audit.previous_status, audit.previous_error_code) == (
+        "mail server fixed, ticket 4711", "dead", "smtp_permanent")
+
+
+def test_a_skipped_notification_gets_no_audit_row(make_notification: Make) -> None:
+    dead = set_state(make_notification(), "dead", "smtp_permanent")
+    replay("--id", str(dead.id))
+    replay("--id", str(dead.id))
+    assert dead.replays.count() == 1

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import os
 import uuid
 from typing import Any
 
@@ -27,9 +29,18 @@ def _since(value: str) -> dt.datetime:
     return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
 
 
+def _os_user() -> str:
+    """Who ran the command, for the audit; a container without a passwd entry still gets its uid."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 class Command(BaseCommand):
     help = ("Send dead notifications again: those named by --id, or those matching the filters. "
-            "Prints each notification it queued.")
+            "Prints each notification it queued. Every replay is audited (NotificationReplay) with --reason, "
+            "this command as the actor and the OS user running it.")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--id", action="append", dest="ids", default=[], metavar="UUID", type=_uuid,
@@ -42,6 +53,8 @@ class Command(BaseCommand):
         parser.add_argument("--include-sent", action="store_true",
                             help="Also re-send SENT notifications; only together with --id.")
         parser.add_argument("--dry-run", action="store_true", help="Print what would be queued; change nothing.")
+        parser.add_argument("--reason", default="",
+                            help="Why these are sent again; required unless --dry-run, kept in the replay audit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         filters = {key: options[key] for key in ("since", "kind", "channel", "error_code") if options[key]}
@@ -49,6 +62,11 @@ class Command(BaseCommand):
             raise CommandError("--include-sent needs explicit --id values.")
         if not options["ids"] and not filters:
             raise CommandError("Name notifications with --id, or narrow with --since/--kind/--channel/--error-code.")
+        reason = options["reason"].strip()
+        if not reason and not options["dry_run"]:
+            raise CommandError('--reason is required: say why these are sent again, e.g. --reason "mail server '
+                               'fixed, ticket 4711" (it is recorded in the replay audit with your OS user).')
+        os_user = _os_user()
         candidates = list(notifications_to_replay(ids=options["ids"], include_sent=options["include_sent"], **filters))
         self._report_skipped(options["ids"], {str(notification.id) for notification in candidates})
         queued = 0
@@ -58,7 +76,8 @@ class Command(BaseCommand):
             if options["dry_run"]:
                 self.stdout.write(f"would queue {line}")
                 queued += 1
-            elif notification_replay(notification_id=notification.id, include_sent=options["include_sent"]):
+            elif notification_replay(notification_id=notification.id, include_sent=options["include_sent"],
+                                     reason=reason, command="replay_notifications", os_user=os_user):
                 self.stdout.write(f"queued {line}")
                 queued += 1
         self.stdout.write(f"{'would queue' if options['dry_run'] else 'queued'} {queued} notification(s)")

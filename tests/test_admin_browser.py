@@ -1,0 +1,189 @@
+"""Support staff in a real browser (Playwright driving Debian's Chromium) against a real gunicorn on
+this run's test database: without the replay permission nothing can be replayed; with it, a support
+user finds an attendee by e-mail, reads the story, replays the dead e-mail with a reason and sees
+the audit entry.
+
+`EP_SCREENSHOT_DIR=docs/img` also writes the screenshots used in docs/support.md. In that mode only,
+`/static/admin/` is answered from Django's own admin files when the server answers 404 (a branch
+without WhiteNoise), so the pictures show the styled admin; the assertions never depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import django.contrib.admin
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.contrib.auth.models import Permission, User
+from django.db import connections
+from playwright import sync_api
+
+from apps.notifications.models import Notification, NotificationReplay
+from apps.webhooks.models import Portal
+from tests.support.processes import process_env, start_web
+from tests.support.story import SeededStory, seed_attendee_story
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEW_PERMISSIONS = ("view_notification", "view_notificationattempt", "view_notificationreplay",
+                    "view_registration", "view_webhookevent")
+NOTIFICATIONS = "/admin/notifications/notification/"
+ADMIN_STATIC = Path(django.contrib.admin.__file__).parent / "static" / "admin"
+
+
+def support_user(username: str, *extra_permissions: str) -> User:
+    user = User.objects.create_user(username, f"{username}@example.org", is_staff=True)
+    # The test settings hash with MD5, which gunicorn (production hashers) cannot check: hash with
+    # PBKDF2, few iterations (the stored hash carries its count, so the check stays cheap).
+    user.password = PBKDF2PasswordHasher().encode("correct horse", "browsertestsalt", iterations=1000)
+    user.save(update_fields=["password"])
+    user.user_permissions.add(*Permission.objects.filter(codename__in=VIEW_PERMISSIONS + extra_permissions))
+    return user
+
+
+@pytest.fixture
+def story(portal: Portal) -> SeededStory:
+    return seed_attendee_story(portal)
+
+
+@pytest.fixture
+def base_url(story: SeededStory) -> Iterator[str]:
+    web, url = start_web(process_env())
+    try:
+        yield url
+    finally:
+        web.stop()
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: `make test` installs it (deploy/install-tools.sh)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls between page steps are
+    # still plain synchronous calls, so Django's async-safety guard is told so.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+            # ORM calls made while Playwright's loop runs get their own (context-local) connection;
+            # close it here, or the test database cannot be dropped at the end of the run.
+            connections.close_all()
+
+
+def logged_in_page(browser: object, base_url: str, username: str) -> object:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    if os.environ.get("EP_SCREENSHOT_DIR"):
+        context.route("**/static/admin/**", _admin_static_fallback)
+        # The admin's navigation sidebar folded away: the pictures show the page itself.
+        context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    page = context.new_page()
+    page.goto("/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "correct horse")
+    page.click("input[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("#user-tools").count() == 1, f"login failed:\n{page.content()[:3000]}"
+    return page
+
+
+def _admin_static_fallback(route: object) -> None:
+    response = route.fetch()
+    relative = route.request.url.split("/static/admin/", 1)[1].split("?", 1)[0]
+    local = ADMIN_STATIC / relative
+    if response.status == 404 and local.is_file():
+        route.fulfill(path=str(local))
+    else:
+        route.fulfill(response=response)
+
+
+def screenshot(page: object, tmp_path: Path, name: str, *, publish: bool = True) -> None:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    if publish and (target := os.environ.get("EP_SCREENSHOT_DIR")):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / name)
+
+
+def test_without_the_replay_permission_nothing_can_be_replayed(browser: object, base_url: str,
+                                                                story: SeededStory) -> None:
+    support_user("viewer")
+    page = logged_in_page(browser, base_url, "viewer")
+    dead = story.dead_email
+
+    page.goto(f"{NOTIFICATIONS}?status__exact=dead")
+    assert page.locator(f"text={dead.id}").count() >= 1, "the viewer sees the dead notification"
+    assert page.locator("select[name=action] option[value=replay_notifications]").count() == 0
+    assert page.locator("#replay-matching-link").count() == 0
+    page.goto(f"{NOTIFICATIONS}{dead.id}/change/")
+    assert page.locator("#replay-link").count() == 0 and page.locator("#story-link").count() == 1
+    assert page.goto(f"{NOTIFICATIONS}replay/?notification={dead.id}").status == 403
+
+    # A forged POST (the form the viewer is not shown), with a valid CSRF token: refused all the same.
+    page.goto(NOTIFICATIONS)
+    token = page.locator("input[name=csrfmiddlewaretoken]").first.get_attribute("value")
+    forged = {"csrfmiddlewaretoken": token, "confirm": "yes", "reason": "forged"}
+    referer = {"Referer": f"{base_url}{NOTIFICATIONS}"}
+    refused = page.request.post(f"{NOTIFICATIONS}replay/?notification={dead.id}", form=forged, headers=referer)
+    assert refused.status == 403
+    page.request.post(NOTIFICATIONS, headers=referer, form={
+        **forged, "action": "replay_notifications", "_selected_action": str(dead.id)})
+    dead.refresh_from_db()
+    assert (dead.status, NotificationReplay.objects.count()) == ("dead", 0)
+
+
+def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object, base_url: str,
+                                                                 story: SeededStory, tmp_path: Path) -> None:
+    support_user("replayer", "replay_notification")
+    started = time.monotonic()
+    page = logged_in_page(browser, base_url, "replayer")
+
+    # Given an attendee who says they got nothing: search by their e-mail ...
+    page.goto("/admin/registrations/registration/")
+    page.fill("#searchbar", "grace@example.org")
+    page.press("#searchbar", "Enter")
+    page.wait_for_url("**q=grace*")
+    page.click("#result_list a[href$=\"/story/\"]")
+    page.wait_for_url(f"**/registration/{story.registration.pk}/story/")
+    # ... read what happened: the rejected delivery, the mail server's refusal ...
+    timeline = page.locator("#story-timeline")
+    assert "rejected" in timeline.inner_text() and "550 5.1.1 mailbox unavailable" in timeline.inner_text()
+    assert page.locator("#story-timeline a.error-code", has_text="smtp_permanent").count() >= 1
+    screenshot(page, tmp_path, "story-before-replay.png", publish=False)
+
+    # ... replay the dead e-mail, which asks for a reason and says what will be sent.
+    page.click("#story-notifications tr.dead a.replay-link")
+    assert page.inner_text("#replay-count") == "1"
+    assert "confirmation" in page.inner_text("#replay-summary")
+    screenshot(page, tmp_path, "replay-confirmation.png")
+    page.click("#replay-confirm")  # no reason yet: the browser's `required` or the form refuses
+    assert page.locator("#replay-form").count() == 1
+    page.fill("textarea[name=reason]", "Attendee fixed their mailbox (ticket 4711)")
+    page.click("#replay-confirm")
+    page.wait_for_url(f"**{NOTIFICATIONS}{story.dead_email.id}/change/")
+
+    # Then the notification's page shows the audit entry, and so does the story.
+    assert "Attendee fixed their mailbox (ticket 4711)" in page.inner_text("#content")
+    assert "replayer" in page.inner_text("#content")
+    page.click("#story-link")
+    assert "replayed by replayer" in page.inner_text("#story-timeline")
+    screenshot(page, tmp_path, "story.png")
+    print(f"browser walk-through took {time.monotonic() - started:.1f} s")
+
+    notification = Notification.objects.get(id=story.dead_email.id)
+    audit = notification.replays.get()
+    assert notification.status == "pending"
+    assert (audit.user.username, audit.reason, audit.previous_status) == (
+        "replayer", "Attendee fixed their mailbox (ticket 4711)", "dead")
