@@ -1,11 +1,14 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
-from apps.webhooks.views import webhook_receive
+from apps.webhooks.views import webhook_not_found, webhook_receive
 from eventplatform.health import healthz, metrics_view, readyz
 
 urlpatterns = [
-    path("webhooks/<slug:portal_slug>/", webhook_receive, name="webhook-receive"),
+    # Any slug reaches the view (which answers unknown_portal for what cannot be one); any other
+    # path under webhooks/ gets the contract's error body rather than an HTML 404 or a redirect.
+    re_path(r"^webhooks/(?P<portal_slug>[^/]+)/$", webhook_receive, name="webhook-receive"),
+    re_path(r"^webhooks/(?P<rest>.*)$", webhook_not_found),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),
