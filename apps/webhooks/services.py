@@ -123,6 +123,17 @@ def generate_secret() -> str:
 
 
 @transaction.atomic
+def portal_secret_rotate(*, portal: Portal) -> str:
+    """Add a freshly generated, active secret to the portal and return it (the only time it is
+    shown in full). The portal's other secrets stay active: the intake accepts any active one, so
+    the portal switches when it is ready and staff deactivate the old secret afterwards (rotation
+    without downtime). If the process dies before the commit, nothing was added; run it again."""
+    secret = generate_secret()
+    PortalSecret.objects.create(portal=portal, secret=secret)
+    return secret
+
+
+@transaction.atomic
 def portal_create(*, slug: str, name: str | None = None, secret: str | None = None) -> tuple[Portal, str, bool]:
     """Create the portal, or return it; a given secret is added if the portal lacks it.
 
