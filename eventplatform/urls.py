@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
-from apps.webhooks.views import webhook_not_found, webhook_receive
+from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
 from eventplatform.health import healthz, metrics_view, readyz
 
 urlpatterns = [
@@ -9,6 +9,7 @@ urlpatterns = [
     # path under webhooks/ gets the contract's error body rather than an HTML 404 or a redirect.
     re_path(r"^webhooks/(?P<portal_slug>[^/]+)/$", webhook_receive, name="webhook-receive"),
     re_path(r"^webhooks/(?P<rest>.*)$", webhook_not_found),
+    path("api/schema/", api_schema, name="api-schema"),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),

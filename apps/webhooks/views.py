@@ -11,14 +11,18 @@ with a 4xx and the error body (docs/webhooks.md, "Hostile input"); only storage 
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.webhooks import signature
@@ -170,3 +174,22 @@ def webhook_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     """Any other path under /webhooks/: the contract's error body, one metric label."""
     metrics.WEBHOOK_REQUESTS.labels(portal=UNKNOWN_PORTAL_LABEL, type="", outcome="unknown_portal").inc()
     return error_response("unknown_portal", "No webhook endpoint here; POST /webhooks/<portal_slug>/.")
+
+
+_SCHEMA_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+@functools.cache
+def _schema_text() -> tuple[bytes, bytes]:
+    text = _SCHEMA_PATH.read_bytes()
+    return text, json.dumps(yaml.safe_load(text), indent=2).encode()
+
+
+def api_schema(request: HttpRequest) -> HttpResponse:
+    """GET /api/schema/: the webhook API's OpenAPI 3 schema (apps/webhooks/openapi.yaml), YAML by
+    default as drf-spectacular serves it, JSON with `?format=json`. Hand-written: it describes the
+    raw signed body and its headers, which a generator reading DRF views cannot see."""
+    yaml_text, json_text = _schema_text()
+    if request.GET.get("format") == "json":
+        return HttpResponse(json_text, content_type="application/vnd.oai.openapi+json")
+    return HttpResponse(yaml_text, content_type="application/vnd.oai.openapi; charset=utf-8")
