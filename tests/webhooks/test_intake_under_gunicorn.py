@@ -1,6 +1,6 @@
 """The intake and the admin's static files under a real gunicorn (CONTRACT sections 3 and 4):
 chunked bodies, repeated and non-ASCII headers, bounded metric labels, a styled admin after
-nothing but `migrate`."""
+nothing but `migrate` (under gunicorn, and under runserver as `make run` starts it)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import http.client
 import json
 import re
 import secrets
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
@@ -15,7 +16,8 @@ import urllib.request
 import pytest
 
 from apps.webhooks.models import Portal, WebhookEvent
-from tests.support.processes import process_env, start_web
+from tests.support.polling import free_port, http_ok, wait_until
+from tests.support.processes import ManagedProcess, process_env, start_web
 from tests.support.webhooks import encode, payload, signed_headers
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -151,3 +153,17 @@ def test_the_admin_is_styled_with_nothing_but_migrate_before_gunicorn(web) -> No
     with urllib.request.urlopen(f"{base_url}/admin/login/", timeout=10) as response:
         page = response.read().decode()
     assert "/static/admin/css/base.css" in page
+
+
+def test_runserver_as_make_run_starts_it_serves_the_admin_styled(portal: Portal) -> None:
+    # Given runserver as run_pipeline's embedded mode calls it (DEBUG off, no --insecure, no collectstatic)
+    port = free_port()
+    server = ManagedProcess("runserver", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                            process_env(DEBUG="false", DATA_DIR=tempfile.mkdtemp(prefix="ep-data-")))
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(f"{base_url}/healthz") or not server.alive(), timeout=60, what="runserver")
+        with urllib.request.urlopen(f"{base_url}/static/admin/css/base.css", timeout=10) as response:
+            assert response.status == 200 and response.headers["Content-Type"].startswith("text/css")
+    finally:
+        server.stop()
