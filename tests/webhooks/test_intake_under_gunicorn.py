@@ -167,3 +167,22 @@ def test_runserver_as_make_run_starts_it_serves_the_admin_styled(portal: Portal)
             assert response.status == 200 and response.headers["Content-Type"].startswith("text/css")
     finally:
         server.stop()
+
+
+def test_storage_down_is_503_with_the_error_body_and_bounded_labels(portal: Portal) -> None:
+    # Given a gunicorn whose database cannot be reached (nothing listens on its port)
+    env = process_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere",
+                      DATA_DIR=tempfile.mkdtemp(prefix="ep-data-"))
+    process, base_url = start_web(env, workers=1)
+    try:
+        body = encode(payload("R-DOWN-1"))
+        for _ in range(30):
+            status, headers, content = send(base_url, "POST", f"/webhooks/{secrets.token_hex(6)}/",
+                                            list(signed_headers(body).items()), body)
+            assert status == 503 and headers["Retry-After"] == "5", content
+            assert json.loads(content)["error"]["code"] == "database_unavailable"
+        status, _, content = send(base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()), body)
+        assert status == 503, content
+        assert portal_label_values(base_url) == {"_unknown"}
+    finally:
+        process.stop()
