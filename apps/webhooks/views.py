@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from apps.webhooks import signature
 from apps.webhooks.parsing import MalformedJson, metric_type_label, parse_delivery
@@ -185,6 +186,7 @@ def _schema_text() -> tuple[bytes, bytes]:
     return text, json.dumps(yaml.safe_load(text), indent=2).encode()
 
 
+@require_safe
 def api_schema(request: HttpRequest) -> HttpResponse:
     """GET /api/schema/: the webhook API's OpenAPI 3 schema (apps/webhooks/openapi.yaml), YAML by
     default as drf-spectacular serves it, JSON with `?format=json`. Hand-written: it describes the
