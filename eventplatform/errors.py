@@ -38,6 +38,9 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("rate_limited", "The portal exceeded its configured request rate.",
                   "None unless persistent; raise the portal's rate limit in the admin.", 429),
         ErrorCode("method_not_allowed", "Only POST is accepted on the webhook endpoint.", "None.", 405),
+        ErrorCode("length_required", "A chunked body reached a web server that cannot decode it (runserver); "
+                  "gunicorn reads chunked bodies.", "Run the web process under gunicorn, or have the portal "
+                  "send Content-Length.", 411),
         # --- relay and broker
         ErrorCode("broker_unavailable", "RabbitMQ unreachable or did not confirm; outbox rows are kept and "
                   "retried.", "Check RabbitMQ; nothing is lost, the relay resumes by itself."),

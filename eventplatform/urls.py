@@ -1,12 +1,16 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
-from apps.webhooks.views import webhook_receive
+from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
 from eventplatform.admin_error_codes import error_codes_view
 from eventplatform.health import healthz, metrics_view, readyz
 
 urlpatterns = [
-    path("webhooks/<slug:portal_slug>/", webhook_receive, name="webhook-receive"),
+    # Any slug reaches the view (which answers unknown_portal for what cannot be one); any other
+    # path under webhooks/ gets the contract's error body rather than an HTML 404 or a redirect.
+    re_path(r"^webhooks/(?P<portal_slug>[^/]+)/$", webhook_receive, name="webhook-receive"),
+    re_path(r"^webhooks/(?P<rest>.*)$", webhook_not_found),
+    path("api/schema/", api_schema, name="api-schema"),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),

@@ -16,6 +16,9 @@ class Portal(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        permissions = [("rotate_portal_secret", "Can rotate a portal's signing secret")]
+
     def __str__(self) -> str:
         return self.slug
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import json
 import secrets
@@ -18,7 +17,7 @@ from django.utils import timezone
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_insert, outbox_message_fields
 from apps.webhooks.models import Portal, PortalSecret, RateWindow, WebhookEvent
-from apps.webhooks.signature import secret_key
+from apps.webhooks.signature import validate_secret
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,17 @@ def generate_secret() -> str:
 
 
 @transaction.atomic
+def portal_secret_rotate(*, portal: Portal) -> str:
+    """Add a freshly generated, active secret to the portal and return it (the only time it is
+    shown in full). The portal's other secrets stay active: the intake accepts any active one, so
+    the portal switches when it is ready and staff deactivate the old secret afterwards (rotation
+    without downtime). If the process dies before the commit, nothing was added; run it again."""
+    secret = generate_secret()
+    PortalSecret.objects.create(portal=portal, secret=secret)
+    return secret
+
+
+@transaction.atomic
 def portal_create(*, slug: str, name: str | None = None, secret: str | None = None) -> tuple[Portal, str, bool]:
     """Create the portal, or return it; a given secret is added if the portal lacks it.
 
@@ -131,14 +141,7 @@ def portal_create(*, slug: str, name: str | None = None, secret: str | None = No
     Returns (portal, the secret to print, whether the portal was created).
     """
     if secret is not None:
-        if not secret.startswith("whsec_"):
-            raise ValueError("A secret must look like whsec_<base64>.")
-        try:
-            if len(secret_key(secret)) < 16:
-                raise ValueError("A secret must hold at least 16 key bytes.")
-            base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
-            raise ValueError("The part after whsec_ must be base64.") from None
+        validate_secret(secret)
     portal, created = Portal.objects.get_or_create(slug=slug, defaults={"name": name or slug})
     if secret is None:
         existing = portal.secrets.filter(active=True).order_by("-created_at").first()

@@ -9,6 +9,7 @@ Nothing starts on these defaults by accident: `manage.py` and `eventplatform.wsg
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -45,6 +46,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "eventplatform.logging.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself (CONTRACT section 3): under gunicorn and runserver alike.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -102,6 +105,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# --- static files (WhiteNoise): the admin is styled with nothing but `migrate` before the web
+# process: files are found where the apps keep them (the finders, read once at start), so no
+# collectstatic is needed; after a collectstatic, STATIC_ROOT is served too.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_MAX_AGE = 3600  # no hashed names (no manifest storage), so no "forever" caching
+# STATIC_ROOT exists only after a collectstatic; its absence is the normal case here, not a warning.
+warnings.filterwarnings("ignore", message="No directory at: ")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
