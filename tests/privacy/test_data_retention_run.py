@@ -96,3 +96,23 @@ def test_apply_retention_command_prints_its_counts() -> None:
     out = io.StringIO()
     call_command("apply_retention", stdout=out)
     assert "outbox_published_deleted: " in out.getvalue() and "event_bodies_redacted: " in out.getvalue()
+
+
+def test_the_scheduler_purges_once_a_day_whatever_the_number_of_rounds(settings, portal: Portal) -> None:  # noqa: ANN001
+    """The scheduler's retention job runs every round but purges only when its last purge is a day old."""
+    from apps.notifications.management.commands.send_reminders import JOBS
+    from apps.notifications.scheduler import scheduler_run_job
+
+    settings.RETENTION_OUTBOX_PUBLISHED_DAYS = 7
+    job = next(job for job in JOBS if job.name == "retention")
+    outbox(published_days_ago=8)
+    first = scheduler_run_job(job=job, now=NOW)
+    assert first.outcome == "ran" and first.result["outbox_published_deleted"] == 1
+
+    outbox(published_days_ago=8)  # old enough, but the day has not passed: left for tomorrow
+    again = scheduler_run_job(job=job, now=NOW + dt.timedelta(hours=23))
+    assert again.result == first.result and OutboxMessage.objects.filter(published_at__isnull=False).count() == 1
+
+    tomorrow = scheduler_run_job(job=job, now=NOW + DAY + dt.timedelta(minutes=1))
+    assert tomorrow.result["outbox_published_deleted"] == 1
+    assert not OutboxMessage.objects.filter(published_at__isnull=False).exists()

@@ -8,10 +8,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from apps.notifications.models import SchedulerHeartbeat
 from apps.notifications.reminders import reminder_windows, reminders_create
 from apps.notifications.scheduler import Job, scheduler_loop, scheduler_run_job
 from apps.notifications.services import notifications_rescue_stalled
+from apps.privacy.retention import data_retention_run
 from apps.registrations.failures import webhook_events_rescue_unapplied
 from eventplatform.observability import start_metrics_server
 
@@ -28,19 +31,34 @@ def _rescue_unapplied(now: dt.datetime) -> dict[str, Any]:
     return {"rescued": webhook_events_rescue_unapplied(now=now)}
 
 
+RETENTION_EVERY = dt.timedelta(days=1)
+
+
+def _retention(now: dt.datetime) -> dict[str, Any]:
+    """Daily: the job runs every round, but purges only when its last purge (kept in its heartbeat's
+    result) is a day old, so a restarted scheduler neither skips a day nor purges twice."""
+    previous = SchedulerHeartbeat.objects.filter(name="retention").values_list("last_result", flat=True).first() or {}
+    purged_at = parse_datetime(previous.get("purged_at") or "")
+    if purged_at is not None and now - purged_at < RETENTION_EVERY:
+        return previous
+    return {**data_retention_run(now=now), "purged_at": now.isoformat()}
+
+
 # The scheduler's periodic jobs, in the order each round runs them (names: SchedulerHeartbeat.name,
 # the `task` label of the scheduler metrics).
 JOBS = [
     Job("reminders", _reminders),
     Job("notifications_rescue_stalled", _rescue_stalled),
     Job("webhook_events_rescue_unapplied", _rescue_unapplied),
+    Job("retention", _retention),
 ]
 
 
 class Command(BaseCommand):
     help = ("Create reminder_24h / reminder_1h notifications for active registrations whose event starts "
             "within the reminder windows, rescue notifications whose retry message was lost, and re-enqueue "
-            "accepted webhook events still unapplied. Once (for cron), or with --every SECONDS as the "
+            "accepted webhook events still unapplied; once a day, the data retention job. Once (for cron), "
+            "or with --every SECONDS as the "
             "scheduler process until SIGTERM/SIGINT. Safe to run twice or concurrently.")
 
     def add_arguments(self, parser: Any) -> None:
