@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
 from apps.notifications.services import notification_replay
-from eventplatform.admin import ReadOnlyAdmin
+from eventplatform.admin import ErrorCodeListFilter, LargeTableAdmin, ReadOnlyAdmin
 
 
 class NotificationAttemptInline(admin.TabularInline):
@@ -22,14 +22,15 @@ class NotificationAttemptInline(admin.TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
+class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """"Which e-mails failed since 9:00?": filter by status, channel and updated_at."""
 
     list_display = ("created_at", "kind", "channel", "status", "attempts", "last_error_code", "registration",
                     "updated_at", "id")
-    list_filter = ("status", "channel", "kind", "last_error_code", "updated_at", "created_at")
-    search_fields = ("id", "correlation_id", "registration__external_id", "recipient")
-    date_hierarchy = "updated_at"
+    list_filter = ("status", "channel", "kind", ("last_error_code", ErrorCodeListFilter), "updated_at", "created_at")
+    # Exact on indexed columns, partial e-mail/phone through a trigram index (eventplatform/admin.py).
+    search_fields = ("=id", "=correlation_id", "=registration__external_id", "recipient")
+    list_select_related = ("registration",)
     inlines = [NotificationAttemptInline]
     actions = ["replay"]
     exclude = ("context",)
@@ -45,11 +46,10 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(NotificationAttempt)
-class NotificationAttemptAdmin(ReadOnlyAdmin):
+class NotificationAttemptAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("started_at", "notification", "number", "outcome", "provider", "error_code", "duration_ms")
-    list_filter = ("outcome", "provider", "error_code", "started_at")
-    search_fields = ("notification__id", "provider_message_id")
-    date_hierarchy = "started_at"
+    list_filter = ("outcome", "provider", ("error_code", ErrorCodeListFilter), "started_at")
+    search_fields = ("=notification__id", "=provider_message_id")
 
 
 @admin.register(CircuitBreaker)

@@ -64,6 +64,12 @@ class Notification(models.Model):
             models.UniqueConstraint(fields=["registration", "kind", "channel", "dedupe_key"],
                                     name="notification_once_per_registration_kind_channel"),
         ]
+        indexes = [
+            # The admin list filtered by status in its default order, and the status page's counts of
+            # what reached a status in the last hour/day (docs/performance.md, "Support pages").
+            models.Index(fields=["status", "-created_at"], name="notif_status_created_idx"),
+            models.Index(fields=["status", "updated_at"], name="notif_status_updated_idx"),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -90,6 +96,8 @@ class NotificationAttempt(models.Model):
 
     class Meta:
         ordering = ["notification_id", "number"]
+        # The status page's chart reads the last day of attempts.
+        indexes = [models.Index(fields=["started_at"], name="attempt_started_idx")]
 
 
 class CircuitBreaker(models.Model):

@@ -3,12 +3,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.outbox.models import OutboxMessage
-from eventplatform.admin import ReadOnlyAdmin
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("created_at", "actor_name", "queue_name", "available_at", "published_at", "id")
     list_filter = ("actor_name", ("published_at", admin.EmptyFieldListFilter))
-    search_fields = ("id",)
-    date_hierarchy = "created_at"
+    search_fields = ("=id",)

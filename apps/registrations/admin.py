@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from apps.notifications.models import Notification
 from apps.registrations.models import Registration, RegistrationEvent
 from apps.registrations.services import registration_rebuild
-from eventplatform.admin import ReadOnlyAdmin
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin
 
 
 class RegistrationEventInline(admin.TabularInline):
@@ -34,11 +34,13 @@ class NotificationInline(admin.TabularInline):
 
 
 @admin.register(Registration)
-class RegistrationAdmin(ReadOnlyAdmin):
+class RegistrationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("external_id", "portal", "status", "role", "event_name", "event_starts_at", "version",
                     "updated_at")
     list_filter = ("status", "role", "portal", "event_starts_at")
-    search_fields = ("external_id", "email", "last_name", "event_name", "event_external_id")
+    # Exact on indexed ids, partial e-mail and last name through trigram indexes (eventplatform/admin.py).
+    search_fields = ("=external_id", "email", "last_name", "=event_external_id")
+    list_select_related = ("portal",)
     inlines = [RegistrationEventInline, NotificationInline]
     actions = ["rebuild"]
 

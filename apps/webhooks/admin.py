@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from apps.webhooks.models import Portal, PortalSecret, WebhookEvent
-from eventplatform.admin import ReadOnlyAdmin
+from apps.webhooks.serializers import EVENT_TYPES
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 
 class PortalSecretInline(admin.TabularInline):
@@ -27,11 +28,11 @@ class PortalAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("received_at", "portal", "type", "status", "delivery_id", "id")
-    list_filter = ("status", "type", "portal", "received_at")
-    search_fields = ("id", "delivery_id")
-    date_hierarchy = "received_at"
+    list_filter = ("status", ("type", fixed_values_filter(lambda: EVENT_TYPES)), "portal", "received_at")
+    search_fields = ("=id", "=delivery_id")
+    list_select_related = ("portal",)
     readonly_fields = ("id", "portal", "delivery_id", "type", "status", "received_at", "pretty_payload", "errors")
     exclude = ("raw_body", "payload")
 

@@ -52,7 +52,7 @@ WSGI_APPLICATION = "eventplatform.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "eventplatform" / "templates"],  # the status page, the admin index link
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -152,6 +152,9 @@ RELAY_POLL_SECONDS = env.float("RELAY_POLL_SECONDS", default=2.0)
 # After a NOTIFY, wait this long before claiming rows, so a burst goes out as one batch.
 RELAY_COALESCE_SECONDS = env.float("RELAY_COALESCE_SECONDS", default=0.005)
 RELAY_METRICS_PORT = env.int("RELAY_METRICS_PORT", default=9192)
+
+# --- status page (/admin/status/): a scheduler job not run for this long is shown as stale
+STATUS_SCHEDULER_STALE_SECONDS = env.int("STATUS_SCHEDULER_STALE_SECONDS", default=900)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
