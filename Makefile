@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick lint services error-codes
+.PHONY: run test test-fast bench bench-quick bench-support lint services error-codes
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -38,3 +38,8 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	bash deploy/ensure-services.sh
 	$(PY) bench/run.py --quick
+
+# The support pages (admin lists, change pages, /admin/status/) timed at a million notifications.
+bench-support: $(STAMP)
+	bash deploy/ensure-services.sh
+	$(PY) -m bench.support_pages
