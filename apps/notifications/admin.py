@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
 from apps.notifications.services import notification_replay
-from eventplatform.admin import ErrorCodeListFilter, LargeTableAdmin, ReadOnlyAdmin
+from eventplatform.admin import ErrorCodeListFilter, LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 
 class NotificationAttemptInline(admin.TabularInline):
@@ -48,7 +48,10 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
 @admin.register(NotificationAttempt)
 class NotificationAttemptAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("started_at", "notification", "number", "outcome", "provider", "error_code", "duration_ms")
-    list_filter = ("outcome", "provider", ("error_code", ErrorCodeListFilter), "started_at")
+    # Every provider that was ever asked has a breaker row: its choices, without DISTINCT over attempts.
+    list_filter = ("outcome", ("provider", fixed_values_filter(
+        lambda: CircuitBreaker.objects.order_by("provider").values_list("provider", flat=True))),
+        ("error_code", ErrorCodeListFilter), "started_at")
     search_fields = ("=notification__id", "=provider_message_id")
 
 
