@@ -99,7 +99,8 @@ def test_lists_never_count_the_whole_table(staff: Client, notifications: list[No
 
 
 @pytest.mark.parametrize("url", [NOTIFICATIONS, "/admin/notifications/notificationattempt/",
-                                 "/admin/webhooks/webhookevent/"])
+                                 "/admin/webhooks/webhookevent/", "/admin/registrations/registration/",
+                                 "/admin/outbox/outboxmessage/"])
 def test_filters_take_their_choices_from_the_code_not_from_distinct(staff: Client, notifications: list[Notification],
                                                                     url: str) -> None:
     with CaptureQueriesContext(connection) as queries:
@@ -124,3 +125,8 @@ def test_partial_email_search_uses_the_trigram_index(notifications: list[Notific
         cursor.execute("SET LOCAL enable_seqscan = off")
         plan = queryset.order_by().explain()
     assert "notif_recipient_trgm_idx" in plan, plan
+
+
+def test_fixed_filters_offer_roles_and_declared_actors(staff: Client) -> None:
+    assert "role__exact=speaker" in staff.get("/admin/registrations/registration/").content.decode()
+    assert "actor_name__exact=notification_send" in staff.get("/admin/outbox/outboxmessage/").content.decode()

@@ -7,7 +7,8 @@ from django.http import HttpRequest
 from apps.notifications.models import Notification
 from apps.registrations.models import Registration, RegistrationEvent
 from apps.registrations.services import registration_rebuild
-from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin
+from apps.webhooks.serializers import ROLES
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 
 class RegistrationEventInline(admin.TabularInline):
@@ -37,7 +38,7 @@ class NotificationInline(admin.TabularInline):
 class RegistrationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("external_id", "portal", "status", "role", "event_name", "event_starts_at", "version",
                     "updated_at")
-    list_filter = ("status", "role", "portal", "event_starts_at")
+    list_filter = ("status", ("role", fixed_values_filter(lambda: ROLES)), "portal", "event_starts_at")
     # Exact on indexed ids, partial e-mail and last name through trigram indexes (eventplatform/admin.py).
     search_fields = ("=external_id", "email", "last_name", "=event_external_id")
     list_select_related = ("portal",)
