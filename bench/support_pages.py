@@ -248,7 +248,7 @@ def pages() -> list[tuple[str, str]]:
     ]
 
 
-def time_pages(*, requests: int, out: Any) -> list[PageTiming]:
+def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> list[PageTiming]:
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test import Client
@@ -261,6 +261,8 @@ def time_pages(*, requests: int, out: Any) -> list[PageTiming]:
     client.force_login(user)
     results = []
     for name, url in pages():
+        if only and not any(part in name for part in only):
+            continue
         timing = PageTiming(page=name, url=url)
         try:
             # The admin's catch-alls (unnamed) answer any path with a redirect: not a page.
@@ -314,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db-name", default=f"support_bench_{os.getpid()}", help="The database to create.")
     parser.add_argument("--reuse-db", default="", help="Time this existing (kept) database instead of seeding one.")
     parser.add_argument("--keep", action="store_true", help="Keep the database at the end (for --reuse-db).")
+    parser.add_argument("--only", default="", help="Comma-separated parts of page names: time just those pages.")
     parser.add_argument("--json-out", default="", help="Also write the figures as JSON to this file.")
     args = parser.parse_args(argv)
     out = sys.stdout
@@ -332,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write(f"seeding {args.rows} notifications\n")
             seeding = seed(rows=args.rows, out=out)
         out.write(f"timing {args.requests} requests per page\n")
-        results = time_pages(requests=args.requests, out=out)
+        results = time_pages(requests=args.requests, out=out, only=[p for p in args.only.split(",") if p])
         out.write(table(results) + "\n")
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(
