@@ -138,14 +138,20 @@ def _search_condition(model: type[models.Model], spec: str, term: str) -> Q | No
     path = spec.removeprefix("=").split("__")
     field = model._meta.get_field(path[0])
     if len(path) > 1:
-        if not (field.many_to_one or field.one_to_one) or not field.concrete:
-            raise ValueError(f"search field {spec!r}: only forward foreign keys can be followed")
+        if field.many_to_many or not field.is_relation:
+            raise ValueError(f"search field {spec!r}: only foreign keys (either way) can be followed")
         related = field.related_model
         condition = _search_condition(related, ("=" if exact else "") + "__".join(path[1:]), term)
         if condition is None:
             return None
-        ids = list(related._default_manager.filter(condition).values_list("pk", flat=True)[:SEARCH_RELATED_LIMIT])
-        return Q(**{f"{field.attname}__in": ids}) if ids else None
+        if field.concrete:  # forward: this row points at the related one
+            ids = related._default_manager.filter(condition).values_list("pk", flat=True)[:SEARCH_RELATED_LIMIT]
+            found = list(ids)
+            return Q(**{f"{field.attname}__in": found}) if found else None
+        # reverse (`notifications__id` on a registration): the related rows point at this one
+        ids = related._default_manager.filter(condition).values_list(field.field.attname, flat=True)
+        found = list(ids[:SEARCH_RELATED_LIMIT])
+        return Q(pk__in=found) if found else None
     if isinstance(field, models.UUIDField):
         try:
             return Q(**{field.name: uuid.UUID(term)})

@@ -130,3 +130,14 @@ def test_partial_email_search_uses_the_trigram_index(notifications: list[Notific
 def test_fixed_filters_offer_roles_and_declared_actors(staff: Client) -> None:
     assert "role__exact=speaker" in staff.get("/admin/registrations/registration/").content.decode()
     assert "actor_name__exact=notification_send" in staff.get("/admin/outbox/outboxmessage/").content.decode()
+
+
+def test_search_follows_a_reverse_foreign_key(notifications: list[Notification], rf) -> None:  # noqa: ANN001
+    # Given a registration admin searching by its notifications' ids (as a story search may).
+    from apps.registrations.admin import RegistrationAdmin
+
+    admin = RegistrationAdmin(Registration, None)
+    admin.search_fields = ("=external_id", "=notifications__id")
+    target = notifications[3]
+    queryset, duplicates = admin.get_search_results(rf.get("/"), Registration.objects.all(), str(target.pk))
+    assert list(queryset) == [target.registration] and duplicates is False
