@@ -309,6 +309,21 @@ def table(results: list[PageTiming]) -> str:
     return "\n".join(lines)
 
 
+def _drop_when_reachable(database: str, timeout: float = 120) -> None:
+    """Drop the database, waiting out a PostgreSQL restart (the machine's server is shared)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            database_drop(database)
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="Notifications to seed (default 1,000,000).")
@@ -347,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             from django.db import connections
 
             connections.close_all()
-            database_drop(database)
+            _drop_when_reachable(database)
 
 
 if __name__ == "__main__":
