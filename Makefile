@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick bench-scale-out lint services error-codes
+.PHONY: run test test-fast bench bench-quick bench-scale-out bench-support lint services error-codes
 
 # manage.py and eventplatform.wsgi default to production settings (they refuse the embedded
 # defaults); every target here chooses its settings module explicitly.
@@ -53,6 +53,13 @@ error-codes: $(STAMP)
 	$(PY) manage.py error_codes --write
 
 # What a second relay, a second worker group and more web workers add (docs/performance.md).
+bench-scale-out: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench-scale-out: $(STAMP)
 	bash deploy/ensure-services.sh
 	$(PY) bench/run.py --scale-out
+
+# The support pages (admin lists, change pages, /admin/status/) timed at a million notifications.
+bench-support: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
+bench-support: $(STAMP)
+	bash deploy/ensure-services.sh
+	$(PY) -m bench.support_pages

@@ -78,12 +78,18 @@ class RabbitmqQueueCollector:
             ("eventplatform_rabbitmq_queue_messages", ["queue"]), ("eventplatform_rabbitmq_queue_consumers", ["queue"]),
             ("eventplatform_rabbitmq_up", None))]
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def snapshot(self) -> tuple[dict[str, tuple[int, int]], bool]:
+        """({queue: (messages, consumers)}, broker answered), at most `ttl` seconds old; the status
+        page reads it too. Queues never declared are absent."""
         with self._lock:
             if self._cache is None or time.monotonic() - self._cache[0] > self.ttl:
                 depths, up = self._read()
                 self._cache = (time.monotonic(), depths, up)
             _, depths, up = self._cache
+        return depths, up
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depths, up = self.snapshot()
         messages = GaugeMetricFamily("eventplatform_rabbitmq_queue_messages", "Messages ready in the queue.",
                                      labels=["queue"])
         consumers = GaugeMetricFamily("eventplatform_rabbitmq_queue_consumers", "Consumers of the queue.",

@@ -4,6 +4,10 @@ from django.urls import path, re_path
 from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
 from eventplatform.admin_error_codes import error_codes_view
 from eventplatform.health import healthz, metrics_view, readyz
+from eventplatform.status.views import status_view
+
+# The admin index links to /admin/status/ (templates/admin/index_with_status.html).
+admin.site.index_template = "admin/index_with_status.html"
 
 urlpatterns = [
     # Any slug reaches the view (which answers unknown_portal for what cannot be one); any other
@@ -15,5 +19,7 @@ urlpatterns = [
     path("readyz", readyz),
     path("metrics", metrics_view),
     path("admin/error-codes/", admin.site.admin_view(error_codes_view), name="admin-error-codes"),
+    # Before admin/: admin_view lets staff in and sends anyone else to the admin login page.
+    path("admin/status/", admin.site.admin_view(status_view), name="admin-status"),
     path("admin/", admin.site.urls),
 ]

@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, NotificationReplay
 from apps.notifications.selectors import notification_replay_summary
 from apps.notifications.services import notification_replay
-from eventplatform.admin import ReadOnlyAdmin
+from eventplatform.admin import ErrorCodeListFilter, LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 REPLAY_PERMISSION = "notifications.replay_notification"
 Status = Notification.Status
@@ -66,7 +66,7 @@ class NotificationReplayInline(admin.TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
+class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """"Which e-mails failed since 9:00?": filter by status, channel and updated_at.
 
     Replay (single, selected rows, or every dead row matching the filters) needs the permission
@@ -76,9 +76,10 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     list_display = ("created_at", "kind", "channel", "status", "attempts", "last_error_code", "registration",
                     "updated_at", "id")
-    list_filter = ("status", "channel", "kind", "last_error_code", "updated_at", "created_at")
-    search_fields = ("id", "correlation_id", "registration__external_id", "recipient")
-    date_hierarchy = "updated_at"
+    list_filter = ("status", "channel", "kind", ("last_error_code", ErrorCodeListFilter), "updated_at", "created_at")
+    # Exact on indexed columns, partial e-mail/phone through a trigram index (eventplatform/admin.py).
+    search_fields = ("=id", "=correlation_id", "=registration__external_id", "recipient")
+    list_select_related = ("registration",)
     inlines = [NotificationAttemptInline, NotificationReplayInline]
     actions = ["replay_notifications"]
     exclude = ("context",)
@@ -195,11 +196,13 @@ class NotificationReplayAdmin(ReadOnlyAdmin):
 
 
 @admin.register(NotificationAttempt)
-class NotificationAttemptAdmin(ReadOnlyAdmin):
+class NotificationAttemptAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("started_at", "notification", "number", "outcome", "provider", "error_code", "duration_ms")
-    list_filter = ("outcome", "provider", "error_code", "started_at")
-    search_fields = ("notification__id", "provider_message_id")
-    date_hierarchy = "started_at"
+    # Every provider that was ever asked has a breaker row: its choices, without DISTINCT over attempts.
+    list_filter = ("outcome", ("provider", fixed_values_filter(
+        lambda: CircuitBreaker.objects.order_by("provider").values_list("provider", flat=True))),
+        ("error_code", ErrorCodeListFilter), "started_at")
+    search_fields = ("=notification__id", "=provider_message_id")
 
 
 @admin.register(CircuitBreaker)
@@ -207,5 +210,6 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
     """Which provider is held back and since when: the truth behind the breaker gauge, which an idle
     worker process may report stale. Read-only: the breakers close themselves after a good probe."""
 
-    list_display = ("provider", "state", "consecutive_failures", "opened_at", "probe_claimed_at", "updated_at")
+    list_display = ("provider", "state", "reason", "consecutive_failures", "opened_at", "misconfigured_since",
+                    "probe_claimed_at", "updated_at")
     list_filter = ("state",)

@@ -73,6 +73,10 @@ class Notification(models.Model):
             # The wake-up after an outage reads exactly the deferred rows of one channel.
             models.Index(fields=["channel", "deferred_at"], condition=models.Q(deferred_at__isnull=False),
                          name="notification_deferred"),
+            # The admin list filtered by status in its default order, and the status page's counts of
+            # what reached a status in the last hour/day (docs/performance.md, "Support pages").
+            models.Index(fields=["status", "-created_at"], name="notif_status_created_idx"),
+            models.Index(fields=["status", "updated_at"], name="notif_status_updated_idx"),
         ]
         ordering = ["-created_at"]
         permissions = [
@@ -105,6 +109,8 @@ class NotificationAttempt(models.Model):
 
     class Meta:
         ordering = ["notification_id", "number"]
+        # The status page's chart reads the last day of attempts.
+        indexes = [models.Index(fields=["started_at"], name="attempt_started_idx")]
 
 
 class CircuitBreaker(models.Model):

@@ -13,7 +13,8 @@ from apps.registrations.admin_story import AttendeeStoryMixin
 from apps.registrations.failures import ReapplyRefused, webhook_event_reapply
 from apps.registrations.models import ApplyReapply, FailedApply, Registration, RegistrationEvent
 from apps.registrations.services import registration_rebuild
-from eventplatform.admin import ReadOnlyAdmin
+from apps.webhooks.serializers import ROLES
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 
 class RegistrationEventInline(admin.TabularInline):
@@ -40,11 +41,13 @@ class NotificationInline(admin.TabularInline):
 
 
 @admin.register(Registration)
-class RegistrationAdmin(AttendeeStoryMixin, ReadOnlyAdmin):
+class RegistrationAdmin(AttendeeStoryMixin, LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("external_id", "portal", "status", "role", "event_name", "event_starts_at", "version",
                     "updated_at")
-    list_filter = ("status", "role", "portal", "event_starts_at")
-    search_fields = ("external_id", "email", "last_name", "event_name", "event_external_id")
+    list_filter = ("status", ("role", fixed_values_filter(lambda: ROLES)), "portal", "event_starts_at")
+    # Exact on indexed ids, partial e-mail and last name through trigram indexes (eventplatform/admin.py).
+    search_fields = ("=external_id", "email", "last_name", "=event_external_id")
+    list_select_related = ("portal",)
     inlines = [RegistrationEventInline, NotificationInline]
     actions = ["rebuild"]
 

@@ -38,6 +38,12 @@ class Registration(models.Model):
             models.UniqueConstraint(fields=["portal", "external_id"], name="registration_portal_external_unique"),
         ]
         permissions = [("rebuild_registration", "Can rebuild a registration's projection from its event log")]
+        # Support searches by registration id without the portal (the unique index leads with it).
+        # Partial e-mail and last-name search use trigram indexes (migration 0003, PostgreSQL only).
+        indexes = [
+            models.Index(fields=["external_id"], name="registration_external_idx"),
+            models.Index(fields=["event_external_id"], name="registration_event_ext_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.portal_id}:{self.external_id}"

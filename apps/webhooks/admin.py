@@ -22,9 +22,10 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
 from apps.webhooks.models import Portal, PortalSecret, WebhookEvent
+from apps.webhooks.serializers import EVENT_TYPES
 from apps.webhooks.services import portal_secret_rotate
 from apps.webhooks.signature import mask_secret, validate_secret
-from eventplatform.admin import ReadOnlyAdmin
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 log = structlog.get_logger("webhooks.admin")
 
@@ -121,11 +122,11 @@ class PortalAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("received_at", "portal", "type", "status", "delivery_id", "id")
-    list_filter = ("status", "type", "portal", "received_at")
-    search_fields = ("id", "delivery_id")
-    date_hierarchy = "received_at"
+    list_filter = ("status", ("type", fixed_values_filter(lambda: EVENT_TYPES)), "portal", "received_at")
+    search_fields = ("=id", "=delivery_id")
+    list_select_related = ("portal",)
     readonly_fields = ("id", "portal", "delivery_id", "type", "status", "received_at", "pretty_payload", "errors")
     exclude = ("raw_body", "payload")
 

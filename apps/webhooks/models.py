@@ -63,6 +63,8 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["portal", "delivery_id"], name="webhook_event_delivery_unique"),
         ]
+        # Support searches by delivery id without the portal (the unique index leads with it).
+        indexes = [models.Index(fields=["delivery_id"], name="webhook_event_delivery_idx")]
         ordering = ["-received_at"]
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 EVENT_TYPES = ("registration.created", "registration.updated", "registration.cancelled")
+ROLES = ("attendee", "speaker")
 E164 = r"^\+[1-9]\d{6,14}$"
 
 
@@ -32,7 +33,7 @@ class AttendeeSerializer(serializers.Serializer):
                                    error_messages={"invalid": "Phone must be E.164, e.g. +4915112345678."})
     first_name = serializers.CharField(max_length=150)
     last_name = serializers.CharField(max_length=150, allow_blank=True)
-    role = serializers.ChoiceField(choices=("attendee", "speaker"))
+    role = serializers.ChoiceField(choices=ROLES)
     locale = serializers.CharField(max_length=16, required=False, default="en")
 
 
