@@ -69,7 +69,8 @@ def test_the_story_tells_everything_in_time_order(staff: Client, story: SeededSt
 
 def test_a_failed_apply_is_part_of_the_story(staff: Client, story: SeededStory) -> None:
     event = WebhookEvent.objects.get(delivery_id=story.accepted_delivery_id)
-    FailedApply.objects.create(webhook_event=event, error_code="actor_failed", error_message="boom in apply",
+    FailedApply.objects.create(webhook_event=event, event_id=event.id, error_code="actor_failed",
+                               error_message="boom in apply",
                                attempts=3, first_failed_at=timezone.now(), last_failed_at=timezone.now())
     timeline = staff.get(story_url(story)).content.decode().split('id="story-timeline"')[1]
     assert '<span class="source">failed_apply</span>' in timeline and "boom in apply" in timeline

@@ -52,6 +52,7 @@ class BreakerRow:
     state: str  # whatever is stored: closed, open, half_open, or a state added later
     since: dt.datetime | None
     consecutive_failures: int
+    reason: str = ""  # why a misconfigured breaker is open (error code and the provider's reply)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def pipeline_status(*, now: dt.datetime | None = None) -> PipelineStatus:
     )
 
 
-_collector: RabbitmqQueueCollector | None = None
+_collector: tuple[str, RabbitmqQueueCollector] | None = None  # (BROKER_URL it was built for, collector)
 _collector_lock = threading.Lock()
 
 
@@ -133,9 +134,10 @@ def broker_queue_depths() -> Broker:
         return Broker(kind="embedded broker", reachable=True, queues=sorted(rows, key=lambda row: row.name))
     global _collector
     with _collector_lock:
-        if _collector is None or _collector.url != settings.BROKER_URL:
-            _collector = RabbitmqQueueCollector(settings.BROKER_URL, settings.PIPELINE_QUEUES, ttl=5.0)
-        collector = _collector
+        if _collector is None or _collector[0] != settings.BROKER_URL:
+            _collector = (settings.BROKER_URL,
+                          RabbitmqQueueCollector(settings.BROKER_URL, settings.PIPELINE_QUEUES, ttl=5.0))
+        collector = _collector[1]
     depths, up = collector.snapshot()
     queues = [QueueDepth(name, messages, consumers) for name, (messages, consumers) in sorted(depths.items())]
     return Broker(kind="rabbitmq", reachable=up, queues=queues)
@@ -147,7 +149,7 @@ def circuit_breakers() -> list[BreakerRow]:
         BreakerRow(provider=breaker.provider, state=breaker.state,
                    since=breaker.opened_at if breaker.state != CircuitBreaker.State.CLOSED and breaker.opened_at
                    else breaker.updated_at,
-                   consecutive_failures=breaker.consecutive_failures)
+                   consecutive_failures=breaker.consecutive_failures, reason=breaker.reason)
         for breaker in CircuitBreaker.objects.order_by("provider")
     ]
 

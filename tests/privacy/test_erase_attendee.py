@@ -73,7 +73,8 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     apply(updated)
     deliver(payload("R-ERASE-2", email=EMAIL.upper(), phone=PHONE, role="boss"))  # 422, kept as rejected
     waiting = deliver(payload("R-ERASE-3", email=EMAIL, phone=None))  # accepted, its apply failed for good
-    FailedApply.objects.create(webhook_event=waiting, error_code="apply_failed", error_message=f"no luck for {EMAIL}",
+    FailedApply.objects.create(webhook_event=waiting, event_id=waiting.id, error_code="apply_error",
+                               error_message=f"no luck for {EMAIL}",
                                first_failed_at=timezone.now(), last_failed_at=timezone.now())
     bystander = deliver(payload("R-OTHER", email=OTHER_EMAIL, phone=OTHER_PHONE, first_name="Grace"))
     apply(bystander)

@@ -88,10 +88,12 @@ def test_staff_see_window_counts_that_match_the_seeded_rows(staff: Client, porta
     _notification(registration, status="dead", updated_at=earlier, code="sms_permanent")
     _notification(registration, status="dead", updated_at=old, code="smtp_permanent")
     failed_event = _event(portal, status="accepted", received_at=old)
-    FailedApply.objects.create(webhook_event=failed_event, error_code="actor_failed", first_failed_at=earlier,
+    FailedApply.objects.create(webhook_event=failed_event, event_id=failed_event.id, error_code="actor_failed",
+                               first_failed_at=earlier,
                                last_failed_at=earlier)
     resolved_event = _event(portal, status="accepted", received_at=old)
-    FailedApply.objects.create(webhook_event=resolved_event, error_code="actor_failed", first_failed_at=recent,
+    FailedApply.objects.create(webhook_event=resolved_event, event_id=resolved_event.id, error_code="actor_failed",
+                               first_failed_at=recent,
                                last_failed_at=recent, resolved_at=now)
 
     # When staff open the status page.
@@ -127,7 +129,8 @@ def test_outbox_backlog_breakers_and_scheduler(staff: Client) -> None:
     OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send", published_at=now)
     opened = now - dt.timedelta(minutes=7)
     CircuitBreaker.objects.create(provider="smtp", state="open", consecutive_failures=5, opened_at=opened)
-    CircuitBreaker.objects.create(provider="twilio", state="misconfigured", opened_at=opened)  # a state added later
+    CircuitBreaker.objects.create(provider="twilio", state="misconfigured", opened_at=opened,
+                                  reason="sms_auth_failed: 401 Authenticate")
     CircuitBreaker.objects.create(provider="fallback", state="closed")
 
     status = staff.get("/admin/status/").context["status"]
@@ -137,7 +140,8 @@ def test_outbox_backlog_breakers_and_scheduler(staff: Client) -> None:
     assert breakers["smtp"] == ("open", opened)
     assert breakers["twilio"] == ("misconfigured", opened)
     assert breakers["fallback"][0] == "closed"
-    assert "misconfigured" in staff.get("/admin/status/").content.decode()
+    page = staff.get("/admin/status/").content.decode()
+    assert "misconfigured" in page and "sms_auth_failed: 401 Authenticate" in page
 
 
 def test_scheduler_never_run_then_stale_then_fresh(staff: Client) -> None:
