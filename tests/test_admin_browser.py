@@ -3,9 +3,8 @@ this run's test database: without the replay permission nothing can be replayed;
 user finds an attendee by e-mail, reads the story, replays the dead e-mail with a reason and sees
 the audit entry.
 
-`EP_SCREENSHOT_DIR=docs/img` also writes the screenshots used in docs/support.md. In that mode only,
-`/static/admin/` is answered from Django's own admin files when the server answers 404 (a branch
-without WhiteNoise), so the pictures show the styled admin; the assertions never depend on it.
+`EP_SCREENSHOT_DIR=docs/img` also writes the screenshots used in docs/support.md. The admin's CSS
+comes from gunicorn itself (WhiteNoise): every page checks its stylesheets were served.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import django.contrib.admin
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission, User
 from django.db import connections
 from playwright import sync_api
@@ -37,15 +34,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VIEW_PERMISSIONS = ("view_notification", "view_notificationattempt", "view_notificationreplay",
                     "view_registration", "view_webhookevent")
 NOTIFICATIONS = "/admin/notifications/notification/"
-ADMIN_STATIC = Path(django.contrib.admin.__file__).parent / "static" / "admin"
 
 
 def support_user(username: str, *extra_permissions: str) -> User:
-    user = User.objects.create_user(username, f"{username}@example.org", is_staff=True)
-    # The test settings hash with MD5, which gunicorn (production hashers) cannot check: hash with
-    # PBKDF2, few iterations (the stored hash carries its count, so the check stays cheap).
-    user.password = PBKDF2PasswordHasher().encode("correct horse", "browsertestsalt", iterations=1000)
-    user.save(update_fields=["password"])
+    # gunicorn runs the test settings too (tests/support/processes.py), so their fast hasher checks it.
+    user = User.objects.create_user(username, f"{username}@example.org", "correct horse", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=VIEW_PERMISSIONS + extra_permissions))
     return user
 
@@ -86,7 +79,6 @@ def logged_in_page(browser: object, base_url: str, username: str) -> object:
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
     if os.environ.get("EP_SCREENSHOT_DIR"):
-        context.route("**/static/admin/**", _admin_static_fallback)
         # The admin's navigation sidebar folded away: the pictures show the page itself.
         context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
     page = context.new_page()
@@ -99,14 +91,12 @@ def logged_in_page(browser: object, base_url: str, username: str) -> object:
     return page
 
 
-def _admin_static_fallback(route: object) -> None:
-    response = route.fetch()
-    relative = route.request.url.split("/static/admin/", 1)[1].split("?", 1)[0]
-    local = ADMIN_STATIC / relative
-    if response.status == 404 and local.is_file():
-        route.fulfill(path=str(local))
-    else:
-        route.fulfill(response=response)
+def static_failures(page: object) -> list[tuple[str, int]]:
+    """From now on, every stylesheet or script the page loads that the server did not answer 200."""
+    failures: list[tuple[str, int]] = []
+    page.on("response", lambda response: "/static/" in response.url and response.status != 200
+            and failures.append((response.url, response.status)))
+    return failures
 
 
 def screenshot(page: object, tmp_path: Path, name: str, *, publish: bool = True) -> None:
@@ -149,6 +139,7 @@ def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object,
     support_user("replayer", "replay_notification")
     started = time.monotonic()
     page = logged_in_page(browser, base_url, "replayer")
+    missing_static = static_failures(page)
 
     # Given an attendee who says they got nothing: search by their e-mail ...
     page.goto("/admin/registrations/registration/")
@@ -181,9 +172,29 @@ def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object,
     assert "replayed by replayer" in page.inner_text("#story-timeline")
     screenshot(page, tmp_path, "story.png")
     print(f"browser walk-through took {time.monotonic() - started:.1f} s")
+    assert missing_static == [], "the admin is styled: every stylesheet served by gunicorn"
 
     notification = Notification.objects.get(id=story.dead_email.id)
     audit = notification.replays.get()
     assert notification.status == "pending"
     assert (audit.user.username, audit.reason, audit.previous_status) == (
         "replayer", "Attendee fixed their mailbox (ticket 4711)", "dead")
+
+
+def test_the_status_page_renders_with_its_chart_and_the_admin_is_styled(browser: object, base_url: str,
+                                                                        story: SeededStory, tmp_path: Path) -> None:
+    support_user("watcher")  # staff with view permissions only: the status page is for every support user
+    page = logged_in_page(browser, base_url, "watcher")
+    missing_static = static_failures(page)
+    assert page.goto("/admin/status/").status == 200
+    for section in ("outbox", "queues", "breakers", "scheduler", "chart"):
+        assert page.locator(f"#status-{section}").count() == 1, section
+    failed_bars = page.locator("#status-chart svg rect.failed")
+    assert failed_bars.count() == 288  # 24 h in 5-minute buckets
+    counts = [int(value) for value in failed_bars.evaluate_all("bars => bars.map(bar => bar.dataset.count)")]
+    assert sum(counts) >= 1, "the seeded refusal shows as a failed attempt"
+    # Styled: the admin's stylesheet applied (the header has the admin's colour, not the browser default).
+    header_colour = page.evaluate("getComputedStyle(document.querySelector('#header')).backgroundColor")
+    assert header_colour not in ("rgba(0, 0, 0, 0)", "transparent")
+    assert missing_static == []
+    screenshot(page, tmp_path, "status.png")
