@@ -215,6 +215,6 @@ def test_rows_whose_retry_message_was_lost_get_a_round(settings, make: Make) -> 
     out = io.StringIO()
     call_command("send_reminders", stdout=out)
 
-    assert "stalled: rescued 2 notification(s)" in out.getvalue()
+    assert "notifications_rescue_stalled: ran {'rescued': 2}" in out.getvalue()
     assert [len(rounds(n)) for n in (lost, crashed, busy, waiting)] == [1, 1, 0, 0]
     assert notifications_rescue_stalled() == 0  # the rescued ones now have a round scheduled
