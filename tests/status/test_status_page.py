@@ -185,12 +185,13 @@ def test_chart_has_a_bar_pair_per_five_minutes_with_the_seeded_counts(staff: Cli
 
 
 def test_rabbitmq_queue_depths_include_the_dead_letter_queue(staff: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given two messages in the notifications dead-letter queue of this run's own vhost.
+    # Given two messages in the notifications dead-letter queue of this run's own vhost. The queues
+    # are declared by the project's broker, with the arguments every process declares them with
+    # (a bare declare here would make every later declare of this run's vhost fail).
+    dramatiq.get_broker().declare_queue("notifications", ensure=True)
     connection = pika.BlockingConnection(pika.URLParameters(settings.BROKER_URL))
     try:
         channel = connection.channel()
-        for queue in ("notifications", "notifications.DQ", "notifications.XQ"):
-            channel.queue_declare(queue, durable=True)
         channel.queue_purge("notifications.XQ")
         for _ in range(2):
             channel.basic_publish("", "notifications.XQ", b"{}")
@@ -198,7 +199,10 @@ def test_rabbitmq_queue_depths_include_the_dead_letter_queue(staff: Client, monk
         connection.close()
     monkeypatch.setattr(selectors, "_collector", None)  # no cached depths from an earlier test
 
-    broker = staff.get("/admin/status/").context["status"].broker
+    try:
+        broker = staff.get("/admin/status/").context["status"].broker
+    finally:
+        dramatiq.get_broker().flush("notifications")  # the two messages are not for later tests
     assert broker.kind == "rabbitmq" and broker.reachable
     depths = {queue.name: queue.messages for queue in broker.queues}
     assert depths["notifications.XQ"] == 2
