@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import dramatiq
 from django.contrib import admin
-from django.utils.module_loading import autodiscover_modules
 
 from apps.outbox.models import OutboxMessage
+from eventplatform.actors import actor_modules_import
 from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 
 def _actor_names() -> list[str]:
     """Every actor an outbox row can name (the web process imports the tasks modules only here)."""
-    autodiscover_modules("tasks")
+    actor_modules_import()
     return sorted(dramatiq.get_broker().get_declared_actors())
 
 

@@ -47,6 +47,8 @@ PIPELINE_QUEUES = ["registrations", "notifications"]
 
 DRAMATIQ_TASKS_DATABASE = "default"
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+# django_dramatiq always offers its own tasks module: one actor for its Task model, which we do not use.
+DRAMATIQ_IGNORED_MODULES = ["django_dramatiq.tasks"]
 
 # Worker metrics: Dramatiq's Prometheus middleware serves, on dramatiq_prom_port (default 9191),
 # the aggregate of per-process sample files in dramatiq_prom_db. Our own worker metrics must be

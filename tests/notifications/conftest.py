@@ -104,6 +104,9 @@ class InProcessPipeline:
 
     def __init__(self, worker_threads: int = 2) -> None:
         self.broker = dramatiq.get_broker()
+        # This thread's broker connection may have sat idle past RabbitMQ's heartbeat timeout since an
+        # earlier test used it (pika answers heartbeats only when called): start from a fresh one.
+        del self.broker.connection
         self.broker.declare_queue("notifications", ensure=True)  # and its .DQ / .XQ companions
         self.broker.flush_all()  # nothing left over from an earlier test
         self._stop = threading.Event()

@@ -4,24 +4,19 @@ closes a channel holding one longer than that (dramatiq issue 827). Longer waits
 
 from __future__ import annotations
 
-import importlib
-from importlib.util import find_spec
-
 import dramatiq
 import pytest
-from django.apps import apps
 from dramatiq.middleware import Retries
 
 from apps.notifications import queueing, tasks
+from eventplatform.actors import actor_modules_import
 
 CONSUMER_TIMEOUT_MS = 30 * 60 * 1000
 
 
 def registered_actors() -> dict[str, dramatiq.Actor]:
     """Import every app's tasks module, as rundramatiq does, and return what the broker knows."""
-    for config in apps.get_app_configs():
-        if find_spec(f"{config.name}.tasks") if config.name.startswith("apps.") else None:
-            importlib.import_module(f"{config.name}.tasks")
+    actor_modules_import()
     broker = dramatiq.get_broker()
     return {name: broker.get_actor(name) for name in broker.get_declared_actors()}
 

@@ -162,7 +162,9 @@ def test_random_input_never_gets_a_5xx_and_stores_only_signed_deliveries(
     if signature is not None:
         headers["webhook-signature"] = signature
     events_before, outbox_before = WebhookEvent.objects.count(), OutboxMessage.objects.count()
-    already_stored = WebhookEvent.objects.filter(portal=portal, delivery_id=delivery_id).exists()
+    # (PostgreSQL cannot even compare text with NUL; the intake refuses such ids before any query)
+    already_stored = "\x00" not in delivery_id and WebhookEvent.objects.filter(
+        portal=portal, delivery_id=delivery_id).exists()
 
     # generic(): the body goes out as these bytes (post() would re-encode it for a charset= parameter)
     response = client.generic("POST", f"/webhooks/{slug}/", data=body, content_type=content_type, headers=headers)

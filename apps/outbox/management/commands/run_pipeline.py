@@ -12,9 +12,9 @@ import structlog
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from django.utils.module_loading import autodiscover_modules
 
 from apps.outbox.relay import BrokerEnqueuePublisher, Relay
+from eventplatform.actors import actor_modules_import
 
 log = structlog.get_logger("pipeline")
 
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         log.warning("pipeline.embedded_mode", database=str(settings.DATABASES["default"]["NAME"]),
                     broker="in-process StubBroker", email=settings.EMAIL_BACKEND,
                     hint="set DATABASE_URL and BROKER_URL to use PostgreSQL and RabbitMQ")
-        autodiscover_modules("tasks")  # declares the actors and their queues on the in-process broker
+        actor_modules_import()  # declares the actors and their queues on the in-process broker
         broker = dramatiq.get_broker()
         stop = threading.Event()
         relay = Relay(publisher=BrokerEnqueuePublisher(broker), batch_size=settings.RELAY_BATCH_SIZE,
