@@ -4,12 +4,16 @@
 
 Creates a fresh PostgreSQL database, migrates it, seeds `--rows` notifications with their
 registrations (two notifications each), webhook events (one accepted per registration, plus one
-rejected per 40), registration events and attempts (one per notification, a second one for the
-retrying and dead ones) with INSERT ... SELECT generate_series (secondary indexes are dropped for the
-load and built afterwards, as for any bulk load), then VACUUM ANALYZE, and times each page through
-Django's test client logged in as a superuser: `--requests` requests after two warm-ups, p50, p95,
-max and the number of SQL queries of one request. Pages whose URL does not resolve in this code
-(the attendee's story page before it is merged) are listed as skipped. Drops the database at the
+rejected per 40, its payload naming the registration as a refused delivery's does), registration
+events and attempts (one per notification, a second one for the retrying and dead ones) with
+INSERT ... SELECT generate_series (secondary indexes are dropped for the load and built afterwards,
+as for any bulk load), then VACUUM ANALYZE, and times each page through Django's test client logged
+in as a superuser: `--requests` requests after two warm-ups, p50, p95, max and the number of SQL
+queries of one request. The pages: the notification list (plain, dead, searched by e-mail and by
+registration id), the notification and registration change pages, the attendee's story page, the
+registration list searched by e-mail, delivery id (an applied and a rejected delivery) and
+notification id, and the status page. A page whose URL does not resolve in this code is listed as
+skipped. Drops the database at the
 end unless `--keep`; `--reuse-db NAME` times an existing (kept) database again after migrating it,
 which is how docs/performance.md measured before/after on the same rows.
 
@@ -49,7 +53,7 @@ class PageTiming:
     max_ms: float | None = None
     queries: int | None = None
     status: int | None = None
-    listed: int | None = None  # rows the changelist counted (capped), to see that a search found something
+    listed: int | None = None  # rows the changelist counted (capped) or the story's entries: found something?
     skipped: str = ""
 
 
@@ -301,8 +305,11 @@ def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> lis
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url)
         timing.status = response.status_code
-        changelist = (response.context or {}).get("cl") if response.status_code == 200 else None
-        timing.listed = changelist.result_count if changelist is not None else None
+        context = (response.context or {}) if response.status_code == 200 else {}
+        if context.get("cl") is not None:
+            timing.listed = context["cl"].result_count
+        elif context.get("story") is not None:  # the story page: its entries, to see that it found them all
+            timing.listed = len(context["story"].entries)
         timing.queries = len(queries.captured_queries)
         client.get(url)
         samples = []
@@ -322,7 +329,7 @@ def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> lis
 
 
 def table(results: list[PageTiming]) -> str:
-    lines = ["| page | p50 ms | p95 ms | max ms | SQL queries | rows listed | HTTP |",
+    lines = ["| page | p50 ms | p95 ms | max ms | SQL queries | rows listed (story: entries) | HTTP |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         if r.skipped:
