@@ -13,9 +13,9 @@ queries of one request. The pages: the notification list (plain, dead, searched 
 registration id), the notification and registration change pages, the attendee's story page, the
 registration list searched by e-mail, delivery id (an applied and a rejected delivery) and
 notification id, and the status page. A page whose URL does not resolve in this code is listed as
-skipped. Drops the database at the
-end unless `--keep`; `--reuse-db NAME` times an existing (kept) database again after migrating it,
-which is how docs/performance.md measured before/after on the same rows.
+skipped. Drops the database at the end unless `--keep`; `--reuse-db NAME` times an existing (kept)
+database again after migrating it, which is how docs/performance.md measured before/after on the
+same rows.
 
 It runs in this process (Django set up here) and reads RabbitMQ's queue depths for the status page
 from BROKER_URL, or the default vhost of 127.0.0.1 (passive declares: it changes nothing there).

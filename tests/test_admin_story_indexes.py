@@ -10,14 +10,17 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from apps.registrations.models import Registration
 from apps.registrations.selectors import webhook_events_of_registration
 from apps.webhooks.models import Portal, WebhookEvent
-from tests.support.story import SeededStory, seed_attendee_story
+from tests.support.story import SeededStory, deliver, seed_attendee_story
+from tests.support.webhooks import encode, payload
 
 pytestmark = pytest.mark.django_db
 
@@ -104,15 +107,11 @@ def test_registration_searches_read_through_indexes(rf, story: SeededStory, term
     # Given the registration search exactly as the admin builds it (its search fields ORed, and the
     # registrations a notification or delivery id names), without the list's order: on a handful of
     # rows the planner would rather walk the primary key backwards than combine the indexes.
-    from django.contrib import admin
-
-    from apps.registrations.models import Registration
-
     term = str(story.dead_email.id) if term == "notification-id" else term
     registration_admin = admin.site._registry[Registration]
     with CaptureQueriesContext(connection) as lookups:
         queryset, _ = registration_admin.get_search_results(rf.get("/"), Registration.objects.all(), term)
-        assert story.registration in queryset
+    assert story.registration in queryset
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         plans = [(str(queryset.order_by().query), queryset.order_by().explain())]
@@ -127,9 +126,6 @@ def test_story_page_queries_do_not_grow_with_its_rows(staff: Client, portal: Por
     # Given two attendees, the second with a second delivery rejected and one more attempt ...
     first = seed_attendee_story(portal, registration_id="R-1", email="one@example.org")
     second = seed_attendee_story(portal, registration_id="R-2", email="two@example.org")
-    from tests.support.story import deliver
-    from tests.support.webhooks import encode, payload
-
     deliver(portal, encode(payload("R-2", event_type="registration.updated", email="still-broken")), "msg_R-2_again")
     attempt = second.dead_email.attempt_log.get()
     attempt.pk, attempt.number = None, 2
