@@ -4,14 +4,18 @@
 
 Creates a fresh PostgreSQL database, migrates it, seeds `--rows` notifications with their
 registrations (two notifications each), webhook events (one accepted per registration, plus one
-rejected per 40), registration events and attempts (one per notification, a second one for the
-retrying and dead ones) with INSERT ... SELECT generate_series (secondary indexes are dropped for the
-load and built afterwards, as for any bulk load), then VACUUM ANALYZE, and times each page through
-Django's test client logged in as a superuser: `--requests` requests after two warm-ups, p50, p95,
-max and the number of SQL queries of one request. Pages whose URL does not resolve in this code
-(the attendee's story page before it is merged) are listed as skipped. Drops the database at the
-end unless `--keep`; `--reuse-db NAME` times an existing (kept) database again after migrating it,
-which is how docs/performance.md measured before/after on the same rows.
+rejected per 40, its payload naming the registration as a refused delivery's does), registration
+events and attempts (one per notification, a second one for the retrying and dead ones) with
+INSERT ... SELECT generate_series (secondary indexes are dropped for the load and built afterwards,
+as for any bulk load), then VACUUM ANALYZE, and times each page through Django's test client logged
+in as a superuser: `--requests` requests after two warm-ups, p50, p95, max and the number of SQL
+queries of one request. The pages: the notification list (plain, dead, searched by e-mail and by
+registration id), the notification and registration change pages, the attendee's story page, the
+registration list searched by e-mail, delivery id (an applied and a rejected delivery) and
+notification id, and the status page. A page whose URL does not resolve in this code is listed as
+skipped. Drops the database at the end unless `--keep`; `--reuse-db NAME` times an existing (kept)
+database again after migrating it, which is how docs/performance.md measured before/after on the
+same rows.
 
 It runs in this process (Django set up here) and reads RabbitMQ's queue depths for the status page
 from BROKER_URL, or the default vhost of 127.0.0.1 (passive declares: it changes nothing there).
@@ -49,7 +53,7 @@ class PageTiming:
     max_ms: float | None = None
     queries: int | None = None
     status: int | None = None
-    listed: int | None = None  # rows the changelist counted (capped), to see that a search found something
+    listed: int | None = None  # rows the changelist counted (capped) or the story's entries: found something?
     skipped: str = ""
 
 
@@ -145,17 +149,22 @@ def seed(*, rows: int, out: Any) -> dict[str, float]:
         body = ("'{\"type\":\"registration.created\",\"data\":{\"registration_id\":\"R-' || g || "
                 "'\",\"attendee\":{\"email\":\"attendee' || g || '@example.org\",\"first_name\":\"Ada\"},"
                 "\"event\":{\"id\":\"EV-7\",\"name\":\"PyData\",\"timezone\":\"Europe/Berlin\"}}}'")
+        rejected_body = ("'{\"type\":\"registration.created\",\"data\":{\"registration_id\":\"R-' || g || "
+                         "'\",\"attendee\":{\"email\":\"attendee' || g || '(at)example.org\"}}}'")
         step("webhook events", lambda: (
             _insert_select(cursor, WebhookEvent, {
                 "id": "md5('ev' || g)::uuid", "portal_id": str(portal.id), "delivery_id": "'msg_' || g",
                 "type": "'registration.created'", "status": "'accepted'", "raw_body": f"convert_to({body}, 'UTF8')",
                 "payload": f"({body})::jsonb", "errors": "NULL", "received_at": "t",
             }, series),
+            # The rejected one came first (a bad e-mail address), then the portal sent it again fixed:
+            # the story page finds it by the payload's registration id, as no event log row names it.
             _insert_select(cursor, WebhookEvent, {
                 "id": "md5('rej' || g)::uuid", "portal_id": str(portal.id), "delivery_id": "'msg_rej_' || g",
                 "type": "'registration.created'", "status": "'rejected'",
-                "raw_body": "convert_to('{\"type\":1}', 'UTF8')",
-                "payload": "NULL", "errors": "'{\"type\": [\"Not a valid choice.\"]}'::jsonb", "received_at": "t",
+                "raw_body": f"convert_to({rejected_body}, 'UTF8')", "payload": f"({rejected_body})::jsonb",
+                "errors": "'{\"data.attendee.email\": [\"Enter a valid email address.\"]}'::jsonb",
+                "received_at": "t - interval '1 minute'",
             }, series + " WHERE g % 40 = 0"),
         ))
         step("registration events", lambda: _insert_select(cursor, RegistrationEvent, {
@@ -210,7 +219,8 @@ def seed(*, rows: int, out: Any) -> dict[str, float]:
         cursor.execute("SELECT setval(pg_get_serial_sequence('notifications_notificationattempt', 'id'), %s)",
                        [2 * rows])
         step("failed applies", lambda: _insert_select(cursor, FailedApply, {
-            "id": "g", "webhook_event_id": "md5('ev' || g)::uuid", "error_code": "'actor_failed'",
+            "id": "g", "event_id": "md5('ev' || g)::uuid", "webhook_event_id": "md5('ev' || g)::uuid",
+            "error_code": "'actor_failed'",
             "error_message": "'bench'", "attempts": "20", "first_failed_at": "t", "last_failed_at": "t",
             "resolved_at": "NULL",
         }, series + " WHERE g % 5000 = 0"))
@@ -228,13 +238,26 @@ def seed(*, rows: int, out: Any) -> dict[str, float]:
 # --- timing --------------------------------------------------------------------------------------
 
 def pages() -> list[tuple[str, str]]:
-    """(name, URL) of every page support uses, for one registration in the middle of the data."""
+    """(name, URL) of every page support uses, for one registration in the middle of the data.
+
+    The registration is the last one at or below the middle whose number is a multiple of 40 (at a
+    million: R-250000), so it has a rejected delivery and, where there are 5,000 or more, a failed
+    apply: its story page shows every kind of entry, and the rejected delivery's id is searchable.
+    """
     from apps.notifications.models import Notification
     from apps.registrations.models import Registration
+    from apps.webhooks.models import WebhookEvent
 
-    registration = Registration.objects.order_by("id")[Registration.objects.count() // 2]
-    notification = Notification.objects.filter(registration=registration).first()
+    middle = Registration.objects.order_by("id")[Registration.objects.count() // 2]
+    registration = (Registration.objects.filter(id__lte=middle.id - middle.id % 40).order_by("-id").first()
+                    if middle.id >= 40 else None) or middle
+    notification = Notification.objects.filter(registration=registration).order_by("created_at").first()
+    applied = (WebhookEvent.objects.filter(registration_event__registration=registration)
+               .order_by("received_at").first())
+    rejected = WebhookEvent.objects.filter(portal_id=registration.portal_id, status=WebhookEvent.Status.REJECTED,
+                                           payload__data__registration_id=registration.external_id).first()
     partial_email = registration.email.split("@")[0] + "@exa"  # a partial e-mail, as support types it
+    registrations = "/admin/registrations/registration/"
     return [
         ("notification list", "/admin/notifications/notification/"),
         ("notification list, status=dead", "/admin/notifications/notification/?status__exact=dead"),
@@ -242,8 +265,13 @@ def pages() -> list[tuple[str, str]]:
         ("notification list, search registration id",
          f"/admin/notifications/notification/?q={registration.external_id}"),
         ("notification change page", f"/admin/notifications/notification/{notification.pk}/change/"),
-        ("registration change page", f"/admin/registrations/registration/{registration.pk}/change/"),
-        ("attendee story page", f"/admin/registrations/registration/{registration.pk}/story/"),
+        ("registration change page", f"{registrations}{registration.pk}/change/"),
+        ("attendee story page", f"{registrations}{registration.pk}/story/"),
+        ("registration list, search e-mail", f"{registrations}?q={partial_email}"),
+        ("registration list, search delivery id", f"{registrations}?q={applied.delivery_id if applied else 'none'}"),
+        ("registration list, search rejected delivery id",
+         f"{registrations}?q={rejected.delivery_id if rejected else 'none'}"),
+        ("registration list, search notification id", f"{registrations}?q={notification.pk}"),
         ("status page", "/admin/status/"),
     ]
 
@@ -277,8 +305,11 @@ def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> lis
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url)
         timing.status = response.status_code
-        changelist = (response.context or {}).get("cl") if response.status_code == 200 else None
-        timing.listed = changelist.result_count if changelist is not None else None
+        context = (response.context or {}) if response.status_code == 200 else {}
+        if context.get("cl") is not None:
+            timing.listed = context["cl"].result_count
+        elif context.get("story") is not None:  # the story page: its entries, to see that it found them all
+            timing.listed = len(context["story"].entries)
         timing.queries = len(queries.captured_queries)
         client.get(url)
         samples = []
@@ -298,7 +329,7 @@ def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> lis
 
 
 def table(results: list[PageTiming]) -> str:
-    lines = ["| page | p50 ms | p95 ms | max ms | SQL queries | rows listed | HTTP |",
+    lines = ["| page | p50 ms | p95 ms | max ms | SQL queries | rows listed (story: entries) | HTTP |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         if r.skipped:

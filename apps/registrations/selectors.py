@@ -65,7 +65,7 @@ def webhook_events_of_registration(registration: Registration) -> list[WebhookEv
     key), and any other (rejected, or accepted but not applied) by portal and the payload's
     `data.registration_id`. Two queries, not one OR, so the first stays an index lookup; the second
     needs an index on (portal_id, (payload #> '{data,registration_id}')) to stay fast at a million
-    events (docs/support.md has the figures).
+    events (webhook_event_payload_reg_idx, migration webhooks 0006; docs/performance.md has the figures).
     """
     applied_ids = list(RegistrationEvent.objects.filter(registration=registration)
                        .values_list("webhook_event_id", flat=True))

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.db.models import F
+from django.db.models.fields.json import KeyTransform
 
 
 class Portal(models.Model):
@@ -63,8 +65,16 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["portal", "delivery_id"], name="webhook_event_delivery_unique"),
         ]
-        # Support searches by delivery id without the portal (the unique index leads with it).
-        indexes = [models.Index(fields=["delivery_id"], name="webhook_event_delivery_idx")]
+        indexes = [
+            # Support searches by delivery id without the portal (the unique index leads with it).
+            models.Index(fields=["delivery_id"], name="webhook_event_delivery_idx"),
+            # The attendee's story finds the deliveries its event log does not name (rejected ones) by
+            # the payload's registration id: `payload__data__registration_id=` compiles to
+            # `payload #> '{data,registration_id}'` on PostgreSQL, which this expression index answers
+            # (migration 0006 builds it on PostgreSQL only, concurrently; SQLite scans its small table).
+            models.Index(F("portal"), KeyTransform("registration_id", KeyTransform("data", "payload")),
+                         name="webhook_event_payload_reg_idx"),
+        ]
         ordering = ["-received_at"]
 
     def __str__(self) -> str:
