@@ -155,7 +155,7 @@ APPLY_SWEEP_AFTER_SECONDS = env.int("APPLY_SWEEP_AFTER_SECONDS", default=600)
 APPLY_SWEEP_BATCH_SIZE = env.int("APPLY_SWEEP_BATCH_SIZE", default=500)
 # `send_reminders --every`: its Prometheus exporter (0 disables it), and the interval run_pipeline uses.
 SCHEDULER_METRICS_PORT = env.int("SCHEDULER_METRICS_PORT", default=9193)
-SCHEDULER_INTERVAL_SECONDS = env.int("SCHEDULER_INTERVAL_SECONDS", default=60)
+SCHEDULER_INTERVAL_SECONDS = env.int("SCHEDULER_INTERVAL_SECONDS", default=5)
 # When Dramatiq's retries run out on a transient error, a new round is scheduled through the outbox
 # (a durable delay in PostgreSQL) until the notification is older than the horizon (docs/notifications.md).
 NOTIFICATION_RETRY_HORIZON_SECONDS = env.int("NOTIFICATION_RETRY_HORIZON_SECONDS", default=86_400)
