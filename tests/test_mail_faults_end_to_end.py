@@ -66,9 +66,11 @@ class BreakerSampler:
         return self
 
     def stop(self) -> list[tuple[str, str]]:
+        """Safe twice, and before start()."""
         self._stop.set()
-        self._thread.join(timeout=10)
-        return self.samples
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        return list(self.samples)
 
     def _run(self) -> None:
         try:
@@ -126,11 +128,11 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
     # Given a mail server refusing our credentials (535), probed every 3 s while misconfigured
     smtp = SmtpServer(auth=True).start()
     smtp.handler.always["AUTH"] = AUTH_REFUSED
-    stack = None
+    stack, sampler = None, BreakerSampler()
     try:
         stack = Stack(smtp, EMAIL_URL=f"smtp://events:secret@127.0.0.1:{smtp.port}",
                       NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS="3")
-        sampler = BreakerSampler().start()
+        sampler.start()
         refusing_since = time.monotonic()
         # When 10 registrations arrive over 10 s while it refuses
         ids = [f"R-AU-{n}" for n in range(10)]
@@ -191,6 +193,7 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
               f"notification; after the fix all {len(ids)} delivered once in {after_fix:.1f} s; "
               f"send rows per notification max {max(rows.values())}, total {sum(rows.values())}")
     finally:
+        sampler.stop()
         if stack is not None:
             stack.stop()
         smtp.stop()
