@@ -168,7 +168,9 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         opened = next(i for i, state in enumerate(states) if state not in ("none", "closed"))
         assert set(states[opened:]) <= {"misconfigured", "half_open"}, collections.Counter(states)
         assert "misconfigured" in states
-        assert "circuit_breaker.misconfigured" in stack.worker.output()  # logged as an error: the alert's cue
+        assert "circuit_breaker.misconfigured" in stack.worker.output()  # logged as an error
+        # And the workers' exporter says so: what the ProviderMisconfigured alert reads
+        assert stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 1
         assert {reason.split(":")[0] for _, reason in samples[opened:]} == {"smtp_auth_failed"}
 
         # When the operator fixes the account
@@ -181,6 +183,8 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         delivered = assert_each_delivered_once(smtp, ids)
         assert after_fix < 60
         assert CircuitBreaker.objects.get(provider="email").state == "closed"
+        wait_until(lambda: stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 0,
+                   timeout=15, what="the misconfigured gauge back to 0")
         rows = send_rows_per_notification(delivered)
         assert max(rows.values()) <= 2
         # every attempt that failed was a real login the server refused (smtplib tries PLAIN, then LOGIN)

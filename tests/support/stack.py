@@ -18,6 +18,7 @@ import requests
 from tests.support.notifications import emails_by_notification
 from tests.support.polling import free_port
 from tests.support.processes import ManagedProcess, process_env, start_relay, start_web, start_worker, wait_until
+from tests.support.prometheus import metric, scrape
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload, signed_headers
 
@@ -57,7 +58,17 @@ class Stack:
         self.stopped: list[ManagedProcess] = []
 
     def start_worker(self) -> ManagedProcess:
-        return start_worker({**self.env, "dramatiq_prom_port": str(free_port())})
+        port = free_port()
+        self.worker_metrics_url = f"http://127.0.0.1:{port}/"  # the worker group's exporter
+        return start_worker({**self.env, "dramatiq_prom_port": str(port)})
+
+    def worker_metric(self, name: str, **labels: str) -> float | None:
+        """One metric of the worker group's exporter (summed over matching labels); None while it
+        does not answer yet."""
+        try:
+            return metric(scrape(self.worker_metrics_url), name, **labels)
+        except OSError:
+            return None
 
     def kill_worker(self) -> None:
         """SIGKILL the worker group, every process by its own PID (workers first, then their parent)."""
