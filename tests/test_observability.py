@@ -74,12 +74,12 @@ def test_metrics_and_logs_follow_a_real_run(portal, smtp_server: SmtpServer) -> 
         def worker_counts() -> dict[str, float] | None:
             samples = scrape(f"http://127.0.0.1:{worker_port}/")
             sent = metric(samples, "eventplatform_notifications_total", status="sent")
-            dead = metric(samples, "eventplatform_dead_letters_total", error_code="smtp_permanent")
+            dead = metric(samples, "eventplatform_dead_letters_total", error_code="smtp_message_rejected")
             return samples if (sent, dead) == (1, 1) else None
 
         samples = wait_until(worker_counts, timeout=30, what="worker metrics")
         assert metric(samples, "eventplatform_notification_attempts_total", outcome="permanent_error",
-                      error_code="smtp_permanent") == 1
+                      error_code="smtp_message_rejected") == 1
         assert metric(samples, "dramatiq_messages_total") >= 4
 
         # And the relay exports outbox and queue metrics
