@@ -170,7 +170,8 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         assert "misconfigured" in states
         assert "circuit_breaker.misconfigured" in stack.worker.output()  # logged as an error
         # And the workers' exporter says so: what the ProviderMisconfigured alert reads
-        assert stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 1
+        wait_until(lambda: stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 1,
+                   timeout=15, what="the misconfigured gauge at 1")
         assert {reason.split(":")[0] for _, reason in samples[opened:]} == {"smtp_auth_failed"}
 
         # When the operator fixes the account
