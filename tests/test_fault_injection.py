@@ -10,16 +10,12 @@ Already covered elsewhere, so not repeated here: RabbitMQ stopped under traffic
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import datetime as dt
 import os
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import requests
 from django.core.management import call_command
 from django.db import connection
 
@@ -27,120 +23,17 @@ from apps.notifications.models import Notification
 from apps.registrations.failures import webhook_events_rescue_unapplied
 from apps.registrations.models import FailedApply
 from apps.webhooks.models import WebhookEvent
-from tests.support.polling import free_port
-from tests.support.processes import ManagedProcess, process_env, start_relay, start_web, start_worker, wait_until
+from tests.support.notifications import emails_by_notification
+from tests.support.processes import start_relay, wait_until
 from tests.support.smtp import SmtpServer
-from tests.support.webhooks import encode, payload, signed_headers
+from tests.support.stack import Stack, wait_for_emails
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-# Fast retries and a short claim lease, so each scenario settles in seconds rather than minutes.
-FAST = {"APPLY_MIN_BACKOFF_MS": "200", "APPLY_MAX_BACKOFF_MS": "1000", "NOTIFICATION_MIN_BACKOFF_MS": "200",
-        "NOTIFICATION_MAX_BACKOFF_MS": "2000", "NOTIFICATION_CLAIM_TIMEOUT_SECONDS": "5",
-        "RELAY_METRICS_PORT": "0", "LOG_LEVEL": "WARNING"}
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of the process's children, grandchildren, ... (rundramatiq forks its worker processes)."""
-    parents: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents[ppid].append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
-
-
-class Stack:
-    def __init__(self, smtp: SmtpServer, **env: str) -> None:
-        self.env = process_env(EMAIL_URL=smtp.url, **{**FAST, **env})
-        self.web, self.base_url = start_web(self.env)
-        self.relay = start_relay(self.env)
-        self.worker = self.start_worker()
-        self.stopped: list[ManagedProcess] = []
-
-    def start_worker(self) -> ManagedProcess:
-        return start_worker({**self.env, "dramatiq_prom_port": str(free_port())})
-
-    def kill_worker(self) -> None:
-        """SIGKILL the worker group, every process by its own PID (workers first, then their parent)."""
-        for pid in [*reversed(descendants(self.worker.pid)), self.worker.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.worker.process.wait(timeout=10)
-        self.stopped.append(self.worker)
-
-    def kill_relay(self) -> None:
-        self.relay.kill()
-        self.stopped.append(self.relay)
-
-    def post(self, registration_id: str, delivery_id: str) -> requests.Response:
-        body = encode(payload(registration_id, email=f"{registration_id.lower()}@example.org", phone=None))
-        return requests.post(f"{self.base_url}/webhooks/pretix/", data=body, timeout=10,
-                             headers=signed_headers(body, delivery_id=delivery_id))
-
-    def deliver(self, registration_id: str, statuses: collections.Counter[int]) -> None:
-        """As a portal does: the same delivery again until it is acknowledged with a 2xx."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                response = self.post(registration_id, f"msg_{registration_id}")
-                statuses[response.status_code] += 1
-                if response.status_code in (200, 202):
-                    return
-            except requests.RequestException:
-                statuses[0] += 1
-            time.sleep(0.2)
-        raise AssertionError(f"{registration_id} was never accepted")
-
-    def send_in_background(self, registration_ids: list[str], statuses: collections.Counter[int],
-                           pause: float = 0.0) -> concurrent.futures.Future[None]:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
-
-        def run() -> None:
-            def one(registration_id: str) -> None:
-                self.deliver(registration_id, statuses)
-                time.sleep(pause)
-
-            list(pool.map(one, registration_ids))
-
-        future = concurrent.futures.ThreadPoolExecutor(max_workers=1).submit(run)
-        future.add_done_callback(lambda _: pool.shutdown(wait=False))
-        return future
-
-    def logs(self) -> str:
-        processes = [self.web, self.relay, self.worker, *self.stopped]
-        return "\n".join(f"--- {p.name} {p.pid} ---\n{p.output()[-3000:]}" for p in processes)
-
-    def stop(self) -> None:
-        for process in (self.web, self.relay, self.worker):
-            process.stop()
 
 
 @pytest.fixture
 def smtp(smtp_server: SmtpServer) -> SmtpServer:
     return smtp_server
-
-
-def emails_by_notification(smtp: SmtpServer) -> collections.Counter[str]:
-    return collections.Counter(m["X-Eventplatform-Notification-Id"] for m in smtp.messages)
-
-
-def wait_for_emails(stack: Stack, smtp: SmtpServer, count: int, timeout: float = 150) -> None:
-    try:
-        wait_until(lambda: len(emails_by_notification(smtp)) >= count, timeout=timeout, interval=0.5,
-                   what=f"{count} distinct e-mails")
-    except TimeoutError:
-        raise AssertionError(f"{len(emails_by_notification(smtp))} of {count} e-mails\n{stack.logs()}") from None
 
 
 def assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp: SmtpServer, registration_ids: list[str]) -> int:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
-import urllib.request
 
 import pytest
 import requests
@@ -14,6 +12,7 @@ from django.test import Client
 
 from tests.support.polling import free_port
 from tests.support.processes import process_env, start_relay, start_web, start_worker, wait_until
+from tests.support.prometheus import metric, scrape
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload, signed_headers
 
@@ -39,31 +38,6 @@ def test_readyz_is_503_naming_the_broker_while_rabbitmq_is_stopped(client: Clien
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, what="/readyz back to 200")
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus text format to {'name{labels}': value}."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
-
-
-def metric(samples: dict[str, float], name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for key, value in samples.items():
-        sample_name, _, label_text = key.partition("{")
-        if sample_name != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += value
-    return total
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ assertions are about what happened (counts, statuses, no duplicates), with gener
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from apps.notifications.services import notifications_rescue_stalled
 from apps.outbox.models import OutboxMessage
 from eventplatform import metrics
 from tests.notifications.conftest import InProcessPipeline
+from tests.support.notifications import send_rows_per_notification
 from tests.support.polling import wait_until
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
@@ -28,13 +28,6 @@ from tests.support.smtp import SmtpServer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 Make = Callable[..., Notification]
-
-
-def send_rows_per_notification(notifications: list[Notification]) -> dict[str, int]:
-    ids = {str(n.id) for n in notifications}
-    rows = OutboxMessage.objects.filter(actor_name=queueing.SEND_ACTOR).values_list("kwargs", flat=True)
-    counts = collections.Counter(kwargs["notification_id"] for kwargs in rows if kwargs["notification_id"] in ids)
-    return {notification_id: counts[notification_id] for notification_id in ids}
 
 
 def delivered_ids(server: SmtpServer) -> list[str]:

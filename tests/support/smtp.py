@@ -3,7 +3,8 @@
 Scripted replies per stage: `scripted["RCPT"].append("451 ...")` answers the next RCPT TO with it
 (one per command), `always["AUTH"] = "535 ..."` answers every AUTH so until cleared; `greylist_tries = 2`
 answers 451 to the first two RCPTs of each recipient, as greylisting servers do. `SmtpServer(auth=True)`
-offers AUTH (no TLS needed) and accepts any credentials unless scripted. For what aiosmtpd cannot be
+offers AUTH (no TLS needed) and accepts any credentials unless scripted; `stop()` then `restart()`
+is an outage (connection refused) and the server back on the same port. For what aiosmtpd cannot be
 made to say (a 421/554 greeting, a silent server, 454 to STARTTLS) there is ScriptedSmtpServer.
 """
 
@@ -85,8 +86,11 @@ class SmtpServer:
     def __init__(self, *, auth: bool = False) -> None:
         self.handler = RecordingHandler()
         self.port = free_port()
-        options = {"auth_require_tls": False, "authenticator": _accept_any} if auth else {}
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **options)
+        self._options = {"auth_require_tls": False, "authenticator": _accept_any} if auth else {}
+        self.controller = self._controller()
+
+    def _controller(self) -> Controller:
+        return Controller(self.handler, hostname="127.0.0.1", port=self.port, **self._options)
 
     @property
     def url(self) -> str:
@@ -103,6 +107,13 @@ class SmtpServer:
 
     def stop(self) -> None:
         self.controller.stop()
+
+    def restart(self) -> SmtpServer:
+        """Up again on the same port after stop(), with the same handler (what it recorded and its
+        scripts are kept): a mail server back from an outage. aiosmtpd cannot start a stopped
+        Controller again (its event loop is closed), so this is a new one."""
+        self.controller = self._controller()
+        return self.start()
 
 
 class ScriptedSmtpServer:
