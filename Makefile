@@ -28,8 +28,10 @@ run: $(STAMP)
 	@echo "    DJANGO_SETTINGS_MODULE=$(DEV_SETTINGS) $(PY) manage.py send_test_webhook demo --url http://127.0.0.1:8000"
 	$(PY) manage.py run_pipeline --bind 127.0.0.1:8000
 
-# The whole suite against the real PostgreSQL and RabbitMQ on loopback (started if down).
+# Lint (ruff, stale noqa included), then the whole suite against the real PostgreSQL and RabbitMQ on
+# loopback (started if down).
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	bash deploy/install-tools.sh
 	bash deploy/ensure-services.sh
 	$(PY) -m pytest --ds=$(TEST_SETTINGS)

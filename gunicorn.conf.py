@@ -13,7 +13,7 @@ import tempfile
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventplatform-web-metrics-")
 
-from prometheus_client import multiprocess  # noqa: E402
+from prometheus_client import multiprocess
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Sync workers wait on PostgreSQL for part of each request: gunicorn's usual 2 x cores + 1.
@@ -22,7 +22,7 @@ accesslog = None  # our JSON request logs come from the application
 graceful_timeout = 10
 
 
-def child_exit(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 # gunicorn's own lines (start-up, worker boots and exits) as JSON too, through the project's formatter.

@@ -63,7 +63,7 @@ class RefusingHandler:
         self.accepted: Counter[str] = Counter()  # notification id -> e-mails received
         self.refused = 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             if self.random.random() < self.refusal_rate:
                 self.refused += 1

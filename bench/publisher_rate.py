@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pika  # noqa: E402
-from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: E402
+import pika
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from apps.outbox.publisher import ConfirmingPublisher, OutgoingMessage  # noqa: E402
+from apps.outbox.publisher import ConfirmingPublisher, OutgoingMessage
 
 TOTAL, BATCH, SIZE = 20_000, 500, 1024
 

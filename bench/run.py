@@ -880,7 +880,7 @@ def versions() -> dict[str, str]:
         found["PostgreSQL"] = "?"
     try:
         connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F"))
-        version = connection._impl.server_properties.get("version", "?")  # noqa: SLF001
+        version = connection._impl.server_properties.get("version", "?")
         found["RabbitMQ"] = version.decode() if isinstance(version, bytes) else str(version)
         connection.close()
     except Exception:  # noqa: BLE001 - a version is nice to have

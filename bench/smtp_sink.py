@@ -29,7 +29,7 @@ class RecordingHandler:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         received = time.time()
         content = envelope.original_content or envelope.content
         if isinstance(content, str):

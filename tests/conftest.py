@@ -13,7 +13,7 @@ from tests.support.smtp import SmtpServer
 
 
 @pytest.fixture
-def portal(db):  # noqa: ANN001, ANN201 - pytest fixture
+def portal(db):
     portal, _, _ = portal_create(slug="pretix", name="Pretix", secret=webhooks.SECRET)
     return portal
 

@@ -116,7 +116,7 @@ def test_error_code_filter_lists_the_catalogue_and_filters(staff: Client, notifi
         notifications[0].pk, notifications[1].pk}
 
 
-def test_partial_email_search_uses_the_trigram_index(notifications: list[Notification], rf) -> None:  # noqa: ANN001
+def test_partial_email_search_uses_the_trigram_index(notifications: list[Notification], rf) -> None:
     # Given the search exactly as the admin builds it; the planner told to avoid a sequential scan
     # (on five rows it would prefer one), so the plan shows whether the index matches the SQL.
     admin = NotificationAdmin(Notification, None)
@@ -132,7 +132,7 @@ def test_fixed_filters_offer_roles_and_declared_actors(staff: Client) -> None:
     assert "actor_name__exact=notification_send" in staff.get("/admin/outbox/outboxmessage/").content.decode()
 
 
-def test_search_follows_a_reverse_foreign_key(notifications: list[Notification], rf) -> None:  # noqa: ANN001
+def test_search_follows_a_reverse_foreign_key(notifications: list[Notification], rf) -> None:
     # Given a registration admin searching by its notifications' ids (as a story search may).
     from apps.registrations.admin import RegistrationAdmin
 

@@ -103,7 +103,7 @@ def test_deliveries_outside_the_event_log_are_found_through_the_payload_index(st
 
 @pytest.mark.parametrize("term", ["grace@exa", "Grace", "msg_R-2001_created", "msg_R-2001_broken",
                                   "notification-id"])
-def test_registration_searches_read_through_indexes(rf, story: SeededStory, term: str) -> None:  # noqa: ANN001
+def test_registration_searches_read_through_indexes(rf, story: SeededStory, term: str) -> None:
     # Given the registration search exactly as the admin builds it (its search fields ORed, and the
     # registrations a notification or delivery id names), without the list's order: on a handful of
     # rows the planner would rather walk the primary key backwards than combine the indexes.

@@ -46,7 +46,7 @@ def test_create_portal_refuses_a_malformed_secret() -> None:
 
 
 @pytest.mark.slow
-def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path) -> None:  # noqa: ANN001
+def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path) -> None:
     # Given no DATABASE_URL / BROKER_URL: SQLite + in-process broker + console e-mail
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "EMAIL_URL")}
     env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="eventplatform.settings.development",

@@ -36,8 +36,8 @@ def test_every_exception_class_code_is_in_the_catalogue() -> None:
     def subclasses(cls: type) -> list[type]:
         return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
 
-    import apps.notifications.errors  # noqa: F401 - registers the subclasses
-    import apps.registrations.services  # noqa: F401
+    import apps.notifications.errors
+    import apps.registrations.services
     import apps.webhooks.signature  # noqa: F401
 
     classes = subclasses(EventPlatformError)

@@ -52,7 +52,7 @@ def assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp: SmtpServer
     return len(duplicated)
 
 
-def test_sigkill_of_the_worker_mid_stream_loses_nothing(portal, smtp: SmtpServer) -> None:  # noqa: ANN001
+def test_sigkill_of_the_worker_mid_stream_loses_nothing(portal, smtp: SmtpServer) -> None:
     stack = Stack(smtp)
     try:
         ids = [f"R-WK-{n}" for n in range(200)]
@@ -75,7 +75,7 @@ def test_sigkill_of_the_worker_mid_stream_loses_nothing(portal, smtp: SmtpServer
         stack.stop()
 
 
-def test_sigkill_of_the_relay_mid_stream_loses_nothing_and_duplicates_nothing(portal, smtp: SmtpServer) -> None:  # noqa: ANN001
+def test_sigkill_of_the_relay_mid_stream_loses_nothing_and_duplicates_nothing(portal, smtp: SmtpServer) -> None:
     stack = Stack(smtp)
     try:
         ids = [f"R-RL-{n}" for n in range(200)]
@@ -108,7 +108,7 @@ def postgres_answers() -> bool:
     return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode == 0
 
 
-def test_postgresql_restarted_under_traffic_loses_nothing(portal, smtp: SmtpServer) -> None:  # noqa: ANN001
+def test_postgresql_restarted_under_traffic_loses_nothing(portal, smtp: SmtpServer) -> None:
     stack = Stack(smtp)
     try:
         ids = [f"R-PG-{n}" for n in range(160)]
@@ -155,7 +155,7 @@ CREATE TRIGGER test_block_apply BEFORE INSERT ON registrations_registrationevent
 UNBLOCK = "DROP TRIGGER test_block_apply ON registrations_registrationevent; DROP FUNCTION test_block_apply();"
 
 
-def test_an_apply_failing_until_its_retries_run_out_is_recorded_then_reapplied(portal, smtp: SmtpServer) -> None:  # noqa: ANN001
+def test_an_apply_failing_until_its_retries_run_out_is_recorded_then_reapplied(portal, smtp: SmtpServer) -> None:
     with connection.cursor() as cursor:
         cursor.execute(BLOCK_TRIGGER)
     stack = Stack(smtp, APPLY_MAX_RETRIES="2")

@@ -86,7 +86,7 @@ class BreakerSampler:
 
 
 def test_a_greylisting_burst_is_delivered_once_each_and_never_opens_the_breaker(
-    portal, smtp_server: SmtpServer  # noqa: ANN001
+    portal, smtp_server: SmtpServer
 ) -> None:
     # Given a mail server answering 451 to the first two tries of each recipient, backoffs of 0.5-1 s
     # then 1-2 s, and a breaker that would open after 5 failures and stay open 30 s (the defaults)
@@ -124,7 +124,7 @@ def test_a_greylisting_burst_is_delivered_once_each_and_never_opens_the_breaker(
         stack.stop()
 
 
-def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix(portal) -> None:  # noqa: ANN001
+def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix(portal) -> None:
     # Given a mail server refusing our credentials (535), probed every 3 s while misconfigured
     smtp = SmtpServer(auth=True).start()
     smtp.handler.always["AUTH"] = AUTH_REFUSED
@@ -205,7 +205,7 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
 
 
 def test_smtp_down_for_45_seconds_defers_without_a_storm_and_delivers_each_once_after(
-    portal, smtp_server: SmtpServer  # noqa: ANN001
+    portal, smtp_server: SmtpServer
 ) -> None:
     # Given the pipeline sending (two delivered, the workers' SMTP connections open), a breaker
     # opening after 5 failures with a 5 s cool-down

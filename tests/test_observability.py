@@ -42,7 +42,7 @@ def test_readyz_is_503_naming_the_broker_while_rabbitmq_is_stopped(client: Clien
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_metrics_and_logs_follow_a_real_run(portal, smtp_server: SmtpServer) -> None:  # noqa: ANN001
+def test_metrics_and_logs_follow_a_real_run(portal, smtp_server: SmtpServer) -> None:
     # Given the real processes, one webhook that will be delivered and one whose e-mail is refused for good
     worker_port, relay_port = free_port(), free_port()
     env = process_env(EMAIL_URL=smtp_server.url, dramatiq_prom_port=str(worker_port),

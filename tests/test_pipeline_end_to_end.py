@@ -39,7 +39,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(portal, smtp_server: SmtpServer) -> Iterator[Stack]:  # noqa: ANN001
+def stack(portal, smtp_server: SmtpServer) -> Iterator[Stack]:
     stack = Stack(smtp_server)
     yield stack
     stack.stop()

@@ -30,7 +30,7 @@ def non_json_lines(process: ManagedProcess) -> list[str]:
     return bad
 
 
-def test_every_line_of_web_relay_and_worker_is_json(portal, smtp_server: SmtpServer) -> None:  # noqa: ANN001
+def test_every_line_of_web_relay_and_worker_is_json(portal, smtp_server: SmtpServer) -> None:
     env = process_env(EMAIL_URL=smtp_server.url, LOG_LEVEL="INFO", RELAY_METRICS_PORT=str(free_port()),
                       dramatiq_prom_port=str(free_port()))
     web, base_url = start_web(env)

@@ -45,7 +45,7 @@ def test_the_procfile_names_every_long_running_process() -> None:
     assert procfile_names() == ["web", "relay", "worker", "scheduler"]
 
 
-def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, smtp_server: SmtpServer) -> None:  # noqa: ANN001
+def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, smtp_server: SmtpServer) -> None:
     port = free_port()
     env = production_env(
         EMAIL_URL=smtp_server.url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2",

@@ -83,7 +83,7 @@ class EnvelopeSink(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def sentry_endpoint():  # noqa: ANN201
+def sentry_endpoint():
     EnvelopeSink.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), EnvelopeSink)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -96,7 +96,7 @@ def sentry_endpoint():  # noqa: ANN201
 
 
 @pytest.mark.django_db
-def test_a_sentry_event_from_a_failing_request_carries_no_secret_no_locals_and_no_attendee(sentry_endpoint) -> None:  # noqa: ANN001
+def test_a_sentry_event_from_a_failing_request_carries_no_secret_no_locals_and_no_attendee(sentry_endpoint) -> None:
     dsn, received = sentry_endpoint
     result = subprocess.run([sys.executable, "-c", FAILING_REQUEST], cwd=ROOT, env=production_env(SENTRY_DSN=dsn),
                             capture_output=True, text=True, timeout=120)

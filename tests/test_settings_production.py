@@ -53,7 +53,7 @@ def test_the_wsgi_application_refuses_too() -> None:
     assert "ImproperlyConfigured" in result.stderr and "need SECRET_KEY" in result.stderr
 
 
-def test_development_settings_must_be_chosen_and_then_start_on_the_embedded_defaults(tmp_path) -> None:  # noqa: ANN001
+def test_development_settings_must_be_chosen_and_then_start_on_the_embedded_defaults(tmp_path) -> None:
     env = {k: v for k, v in production_env().items() if k not in REQUIRED}
     env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", DATA_DIR=str(tmp_path))
     result = manage("check", env=env)

@@ -217,6 +217,6 @@ STATUS_SCHEDULER_STALE_SECONDS = env.int("STATUS_SCHEDULER_STALE_SECONDS", defau
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 
-from eventplatform.settings.dramatiq import *  # noqa: E402,F401,F403
-from eventplatform.settings.logging import *  # noqa: E402,F401,F403
-from eventplatform.settings.sentry import *  # noqa: E402,F401,F403
+from eventplatform.settings.dramatiq import *  # noqa: E402, F403
+from eventplatform.settings.logging import *  # noqa: E402, F403
+from eventplatform.settings.sentry import *  # noqa: E402, F403

@@ -7,6 +7,6 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventplatform")
 os.environ.setdefault("EMAIL_URL", "memorymail://")
 
-from eventplatform.settings.base import *  # noqa: E402,F401,F403
+from eventplatform.settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -23,7 +23,7 @@ from tests.support.smtp import SmtpServer
 
 
 @pytest.fixture
-def email_via_smtp(settings, smtp_server: SmtpServer) -> SmtpServer:  # noqa: ANN001
+def email_via_smtp(settings, smtp_server: SmtpServer) -> SmtpServer:
     """Notifications go to the test's aiosmtpd server."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
@@ -35,7 +35,7 @@ def email_via_smtp(settings, smtp_server: SmtpServer) -> SmtpServer:  # noqa: AN
 
 
 @pytest.fixture
-def sms_via_api(settings, sms_api: SmsApi) -> SmsApi:  # noqa: ANN001
+def sms_via_api(settings, sms_api: SmsApi) -> SmsApi:
     settings.SMS_API_URL, settings.SMS_ACCOUNT_SID, settings.SMS_AUTH_TOKEN = sms_api.url, "AC_test", "token"
     settings.SMS_FROM, settings.SMS_TIMEOUT_SECONDS = "+4930123456", 5
     reset_providers()
@@ -43,7 +43,7 @@ def sms_via_api(settings, sms_api: SmsApi) -> SmsApi:  # noqa: ANN001
 
 
 @pytest.fixture
-def fast_retries(settings) -> Any:  # noqa: ANN001
+def fast_retries(settings) -> Any:
     """Tiny backoffs, rounds and cool-downs: the whole policy runs in seconds."""
     settings.NOTIFICATION_MIN_BACKOFF_MS = 50
     settings.NOTIFICATION_MAX_BACKOFF_MS = 200
@@ -67,7 +67,7 @@ def context_for(registration: Registration, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_registration(portal) -> Callable[..., Registration]:  # noqa: ANN001
+def make_registration(portal) -> Callable[..., Registration]:
     counter = iter(range(1, 1_000_000))
 
     def make(**fields: Any) -> Registration:
@@ -137,7 +137,7 @@ class InProcessPipeline:
 
 
 @pytest.fixture
-def pipeline(fast_retries) -> Iterator[InProcessPipeline]:  # noqa: ANN001
+def pipeline(fast_retries) -> Iterator[InProcessPipeline]:
     running = InProcessPipeline().start()
     yield running
     running.stop()

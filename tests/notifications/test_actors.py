@@ -31,7 +31,7 @@ def test_every_actors_max_backoff_is_under_the_consumer_timeout() -> None:
 
 
 @pytest.mark.parametrize("max_backoff_setting", [300_000, 10 * 24 * 3600 * 1000])
-def test_the_send_actors_computed_delay_stays_capped_whatever_the_settings(settings, max_backoff_setting: int) -> None:  # noqa: ANN001
+def test_the_send_actors_computed_delay_stays_capped_whatever_the_settings(settings, max_backoff_setting: int) -> None:
     settings.NOTIFICATION_MAX_BACKOFF_MS = max_backoff_setting
     assert max(tasks.retry_backoff_ms(retries) for retries in range(0, 40)) < CONSUMER_TIMEOUT_MS
 

@@ -40,7 +40,7 @@ def age(provider: str, seconds: float) -> None:
 
 
 @pytest.mark.django_db
-def test_opens_after_n_consecutive_transient_failures(settings) -> None:  # noqa: ANN001
+def test_opens_after_n_consecutive_transient_failures(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 3
     fail(times=2)
     assert (breaker().state, breaker().consecutive_failures) == ("closed", 2)
@@ -51,7 +51,7 @@ def test_opens_after_n_consecutive_transient_failures(settings) -> None:  # noqa
 
 
 @pytest.mark.django_db
-def test_a_success_resets_the_count_and_permanent_refusals_do_not_count(settings) -> None:  # noqa: ANN001
+def test_a_success_resets_the_count_and_permanent_refusals_do_not_count(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 3
     fail(times=2)
     circuit_breaker_record(provider="email", permit=ALLOWED, failed=False)
@@ -60,7 +60,7 @@ def test_a_success_resets_the_count_and_permanent_refusals_do_not_count(settings
 
 
 @pytest.mark.django_db
-def test_after_the_cool_down_one_probe_decides(settings) -> None:  # noqa: ANN001
+def test_after_the_cool_down_one_probe_decides(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1
     fail()
     age("email", settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + 1)
@@ -80,7 +80,7 @@ def test_after_the_cool_down_one_probe_decides(settings) -> None:  # noqa: ANN00
 
 
 @pytest.mark.django_db
-def test_a_probe_whose_worker_died_is_taken_over_after_the_probe_timeout(settings) -> None:  # noqa: ANN001
+def test_a_probe_whose_worker_died_is_taken_over_after_the_probe_timeout(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1
     fail()
     age("email", settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + 1)
@@ -91,7 +91,7 @@ def test_a_probe_whose_worker_died_is_taken_over_after_the_probe_timeout(setting
 
 
 @pytest.mark.django_db(transaction=True)
-def test_of_many_concurrent_workers_exactly_one_gets_the_probe(settings) -> None:  # noqa: ANN001
+def test_of_many_concurrent_workers_exactly_one_gets_the_probe(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1
     fail()
     age("email", settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + 1)
@@ -113,7 +113,7 @@ def test_of_many_concurrent_workers_exactly_one_gets_the_probe(settings) -> None
 
 
 @pytest.mark.django_db
-def test_breakers_are_per_provider(settings) -> None:  # noqa: ANN001
+def test_breakers_are_per_provider(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1
     fail("sms")
     assert circuit_breaker_permit(provider="email").allowed
@@ -122,7 +122,7 @@ def test_breakers_are_per_provider(settings) -> None:  # noqa: ANN001
 
 @pytest.mark.django_db
 def test_an_open_breaker_defers_the_send_without_using_an_attempt(
-    settings, email_via_smtp: SmtpServer, make_notification: Callable[..., Notification]  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, make_notification: Callable[..., Notification]
 ) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1
     settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS = 30
@@ -147,7 +147,7 @@ def test_an_open_breaker_defers_the_send_without_using_an_attempt(
 
 @pytest.mark.django_db
 def test_a_deferral_past_the_retry_horizon_is_dead(
-    settings, email_via_smtp: SmtpServer, make_notification: Callable[..., Notification]  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, make_notification: Callable[..., Notification]
 ) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 0
@@ -160,7 +160,7 @@ def test_a_deferral_past_the_retry_horizon_is_dead(
 
 
 @pytest.mark.django_db
-def test_support_sees_the_breakers_in_the_admin(client, settings) -> None:  # noqa: ANN001
+def test_support_sees_the_breakers_in_the_admin(client, settings) -> None:
     from django.contrib.auth.models import User
 
     settings.NOTIFICATION_BREAKER_THRESHOLD = 1

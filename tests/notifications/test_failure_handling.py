@@ -35,7 +35,7 @@ def delivered_ids(server: SmtpServer) -> list[str]:
 
 
 @pytest.fixture
-def auth_smtp(settings) -> Iterator[SmtpServer]:  # noqa: ANN001
+def auth_smtp(settings) -> Iterator[SmtpServer]:
     """An SMTP server that asks for AUTH; notifications log in to it."""
     server = SmtpServer(auth=True).start()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -49,7 +49,7 @@ def auth_smtp(settings) -> Iterator[SmtpServer]:  # noqa: ANN001
 
 @pytest.mark.slow
 def test_twenty_greylisted_messages_are_retried_each_on_its_own_and_never_open_the_breaker(
-    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     # Given a server that greylists every recipient twice, 1-2 s and 2-4 s backoffs, and a breaker
     # that would open after 3 failures and then let one probe through per 10 s cool-down
@@ -79,7 +79,7 @@ def test_twenty_greylisted_messages_are_retried_each_on_its_own_and_never_open_t
 
 @pytest.mark.slow
 def test_a_wrong_password_makes_everything_wait_never_dead_and_all_go_out_soon_after_the_fix(
-    settings, auth_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, auth_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     # Given the server refuses our credentials (535) and misconfigured breakers are probed every 2 s
     settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS = 2
@@ -121,7 +121,7 @@ def test_a_wrong_password_makes_everything_wait_never_dead_and_all_go_out_soon_a
 
 
 def test_a_misconfigured_primary_hands_the_same_send_to_the_fallback(
-    settings, auth_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, auth_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     fallback = SmtpServer().start()
     try:
@@ -144,7 +144,7 @@ def test_a_misconfigured_primary_hands_the_same_send_to_the_fallback(
 
 @pytest.mark.slow
 def test_an_outage_over_many_cooldowns_costs_at_most_two_outbox_rows_per_notification(
-    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     # Given the server is down (421) for ten cool-downs of 1 s
     settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS = 1.0
@@ -200,7 +200,7 @@ def test_an_error_after_the_provider_accepted_never_sends_again(
 
 
 def test_the_sweep_requeues_a_pending_notification_whose_message_was_lost(
-    settings, email_via_smtp: SmtpServer, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, make_notification: Make
 ) -> None:
     # Given a notification whose outbox row was published 20 minutes ago and never consumed
     settings.NOTIFICATION_PENDING_RESCUE_AFTER_SECONDS = 900
@@ -242,7 +242,7 @@ def test_the_sweep_wakes_sends_left_waiting_while_the_breaker_is_closed(make_not
 
 @pytest.mark.slow
 def test_a_rejected_sms_token_waits_and_is_sent_once_the_account_accepts_it(
-    settings, sms_via_api: SmsApi, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, sms_via_api: SmsApi, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     # Given the SMS API rejects our token (401, Twilio 20003) and misconfigured breakers are probed every 1 s
     settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS = 1

@@ -25,7 +25,7 @@ def test_registrations_hold_no_channel_rules() -> None:
     assert "from apps.notifications.channels import channels_for" in (APP / "reminders.py").read_text()
 
 
-def test_channels_follow_the_contract(settings) -> None:  # noqa: ANN001
+def test_channels_follow_the_contract(settings) -> None:
     settings.SMS_API_URL = "http://sms.invalid"
     with_phone = {"email": "ada@example.org", "phone": "+4915112345678"}
     assert {kind: channels.channels_for(kind, with_phone) for kind in

@@ -96,7 +96,7 @@ def test_sms_4xx_is_permanent(sms_via_api: SmsApi, pipeline: InProcessPipeline, 
 
 
 def test_retry_rounds_through_the_outbox_outlast_dramatiqs_retries(
-    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     # Given Dramatiq may retry a message once (2 tries per round) and the server refuses 5 times
     settings.NOTIFICATION_MAX_RETRIES = 1
@@ -119,7 +119,7 @@ def test_retry_rounds_through_the_outbox_outlast_dramatiqs_retries(
 
 
 def test_past_the_retry_horizon_exhausted_retries_make_it_dead(
-    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     settings.NOTIFICATION_MAX_RETRIES = 1
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 0
@@ -135,7 +135,7 @@ def test_past_the_retry_horizon_exhausted_retries_make_it_dead(
 
 
 def test_provider_down_opens_the_breaker_defers_without_calling_it_and_delivers_everything_after(
-    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     # Given the SMTP server refuses everything, breaker threshold 3, cool-down 1 s
     settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS = 1.0
@@ -169,7 +169,7 @@ def test_provider_down_opens_the_breaker_defers_without_calling_it_and_delivers_
 
 
 def test_while_the_primary_is_open_the_fallback_provider_sends(
-    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make
 ) -> None:
     fallback = SmtpServer().start()
     try:

@@ -65,7 +65,7 @@ def test_a_transient_failure_leaves_it_retrying_and_raises_for_dramatiq(email_vi
                                                                                           "smtp_message_deferred")
 
 
-def test_smtp_server_down_is_provider_down(settings, make: Make) -> None:  # noqa: ANN001
+def test_smtp_server_down_is_provider_down(settings, make: Make) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # discard port: connection refused
     with pytest.raises(ProviderTransientError) as raised:
@@ -96,7 +96,7 @@ def test_a_message_for_a_row_another_worker_is_sending_is_retried_later(make: Ma
 
 
 def test_the_crash_window_a_stale_claim_is_re_claimed_and_shows_two_attempts(
-    settings, email_via_smtp: SmtpServer, make: Make  # noqa: ANN001
+    settings, email_via_smtp: SmtpServer, make: Make
 ) -> None:
     # Given a worker claimed the row (attempt 1) and died before recording anything
     notification = make()
@@ -110,7 +110,7 @@ def test_the_crash_window_a_stale_claim_is_re_claimed_and_shows_two_attempts(
     assert [a.number for a in notification.attempt_log.all()] == [2]
 
 
-def test_an_unexpected_error_after_the_claim_hands_the_row_back(monkeypatch, make: Make) -> None:  # noqa: ANN001
+def test_an_unexpected_error_after_the_claim_hands_the_row_back(monkeypatch, make: Make) -> None:
     def broken(**kwargs: object) -> None:
         raise RuntimeError("template bug")
 
@@ -125,7 +125,7 @@ def test_an_unexpected_error_after_the_claim_hands_the_row_back(monkeypatch, mak
 # --- retries exhausted: the dead-letter actor ---------------------------------------------------------
 
 
-def test_dead_letter_schedules_a_round_while_younger_than_the_horizon(settings, make: Make) -> None:  # noqa: ANN001
+def test_dead_letter_schedules_a_round_while_younger_than_the_horizon(settings, make: Make) -> None:
     settings.NOTIFICATION_ROUND_DELAY_SECONDS = 1800
     notification = make()
     Notification.objects.filter(id=notification.id).update(status="retrying", attempts=9,
@@ -143,7 +143,7 @@ def test_dead_letter_schedules_a_round_while_younger_than_the_horizon(settings, 
     assert len(rounds(notification)) == 1
 
 
-def test_dead_letter_marks_it_dead_past_the_horizon(settings, make: Make) -> None:  # noqa: ANN001
+def test_dead_letter_marks_it_dead_past_the_horizon(settings, make: Make) -> None:
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 3600
     notification = make()
     Notification.objects.filter(id=notification.id).update(
@@ -157,7 +157,7 @@ def test_dead_letter_marks_it_dead_past_the_horizon(settings, make: Make) -> Non
     assert rounds(notification) == []
 
 
-def test_a_replay_restarts_the_horizon(settings, make: Make) -> None:  # noqa: ANN001
+def test_a_replay_restarts_the_horizon(settings, make: Make) -> None:
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 3600
     notification = make()
     Notification.objects.filter(id=notification.id).update(
@@ -167,7 +167,7 @@ def test_a_replay_restarts_the_horizon(settings, make: Make) -> None:  # noqa: A
     assert notification.status == "retrying" and len(rounds(notification)) == 1
 
 
-def test_dead_letter_never_kills_a_row_another_worker_holds(settings, make: Make) -> None:  # noqa: ANN001
+def test_dead_letter_never_kills_a_row_another_worker_holds(settings, make: Make) -> None:
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 0
     notification = make()
     Notification.objects.filter(id=notification.id).update(status="sending", claimed_at=timezone.now())
@@ -187,7 +187,7 @@ def test_dead_letter_leaves_finished_notifications_alone(make: Make) -> None:
 # --- retry policy ---------------------------------------------------------------------------------------
 
 
-def test_retry_policy_reads_the_settings_at_call_time(settings) -> None:  # noqa: ANN001
+def test_retry_policy_reads_the_settings_at_call_time(settings) -> None:
     settings.NOTIFICATION_MAX_RETRIES = 2
     assert retry_transient(1, ProviderTransientError("x")) and not retry_transient(2, ProviderTransientError("x"))
     settings.NOTIFICATION_MIN_BACKOFF_MS, settings.NOTIFICATION_MAX_BACKOFF_MS = 1000, 10_000_000
@@ -197,7 +197,7 @@ def test_retry_policy_reads_the_settings_at_call_time(settings) -> None:  # noqa
     assert max(delays) <= 300_000  # never longer than 5 minutes unacked in RabbitMQ (dramatiq#827)
 
 
-def test_rows_whose_retry_message_was_lost_get_a_round(settings, make: Make) -> None:  # noqa: ANN001
+def test_rows_whose_retry_message_was_lost_get_a_round(settings, make: Make) -> None:
     long_ago = timezone.now() - dt.timedelta(minutes=20)
     lost = make()
     Notification.objects.filter(id=lost.id).update(status="retrying", updated_at=long_ago)

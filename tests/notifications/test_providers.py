@@ -57,7 +57,7 @@ def test_smtp_replies_are_sorted(smtp_server: SmtpServer, reply: str, error: typ
 
 
 def test_a_refused_recipient_is_smtp_recipient_rejected(smtp_server: SmtpServer) -> None:
-    async def refuse(server, session, envelope, address, options):  # noqa: ANN001, ANN202 - aiosmtpd hook
+    async def refuse(server, session, envelope, address, options):
         return "550 5.1.1 no such mailbox"
 
     smtp_server.handler.handle_RCPT = refuse
@@ -103,7 +103,7 @@ def test_sms_is_sent_as_twilio_expects(sms_api: SmsApi) -> None:
     assert sms_api.received == [{"To": "+4915112345678", "From": "+4930123456", "Body": "Hello"}]
 
 
-def test_twilios_invalid_number_error_is_sms_invalid_number(monkeypatch, sms_api: SmsApi) -> None:  # noqa: ANN001
+def test_twilios_invalid_number_error_is_sms_invalid_number(monkeypatch, sms_api: SmsApi) -> None:
     response = requests.Response()
     response.status_code, response._content = 400, json.dumps({"code": 21211, "message": "invalid To"}).encode()
     provider = sms_provider(sms_api)
@@ -142,7 +142,7 @@ def test_esp_errors_are_sorted_by_anymails_class_and_status(error: Exception, ki
     assert isinstance(sorted_error, kind) and sorted_error.code == code and code in CATALOGUE
 
 
-def test_fallback_provider_comes_from_email_fallback_url(settings, smtp_server: SmtpServer) -> None:  # noqa: ANN001
+def test_fallback_provider_comes_from_email_fallback_url(settings, smtp_server: SmtpServer) -> None:
     settings.EMAIL_FALLBACK_URL = smtp_server.url
     reset_providers()
     primary, fallback = providers_for("email")
@@ -150,7 +150,7 @@ def test_fallback_provider_comes_from_email_fallback_url(settings, smtp_server: 
     assert fallback.send(MESSAGE) and len(smtp_server.messages) == 1
 
 
-def test_without_a_fallback_the_channel_has_one_provider(settings) -> None:  # noqa: ANN001
+def test_without_a_fallback_the_channel_has_one_provider(settings) -> None:
     settings.EMAIL_FALLBACK_URL = settings.EMAIL_FALLBACK_BACKEND = ""
     reset_providers()
     assert [p.name for p in providers_for("email")] == ["email"]

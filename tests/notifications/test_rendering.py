@@ -18,7 +18,7 @@ CONTEXT = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.o
            "role": "attendee", "locale": "en"}
 
 
-def rendered(kind: str = "confirmation", channel: str = "email", **overrides: str):  # noqa: ANN201
+def rendered(kind: str = "confirmation", channel: str = "email", **overrides: str):
     return render(kind=kind, channel=channel, context={**CONTEXT, **overrides})
 
 

@@ -51,7 +51,7 @@ def test_each_window_gets_its_reminder(make_registration: MakeRegistration) -> N
 
 @pytest.mark.django_db
 def test_sms_only_for_the_one_hour_reminder_when_a_phone_is_given_and_sms_is_configured(
-    settings, make_registration: MakeRegistration  # noqa: ANN001
+    settings, make_registration: MakeRegistration
 ) -> None:
     settings.SMS_API_URL = "http://127.0.0.1:9"
     soon = starting_in(make_registration, dt.timedelta(minutes=30))
@@ -65,7 +65,7 @@ def test_sms_only_for_the_one_hour_reminder_when_a_phone_is_given_and_sms_is_con
 
 
 @pytest.mark.django_db
-def test_windows_are_configurable(settings, make_registration: MakeRegistration) -> None:  # noqa: ANN001
+def test_windows_are_configurable(settings, make_registration: MakeRegistration) -> None:
     settings.REMINDER_1H_BEFORE_SECONDS = 2 * 3600
     settings.REMINDER_24H_BEFORE_SECONDS = 48 * 3600
     in_90_min = starting_in(make_registration, dt.timedelta(minutes=90), phone="")

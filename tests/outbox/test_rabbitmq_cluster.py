@@ -45,7 +45,7 @@ def cluster() -> Iterator[RabbitCluster]:
 
 
 def test_quorum_pipeline_loses_nothing_and_doubles_nothing_when_a_node_stops(
-    portal, smtp_server: SmtpServer, cluster: RabbitCluster,  # noqa: ANN001
+    portal, smtp_server: SmtpServer, cluster: RabbitCluster,
 ) -> None:
     cluster.add_vhost("eventplatform")
     env = process_env(EMAIL_URL=smtp_server.url, BROKER_URL=cluster.broker_url("eventplatform"),

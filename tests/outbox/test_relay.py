@@ -72,7 +72,7 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
 
 
-def test_broker_outage_loses_nothing_and_relay_resumes_by_itself(portal, relays: list[ManagedProcess]) -> None:  # noqa: ANN001
+def test_broker_outage_loses_nothing_and_relay_resumes_by_itself(portal, relays: list[ManagedProcess]) -> None:
     env = process_env(RELAY_METRICS_PORT="0")
     web, base_url = start_web(env)
     relays.append(start_relay(env))

@@ -35,7 +35,7 @@ def processed(days_ago: float) -> str:
     return message_id
 
 
-def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, portal: Portal) -> None:  # noqa: ANN001
+def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, portal: Portal) -> None:
     settings.RETENTION_OUTBOX_PUBLISHED_DAYS, settings.RETENTION_PROCESSED_MESSAGES_DAYS = 7, 30
     settings.RETENTION_RATE_WINDOWS_DAYS, settings.RETENTION_BATCH_SIZE = 1, 2  # several batches
     OutboxMessage.objects.all().delete()
@@ -64,7 +64,7 @@ def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, p
     assert data_retention_run(now=NOW)["outbox_published_deleted"] == 0
 
 
-def test_only_applied_events_past_the_retention_lose_body_and_payload(settings, make_event) -> None:  # noqa: ANN001
+def test_only_applied_events_past_the_retention_lose_body_and_payload(settings, make_event) -> None:
     settings.RETENTION_EVENT_BODIES_DAYS, settings.RETENTION_BATCH_SIZE = 90, 1
     old_applied = [make_event(payload(f"R-OLD-{n}", email=f"old{n}@example.org"), received_at=NOW - 91 * DAY)
                    for n in range(2)]
@@ -98,7 +98,7 @@ def test_apply_retention_command_prints_its_counts() -> None:
     assert "outbox_published_deleted: " in out.getvalue() and "event_bodies_redacted: " in out.getvalue()
 
 
-def test_the_scheduler_purges_once_a_day_whatever_the_number_of_rounds(settings, portal: Portal) -> None:  # noqa: ANN001
+def test_the_scheduler_purges_once_a_day_whatever_the_number_of_rounds(settings, portal: Portal) -> None:
     """The scheduler's retention job runs every round but purges only when its last purge is a day old."""
     from apps.notifications.management.commands.send_reminders import JOBS
     from apps.notifications.scheduler import scheduler_run_job

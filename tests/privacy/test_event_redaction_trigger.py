@@ -19,7 +19,7 @@ REDACTED = json.dumps({"redacted": "test"})
 
 
 @pytest.fixture
-def event(make_event) -> WebhookEvent:  # noqa: ANN001
+def event(make_event) -> WebhookEvent:
     return make_event(payload("R-T"), received_at=timezone.now(), apply=False)
 
 

@@ -131,7 +131,7 @@ def test_reapply_refuses_what_cannot_be_applied(portal: Portal) -> None:
     assert not ApplyReapply.objects.exists()
 
 
-def test_reapply_events_command_all_records_the_command_and_os_user(portal: Portal, capsys) -> None:  # noqa: ANN001
+def test_reapply_events_command_all_records_the_command_and_os_user(portal: Portal, capsys) -> None:
     events = [accepted_event(portal) for _ in range(2)]
     for event in events:
         failed_apply_record(event_id=str(event.id), error_code="apply_error", error_message="bug", attempts=1)
@@ -224,7 +224,7 @@ def test_rebuild_needs_its_own_permission(portal: Portal) -> None:
 # --- the sweeper -------------------------------------------------------------------------------------
 
 
-def test_the_sweeper_rescues_an_event_whose_message_was_lost_once_per_interval(portal: Portal, settings) -> None:  # noqa: ANN001
+def test_the_sweeper_rescues_an_event_whose_message_was_lost_once_per_interval(portal: Portal, settings) -> None:
     settings.APPLY_SWEEP_AFTER_SECONDS = 600
     now = timezone.now()
     long_ago = now - dt.timedelta(minutes=30)

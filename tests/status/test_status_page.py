@@ -209,7 +209,7 @@ def test_rabbitmq_queue_depths_include_the_dead_letter_queue(staff: Client, monk
     assert "notifications.DQ" in depths
 
 
-def test_embedded_mode_shows_the_in_process_broker(staff: Client, settings) -> None:  # noqa: ANN001 - fixture
+def test_embedded_mode_shows_the_in_process_broker(staff: Client, settings) -> None:
     settings.EMBEDDED_BROKER = True
     previous = dramatiq.get_broker()
     stub = StubBroker()

@@ -43,7 +43,7 @@ class SmsApi:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 expected_path = f"/2010-04-01/Accounts/{api.account_sid}/Messages.json"
                 expected_auth = "Basic " + base64.b64encode(f"{api.account_sid}:{api.auth_token}".encode()).decode()

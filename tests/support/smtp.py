@@ -52,15 +52,15 @@ class RecordingHandler:
         reply = self.always.get(stage) or (self.scripted[stage].popleft() if self.scripted[stage] else None)
         return self._refuse(stage, reply)
 
-    async def handle_AUTH(self, server, session, envelope, args):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook
+    async def handle_AUTH(self, server, session, envelope, args):
         with self.lock:
             return self._scripted("AUTH") or MISSING
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001, ANN201, N802
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
         with self.lock:
             return self._scripted("MAIL") or MISSING
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             reply = self._scripted("RCPT")
             if reply is None and self.greylisted[address] < self.greylist_tries:
@@ -68,7 +68,7 @@ class RecordingHandler:
                 reply = self._refuse("RCPT", "451 4.7.1 Greylisted, please try again later")
             return reply or MISSING
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook signature
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             reply = self.refuse_all_with or (self.scripted_replies.popleft() if self.scripted_replies else None)
             reply = self._refuse("DATA", reply) or self._scripted("DATA")
@@ -78,7 +78,7 @@ class RecordingHandler:
         return "250 Message accepted for delivery"
 
 
-def _accept_any(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202 - aiosmtpd's signature
+def _accept_any(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=True)
 
 

@@ -29,12 +29,12 @@ URL = "/webhooks/pretix/"
 
 
 def post(client: Client, body: bytes, headers: dict[str, str], *, content_type: str = "application/json",
-         url: str = URL):  # noqa: ANN201
+         url: str = URL):
     return client.post(url, data=body, content_type=content_type,
                        headers={k: v for k, v in headers.items() if k != "content-type"})
 
 
-def assert_error(response, status: int, code: str) -> dict:  # noqa: ANN001
+def assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.content[:300]
     assert response["Content-Type"] == "application/json"
     error = response.json()["error"]

@@ -126,7 +126,7 @@ def signature_for(kind: str, body: bytes, delivery_id: str, timestamp: str, junk
     return signature[:-3] + "AAA" if kind == "garbled" else signature
 
 
-def assert_error_body(response) -> str:  # noqa: ANN001
+def assert_error_body(response) -> str:
     assert response["Content-Type"] == "application/json", response.content[:200]
     error = json.loads(response.content)["error"]
     assert isinstance(error["message"], str)

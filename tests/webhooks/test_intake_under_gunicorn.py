@@ -26,7 +26,7 @@ LIMIT = 4096
 
 
 @pytest.fixture
-def web(portal: Portal):  # noqa: ANN201 - (process, base URL)
+def web(portal: Portal):
     # DATA_DIR in a fresh directory: no collectstatic output anywhere, only what `migrate` made (the test DB)
     env = process_env(WEBHOOK_MAX_BODY_BYTES=str(LIMIT), DATA_DIR=tempfile.mkdtemp(prefix="ep-data-"))
     process, base_url = start_web(env, workers=1)
@@ -67,7 +67,7 @@ def pieces(body: bytes, size: int) -> list[bytes]:
     return [body[i:i + size] for i in range(0, len(body), size)]
 
 
-def test_a_chunked_signed_body_is_read_like_any_other_up_to_the_limit(web) -> None:  # noqa: ANN001
+def test_a_chunked_signed_body_is_read_like_any_other_up_to_the_limit(web) -> None:
     _, base_url = web
     body = encode(payload("R-CHUNK-1"))
     headers = list(signed_headers(body).items())
@@ -95,7 +95,7 @@ def test_a_chunked_signed_body_is_read_like_any_other_up_to_the_limit(web) -> No
     assert WebhookEvent.objects.count() == 2
 
 
-def test_repeated_and_non_ascii_headers_get_a_4xx_with_the_error_body(web) -> None:  # noqa: ANN001
+def test_repeated_and_non_ascii_headers_get_a_4xx_with_the_error_body(web) -> None:
     _, base_url = web
     body = encode(payload("R-HDR-1"))
     signed = signed_headers(body)
@@ -126,7 +126,7 @@ def portal_label_values(base_url: str) -> set[str]:
     return set(re.findall(r'^eventplatform_webhook_requests_total\{[^}]*portal="([^"]*)"', text, re.MULTILINE))
 
 
-def test_random_slugs_methods_and_paths_add_no_metric_label_values(web) -> None:  # noqa: ANN001
+def test_random_slugs_methods_and_paths_add_no_metric_label_values(web) -> None:
     _, base_url = web
     body = encode(payload("R-MET-1"))
     assert send(base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()), body)[0] == 202
@@ -144,7 +144,7 @@ def test_random_slugs_methods_and_paths_add_no_metric_label_values(web) -> None:
     assert after <= {"pretix", "_unknown"}
 
 
-def test_the_admin_is_styled_with_nothing_but_migrate_before_gunicorn(web) -> None:  # noqa: ANN001
+def test_the_admin_is_styled_with_nothing_but_migrate_before_gunicorn(web) -> None:
     _, base_url = web
     with urllib.request.urlopen(f"{base_url}/static/admin/css/base.css", timeout=10) as response:
         assert response.status == 200

@@ -71,7 +71,7 @@ def test_the_schema_lists_what_the_intake_answers() -> None:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_schemathesis_against_a_live_gunicorn(portal) -> None:  # noqa: ANN001
+def test_schemathesis_against_a_live_gunicorn(portal) -> None:
     # Given a real gunicorn, and the schema it serves
     web, base_url = start_web(process_env(), workers=1)
     try:
@@ -84,7 +84,7 @@ def test_schemathesis_against_a_live_gunicorn(portal) -> None:  # noqa: ANN001
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(), how=st.sampled_from(["signed", "signed", "unsigned", "generated"]))
-        def run(case, how: str) -> None:  # noqa: ANN001
+        def run(case, how: str) -> None:
             sign = how == "signed"
             if how != "generated":
                 case.path_parameters["portal_slug"] = "pretix"

@@ -171,8 +171,8 @@ def test_rotating_several_portals_at_once(admin_client: Client, portal: Portal) 
     assert other.secrets.filter(active=True).count() == 1 and portal.secrets.filter(active=True).count() == 2
 
 
-def test_adding_a_portal_with_a_typed_secret(admin_client: Client, db) -> None:  # noqa: ANN001
-    def add(secret: str):  # noqa: ANN202
+def test_adding_a_portal_with_a_typed_secret(admin_client: Client, db) -> None:
+    def add(secret: str):
         return admin_client.post("/admin/webhooks/portal/add/", {
             "slug": "tito", "name": "Tito", "active": "on", "rate_limit_per_minute": "",
             "secrets-TOTAL_FORMS": "1", "secrets-INITIAL_FORMS": "0", "secrets-MIN_NUM_FORMS": "0",

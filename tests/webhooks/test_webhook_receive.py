@@ -20,12 +20,12 @@ pytestmark = pytest.mark.django_db
 URL = "/webhooks/pretix/"
 
 
-def post(client: Client, body: bytes, headers: dict[str, str], url: str = URL):  # noqa: ANN201
+def post(client: Client, body: bytes, headers: dict[str, str], url: str = URL):
     return client.post(url, data=body, content_type="application/json",
                        headers={k: v for k, v in headers.items() if k != "content-type"})
 
 
-def error_code(response) -> str:  # noqa: ANN001
+def error_code(response) -> str:
     return response.json()["error"]["code"]
 
 
@@ -109,7 +109,7 @@ def test_rotated_secret_passes_and_deactivated_secret_fails(client: Client, port
     assert response.status_code == 401
 
 
-def test_body_over_the_limit_is_413(client: Client, portal: Portal, settings) -> None:  # noqa: ANN001
+def test_body_over_the_limit_is_413(client: Client, portal: Portal, settings) -> None:
     settings.WEBHOOK_MAX_BODY_BYTES = 1024
     data = payload()
     data["padding"] = "x" * 2000
@@ -171,7 +171,7 @@ def test_database_refuses_update_and_delete_of_events(client: Client, portal: Po
     assert WebhookEvent.objects.get(id=event_id).type == "registration.created"
 
 
-def test_database_outage_answers_503_so_the_portal_retries(client: Client, portal: Portal, monkeypatch) -> None:  # noqa: ANN001
+def test_database_outage_answers_503_so_the_portal_retries(client: Client, portal: Portal, monkeypatch) -> None:
     from django.db import OperationalError
 
     from apps.webhooks import views
