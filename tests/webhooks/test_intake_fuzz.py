@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ from tests.support.webhooks import SECRET, encode, payload, signed_headers
 
 pytestmark = pytest.mark.django_db
 
-EXAMPLES = 400
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 _unique = itertools.count()
 DELETE = object()
 PATHS = [("type",), ("timestamp",), ("data",), ("data", "registration_id"), ("data", "event"),
@@ -178,6 +179,12 @@ def test_random_input_never_gets_a_5xx_and_stores_only_signed_deliveries(
     correctly_signed = (signature_kind == "correct" and signature != signature_junk and not drop
                         and not junk_timestamp and abs(offset) <= 250 and slug == "pretix"
                         and delivery_id.isascii() and delivery_id.isprintable() and 0 < len(delivery_id) <= 255)
+    if status == 411:
+        # `Transfer-Encoding: chunked` without a length, which this server (the test client, like
+        # runserver) cannot decode: refused before anything is read, signed or not.
+        assert "chunked" in headers.get("transfer-encoding", "").lower() and code == "length_required"
+        assert (new_events, new_outbox) == (0, 0)
+        return
     if not correctly_signed:
         assert status in (401, 404), (status, code)
         assert (new_events, new_outbox) == (0, 0)
