@@ -18,7 +18,7 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
-# Web + relay + worker in the foreground until Ctrl-C. Embedded (SQLite + in-process broker +
+# Web + relay + worker + scheduler in the foreground until Ctrl-C. Embedded (SQLite + in-process broker +
 # console e-mail) unless DATABASE_URL and BROKER_URL are set.
 run: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 run: $(STAMP)
@@ -26,6 +26,8 @@ run: $(STAMP)
 	@$(PY) manage.py create_portal demo --name "Demo portal"
 	@echo "Send a signed sample webhook from another terminal with:"
 	@echo "    DJANGO_SETTINGS_MODULE=$(DEV_SETTINGS) $(PY) manage.py send_test_webhook demo --url http://127.0.0.1:8000"
+	@echo "Open the admin at http://127.0.0.1:8000/admin/ (pipeline status: /admin/status/) after creating a user:"
+	@echo "    DJANGO_SETTINGS_MODULE=$(DEV_SETTINGS) $(PY) manage.py createsuperuser"
 	$(PY) manage.py run_pipeline --bind 127.0.0.1:8000
 
 # Lint (ruff, stale noqa included), then the whole suite against the real PostgreSQL and RabbitMQ on
