@@ -13,7 +13,7 @@ import requests
 
 from apps.notifications.models import Notification
 from tests.support.polling import free_port, http_ok, wait_until
-from tests.support.processes import ROOT, ManagedProcess, production_env
+from tests.support.processes import ROOT, ManagedProcess, descendants, production_env
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload, signed_headers
 
@@ -25,13 +25,6 @@ BIN = Path(sys.executable).parent
 def procfile_names() -> list[str]:
     return [line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines()
             if line and not line.startswith("#")]
-
-
-def descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        found |= {int(child), *descendants(int(child))}
-    return found
 
 
 def alive(pid: int) -> bool:

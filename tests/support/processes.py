@@ -6,6 +6,7 @@ runs on this machine may be running the same commands.
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -46,6 +47,24 @@ def production_env(**overrides: str) -> dict[str, str]:
         env.pop(name, None)
     env.update(overrides)
     return env
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of the process's children, grandchildren, ... (rundramatiq forks its worker processes)."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents[ppid].append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
 
 
 class ManagedProcess:

@@ -11,13 +11,20 @@ import concurrent.futures
 import os
 import signal
 import time
-from pathlib import Path
 
 import requests
 
 from tests.support.notifications import emails_by_notification
 from tests.support.polling import free_port
-from tests.support.processes import ManagedProcess, process_env, start_relay, start_web, start_worker, wait_until
+from tests.support.processes import (
+    ManagedProcess,
+    descendants,
+    process_env,
+    start_relay,
+    start_web,
+    start_worker,
+    wait_until,
+)
 from tests.support.prometheus import metric, scrape
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload, signed_headers
@@ -26,24 +33,6 @@ from tests.support.webhooks import encode, payload, signed_headers
 FAST = {"APPLY_MIN_BACKOFF_MS": "200", "APPLY_MAX_BACKOFF_MS": "1000", "NOTIFICATION_MIN_BACKOFF_MS": "200",
         "NOTIFICATION_MAX_BACKOFF_MS": "2000", "NOTIFICATION_CLAIM_TIMEOUT_SECONDS": "5",
         "RELAY_METRICS_PORT": "0", "LOG_LEVEL": "WARNING"}
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of the process's children, grandchildren, ... (rundramatiq forks its worker processes)."""
-    parents: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents[ppid].append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
 
 
 class Stack:
