@@ -36,10 +36,6 @@ Status = Notification.Status
 CLAIMABLE = (Status.PENDING, Status.RETRYING)
 
 
-def _enqueue_send(notification: Notification, *, delay: dt.timedelta | None = None) -> None:
-    queueing.enqueue_send(notification, delay=delay)
-
-
 def notification_create(
     *,
     registration: Any,
@@ -64,7 +60,7 @@ def notification_create(
             )
     except IntegrityError:
         return None
-    _enqueue_send(notification)
+    queueing.enqueue_send(notification)
     return notification
 
 
@@ -144,7 +140,7 @@ def notification_replay(
     Notification.objects.filter(id=notification.id).update(
         status=Status.PENDING, claimed_at=None, next_attempt_at=None, deferred_at=None, replayed_at=now, updated_at=now
     )
-    _enqueue_send(notification)
+    queueing.enqueue_send(notification)
     actor = user.get_username() if user is not None else f"{command} (os user {os_user or 'unknown'})"
     NotificationReplay.objects.create(
         notification=notification, replayed_at=now, reason=reason,
