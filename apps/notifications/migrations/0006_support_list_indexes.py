@@ -7,24 +7,14 @@ pg_trgm and scans its small table. CONCURRENTLY is not used: a migration runs in
 
 from django.db import migrations, models
 
+from eventplatform.migration_operations import run_sql_on_postgresql
+
 TRIGRAM_UP = [
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
     "CREATE INDEX IF NOT EXISTS notif_recipient_trgm_idx ON notifications_notification "
     "USING gin (UPPER(recipient) gin_trgm_ops)",
 ]
 TRIGRAM_DOWN = ["DROP INDEX IF EXISTS notif_recipient_trgm_idx"]
-
-
-def trigram_up(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in TRIGRAM_UP:
-            schema_editor.execute(statement)
-
-
-def trigram_down(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in TRIGRAM_DOWN:
-            schema_editor.execute(statement)
 
 
 class Migration(migrations.Migration):
@@ -46,5 +36,5 @@ class Migration(migrations.Migration):
             model_name='notificationattempt',
             index=models.Index(fields=['started_at'], name='attempt_started_idx'),
         ),
-        migrations.RunPython(trigram_up, trigram_down),
+        run_sql_on_postgresql(up=TRIGRAM_UP, down=TRIGRAM_DOWN),
     ]

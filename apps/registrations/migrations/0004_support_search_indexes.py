@@ -3,6 +3,8 @@ and partial e-mail / last name through trigram indexes (PostgreSQL only; SQLite 
 
 from django.db import migrations, models
 
+from eventplatform.migration_operations import run_sql_on_postgresql
+
 TRIGRAM_UP = [
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
     "CREATE INDEX IF NOT EXISTS registration_email_trgm_idx ON registrations_registration "
@@ -12,18 +14,6 @@ TRIGRAM_UP = [
 ]
 TRIGRAM_DOWN = ["DROP INDEX IF EXISTS registration_email_trgm_idx",
                 "DROP INDEX IF EXISTS registration_last_name_trgm_idx"]
-
-
-def trigram_up(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in TRIGRAM_UP:
-            schema_editor.execute(statement)
-
-
-def trigram_down(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in TRIGRAM_DOWN:
-            schema_editor.execute(statement)
 
 
 class Migration(migrations.Migration):
@@ -41,5 +31,5 @@ class Migration(migrations.Migration):
             model_name='registration',
             index=models.Index(fields=['event_external_id'], name='registration_event_ext_idx'),
         ),
-        migrations.RunPython(trigram_up, trigram_down),
+        run_sql_on_postgresql(up=TRIGRAM_UP, down=TRIGRAM_DOWN),
     ]

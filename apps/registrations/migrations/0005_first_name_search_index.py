@@ -7,24 +7,14 @@ registrations; docs/performance.md). PostgreSQL only, as migration 0004's trigra
 
 from django.db import migrations
 
+from eventplatform.migration_operations import run_sql_on_postgresql
+
 UP = [
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
     "CREATE INDEX IF NOT EXISTS registration_first_name_trgm_idx ON registrations_registration "
     "USING gin (UPPER(first_name) gin_trgm_ops)",
 ]
 DOWN = ["DROP INDEX IF EXISTS registration_first_name_trgm_idx"]
-
-
-def trigram_up(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in UP:
-            schema_editor.execute(statement)
-
-
-def trigram_down(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in DOWN:
-            schema_editor.execute(statement)
 
 
 class Migration(migrations.Migration):
@@ -34,5 +24,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(trigram_up, trigram_down),
+        run_sql_on_postgresql(up=UP, down=DOWN),
     ]
