@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 
 from apps.notifications.breakers import circuit_breaker_cache_clear
 from apps.notifications.providers import reset_providers
@@ -16,6 +18,13 @@ from tests.support.smtp import SmtpServer
 def portal(db):
     portal, _, _ = portal_create(slug="pretix", name="Pretix", secret=webhooks.SECRET)
     return portal
+
+
+@pytest.fixture
+def staff(client: Client) -> Client:
+    """The admin, logged in as a superuser (tests/status overrides it with a view-only support user)."""
+    client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))
+    return client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.notifications.models import Notification
@@ -13,12 +12,6 @@ from apps.webhooks.models import Portal
 from tests.support.webhooks import encode, payload, signed_headers
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(client: Client) -> Client:
-    client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))
-    return client
 
 
 @pytest.fixture

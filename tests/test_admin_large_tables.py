@@ -7,7 +7,6 @@ import re
 import uuid
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -22,12 +21,6 @@ from eventplatform.errors import CATALOGUE
 pytestmark = pytest.mark.django_db
 
 NOTIFICATIONS = "/admin/notifications/notification/"
-
-
-@pytest.fixture
-def staff(client: Client) -> Client:
-    client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))
-    return client
 
 
 @pytest.fixture

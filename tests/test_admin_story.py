@@ -21,12 +21,6 @@ SEARCH = "/admin/registrations/registration/?q="
 
 
 @pytest.fixture
-def staff(client: Client) -> Client:
-    client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))
-    return client
-
-
-@pytest.fixture
 def story(portal: Portal) -> SeededStory:
     seed_attendee_story(portal, registration_id="R-OTHER", email="someone@example.org", first_name="Ada")
     return seed_attendee_story(portal)

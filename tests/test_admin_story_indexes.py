@@ -11,7 +11,6 @@ import re
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -29,12 +28,6 @@ SEARCH = "/admin/registrations/registration/?q="
 LARGE_TABLES = ("webhooks_webhookevent", "registrations_registration", "registrations_registrationevent",
                 "registrations_failedapply", "notifications_notification", "notifications_notificationattempt",
                 "notifications_notificationreplay")
-
-
-@pytest.fixture
-def staff(client: Client) -> Client:
-    client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))
-    return client
 
 
 @pytest.fixture
