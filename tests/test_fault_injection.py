@@ -37,12 +37,16 @@ def smtp(smtp_server: SmtpServer) -> SmtpServer:
 
 
 def assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp: SmtpServer, registration_ids: list[str]) -> int:
+    # A send cut off by the crash is `sending` until its claim times out and it is sent again (the
+    # crash window): wait for every confirmation to settle, then for a late duplicate to arrive.
+    confirmations = Notification.objects.filter(kind="confirmation")
+    wait_until(lambda: not confirmations.filter(status__in=["pending", "sending", "retrying"]).exists(),
+               timeout=60, interval=0.5, what="every confirmation settled")
     time.sleep(3)  # a late duplicate would arrive within this window
     sent = emails_by_notification(smtp)
     recipients = {m["To"] for m in smtp.messages}
     assert recipients == {f"{r.lower()}@example.org" for r in registration_ids}, "an accepted registration was lost"
     assert WebhookEvent.objects.count() == len(registration_ids), "one event per delivery, re-sends included"
-    confirmations = Notification.objects.filter(kind="confirmation")
     assert confirmations.count() == len(registration_ids)
     assert set(confirmations.values_list("status", flat=True)) == {"sent"}
     assert not FailedApply.objects.filter(resolved_at__isnull=True).exists(), "an apply was left failed"
