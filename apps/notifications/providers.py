@@ -9,6 +9,7 @@ stable error code.
 from __future__ import annotations
 
 import re
+import secrets
 import smtplib
 import ssl
 import threading
@@ -20,7 +21,7 @@ import requests
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.core.mail.message import make_msgid
+from django.core.mail.message import make_msgid, sanitize_address
 
 from apps.notifications import classification
 from apps.notifications.errors import ProviderError, ProviderPermanentError
@@ -40,6 +41,19 @@ class Provider(Protocol):
     channel: str
 
     def send(self, message: OutgoingMessage) -> str: ...
+
+
+class _Email(EmailMultiAlternatives):
+    """Django's e-mail with a MIME boundary chosen here. Left to itself, the stdlib draws one and
+    compiles a regular expression per message to check that no line of the body equals it: a
+    sixth of a send's CPU. 128 random bits cannot be guessed into an attendee's name or occur in
+    our templates by chance."""
+
+    def _create_alternatives(self, msg):  # type: ignore[no-untyped-def]
+        msg = super()._create_alternatives(msg)
+        if msg.is_multipart():
+            msg.set_boundary(f"=_{secrets.token_hex(16)}")
+        return msg
 
 
 class EmailProvider:
@@ -77,13 +91,15 @@ class EmailProvider:
     def send(self, message: OutgoingMessage) -> str:
         message_id = make_msgid(domain="eventplatform.local")
         try:
-            email = EmailMultiAlternatives(
+            email = _Email(
                 subject=message.subject, body=message.text, to=[message.recipient],
                 headers={"X-Eventplatform-Notification-Id": message.notification_id, "Message-ID": message_id},
             )
             if message.html:
                 email.attach_alternative(message.html, "text/html")
-            email.message()  # builds the headers now: a bad address fails here, before the server sees it
+            # A bad address fails here, before the server sees it (the message itself is built once,
+            # by the backend: building it twice was a tenth of a send's CPU).
+            sanitize_address(message.recipient, email.encoding or settings.DEFAULT_CHARSET)
         except ValueError as error:  # BadHeaderError and malformed addresses are ValueErrors
             raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error
         opening = True  # a failure while opening is at connect, STARTTLS or AUTH
@@ -91,6 +107,8 @@ class EmailProvider:
             connection = self._connection()
             opening = False
             sent = connection.send_messages([email])
+        except ValueError as error:  # raised while building the message, before anything was sent
+            raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error
         except Exception as error:
             self._discard_connection()
             raise _email_failure(error, opening=opening) from error

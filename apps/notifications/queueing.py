@@ -8,6 +8,7 @@ checks the registered actors carry exactly these names.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from apps.notifications.models import Notification
@@ -19,10 +20,11 @@ DEAD_LETTER_ACTOR = "notification_dead_letter"
 PROBE_ACTOR = "notification_probe"
 
 
-def send_message_fields(notification: Notification, *, delay: dt.timedelta | None = None) -> dict[str, Any]:
+def send_message_fields(notification: Notification, *, delay: dt.timedelta | None = None,
+                        message_id: uuid.UUID | None = None) -> dict[str, Any]:
     return outbox_message_fields(
         actor_name=SEND_ACTOR, queue_name=QUEUE_NAME, kwargs={"notification_id": str(notification.id)},
-        correlation_id=notification.correlation_id or None, delay=delay,
+        correlation_id=notification.correlation_id or None, delay=delay, message_id=message_id,
     )
 
 

@@ -11,12 +11,14 @@ auto-escaped in HTML (no markup through a name). Dates and month names follow th
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
 from django.template import TemplateDoesNotExist
+from django.template.backends.django import Template
 from django.template.loader import select_template
 from django.utils import translation
 from django.utils.dateparse import parse_datetime
@@ -66,10 +68,19 @@ def _template_names(kind: str, role: str, locale: str, part: str) -> list[str]:
     return names
 
 
-def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any]) -> str | None:
+@functools.lru_cache(maxsize=512)
+def _template(kind: str, role: str, locale: str, part: str) -> Template | None:
+    """The first template that exists for these, looked up once per process: the loaders' misses
+    (no speaker wording, no `fr` text) raise and catch an exception per name on every lookup."""
     try:
-        template = select_template(_template_names(kind, role, locale, part))
+        return select_template(_template_names(kind, role, locale, part))
     except TemplateDoesNotExist:
+        return None
+
+
+def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any]) -> str | None:
+    template = _template(kind, role, locale, part)
+    if template is None:
         return None
     # The locale the template was found in, not the one asked for: a `fr` attendee gets the `en`
     # text, and must then get English month names in it too.

@@ -22,6 +22,7 @@ What a failure means comes from apps/notifications/classification.py:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import time
@@ -53,7 +54,9 @@ from apps.notifications.failures import (
 )
 from apps.notifications.models import Notification, NotificationAttempt
 from apps.notifications.providers import OutgoingMessage, Provider, providers_for
-from eventplatform import metrics
+from apps.outbox.models import OutboxMessage
+from apps.outbox.services import outbox_discard
+from eventplatform import metrics, sql
 from eventplatform.logging import mask_email, mask_phone
 
 log = structlog.get_logger("notifications")
@@ -99,12 +102,12 @@ def _record_attempt(
     notification: Notification, *, started: dt.datetime, duration: float, outcome: str, provider: str,
     error: Exception | None = None, provider_message_id: str = "",
 ) -> None:
-    NotificationAttempt.objects.create(
+    sql.insert(NotificationAttempt(
         notification=notification, number=notification.attempts, started_at=started,
         duration_ms=int(duration * 1000), outcome=outcome, provider=provider,
         error_code=getattr(error, "code", "") if error else "", error_message=str(error)[:2000] if error else "",
         provider_message_id=provider_message_id,
-    )
+    ))
     metrics.NOTIFICATION_ATTEMPTS.labels(channel=notification.channel, provider=provider, outcome=outcome,
                                          error_code=getattr(error, "code", "") if error else "").inc()
 
@@ -117,6 +120,39 @@ def _finish(notification: Notification, status: str, **fields: Any) -> bool:
     if updated and status == Status.SENT:
         metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
     return bool(updated)
+
+
+def _single_statement() -> contextlib.AbstractContextManager[Any]:
+    """What one statement needs to commit on its own: nothing in autocommit mode (as the workers
+    run: a BEGIN and a COMMIT would be two more round trips), a savepoint inside a caller's
+    transaction (so that its failure does not abort the caller's)."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
+_TABLE, _OUTBOX = Notification._meta.db_table, OutboxMessage._meta.db_table
+# `sent`, guarded like _finish, and in the same statement the send-at-once safety-net row (the
+# outbox row whose id is the notification's, send_at_once.py) if it is still unpublished: a
+# notification sent needs it no more. Any other notification has no such row; the DELETE is then
+# one primary-key lookup that finds nothing.
+_MARK_SENT = (
+    f"WITH discard AS (DELETE FROM {_OUTBOX} WHERE id = %s AND published_at IS NULL) "
+    f"UPDATE {_TABLE} SET status = %s, updated_at = %s, sent_at = %s, provider = %s, provider_message_id = %s, "
+    "last_error_code = '', last_error_message = '' WHERE id = %s AND status = %s"
+)
+
+
+def _mark_sent(notification: Notification, *, now: dt.datetime, provider: str, provider_message_id: str) -> None:
+    if connection.vendor != "postgresql":
+        _finish(notification, Status.SENT, sent_at=now, provider=provider, provider_message_id=provider_message_id,
+                last_error_code="", last_error_message="")
+        outbox_discard(notification.id)
+        return
+    notification_id = Notification._meta.pk.get_db_prep_value(notification.id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_SENT, [notification_id, Status.SENT, now, now, provider, provider_message_id,
+                                    notification_id, Status.SENDING])
+        if cursor.rowcount:
+            metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.SENT).inc()
 
 
 def _masked(notification: Notification) -> str:
@@ -244,12 +280,11 @@ def _record_sent(notification: Notification, provider: Provider, permit: Permit,
     """`sent` first, in its own short transaction; then the bookkeeping, whose failure is logged
     and never re-sends (the provider has the message)."""
     now = timezone.now()
-    with transaction.atomic():
-        _finish(notification, Status.SENT, sent_at=now, provider=provider.name,
-                provider_message_id=provider_message_id, last_error_code="", last_error_message="")
+    with _single_statement():
+        _mark_sent(notification, now=now, provider=provider.name, provider_message_id=provider_message_id)
     log.info("notification.sent", duration_ms=int(duration * 1000), provider=provider.name, **log_context)
     try:
-        with transaction.atomic():
+        with _single_statement():
             _record_attempt(notification, started=started, duration=duration,
                             outcome=NotificationAttempt.Outcome.SENT, provider=provider.name,
                             provider_message_id=provider_message_id)

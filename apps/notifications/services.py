@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -27,7 +28,7 @@ from apps.notifications.failures import (  # noqa: F401 - re-exported: send_remi
 )
 from apps.notifications.models import Notification, NotificationReplay
 from apps.notifications.sending import SendResult, notification_send  # noqa: F401 - re-exported
-from eventplatform import metrics
+from eventplatform import metrics, sql
 from eventplatform.logging import mask_email
 
 log = structlog.get_logger("notifications")
@@ -70,16 +71,23 @@ def notifications_create_missing(
     wanted: list[tuple[str, str, dict[str, Any]]],
     correlation_id: str = "",
     source_received_at: dt.datetime | None = None,
+    known_none: bool = False,
+    send_at_once: bool = False,
 ) -> list[Notification]:
     """Create, with their outbox rows, the notifications the wanted (kind, dedupe_key, state) call
-    for and the registration does not have yet: two INSERTs whatever their number. Which channels
-    each kind goes by, and to whom, is decided here (channels.py), not by the caller.
+    for and the registration does not have yet: two INSERTs whatever their number (no read when
+    the caller knows it has none: `known_none`, a registration created in this transaction). Which
+    channels each kind goes by, and to whom, is decided here (channels.py), not by the caller.
+
+    `send_at_once`: the caller sends them right after COMMIT (send_at_once.py); each outbox row
+    then has the notification's id as its id and waits NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS,
+    the safety net should the caller die before it is done.
 
     The caller holds the registration's row lock (registration_apply), so nobody else creates
     these kinds for it meanwhile; the unique constraint remains the guarantee.
     """
-    existing = set(Notification.objects.filter(registration_id=registration_id)
-                   .values_list("kind", "channel", "dedupe_key"))
+    existing = set() if known_none else set(Notification.objects.filter(registration_id=registration_id)
+                                              .values_list("kind", "channel", "dedupe_key"))
     new = [
         Notification(registration_id=registration_id, kind=kind, channel=channel, dedupe_key=dedupe_key,
                      recipient=recipient_for(channel, state), context=state, correlation_id=correlation_id,
@@ -88,8 +96,11 @@ def notifications_create_missing(
         if (kind, channel, dedupe_key) not in existing
     ]
     if new:
-        Notification.objects.bulk_create(new)
-        queueing.enqueue_sends([queueing.send_message_fields(notification) for notification in new])
+        sql.insert_many(new)
+        grace = dt.timedelta(seconds=settings.NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS) if send_at_once else None
+        queueing.enqueue_sends([queueing.send_message_fields(notification, delay=grace,
+                                                             message_id=notification.id if send_at_once else None)
+                                for notification in new])
     return new
 
 

@@ -17,28 +17,18 @@ from typing import Any
 
 import dramatiq
 from django.conf import settings
-from dramatiq.common import compute_backoff
 from dramatiq.middleware import CurrentMessage
 
 from apps.notifications import queueing
 from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.failures import notification_retries_exhausted
+from apps.notifications.failures import MAX_BACKOFF_MS, notification_retries_exhausted, retry_backoff_ms
 from apps.notifications.sending import notification_send, notifications_probe
-
-MAX_BACKOFF_MS = 300_000
 
 
 def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
     """Retry up to the configured count. Permanent failures never get here: the service marks them
     dead and returns. Unexpected errors (a database hiccup) are retried like transient ones."""
     return retries_so_far < settings.NOTIFICATION_MAX_RETRIES
-
-
-def retry_backoff_ms(retries_so_far: int) -> int:
-    """Exponential backoff with jitter (Dramatiq's own formula), bounded by the settings."""
-    max_backoff = min(settings.NOTIFICATION_MAX_BACKOFF_MS, MAX_BACKOFF_MS)
-    _, delay = compute_backoff(retries_so_far, factor=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=max_backoff)
-    return delay
 
 
 @dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.DEAD_LETTER_ACTOR,

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.outbox.models import OutboxMessage
+from eventplatform import sql
 
 wakeup_local_relay = None  # set by an in-process relay (embedded mode) to be woken on commit
 
@@ -22,12 +23,14 @@ def outbox_message_fields(
     kwargs: dict[str, Any],
     correlation_id: str | None = None,
     delay: dt.timedelta | None = None,
+    message_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """The column values of one outbox row (also used by the intake's single-statement insert)."""
+    """The column values of one outbox row (also used by the intake's single-statement insert).
+    The row id is the Dramatiq message id: a fresh one unless the caller names it."""
     correlation_id = correlation_id or structlog.contextvars.get_contextvars().get("correlation_id")
     now = timezone.now()
     return {
-        "id": uuid.uuid4(),
+        "id": message_id or uuid.uuid4(),
         "actor_name": actor_name,
         "queue_name": queue_name,
         "kwargs": kwargs,
@@ -62,7 +65,24 @@ def outbox_insert(fields: dict[str, Any]) -> OutboxMessage:
 
 def outbox_insert_many(rows: list[dict[str, Any]]) -> list[OutboxMessage]:
     """Insert rows built by outbox_message_fields in one statement, inside the caller's transaction."""
-    messages = OutboxMessage.objects.bulk_create([OutboxMessage(**fields) for fields in rows])
+    messages = [OutboxMessage(**fields) for fields in rows]
+    sql.insert_many(messages)
     if messages and connection.vendor != "postgresql" and wakeup_local_relay is not None:
         transaction.on_commit(wakeup_local_relay)
     return messages
+
+
+def outbox_discard(message_id: uuid.UUID | str) -> bool:
+    """Delete a row that is not published yet (its work was done another way); False when the relay
+    published it first (its consumer then finds nothing to do)."""
+    # One plain DELETE: the ORM's delete() collects related objects first (the outbox has none).
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id = %s AND published_at IS NULL",
+                       [OutboxMessage._meta.pk.get_db_prep_value(message_id, connection)])
+        return cursor.rowcount > 0
+
+
+def outbox_due_in(message_id: uuid.UUID | str, delay: dt.timedelta) -> int:
+    """Make a waiting row due after `delay` from now (earlier or later than it was)."""
+    return OutboxMessage.objects.filter(id=message_id, published_at__isnull=True).update(
+        available_at=timezone.now() + delay)

@@ -14,9 +14,11 @@ class Registration(models.Model):
         ACTIVE = "active"
         CANCELLED = "cancelled"
 
-    portal = models.ForeignKey("webhooks.Portal", on_delete=models.PROTECT, related_name="registrations")
+    # Indexed by the unique constraint, which leads with it.
+    portal = models.ForeignKey("webhooks.Portal", on_delete=models.PROTECT, related_name="registrations",
+                               db_index=False)
     external_id = models.CharField(max_length=100)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     version = models.PositiveIntegerField(default=0, help_text="Number of domain events applied.")
     email = models.EmailField(max_length=254, blank=True)
     phone = models.CharField(max_length=20, blank=True)

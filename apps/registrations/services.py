@@ -16,6 +16,7 @@ from apps.notifications.services import notifications_cancel_pending, notificati
 from apps.registrations import projection
 from apps.registrations.models import ProcessedMessage, Registration, RegistrationEvent
 from apps.webhooks.models import WebhookEvent
+from eventplatform import sql
 from eventplatform.errors import EventPlatformError
 
 log = structlog.get_logger("registrations")
@@ -54,28 +55,76 @@ def _domain_event(event: RegistrationEvent) -> projection.DomainEvent:
     return projection.DomainEvent(type=event.type, occurred_at=event.occurred_at.isoformat(), data=event.data)
 
 
-def _mark_processed(message_id: str) -> bool:
-    """Record the message id; False when it was already recorded (a redelivery)."""
+_MARK_PROCESSED = (f"INSERT INTO {ProcessedMessage._meta.db_table} (message_id, processed_at) VALUES (%s, %s) "
+                   "ON CONFLICT (message_id) DO NOTHING RETURNING message_id")
+_EVENT_COLUMNS = ("portal_id", "type", "status", "payload", "received_at")
+# PostgreSQL: record the message id and read the event in one round trip (the LEFT JOIN answers
+# even when the event does not exist).
+_MARK_PROCESSED_AND_READ = (
+    f"WITH processed AS ({_MARK_PROCESSED}) SELECT EXISTS (SELECT 1 FROM processed), "
+    + ", ".join(f"e.{column}" for column in _EVENT_COLUMNS)
+    + f" FROM (SELECT 1) AS one LEFT JOIN {WebhookEvent._meta.db_table} AS e ON e.id = %s"
+)
+
+
+def _mark_processed_and_read(message_id: str, event_id: uuid.UUID) -> tuple[bool, dict[str, Any] | None]:
+    """Record the message id (False when it was already recorded: a redelivery) and read the event."""
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_MARK_PROCESSED, [message_id, now])
+            first = cursor.fetchone() is not None
+        return first, WebhookEvent.objects.filter(id=event_id).values(*_EVENT_COLUMNS).first()
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {ProcessedMessage._meta.db_table} (message_id, processed_at) VALUES (%s, %s) "
-            "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-            [message_id, timezone.now()],
-        )
-        return cursor.fetchone() is not None
+        cursor.execute(_MARK_PROCESSED_AND_READ, [message_id, now, event_id])
+        first, *values = cursor.fetchone()
+    if values[0] is None:
+        return first, None
+    event = dict(zip(_EVENT_COLUMNS, values, strict=True))
+    event["payload"] = WebhookEvent._meta.get_field("payload").from_db_value(event["payload"], None, connection)
+    return first, event
 
 
-def _lock_registration(*, portal_id: int, external_id: str) -> int:
-    """Create the registration if needed and lock its row; return its id.
+_REGISTRATION_COLUMNS = ("portal_id", "external_id", "version", *projection.DATA_FIELDS, "status", "last_event_at",
+                         "created_at", "updated_at")
+# Insert the registration as its first event makes it, or lock the existing row: one statement
+# either way. `xmax = 0` holds only for a row this statement inserted (an updated row carries our
+# transaction id), which tells the two apart without a second round trip.
+_UPSERT_REGISTRATION = (
+    f"INSERT INTO {Registration._meta.db_table} ({', '.join(_REGISTRATION_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_REGISTRATION_COLUMNS))}) "
+    "ON CONFLICT (portal_id, external_id) DO UPDATE SET updated_at = EXCLUDED.updated_at "
+    "RETURNING id, (xmax = 0) AS inserted"
+)
 
-    One `INSERT … ON CONFLICT DO UPDATE`: it takes the row lock in both cases, which serialises
-    every writer of this registration until COMMIT (the unique version is the safety net).
+
+def _insert_or_lock_registration(*, portal_id: int, external_id: str, first_state: dict[str, Any]) -> tuple[int, bool]:
+    """Create the registration with the state its first event gives, or lock the existing row;
+    returns (id, created).
+
+    The row lock (taken by the insert and by `ON CONFLICT DO UPDATE` alike) serialises every writer
+    of this registration until COMMIT; the unique version is the safety net. A new registration's
+    log is this one event, so its projection is already right and needs no read nor update.
     """
-    [registration] = Registration.objects.bulk_create(
-        [Registration(portal_id=portal_id, external_id=external_id)],
-        update_conflicts=True, unique_fields=["portal", "external_id"], update_fields=["updated_at"],
-    )
-    return registration.pk
+    now = timezone.now()
+    defaults = {field.attname: field.get_default() for field in Registration._meta.concrete_fields}
+    fields = {**defaults, **_projection_fields(first_state)}
+    values = [portal_id, external_id, 1, *(fields[name] for name in _REGISTRATION_COLUMNS[3:-2]), now, now]
+    if connection.vendor != "postgresql":
+        return _insert_or_lock_portable(portal_id=portal_id, external_id=external_id, values=values)
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT_REGISTRATION, values)
+        registration_id, created = cursor.fetchone()
+    return registration_id, created
+
+
+def _insert_or_lock_portable(*, portal_id: int, external_id: str, values: list[Any]) -> tuple[int, bool]:
+    """SQLite (embedded mode): the database is locked for writing by the transaction already."""
+    existing = Registration.objects.filter(portal_id=portal_id, external_id=external_id).values_list("pk", flat=True)
+    if existing:
+        return existing[0], False
+    registration = Registration.objects.create(**dict(zip(_REGISTRATION_COLUMNS, values, strict=True)))
+    return registration.pk, True
 
 
 def _projection_fields(state: dict[str, Any]) -> dict[str, Any]:
@@ -86,50 +135,65 @@ def _projection_fields(state: dict[str, Any]) -> dict[str, Any]:
 
 
 @transaction.atomic
-def registration_apply(*, event_id: str, message_id: str) -> ApplyResult:
+def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = False) -> ApplyResult:
     """Append the webhook event to its registration's log, refresh the projection, and queue the
     notifications the log now calls for, all in one transaction.
 
     The message id is recorded in the same transaction: a redelivered message (the relay may
     publish a row twice if it dies between the broker's confirm and its own COMMIT) changes
     nothing. If this process dies before COMMIT, nothing happened and RabbitMQ redelivers.
-    This is the workers' hottest path: about ten statements, none of them repeated per field.
+    `send_at_once`: the caller (the apply actor) sends the new notifications itself right after
+    COMMIT; their outbox rows wait NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS as the safety net
+    (apps/notifications/send_at_once.py).
+
+    This is the workers' hottest path. A new registration (the common case: a `created` delivery)
+    costs five statements: the message id with the event read, the registration insert, its log
+    entry, the notifications and their outbox rows; an existing one adds the log read, the
+    projection update and the notifications read.
     """
-    if not _mark_processed(message_id):
+    try:
+        event_uuid = uuid.UUID(str(event_id))
+    except ValueError:
+        raise EventNotFound(f"Webhook event {event_id} does not exist.") from None
+    first_delivery, webhook_event = _mark_processed_and_read(message_id, event_uuid)
+    if not first_delivery:
         return ApplyResult(outcome="duplicate_message")
-    webhook_event = (WebhookEvent.objects.filter(id=event_id)
-                     .values("id", "portal_id", "type", "status", "payload", "received_at").first())
     if webhook_event is None:
         raise EventNotFound(f"Webhook event {event_id} does not exist.")
+    webhook_event["id"] = event_uuid
     if webhook_event["status"] != WebhookEvent.Status.ACCEPTED:
         return ApplyResult(outcome="not_accepted")
     payload = webhook_event["payload"]
-    registration_id = _lock_registration(portal_id=webhook_event["portal_id"],
-                                         external_id=payload["data"]["registration_id"])
-    logged = list(RegistrationEvent.objects.filter(registration_id=registration_id)
-                  .values_list("type", "occurred_at", "data", "webhook_event_id"))
+    event_type = EVENT_TYPE_BY_WEBHOOK_TYPE[webhook_event["type"]]
+    occurred_at = parse_datetime(_utc_iso(payload["timestamp"]))
+    data = projection.flatten_payload(payload["data"])
+    first = projection.DomainEvent(type=event_type, occurred_at=occurred_at.isoformat(), data=data)
+    registration_id, created_now = _insert_or_lock_registration(
+        portal_id=webhook_event["portal_id"], external_id=payload["data"]["registration_id"],
+        first_state=projection.fold([first]))
+    logged = [] if created_now else list(RegistrationEvent.objects.filter(registration_id=registration_id)
+                                         .values_list("type", "occurred_at", "data", "webhook_event_id"))
     if any(row[3] == webhook_event["id"] for row in logged):
         return ApplyResult(outcome="already_applied", registration_id=registration_id)
 
-    new_event = RegistrationEvent.objects.create(
-        registration_id=registration_id, version=len(logged) + 1,
-        type=EVENT_TYPE_BY_WEBHOOK_TYPE[webhook_event["type"]],
-        occurred_at=parse_datetime(_utc_iso(payload["timestamp"])),
-        data=projection.flatten_payload(payload["data"]), webhook_event_id=webhook_event["id"],
-    )
+    sql.insert(RegistrationEvent(
+        registration_id=registration_id, version=len(logged) + 1, type=event_type, occurred_at=occurred_at,
+        data=data, webhook_event_id=webhook_event["id"],
+    ))
     events = [projection.DomainEvent(type=t, occurred_at=at.isoformat(), data=data) for t, at, data, _ in logged]
-    events.append(_domain_event(new_event))
+    events.append(first)
     state = projection.fold(events)
     assert state is not None
-    Registration.objects.filter(pk=registration_id).update(
-        **_projection_fields(state), version=len(events), updated_at=timezone.now()
-    )
+    if not created_now:
+        Registration.objects.filter(pk=registration_id).update(
+            **_projection_fields(state), version=len(events), updated_at=timezone.now()
+        )
     created = notifications_create_missing(
         registration_id=registration_id, wanted=list(projection.desired_notifications(events)),
-        correlation_id=str(webhook_event["id"]),
-        source_received_at=webhook_event["received_at"],
+        correlation_id=str(webhook_event["id"]), source_received_at=webhook_event["received_at"],
+        known_none=created_now, send_at_once=send_at_once,
     )
-    if state["status"] == Registration.Status.CANCELLED:
+    if state["status"] == Registration.Status.CANCELLED and not created_now:
         notifications_cancel_pending(registration=registration_id, kinds=REMINDER_KINDS)
     log.info("registration.applied", registration=payload["data"]["registration_id"], version=len(events),
              type=webhook_event["type"], notifications=len(created))

@@ -17,6 +17,7 @@ import dramatiq
 from django.conf import settings
 from dramatiq.middleware import CurrentMessage
 
+from apps.notifications.send_at_once import notifications_send_at_once
 from apps.registrations.failures import REAPPLY_OPTION, failed_apply_record, failed_apply_resolve
 from apps.registrations.services import EventNotFound, registration_apply
 from eventplatform import metrics
@@ -64,7 +65,8 @@ def webhook_event_apply(event_id: str) -> None:
     message = CurrentMessage.get_current_message()
     attempts = (message.options.get("retries", 0) if message else 0) + 1
     try:
-        result = registration_apply(event_id=event_id, message_id=message.message_id if message else event_id)
+        result = registration_apply(event_id=event_id, message_id=message.message_id if message else event_id,
+                                    send_at_once=settings.NOTIFICATION_SEND_AT_ONCE)
     except EventNotFound as error:
         failed_apply_record(event_id=event_id, error_code=error.code, error_message=error.message, attempts=attempts)
         return
@@ -78,3 +80,6 @@ def webhook_event_apply(event_id: str) -> None:
     if result.outcome in ("applied", "already_applied") and (message is None or message.options.get(REAPPLY_OPTION)):
         failed_apply_resolve(event_id=event_id)
     metrics.REGISTRATION_EVENTS.labels(type="webhook", outcome=result.outcome).inc()
+    if settings.NOTIFICATION_SEND_AT_ONCE:
+        # After COMMIT, and only now: the notifications exist and their outbox rows are the safety net.
+        notifications_send_at_once(notification_ids=result.notification_ids)

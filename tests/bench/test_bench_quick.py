@@ -65,5 +65,6 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert all(figures[key]["value"] >= 0 for key in report.REQUIRED_COUNTS)
     for key in ("ingest.c16.accepted_per_s", "relay.one.rows_per_s", "workers.emails_per_s_per_process"):
         assert figures[key]["ratio"] > 0, key
-    assert len(data["targets"]) == 9 and all(t["met"] is not None for t in data["targets"])
+    # Every target of issue 11 (docs/performance.md) was evaluated on a figure of this run.
+    assert len(data["targets"]) == 15 and all(t["met"] is not None for t in data["targets"])
     assert data["meta"]["cores"] >= 1 and data["meta"]["versions"]["Django"]
