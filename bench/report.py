@@ -213,6 +213,23 @@ def evaluate_targets(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
     return results
 
 
+_MET_CELL = {True: "yes", False: "NO", None: "n/a"}
+_MET_STATE = {True: "met", False: "NOT MET", None: "not measured"}
+
+
+def _value_text(key: str, figure: dict[str, Any]) -> str:
+    """The figure's value with its unit; a backlog says whether the pipeline kept up."""
+    text = _fmt(figure["value"], figure["unit"])
+    if key.endswith("backlog_at_end"):
+        text += " (kept up)" if figure.get("kept_up") else " (fell behind)"
+    return text
+
+
+def _target_summary(targets: Sequence[dict[str, Any]], heading: str) -> list[str]:
+    met = sum(1 for t in targets if t["met"])
+    return [f"{heading}: {met} of {len(targets)}", *(f"  [{_MET_STATE[t['met']]}] {t['target']}" for t in targets)]
+
+
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -258,27 +275,20 @@ def render_table(report: dict[str, Any]) -> str:
         target_text, met_text = "", ""
         for target in by_figure.get(key, []):
             target_text = target["text"]
-            met_text = {True: "yes", False: "NO", None: "n/a"}[target["met"]]
-        extra = ""
-        if key.endswith("backlog_at_end"):
-            extra = " (kept up)" if figure.get("kept_up") else " (fell behind)"
+            met_text = _MET_CELL[target["met"]]
         if key.startswith("memory.") and figure.get("ratio") is not None:
             raw_text = "budget"
         else:
             raw_text = _fmt(raw["value"], raw["unit"]) if raw else ""
         ratio = figure.get("ratio")
         noise_cores = figure.get("noise_cores")
-        rows.append((figure["label"], _fmt(figure["value"], figure["unit"]) + extra, raw_text,
+        rows.append((figure["label"], _value_text(key, figure), raw_text,
                      "" if ratio is None else f"{ratio:.2f}", target_text, met_text,
                      "" if noise_cores is None else f"{noise_cores:.2f}"))
     lines += _figure_rows(header, rows, list(figures))
-    met = sum(1 for t in targets if t["met"])
     lines += ["", "Noise: cores used by other processes on the machine (and interrupts) while the figure was "
                   f"measured; the figure understates by roughly that share of the {meta['cores']} cores.",
-              "", f"targets met: {met} of {len(targets)}"]
-    for target in targets:
-        state = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
-        lines.append(f"  [{state}] {target['target']}")
+              "", *_target_summary(targets, "targets met")]
     return "\n".join(lines)
 
 
@@ -348,16 +358,11 @@ def render_medians(medians: dict[str, Any], metas: Sequence[dict[str, Any]]) -> 
     rows = []
     for key, figure in figures.items():
         target = by_figure.get(key)
-        extra = ""
-        if key.endswith("backlog_at_end"):
-            extra = " (kept up)" if figure.get("kept_up") else " (fell behind)"
         rows.append((figure["label"], *(_fmt(v) for v in figure["runs"]), *([""] * (runs - len(figure["runs"]))),
-                     _fmt(figure["value"], figure["unit"]) + extra,
+                     _value_text(key, figure),
                      "" if figure["ratio"] is None else f"{figure['ratio']:.2f}",
                      target["text"] if target else "",
-                     {True: "yes", False: "NO", None: "n/a"}[target["met"]] if target else ""))
+                     _MET_CELL[target["met"]] if target else ""))
     lines += _figure_rows(header, rows, list(figures))
-    met = sum(1 for t in targets if t["met"])
-    lines += ["", f"targets met on the medians: {met} of {len(targets)}"]
-    lines += [f"  [{ {True: 'met', False: 'NOT MET', None: 'not measured'}[t['met']] }] {t['target']}" for t in targets]
+    lines += ["", *_target_summary(targets, "targets met on the medians")]
     return "\n".join(lines)

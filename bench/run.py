@@ -690,6 +690,11 @@ class Bench:
                 found[recipient] = received
         return found
 
+    def duplicates(self, accepted: dict[str, float]) -> int:
+        """E-mails the SMTP sink received beyond the first for each of these recipients."""
+        copies = Counter(recipient for _, _, recipient in self.sink_records() if recipient in accepted)
+        return sum(count - 1 for count in copies.values())
+
     def phase_e2e(self) -> dict[str, Any]:
         self.start_stack()
         # What the stack costs doing nothing (polls, heartbeats, timers): at low rates it is a
@@ -728,13 +733,12 @@ class Bench:
         latencies = [(found[r] - accepted[r]) * 1000 for r in found]
         backlog = sum(1 for r, t_sent in accepted.items() if t_sent <= window_end and found.get(r, 1e18) > window_end)
         missing = len(accepted) - len(found)
-        copies = Counter(rec for _, _, rec in self.received if rec in accepted)
         records = sent["records"]
         achieved = len(records) / (max(r[1] for r in records) - min(r[1] for r in records))
         return {
             "rate": rate, "seconds": seconds, "sent": len(records), "accepted": len(accepted),
             "achieved_per_s": achieved, "delivered": len(found), "missing": missing,
-            "duplicates": sum(c - 1 for c in copies.values()),
+            "duplicates": self.duplicates(accepted),
             "p50_ms": report.percentile(latencies, 50), "p95_ms": report.percentile(latencies, 95),
             "p99_ms": report.percentile(latencies, 99), "max_ms": max(latencies) if latencies else None,
             "backlog_at_end": backlog,
@@ -776,11 +780,10 @@ class Bench:
         after = self.watcher.cpu_snapshot()
         time.sleep(2)  # a duplicate would arrive within this window
         found = self.delivered(accepted)
-        copies = Counter(rec for _, _, rec in self.sink_records() if rec in accepted)
         last_email = max(found.values()) if found else None
         result = {
             "webhooks": total, "accepted": len(accepted), "delivered": len(found),
-            "missing": len(accepted) - len(found), "duplicates": sum(c - 1 for c in copies.values()),
+            "missing": len(accepted) - len(found), "duplicates": self.duplicates(accepted),
             "posting_s": last_answer - first_post, "accepted_per_s": len(accepted) / (last_answer - first_post),
             "last_email_s": (last_email - first_post) if last_email else None,
             "emails_per_s": len(found) / (last_email - first_post) if last_email else None,
@@ -839,23 +842,14 @@ class Bench:
                             duration=self.config.scale_seconds,
                             max_requests=int(3000 * self.config.scale_seconds) + 1000)
         accepted = {f"{prefix}-{r[0]}@example.org": r[1] for r in sent["records"] if r[3] == 202}
-
-        def delivered() -> dict[str, float]:
-            found: dict[str, float] = {}
-            for received, _, recipient in self.sink_records():
-                if recipient in accepted and recipient not in found:
-                    found[recipient] = received
-            return found
-
         try:
-            wait_until(lambda: len(delivered()) >= len(accepted) and self.outbox_pending() == 0,
+            wait_until(lambda: len(self.delivered(accepted)) >= len(accepted) and self.outbox_pending() == 0,
                        timeout=self.config.drain_timeout * 2, interval=0.5, what="the e-mails")
         except TimeoutError:
             pass
         time.sleep(2)  # a duplicate would arrive within this window
         after = self.watcher.cpu_snapshot()
-        found = delivered()
-        copies = Counter(rec for _, _, rec in self.received if rec in accepted)
+        found = self.delivered(accepted)
         records = sent["records"]
         start, end = min(r[1] for r in records), max(r[1] + r[2] for r in records)
         created = self.sql("SELECT count(*) FROM outbox_outboxmessage")[0][0] - created_before
@@ -878,7 +872,7 @@ class Bench:
         return {
             "accepted": len(accepted), "accepted_per_s": len(accepted) / (end - start),
             "delivered": len(found), "missing": len(accepted) - len(found),
-            "duplicates": sum(c - 1 for c in copies.values()),
+            "duplicates": self.duplicates(accepted),
             "emails_per_s": len(found) / (max(found.values()) - start) if found else 0.0,
             "outbox_rows_created": created, "published_by_relay": published,
             "published_total": sum(published.values()), "sent_by_worker": sent_by,
