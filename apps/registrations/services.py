@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,12 @@ _UPSERT_REGISTRATION = (
 )
 
 
+@functools.cache
+def _registration_defaults() -> dict[str, Any]:
+    """The model's default for each column an event leaves unset (none of them is computed)."""
+    return {field.attname: field.get_default() for field in Registration._meta.concrete_fields}
+
+
 def _insert_or_lock_registration(*, portal_id: int, external_id: str, first_state: dict[str, Any]) -> tuple[int, bool]:
     """Create the registration with the state its first event gives, or lock the existing row;
     returns (id, created).
@@ -107,8 +114,7 @@ def _insert_or_lock_registration(*, portal_id: int, external_id: str, first_stat
     log is this one event, so its projection is already right and needs no read nor update.
     """
     now = timezone.now()
-    defaults = {field.attname: field.get_default() for field in Registration._meta.concrete_fields}
-    fields = {**defaults, **_projection_fields(first_state)}
+    fields = {**_registration_defaults(), **_projection_fields(first_state)}
     values = [portal_id, external_id, 1, *(fields[name] for name in _REGISTRATION_COLUMNS[3:-2]), now, now]
     if connection.vendor != "postgresql":
         return _insert_or_lock_portable(portal_id=portal_id, external_id=external_id, values=values)
