@@ -36,6 +36,7 @@ def test_every_exception_class_code_is_in_the_catalogue() -> None:
     def subclasses(cls: type) -> list[type]:
         return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
 
+    # Imported for the subclasses they define.
     import apps.notifications.errors
     import apps.registrations.services
     import apps.webhooks.signature  # noqa: F401

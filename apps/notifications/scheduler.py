@@ -98,7 +98,7 @@ def scheduler_run_job(*, job: Job, now: Any = None) -> JobRun:
                 return JobRun("skipped", {})
             try:
                 result = job.run(now or started)
-            except Exception as error:
+            except Exception as error:  # one failing job must not stop the others
                 duration_ms = int((time.monotonic() - clock) * 1000)
                 metrics.SCHEDULER_JOB_FAILURES.labels(task=job.name).inc()
                 log.error("scheduler.job_failed", job=job.name, error_code="scheduler_job_failed",

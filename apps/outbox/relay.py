@@ -171,7 +171,7 @@ class Relay:
                 waiter = self._reset_database(waiter)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            except Exception as error:
+            except Exception as error:  # the relay must outlive any single bad batch
                 log.exception("relay.error", error_code="relay_error", error=str(error))
                 waiter = self._reset_database(waiter)
                 self.stop.wait(backoff)

@@ -22,7 +22,7 @@ def build_publisher():  # type: ignore[no-untyped-def]
     def declare(queue_name: str) -> None:
         try:
             broker.declare_queue(queue_name, ensure=True)
-        except Exception as error:
+        except Exception as error:  # any failure here means the broker is not usable
             raise BrokerUnavailable(f"Could not declare queue {queue_name}: {error}") from error
 
     # Every node of the cluster, tried in turn; queues declared through the workers' own broker, so
