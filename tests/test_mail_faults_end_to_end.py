@@ -18,6 +18,7 @@ import time
 
 import pytest
 from django.db import DatabaseError, connection
+from django.db.models import QuerySet
 
 from apps.notifications import queueing
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
@@ -51,6 +52,24 @@ def assert_each_delivered_once(smtp: SmtpServer, registration_ids: list[str]) ->
     assert {n.status for n in confirmations} == {"sent"}
     assert not Notification.objects.filter(status="dead").exists()
     return confirmations
+
+
+def deliver_one_a_second_until_all_wait(stack: Stack, registration_ids: list[str],
+                                        statuses: collections.Counter[int]) -> QuerySet[Notification]:
+    """Deliver one registration a second, then wait until every one's confirmation waits in
+    PostgreSQL for the breaker (deferred); on a timeout, fail with their states and the logs.
+    Returns those confirmations."""
+    for registration_id in registration_ids:
+        stack.deliver(registration_id, statuses)
+        time.sleep(1)
+    waiting = Notification.objects.filter(kind="confirmation", recipient__in=[f"{r.lower()}@example.org"
+                                                                               for r in registration_ids])
+    try:
+        wait_until(lambda: waiting.filter(deferred_at__isnull=False).count() == len(registration_ids), timeout=30,
+                   interval=0.2, what="every send waiting for the breaker")
+    except TimeoutError:
+        raise AssertionError(f"{list(waiting.values('status', 'last_error_code'))}\n{stack.logs()}") from None
+    return waiting
 
 
 class BreakerSampler:
@@ -137,15 +156,7 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         # When 10 registrations arrive over 10 s while it refuses
         ids = [f"R-AU-{n}" for n in range(10)]
         statuses: collections.Counter[int] = collections.Counter()
-        for registration_id in ids:
-            stack.deliver(registration_id, statuses)
-            time.sleep(1)
-        confirmations = Notification.objects.filter(kind="confirmation")
-        try:
-            wait_until(lambda: confirmations.filter(deferred_at__isnull=False).count() == len(ids), timeout=30,
-                       interval=0.2, what="every send waiting")
-        except TimeoutError:
-            raise AssertionError(f"{list(confirmations.values('status', 'last_error_code'))}\n{stack.logs()}") from None
+        confirmations = deliver_one_a_second_until_all_wait(stack, ids, statuses)
         time.sleep(max(0.0, refusing_since + 25 - time.monotonic()))
         refused_for = time.monotonic() - refusing_since
         samples = sampler.stop()
@@ -221,16 +232,7 @@ def test_smtp_down_for_45_seconds_defers_without_a_storm_and_delivers_each_once_
         smtp_server.stop()
         down_at = time.monotonic()
         during = [f"R-DN-{n}" for n in range(2, 12)]
-        for registration_id in during:
-            stack.deliver(registration_id, statuses)
-            time.sleep(1)
-        outage = Notification.objects.filter(kind="confirmation", recipient__in=[f"{r.lower()}@example.org"
-                                                                                  for r in during])
-        try:
-            wait_until(lambda: outage.filter(deferred_at__isnull=False).count() == len(during), timeout=30,
-                       interval=0.2, what="every send waiting for the breaker")
-        except TimeoutError:
-            raise AssertionError(f"{list(outage.values('status', 'last_error_code'))}\n{stack.logs()}") from None
+        outage = deliver_one_a_second_until_all_wait(stack, during, statuses)
         time.sleep(max(0.0, down_at + 45 - time.monotonic()))
         down_for = time.monotonic() - down_at
 
