@@ -27,7 +27,12 @@ def _statement(model: type[models.Model], rows: int) -> str:
     return f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}"
 
 
-def _values(obj: models.Model) -> list[object]:
+def insert_statement(model: type[models.Model]) -> str:
+    """The one-row INSERT, for use inside a larger statement (a CTE); its parameters are values(obj)."""
+    return _statement(model, 1)
+
+
+def values(obj: models.Model) -> list[object]:
     return [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in _columns(type(obj))]
 
 
@@ -41,6 +46,6 @@ def insert_many(objs: Sequence[models.Model]) -> None:
         return
     model = type(objs[0])
     with connection.cursor() as cursor:
-        cursor.execute(_statement(model, len(objs)), [value for obj in objs for value in _values(obj)])
+        cursor.execute(_statement(model, len(objs)), [value for obj in objs for value in values(obj)])
     for obj in objs:  # as saved: a later save() updates instead of inserting again
         obj._state.adding, obj._state.db = False, connection.alias

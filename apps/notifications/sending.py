@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import random
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -98,18 +99,27 @@ def _claim(notification_id: str) -> Notification | None:
     return claimed[0] if claimed else None
 
 
-def _record_attempt(
+def _attempt(
     notification: Notification, *, started: dt.datetime, duration: float, outcome: str, provider: str,
     error: Exception | None = None, provider_message_id: str = "",
-) -> None:
-    sql.insert(NotificationAttempt(
+) -> NotificationAttempt:
+    return NotificationAttempt(
         notification=notification, number=notification.attempts, started_at=started,
         duration_ms=int(duration * 1000), outcome=outcome, provider=provider,
         error_code=getattr(error, "code", "") if error else "", error_message=str(error)[:2000] if error else "",
         provider_message_id=provider_message_id,
-    ))
-    metrics.NOTIFICATION_ATTEMPTS.labels(channel=notification.channel, provider=provider, outcome=outcome,
-                                         error_code=getattr(error, "code", "") if error else "").inc()
+    )
+
+
+def _count_attempt(attempt: NotificationAttempt, channel: str) -> None:
+    metrics.NOTIFICATION_ATTEMPTS.labels(channel=channel, provider=attempt.provider, outcome=attempt.outcome,
+                                         error_code=attempt.error_code).inc()
+
+
+def _record_attempt(notification: Notification, **fields: Any) -> None:
+    attempt = _attempt(notification, **fields)
+    sql.insert(attempt)
+    _count_attempt(attempt, notification.channel)
 
 
 def _finish(notification: Notification, status: str, **fields: Any) -> bool:
@@ -130,29 +140,49 @@ def _single_statement() -> contextlib.AbstractContextManager[Any]:
 
 
 _TABLE, _OUTBOX = Notification._meta.db_table, OutboxMessage._meta.db_table
-# `sent`, guarded like _finish, and in the same statement the send-at-once safety-net row (the
-# outbox row whose id is the notification's, send_at_once.py) if it is still unpublished: a
-# notification sent needs it no more. Any other notification has no such row; the DELETE is then
-# one primary-key lookup that finds nothing.
-_MARK_SENT = (
-    f"WITH discard AS (DELETE FROM {_OUTBOX} WHERE id = %s AND published_at IS NULL) "
+# `sent`, guarded like _finish, with two rows in the same statement (one round trip, one commit):
+# - the send-at-once safety-net row is deleted (the outbox row whose id is the notification's,
+#   send_at_once.py) if it is still unpublished: a notification sent needs it no more; any other
+#   notification has no such row, and the DELETE is one primary-key lookup that finds nothing;
+# - the attempt row is inserted. Should the database refuse it, the statement is run again
+#   without it (_mark_sent): a refused history row must never keep `sent` from being committed.
+_SENT_SET = (
     f"UPDATE {_TABLE} SET status = %s, updated_at = %s, sent_at = %s, provider = %s, provider_message_id = %s, "
     "last_error_code = '', last_error_message = '' WHERE id = %s AND status = %s"
 )
+_DISCARD = f"DELETE FROM {_OUTBOX} WHERE id = %s AND published_at IS NULL"
 
 
-def _mark_sent(notification: Notification, *, now: dt.datetime, provider: str, provider_message_id: str) -> None:
+@functools.cache
+def _mark_sent_statement(with_attempt: bool) -> str:
+    attempt = f", attempt AS ({sql.insert_statement(NotificationAttempt)})" if with_attempt else ""
+    return f"WITH discard AS ({_DISCARD}){attempt} {_SENT_SET}"
+
+
+def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now: dt.datetime) -> bool:
+    """Commit `sent` (see _SENT_SET); returns whether the attempt row went with it."""
     if connection.vendor != "postgresql":
-        _finish(notification, Status.SENT, sent_at=now, provider=provider, provider_message_id=provider_message_id,
-                last_error_code="", last_error_message="")
-        outbox_discard(notification.id)
-        return
+        with _single_statement():
+            _finish(notification, Status.SENT, sent_at=now, provider=attempt.provider,
+                    provider_message_id=attempt.provider_message_id, last_error_code="", last_error_message="")
+            outbox_discard(notification.id)
+        return False
     notification_id = Notification._meta.pk.get_db_prep_value(notification.id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(_MARK_SENT, [notification_id, Status.SENT, now, now, provider, provider_message_id,
-                                    notification_id, Status.SENDING])
-        if cursor.rowcount:
-            metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.SENT).inc()
+    sent = [Status.SENT, now, now, attempt.provider, attempt.provider_message_id, notification_id, Status.SENDING]
+    try:
+        with _single_statement(), connection.cursor() as cursor:
+            cursor.execute(_mark_sent_statement(True), [notification_id, *sql.values(attempt), *sent])
+            updated, recorded = cursor.rowcount, True
+    except DatabaseError as error:  # a refused row (a constraint, a trigger) or a lost connection: sent-only is
+        # safe to run either way (guarded on `sending`), and fails the same way if the database is away
+        log.error("notification.bookkeeping_failed", error_code="notification_bookkeeping_failed",
+                  error=f"{type(error).__name__}: {error}"[:300], notification_id=str(notification.id))
+        with _single_statement(), connection.cursor() as cursor:
+            cursor.execute(_mark_sent_statement(False), [notification_id, *sent])
+            updated, recorded = cursor.rowcount, False
+    if updated:
+        metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.SENT).inc()
+    return recorded
 
 
 def _masked(notification: Notification) -> str:
@@ -277,17 +307,19 @@ def _send_once(notification: Notification, provider: Provider, permit: Permit, m
 
 def _record_sent(notification: Notification, provider: Provider, permit: Permit, *, provider_message_id: str,
                  started: dt.datetime, duration: float, log_context: dict[str, Any]) -> SendResult:
-    """`sent` first, in its own short transaction; then the bookkeeping, whose failure is logged
-    and never re-sends (the provider has the message)."""
+    """`sent` first, committed with its attempt row and nothing else; then the bookkeeping, whose
+    failure is logged and never re-sends (the provider has the message)."""
+    attempt = _attempt(notification, started=started, duration=duration, outcome=NotificationAttempt.Outcome.SENT,
+                       provider=provider.name,
+                       provider_message_id=provider_message_id[:NotificationAttempt.provider_message_id.field.max_length])
     now = timezone.now()
-    with _single_statement():
-        _mark_sent(notification, now=now, provider=provider.name, provider_message_id=provider_message_id)
+    attempt_recorded = _mark_sent(notification, attempt, now=now)
     log.info("notification.sent", duration_ms=int(duration * 1000), provider=provider.name, **log_context)
     try:
-        with _single_statement():
-            _record_attempt(notification, started=started, duration=duration,
-                            outcome=NotificationAttempt.Outcome.SENT, provider=provider.name,
-                            provider_message_id=provider_message_id)
+        if not attempt_recorded:
+            with _single_statement():
+                sql.insert(attempt)
+        _count_attempt(attempt, notification.channel)
         if circuit_breaker_record(provider=provider.name, permit=permit, failure_class=None):
             notifications_wake_deferred(channel=notification.channel)
         metrics.NOTIFICATION_SEND_SECONDS.labels(channel=notification.channel).observe(duration)

@@ -8,10 +8,13 @@ from collections.abc import Callable
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from structlog.testing import capture_logs
 
 from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.models import Notification
+from apps.notifications.models import Notification, NotificationAttempt
 from apps.notifications.services import notification_send, notifications_rescue_stalled
 from apps.notifications.tasks import notification_dead_letter, retry_backoff_ms, retry_transient
 from apps.outbox.models import OutboxMessage
@@ -52,6 +55,37 @@ def test_email_carries_the_notification_id_header_and_is_recorded(email_via_smtp
     assert (notification.status, notification.attempts, notification.provider) == ("sent", 1, "email")
     assert send(notification) == "skipped"  # a redelivered message sends nothing
     assert len(email_via_smtp.messages) == 1
+
+
+def test_the_attempt_row_is_committed_with_sent(email_via_smtp: SmtpServer, make: Make) -> None:
+    notification = make()
+    with CaptureQueriesContext(connection) as queries:
+        assert send(notification) == "sent"
+    (attempt,) = notification.attempt_log.all()
+    assert (attempt.number, attempt.outcome, attempt.provider) == (1, "sent", "email")
+    notification.refresh_from_db()
+    assert attempt.provider_message_id == notification.provider_message_id
+    writes = [q["sql"] for q in queries.captured_queries
+              if q["sql"].startswith(("INSERT", "UPDATE", "WITH")) and "circuitbreaker" not in q["sql"]]
+    assert len(writes) == 2, writes  # the claim, then `sent` with its attempt row (the breaker's row is new here)
+
+
+def test_an_attempt_row_the_database_refuses_never_keeps_sent_from_committing(
+    email_via_smtp: SmtpServer, make: Make,
+) -> None:
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute(f"ALTER TABLE {NotificationAttempt._meta.db_table} "
+                       "ADD CONSTRAINT test_refuse_sent CHECK (outcome <> 'sent')")
+    notification = make()
+    with capture_logs() as logs:
+        assert send(notification) == "sent"
+    notification.refresh_from_db()
+    assert notification.status == "sent"
+    assert notification.attempt_log.count() == 0
+    assert len(email_via_smtp.messages) == 1
+    failures = [e for e in logs if e.get("error_code") == "notification_bookkeeping_failed"]
+    assert failures and all("test_refuse_sent" in e["error"] for e in failures)
+    assert send(notification) == "skipped"  # and it is not sent again
 
 
 def test_a_transient_failure_leaves_it_retrying_and_raises_for_dramatiq(email_via_smtp: SmtpServer,
