@@ -1,17 +1,24 @@
-"""Plain INSERTs for the workers' hot paths, where building the SQL was most of the ORM's cost.
+"""Plain statements for the workers' hot paths, where the ORM's own machinery was most of the cost.
 
 `insert(obj)` and `insert_many(objs)` write new model instances as `save()` / `bulk_create()`
 would (field defaults, `auto_now`, each field's own conversion for the database), with the
 statement text built once per model and row count instead of on every call. No signals, no
 primary key read back: for rows whose id is set in Python (a UUID) or never read afterwards.
+
+`fetch_instance(model, cursor)` reads a row a statement returned (`RETURNING *`) into an instance
+as `Model.objects.raw()` would (each field's own conversion from the database), with the column
+mapping worked out once per model and column list.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from django.db import connection, models
+
+M = TypeVar("M", bound=models.Model)
 
 
 @functools.cache
@@ -49,3 +56,32 @@ def insert_many(objs: Sequence[models.Model]) -> None:
         cursor.execute(_statement(model, len(objs)), [value for obj in objs for value in values(obj)])
     for obj in objs:  # as saved: a later save() updates instead of inserting again
         obj._state.adding, obj._state.db = False, connection.alias
+
+
+@functools.cache
+def _loader(model: type[models.Model], columns: tuple[str, ...]) -> tuple[list[int], list[tuple[int, Any, list]]]:
+    """Where each of the model's concrete fields is among these columns (Model.from_db takes a full
+    row in field order), and for each field that needs them the backend's and the field's
+    converters, as the ORM's compiler applies them."""
+    position = {column: index for index, column in enumerate(columns)}
+    order, converters = [], []
+    for index, field in enumerate(model._meta.concrete_fields):
+        order.append(position[field.column])
+        expression = field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+        if functions:
+            converters.append((index, expression, functions))
+    return order, converters
+
+
+def fetch_instance(model: type[M], cursor: Any) -> M | None:
+    """The cursor's next row (every column of the model's table, in any order) as an instance, or None."""
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    order, converters = _loader(model, tuple(column[0] for column in cursor.description))
+    values = [row[index] for index in order]
+    for index, expression, functions in converters:
+        for convert in functions:
+            values[index] = convert(values[index], expression, connection)
+    return model.from_db(connection.alias, None, values)

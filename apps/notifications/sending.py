@@ -89,14 +89,15 @@ def _claim(notification_id: str) -> Notification | None:
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
     table, pk = Notification._meta.db_table, Notification._meta.pk
-    claimed = list(Notification.objects.raw(
-        f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, next_attempt_at = NULL, "
-        "deferred_at = NULL, updated_at = %s "
-        "WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND claimed_at < %s)) RETURNING *",
-        [Status.SENDING, now, now, pk.get_db_prep_value(notification_id, connection), *CLAIMABLE, Status.SENDING,
-         stale],
-    ))
-    return claimed[0] if claimed else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, next_attempt_at = NULL, "
+            "deferred_at = NULL, updated_at = %s "
+            "WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND claimed_at < %s)) RETURNING *",
+            [Status.SENDING, now, now, pk.get_db_prep_value(notification_id, connection), *CLAIMABLE, Status.SENDING,
+             stale],
+        )
+        return sql.fetch_instance(Notification, cursor)
 
 
 def _attempt(
