@@ -93,6 +93,11 @@ else:
     # Parameters travel beside the SQL (psycopg's server-side binding) instead of being quoted into
     # it in Python: quoting a notification's JSON context was a tenth of a worker's CPU.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("server_side_binding", True)
+    # A statement run this many times on a connection is prepared by psycopg, so PostgreSQL parses
+    # and plans it once (Django turns this off by default for connection poolers). `off` for a
+    # pooler in transaction mode that cannot keep prepared statements (PgBouncer before 1.21).
+    _prepare = env.str("DB_PREPARE_THRESHOLD", default="5")
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", None if _prepare == "off" else int(_prepare))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The admin's messages live in its session. The default (cookie, then session) builds a signer on
