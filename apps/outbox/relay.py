@@ -8,10 +8,14 @@ id (= outbox id), so that costs a little work and never a duplicate effect.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import dramatiq
 import structlog
@@ -44,12 +48,53 @@ class BrokerEnqueuePublisher:
             self.broker.enqueue(dramatiq.Message.decode(message.body))
 
 
-def _to_outgoing(row: OutboxMessage) -> OutgoingMessage:
+def _to_outgoing(row: OutboxMessage | _DueRow) -> OutgoingMessage:
     message = dramatiq.Message(
         queue_name=row.queue_name, actor_name=row.actor_name, args=(), kwargs=row.kwargs, options=row.options,
         message_id=str(row.id), message_timestamp=int(row.created_at.timestamp() * 1000),
     )
     return OutgoingMessage(queue_name=row.queue_name, body=message.encode(), message_id=str(row.id))
+
+
+@dataclass(frozen=True)
+class _DueRow:
+    id: uuid.UUID
+    queue_name: str
+    actor_name: str
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    created_at: dt.datetime
+
+
+_TABLE = OutboxMessage._meta.db_table
+# PostgreSQL: the batch's two statements as plain SQL, built once; compiling them through the ORM
+# was half the relay's CPU at a steady 100 webhooks/s (a batch of two or three rows each time).
+_SELECT_DUE = (f"SELECT id, queue_name, actor_name, kwargs, options, created_at FROM {_TABLE} "
+               "WHERE published_at IS NULL AND available_at <= %s ORDER BY available_at LIMIT %s "
+               "FOR UPDATE SKIP LOCKED")
+_MARK_PUBLISHED = f"UPDATE {_TABLE} SET published_at = %s WHERE id = ANY(%s)"
+
+
+def _lock_due(batch_size: int) -> Sequence[OutboxMessage | _DueRow]:
+    if connection.vendor != "postgresql":
+        return list(
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(published_at__isnull=True, available_at__lte=timezone.now())
+            .order_by("available_at")
+            .only("id", "queue_name", "actor_name", "kwargs", "options", "created_at")[:batch_size]
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(_SELECT_DUE, [timezone.now(), batch_size])
+        return [_DueRow(id, queue, actor, json.loads(kwargs), json.loads(options), created_at)
+                for id, queue, actor, kwargs, options, created_at in cursor.fetchall()]
+
+
+def _mark_published(ids: list[uuid.UUID], at: dt.datetime) -> None:
+    if connection.vendor != "postgresql":
+        OutboxMessage.objects.filter(id__in=ids).update(published_at=at)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_PUBLISHED, [at, ids])
 
 
 def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
@@ -59,18 +104,13 @@ def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
     publishing them too. On BrokerUnavailable the transaction rolls back and the rows stay.
     """
     with transaction.atomic():
-        rows = list(
-            OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(published_at__isnull=True, available_at__lte=timezone.now())
-            .order_by("available_at")
-            .only("id", "queue_name", "actor_name", "kwargs", "options", "created_at")[:batch_size]
-        )
+        rows = _lock_due(batch_size)
         if not rows:
             return 0
         started = time.perf_counter()
         publisher.publish_batch([_to_outgoing(row) for row in rows])
         confirmed_at = timezone.now()
-        OutboxMessage.objects.filter(id__in=[row.id for row in rows]).update(published_at=confirmed_at)
+        _mark_published([row.id for row in rows], confirmed_at)
     metrics.OUTBOX_PUBLISH_LATENCY.observe(time.perf_counter() - started)
     metrics.OUTBOX_BATCH_SIZE.observe(len(rows))
     metrics.OUTBOX_PUBLISHED.inc(len(rows))
