@@ -135,6 +135,10 @@ def circuit_breaker_record(*, provider: str, permit: Permit, failed: bool | None
     """
     if failed is not None and failure_class is None:
         failure_class = FailureClass.PROVIDER_DOWN if failed else None
+    down = failure_class == FailureClass.PROVIDER_DOWN
+    if not down and not permit.probe and failure_class != FailureClass.PROVIDER_MISCONFIGURED \
+            and _trusted_closed(provider):
+        return False  # the common success: no failures were counted a moment ago, nothing to reset
     now = timezone.now()
     breakers = CircuitBreaker.objects.filter(provider=provider)
     if failure_class == FailureClass.PROVIDER_MISCONFIGURED:
@@ -145,7 +149,6 @@ def circuit_breaker_record(*, provider: str, permit: Permit, failed: bool | None
         log.error("circuit_breaker.misconfigured", provider=provider, error_code="provider_misconfigured",
                   reason=reason[:300], probe_every_seconds=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS)
         return False
-    down = failure_class == FailureClass.PROVIDER_DOWN
     if permit.probe:
         if down:
             if breakers.filter(state=State.HALF_OPEN).update(state=State.OPEN, opened_at=now, probe_claimed_at=None,
@@ -162,8 +165,6 @@ def circuit_breaker_record(*, provider: str, permit: Permit, failed: bool | None
             return True
         return False
     if not down:
-        if _trusted_closed(provider):
-            return False  # no failures were counted a moment ago: nothing to reset
         breakers.filter(state=State.CLOSED, consecutive_failures__gt=0).update(consecutive_failures=0, updated_at=now)
         return False
     _closed_since.pop(provider, None)
