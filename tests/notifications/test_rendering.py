@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from email.message import EmailMessage
 
 import pytest
+from django.template.defaultfilters import date as django_date
+from django.utils import translation
 
 from apps.notifications.models import Notification
 from apps.notifications.rendering import render
 from apps.notifications.services import notification_send
+from apps.notifications.templatetags import event_dates
 from tests.support.smtp import SmtpServer
 
 KINDS = [kind for kind, _ in Notification.Kind.choices]
@@ -45,6 +49,28 @@ def test_german_wording_with_german_dates() -> None:
     email = rendered(locale="de")
     assert email.subject == "Sie sind angemeldet: PyData Berlin"
     assert "Hallo Ada," in email.text and "Donnerstag, 3. Dezember 2026, 09:00 Uhr" in email.text
+
+
+def test_a_remembered_start_time_keeps_each_locales_names() -> None:
+    for _ in range(2):  # the second round comes from event_dates' memory
+        assert "Thursday, 3 December 2026, 09:00" in rendered().text
+        assert "Donnerstag, 3. Dezember 2026, 09:00 Uhr" in rendered(locale="de").text
+    assert "Friday, 4 December 2026, 09:00" in rendered(event_starts_at="2026-12-04T08:00:00+00:00").text
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+@pytest.mark.parametrize("value", [dt.datetime(2026, 12, 3, 9, 0), dt.datetime(2027, 5, 1, 23, 59), dt.date(2026, 1, 2),
+                                   None, ""])
+@pytest.mark.parametrize("fmt", ["l, j F Y, H:i", "l, j. F Y, H:i", "H:i", None])
+def test_event_dates_gives_what_djangos_date_gives(language, value, fmt) -> None:
+    def outcome(date_filter):
+        try:
+            return date_filter(value, fmt)
+        except TypeError as error:  # Django's own answer to a time format for a date
+            return type(error)
+
+    with translation.override(language):
+        assert outcome(event_dates.date) == outcome(event_dates.date) == outcome(django_date)
 
 
 def test_unknown_locales_and_regional_variants_fall_back() -> None:
