@@ -80,8 +80,8 @@ def fetch_instance(model: type[M], cursor: Any) -> M | None:
     if row is None:
         return None
     order, converters = _loader(model, tuple(column[0] for column in cursor.description))
-    values = [row[index] for index in order]
+    field_values = [row[index] for index in order]
     for index, expression, functions in converters:
         for convert in functions:
-            values[index] = convert(values[index], expression, connection)
-    return model.from_db(connection.alias, None, values)
+            field_values[index] = convert(field_values[index], expression, connection)
+    return model.from_db(connection.alias, None, field_values)

@@ -2,11 +2,11 @@
 
 No transaction spans a provider call. The claim is committed first, so a crash during the call
 leaves the row `sending` with a claim time (see _claim). Once the provider accepted, `sent` is
-committed first, in its own short transaction, and only then the bookkeeping (attempt row,
-breaker, metrics): an error there is logged and never hands the claim back, so nothing accepted
-is sent twice without a crash. The one duplicate window left: the provider accepted the message
-and the process died before the `sent` COMMIT; the row is re-claimed after the claim timeout and
-sent again, and shows two attempts.
+committed first, in one statement with the attempt row (committed alone if the database refuses
+that row), and only then the rest of the bookkeeping (breaker, metrics): an error there is logged
+and never hands the claim back, so nothing accepted is sent twice without a crash. The one
+duplicate window left: the provider accepted the message and the process died before the `sent`
+COMMIT; the row is re-claimed after the claim timeout and sent again, and shows two attempts.
 
 What a failure means comes from apps/notifications/classification.py:
 - message_temporary / provider_down: the row goes `retrying` and the error is re-raised for

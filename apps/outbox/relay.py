@@ -85,8 +85,8 @@ def _lock_due(batch_size: int) -> Sequence[OutboxMessage | _DueRow]:
         )
     with connection.cursor() as cursor:
         cursor.execute(_SELECT_DUE, [timezone.now(), batch_size])
-        return [_DueRow(id, queue, actor, json.loads(kwargs), json.loads(options), created_at)
-                for id, queue, actor, kwargs, options, created_at in cursor.fetchall()]
+        return [_DueRow(row_id, queue, actor, json.loads(kwargs), json.loads(options), created_at)
+                for row_id, queue, actor, kwargs, options, created_at in cursor.fetchall()]
 
 
 def _mark_published(ids: list[uuid.UUID], at: dt.datetime) -> None:
