@@ -104,7 +104,9 @@ class EmailProvider:
         try:
             connection = self._connection()
             opening = False
-            sent = _smtp_send(connection, email) if isinstance(connection, SmtpBackend) else connection.send_messages(
+            # Django's own SMTP backend only: a subclass (one that signs with DKIM, say) may change
+            # how the message is built or sent, so it gets the message through its own methods.
+            sent = _smtp_send(connection, email) if type(connection) is SmtpBackend else connection.send_messages(
                 [email])
         except ValueError as error:  # raised while building the message, before anything was sent
             raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error

@@ -7,6 +7,7 @@ import json
 import pytest
 import requests
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
+from django.core.mail.backends.smtp import EmailBackend as SmtpEmailBackend
 
 from apps.notifications.errors import (
     ProviderDownError,
@@ -71,6 +72,28 @@ def test_an_unreachable_smtp_server_is_provider_down() -> None:
     with pytest.raises(ProviderDownError) as raised:
         provider.send(MESSAGE)
     assert raised.value.code == "smtp_connection_failed"
+
+
+class SigningBackend(SmtpEmailBackend):
+    """Stands for a subclass of Django's SMTP backend that changes what is sent (DKIM signing, say)."""
+
+    def send_messages(self, email_messages):  # type: ignore[no-untyped-def]
+        for message in email_messages:
+            message.extra_headers["X-Signed-By"] = "subclass"
+        return super().send_messages(email_messages)
+
+
+def test_djangos_smtp_backend_gets_our_bytes_and_a_subclass_its_own_methods(smtp_server: SmtpServer) -> None:
+    message = OutgoingMessage(notification_id="n-3", recipient="ada@example.org", subject="Hi", text="Hello\n",
+                              html="<p>Hello</p>")
+    smtp_provider(smtp_server).send(message)
+    signing = EmailProvider(backend=f"{__name__}.SigningBackend", host="127.0.0.1", port=smtp_server.port, timeout=5)
+    signing.send(message)
+    plain, signed = smtp_server.messages
+    assert plain["X-Signed-By"] is None and signed["X-Signed-By"] == "subclass"
+    for received in (plain, signed):
+        assert received["X-Eventplatform-Notification-Id"] == "n-3" and received.get_content_type() == \
+            "multipart/alternative"
 
 
 def test_a_malformed_address_is_permanent(smtp_server: SmtpServer) -> None:
