@@ -5,9 +5,11 @@ would (field defaults, `auto_now`, each field's own conversion for the database)
 statement text built once per model and row count instead of on every call. No signals, no
 primary key read back: for rows whose id is set in Python (a UUID) or never read afterwards.
 
-`fetch_instance(model, cursor)` reads a row a statement returned (`RETURNING *`) into an instance
-as `Model.objects.raw()` would (each field's own conversion from the database), with the column
-mapping worked out once per model and column list.
+`fetch_instance(model, cursor)` reads a row a statement returned (`RETURNING` the model's
+`columns(model)`) into an instance as `Model.objects.raw()` would (each field's own conversion
+from the database), with the column mapping worked out once per model and column list. The
+columns are named rather than `*`: a prepared `RETURNING *` fails ("cached plan must not change
+result type") in a process still running when a migration adds a column.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ def _statement(model: type[models.Model], rows: int) -> str:
     columns = ", ".join(connection.ops.quote_name(field.column) for field in _columns(model))
     row = "(" + ", ".join(["%s"] * len(_columns(model))) + ")"
     return f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}"
+
+
+@functools.cache
+def columns(model: type[models.Model]) -> str:
+    """The model's concrete columns, quoted, for a RETURNING or SELECT list."""
+    return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
 
 
 def insert_statement(model: type[models.Model]) -> str:
@@ -75,7 +83,7 @@ def _loader(model: type[models.Model], columns: tuple[str, ...]) -> tuple[list[i
 
 
 def fetch_instance(model: type[M], cursor: Any) -> M | None:
-    """The cursor's next row (every column of the model's table, in any order) as an instance, or None."""
+    """The cursor's next row (the model's columns, in any order) as an instance, or None."""
     row = cursor.fetchone()
     if row is None:
         return None

@@ -31,7 +31,7 @@ from apps.notifications.errors import ProviderError
 from apps.notifications.models import Notification
 from apps.notifications.providers import providers_for
 from apps.outbox.models import OutboxMessage
-from eventplatform import metrics
+from eventplatform import metrics, sql
 
 log = structlog.get_logger("notifications")
 
@@ -134,7 +134,8 @@ def notifications_wake_deferred(*, channel: str) -> int:
                 rows = list(Notification.objects.raw(
                     f"UPDATE {table} SET deferred_at = NULL, updated_at = %s WHERE id IN (SELECT id FROM {table} "
                     "WHERE channel = %s AND deferred_at IS NOT NULL AND status IN (%s, %s) ORDER BY deferred_at "
-                    "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING *", [now, channel, *CLAIMABLE, WAKE_BATCH]))
+                    f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {sql.columns(Notification)}",
+                    [now, channel, *CLAIMABLE, WAKE_BATCH]))
             else:  # the embedded SQLite mode has one writer at a time
                 rows = list(Notification.objects.filter(channel=channel, deferred_at__isnull=False,
                                                         status__in=CLAIMABLE).order_by("deferred_at")[:WAKE_BATCH])
