@@ -55,8 +55,7 @@ from apps.notifications.failures import (
 )
 from apps.notifications.models import Notification, NotificationAttempt
 from apps.notifications.providers import OutgoingMessage, Provider, providers_for
-from apps.outbox.models import OutboxMessage
-from apps.outbox.services import outbox_discard
+from apps.outbox.services import DISCARD_UNPUBLISHED, outbox_discard
 from eventplatform import metrics, sql
 from eventplatform.logging import mask_email, mask_phone
 
@@ -141,7 +140,7 @@ def _single_statement() -> contextlib.AbstractContextManager[Any]:
     return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
-_TABLE, _OUTBOX = Notification._meta.db_table, OutboxMessage._meta.db_table
+_TABLE = Notification._meta.db_table
 # `sent`, guarded like _finish, with two rows in the same statement (one round trip, one commit):
 # - the send-at-once safety-net row is deleted (the outbox row whose id is the notification's,
 #   send_at_once.py) if it is still unpublished: a notification sent needs it no more; any other
@@ -152,13 +151,12 @@ _SENT_SET = (
     f"UPDATE {_TABLE} SET status = %s, updated_at = %s, sent_at = %s, provider = %s, provider_message_id = %s, "
     "last_error_code = '', last_error_message = '' WHERE id = %s AND status = %s"
 )
-_DISCARD = f"DELETE FROM {_OUTBOX} WHERE id = %s AND published_at IS NULL"
 
 
 @functools.cache
 def _mark_sent_statement(with_attempt: bool) -> str:
     attempt = f", attempt AS ({sql.insert_statement(NotificationAttempt)})" if with_attempt else ""
-    return f"WITH discard AS ({_DISCARD}){attempt} {_SENT_SET}"
+    return f"WITH discard AS ({DISCARD_UNPUBLISHED}){attempt} {_SENT_SET}"
 
 
 def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now: dt.datetime) -> bool:

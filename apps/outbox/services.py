@@ -72,13 +72,16 @@ def outbox_insert_many(rows: list[dict[str, Any]]) -> list[OutboxMessage]:
     return messages
 
 
+# One plain DELETE (the ORM's delete() collects related objects first; the outbox has none), with
+# the row's id as its one parameter; also run inside the `sent` statement (notifications.sending).
+DISCARD_UNPUBLISHED = f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id = %s AND published_at IS NULL"
+
+
 def outbox_discard(message_id: uuid.UUID | str) -> bool:
     """Delete a row that is not published yet (its work was done another way); False when the relay
     published it first (its consumer then finds nothing to do)."""
-    # One plain DELETE: the ORM's delete() collects related objects first (the outbox has none).
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id = %s AND published_at IS NULL",
-                       [OutboxMessage._meta.pk.get_db_prep_value(message_id, connection)])
+        cursor.execute(DISCARD_UNPUBLISHED, [OutboxMessage._meta.pk.get_db_prep_value(message_id, connection)])
         return cursor.rowcount > 0
 
 
