@@ -6,7 +6,7 @@ statement text built once per model and row count instead of on every call. No s
 primary key read back: for rows whose id is set in Python (a UUID) or never read afterwards.
 
 `fetch_instance(model, cursor)` reads a row a statement returned (`RETURNING` the model's
-`columns(model)`) into an instance as `Model.objects.raw()` would (each field's own conversion
+`column_list(model)`) into an instance as `Model.objects.raw()` would (each field's own conversion
 from the database), with the column mapping worked out once per model and column list. The
 columns are named rather than `*`: a prepared `RETURNING *` fails ("cached plan must not change
 result type") in a process still running when a migration adds a column.
@@ -24,20 +24,20 @@ M = TypeVar("M", bound=models.Model)
 
 
 @functools.cache
-def _columns(model: type[models.Model]) -> tuple[models.Field, ...]:
+def _insert_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
     """The concrete fields an INSERT writes: all but a database-generated (auto-increment) key."""
     return tuple(field for field in model._meta.concrete_fields if not field.db_returning)
 
 
 @functools.cache
 def _statement(model: type[models.Model], rows: int) -> str:
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in _columns(model))
-    row = "(" + ", ".join(["%s"] * len(_columns(model))) + ")"
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in _insert_fields(model))
+    row = "(" + ", ".join(["%s"] * len(_insert_fields(model))) + ")"
     return f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}"
 
 
 @functools.cache
-def columns(model: type[models.Model]) -> str:
+def column_list(model: type[models.Model]) -> str:
     """The model's concrete columns, quoted, for a RETURNING or SELECT list."""
     return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
 
@@ -48,7 +48,7 @@ def insert_statement(model: type[models.Model]) -> str:
 
 
 def values(obj: models.Model) -> list[object]:
-    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in _columns(type(obj))]
+    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in _insert_fields(type(obj))]
 
 
 def insert(obj: models.Model) -> None:

@@ -134,7 +134,7 @@ def notifications_wake_deferred(*, channel: str) -> int:
                 rows = list(Notification.objects.raw(
                     f"UPDATE {table} SET deferred_at = NULL, updated_at = %s WHERE id IN (SELECT id FROM {table} "
                     "WHERE channel = %s AND deferred_at IS NOT NULL AND status IN (%s, %s) ORDER BY deferred_at "
-                    f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {sql.columns(Notification)}",
+                    f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {sql.column_list(Notification)}",
                     [now, channel, *CLAIMABLE, WAKE_BATCH]))
             else:  # the embedded SQLite mode has one writer at a time
                 rows = list(Notification.objects.filter(channel=channel, deferred_at__isnull=False,

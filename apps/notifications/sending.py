@@ -93,7 +93,7 @@ def _claim(notification_id: str) -> Notification | None:
             f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, next_attempt_at = NULL, "
             "deferred_at = NULL, updated_at = %s "
             "WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND claimed_at < %s)) "
-            f"RETURNING {sql.columns(Notification)}",
+            f"RETURNING {sql.column_list(Notification)}",
             [Status.SENDING, now, now, pk.get_db_prep_value(notification_id, connection), *CLAIMABLE, Status.SENDING,
              stale],
         )
