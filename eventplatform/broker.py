@@ -16,7 +16,7 @@ requests 869 and 871 list the pitfalls, handled here as follows:
   dying on it, again and again) is dead-lettered to `.XQ` instead of looping forever; never on
   `.DQ`, whose messages a worker holds unacked until due, so every reconnect redelivers them;
 - delay queues: held unacked until due, they are subject to RabbitMQ's consumer_timeout on any
-  queue type; our backoffs stay under 5 minutes (see apps/notifications/tasks.py) and longer
+  queue type; our backoffs stay under 5 minutes (MAX_BACKOFF_MS below) and longer
   delays go through the outbox, so nothing is held near the 30-minute default;
 - a queue's type cannot change once declared (RabbitMQ answers PRECONDITION_FAILED): switching an
   existing installation means draining and deleting its queues first (docs/rabbitmq-cluster.md).
@@ -32,6 +32,10 @@ from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 
 QUEUE_TYPES = ("classic", "quorum")
+# The longest any actor's retry backoff may be: Dramatiq holds a delayed message unacknowledged
+# until it is due, and RabbitMQ closes a channel holding one past its consumer_timeout (30 minutes
+# by default; dramatiq issue 827). Longer waits go through the outbox.
+MAX_BACKOFF_MS = 300_000
 
 
 def split_broker_urls(value: str) -> list[str]:

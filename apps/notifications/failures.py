@@ -32,6 +32,7 @@ from apps.notifications.models import Notification
 from apps.notifications.providers import providers_for
 from apps.outbox.models import OutboxMessage
 from eventplatform import metrics, sql
+from eventplatform.broker import MAX_BACKOFF_MS
 
 log = structlog.get_logger("notifications")
 
@@ -42,9 +43,6 @@ UNFINISHED = (Status.PENDING, Status.RETRYING, Status.SENDING)
 # thousands in the same second.
 WAKE_PER_SECOND = 200
 WAKE_BATCH = 1000
-# Every retry is at most 5 minutes away: Dramatiq holds a delayed message unacknowledged until it
-# is due, and RabbitMQ closes a channel holding one past its consumer_timeout (30 min by default).
-MAX_BACKOFF_MS = 300_000
 
 
 def retry_backoff_ms(retries_so_far: int) -> int:

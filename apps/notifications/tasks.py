@@ -4,9 +4,9 @@ Retry policy of `notification_send` (Dramatiq's Retries middleware): up to NOTIF
 retries with exponential backoff and jitter between NOTIFICATION_MIN_BACKOFF_MS and
 NOTIFICATION_MAX_BACKOFF_MS. The settings are read when a retry is decided, not when this module is
 imported (actor options are frozen at import), so a changed setting applies without a new actor.
-Every actor's backoff stays at most MAX_BACKOFF_MS (5 minutes): Dramatiq keeps a delayed message
-unacknowledged until it is due, and RabbitMQ closes a channel holding one longer than its
-consumer_timeout (30 minutes by default; dramatiq issue 827). Longer waits go through the outbox:
+Every actor's backoff stays at most eventplatform.broker.MAX_BACKOFF_MS (5 minutes): Dramatiq keeps
+a delayed message unacknowledged until it is due, and RabbitMQ closes a channel holding one longer
+than its consumer_timeout (30 minutes by default; dramatiq issue 827). Longer waits go through the outbox:
 retry rounds (failures.notification_retries_exhausted) and sends waiting for a breaker (sending.py).
 Names come from queueing.py, where the services read them too.
 """
@@ -21,8 +21,9 @@ from dramatiq.middleware import CurrentMessage
 
 from apps.notifications import queueing
 from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.failures import MAX_BACKOFF_MS, notification_retries_exhausted, retry_backoff_ms
+from apps.notifications.failures import notification_retries_exhausted, retry_backoff_ms
 from apps.notifications.sending import notification_send, notifications_probe
+from eventplatform.broker import MAX_BACKOFF_MS
 
 
 def retry_transient(retries_so_far: int, exception: BaseException) -> bool:

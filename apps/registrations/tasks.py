@@ -2,9 +2,9 @@
 
 Retry policy of `webhook_event_apply`: errors a retry can fix (PostgreSQL down, a lock timeout: any
 database error) are retried by Dramatiq's Retries middleware up to APPLY_MAX_RETRIES times (read
-when a retry is decided), with backoffs bounded by 5 minutes: Dramatiq holds a delayed message
-unacknowledged until it is due, and RabbitMQ closes a channel holding one longer than its
-consumer_timeout (dramatiq issue 827). When they run out, `webhook_event_dead_letter` records a
+when a retry is decided), with backoffs bounded by 5 minutes (eventplatform.broker.MAX_BACKOFF_MS:
+Dramatiq holds a delayed message unacknowledged until it is due, and RabbitMQ closes a channel
+holding one longer than its consumer_timeout). When they run out, `webhook_event_dead_letter` records a
 FailedApply. Errors no retry can fix (the event does not exist, a bug) are recorded at once.
 """
 
@@ -21,11 +21,11 @@ from apps.notifications.send_at_once import notifications_send_at_once
 from apps.registrations.failures import REAPPLY_OPTION, failed_apply_record, failed_apply_resolve
 from apps.registrations.services import EventNotFound, registration_apply
 from eventplatform import metrics
+from eventplatform.broker import MAX_BACKOFF_MS
 
 # Deterministic errors of our own code or data: retrying the same message cannot make them pass.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (LookupError, TypeError, ValueError, AttributeError,
                                                      AssertionError)
-MAX_BACKOFF_MS = 300_000  # below RabbitMQ's default consumer_timeout (30 min), see the module docstring
 
 
 def apply_retry_when(retries_so_far: int, exception: BaseException) -> bool:
