@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from eventplatform.addresses import normalise_email, normalise_phone
+
 TYPE_RANK = {"created": 0, "updated": 1, "cancelled": 2}
 # What the attendee sees: a change here (and only here) is worth an `update` message.
 VISIBLE_FIELDS = ("first_name", "last_name", "event_name", "event_starts_at", "event_venue")
@@ -33,7 +35,12 @@ class DomainEvent:
 
 
 def flatten_payload(data: dict[str, Any]) -> dict[str, Any]:
-    """The webhook `data` object as flat registration fields; absent parts are left out."""
+    """The webhook `data` object as flat registration fields; absent parts are left out.
+
+    The intake stores payloads normalised already; normalising again (idempotent) also makes
+    events stored before it did (an address with a trailing CRLF, a phone padded with a
+    newline) apply with the value that was validated.
+    """
     flat: dict[str, Any] = {}
     event, attendee = data.get("event"), data.get("attendee")
     if event:
@@ -43,7 +50,8 @@ def flatten_payload(data: dict[str, Any]) -> dict[str, Any]:
         )
     if attendee:
         flat.update(
-            email=attendee["email"], phone=attendee.get("phone") or "", first_name=attendee["first_name"],
+            email=normalise_email(attendee["email"]), phone=normalise_phone(attendee.get("phone")),
+            first_name=attendee["first_name"],
             last_name=attendee.get("last_name") or "", role=attendee["role"], locale=attendee.get("locale") or "en",
         )
     return flat
