@@ -154,13 +154,16 @@ def _without_restated_update(wanted: list[tuple[str, str, dict[str, Any]]],
     already: a change back before the first update went out, or an older update that arrived late
     and moved the last visible change to another event.
 
-    "Told": the confirmation (unless cancelled) and the updates that went out or are going
-    (`sending` and later). Updates still waiting (`pending`, `retrying`) do not count: the
-    apply supersedes them whatever it decides. `existing` is (kind, channel, dedupe_key, status,
-    context) in creation order."""
-    told = [context for kind, _, _, status, context in existing
-            if (kind == Notification.Kind.CONFIRMATION and status != Notification.Status.CANCELLED)
-            or (kind == Notification.Kind.UPDATE and status not in (*_WAITING, Notification.Status.CANCELLED))]
+    "Told": the last update that went out or is going (`sending` and later), else the confirmation
+    (unless cancelled). Updates still waiting (`pending`, `retrying`) do not count: the apply
+    supersedes them whatever it decides. A told update wins over a confirmation created after it
+    (its `created` event arrived last): the updates are the story of changes, and the last of them
+    must state the final state. `existing` is (kind, channel, dedupe_key, status, context) in
+    creation order."""
+    updates = [context for kind, _, _, status, context in existing
+               if kind == Notification.Kind.UPDATE and status not in (*_WAITING, Notification.Status.CANCELLED)]
+    told = updates or [context for kind, _, _, status, context in existing
+                       if kind == Notification.Kind.CONFIRMATION and status != Notification.Status.CANCELLED]
     if not told:
         return wanted
     last_told = projection.visible_digest(told[-1])
@@ -168,6 +171,23 @@ def _without_restated_update(wanted: list[tuple[str, str, dict[str, Any]]],
     return [(kind, key, state) for kind, key, state in wanted
             if kind != Notification.Kind.UPDATE or (kind, key) in known
             or projection.visible_digest(state) != last_told]
+
+
+def _update_keys_renewed(wanted: list[tuple[str, str, dict[str, Any]]],
+                         existing: list[tuple[str, str, str, str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The wanted update under a key it can still be created with. Late deliveries can make an
+    event the last visible change, then not (an older one arrives), then again (one between
+    them arrives); its update was superseded (`cancelled`) in between and must be created anew:
+    `<key>/2`, `<key>/3`... A live (not cancelled) row of the family is the one wanted."""
+    taken = {key: status for kind, _, key, status, _ in existing if kind == Notification.Kind.UPDATE}
+    renewed = []
+    for kind, key, state in wanted:
+        if kind == Notification.Kind.UPDATE:
+            family = [key, *(f"{key}/{number}" for number in range(2, len(taken) + 3))]
+            key = next(candidate for candidate in family
+                       if taken.get(candidate, "") != Notification.Status.CANCELLED)
+        renewed.append((kind, key, state))
+    return renewed
 
 
 def _stale_updates(wanted: list[tuple[str, str, dict[str, Any]]], existing: list[tuple[str, str, str, str, Any]]
@@ -235,7 +255,8 @@ def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = F
     existing = [] if created_now else list(
         Notification.objects.filter(registration_id=registration_id).order_by("created_at")
         .values_list("kind", "channel", "dedupe_key", "status", "context"))
-    wanted = _without_restated_update(projection.desired_notifications(events), existing)
+    wanted = _without_restated_update(_update_keys_renewed(projection.desired_notifications(events), existing),
+                                      existing)
     created = notifications_create_missing(
         registration_id=registration_id, wanted=wanted,
         correlation_id=str(webhook_event["id"]), source_received_at=webhook_event["received_at"],
