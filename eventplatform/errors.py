@@ -77,6 +77,11 @@ CATALOGUE: dict[str, ErrorCode] = {
                   "Check the ESP account and the recipient; replay after fixing."),
         ErrorCode("invalid_recipient", "Recipient address or number is missing or invalid; not retried.",
                   "Correct the attendee's data at the portal."),
+        ErrorCode("superseded", "A pending update e-mail was cancelled because a newer update of the same "
+                  "registration was created before it was sent; the newer one states the registration as it is.",
+                  "None."),
+        ErrorCode("erased", "The notification was cancelled by an erasure request (erase_attendee) before it "
+                  "was sent; its recipient and content are erased.", "None: the person asked to be forgotten."),
         ErrorCode("retries_exhausted", "All retries were used; the notification is dead.",
                   "Fix the cause, then replay with replay_notifications or the admin action."),
         ErrorCode("circuit_open", "The provider's circuit breaker is open; the send waits in PostgreSQL (no "

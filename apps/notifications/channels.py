@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.notifications.models import Notification
+from eventplatform.addresses import normalise_email, normalise_phone
 
 SMS_KINDS = (Notification.Kind.CONFIRMATION, Notification.Kind.CANCELLATION, Notification.Kind.REMINDER_1H)
 
@@ -25,4 +26,7 @@ def channels_for(kind: str, state: dict[str, Any]) -> list[str]:
 
 
 def recipient_for(channel: str, state: dict[str, Any]) -> str:
-    return (state.get("phone") if channel == Notification.Channel.SMS else state.get("email")) or ""
+    """The address in its one normal form (eventplatform.addresses), as validated and erased."""
+    if channel == Notification.Channel.SMS:
+        return normalise_phone(state.get("phone"))
+    return normalise_email(state.get("email") or "")

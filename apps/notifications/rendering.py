@@ -20,7 +20,7 @@ from typing import Any
 from django.template import TemplateDoesNotExist
 from django.template.backends.django import Template
 from django.template.loader import select_template
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 
 FALLBACK_LOCALE = "en"
@@ -40,7 +40,16 @@ def _clean(value: Any) -> Any:
     return _CONTROL.sub(" ", value).strip() if isinstance(value, str) else value
 
 
-def template_context(context: dict[str, Any]) -> dict[str, Any]:
+def _starts_day(starts_at: dt.datetime, tz: dt.tzinfo, now: dt.datetime) -> str:
+    """"today" or "tomorrow" when true in the event's timezone at `now` (the send time), else "":
+    a reminder sent at 07:00 for an event at 20:00 the same day says "today", not "tomorrow"."""
+    days = (starts_at.astimezone(tz).date() - now.astimezone(tz).date()).days
+    return {0: "today", 1: "tomorrow"}.get(days, "")
+
+
+def template_context(context: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The values templates see. `starts_local`: the start in the event's timezone; `starts_day`:
+    "today", "tomorrow" or "" relative to `now` (the send time: rendering happens at send)."""
     clean = {key: _clean(value) for key, value in context.items()}
     starts_at = parse_datetime(clean.get("event_starts_at") or "")
     if starts_at is not None:
@@ -50,6 +59,8 @@ def template_context(context: dict[str, Any]) -> dict[str, Any]:
             tz = dt.UTC
         # Naive on purpose: Django's date filter would convert an aware value to the server's zone.
         clean["starts_local"] = starts_at.astimezone(tz).replace(tzinfo=None)
+        if timezone.is_aware(starts_at):
+            clean["starts_day"] = _starts_day(starts_at, tz, now or timezone.now())
     return clean
 
 
@@ -89,8 +100,8 @@ def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any
         return template.render(context)
 
 
-def render(*, kind: str, channel: str, context: dict[str, Any]) -> Rendered:
-    values = template_context(context)
+def render(*, kind: str, channel: str, context: dict[str, Any], now: dt.datetime | None = None) -> Rendered:
+    values = template_context(context, now=now)
     role, locale = values.get("role") or "attendee", values.get("locale") or FALLBACK_LOCALE
     if channel == "sms":
         text = _render(kind, role, locale, "sms.txt", values) or ""

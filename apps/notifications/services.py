@@ -72,11 +72,13 @@ def notifications_create_missing(
     correlation_id: str = "",
     source_received_at: dt.datetime | None = None,
     known_none: bool = False,
+    existing: set[tuple[str, str, str]] | None = None,
     send_at_once: bool = False,
 ) -> list[Notification]:
     """Create, with their outbox rows, the notifications the wanted (kind, dedupe_key, state) call
     for and the registration does not have yet: two INSERTs whatever their number (no read when
-    the caller knows it has none: `known_none`, a registration created in this transaction). Which
+    the caller knows it has none: `known_none`, a registration created in this transaction, or
+    has read them already: `existing`, the (kind, channel, dedupe_key) of every row). Which
     channels each kind goes by, and to whom, is decided here (channels.py), not by the caller.
 
     `send_at_once`: the caller sends them right after COMMIT (send_at_once.py); each outbox row
@@ -86,8 +88,9 @@ def notifications_create_missing(
     The caller holds the registration's row lock (registration_apply), so nobody else creates
     these kinds for it meanwhile; the unique constraint remains the guarantee.
     """
-    existing = set() if known_none else set(Notification.objects.filter(registration_id=registration_id)
-                                              .values_list("kind", "channel", "dedupe_key"))
+    if existing is None:
+        existing = set() if known_none else set(Notification.objects.filter(registration_id=registration_id)
+                                                  .values_list("kind", "channel", "dedupe_key"))
     new = [
         Notification(registration_id=registration_id, kind=kind, channel=channel, dedupe_key=dedupe_key,
                      recipient=recipient_for(channel, state), context=state, correlation_id=correlation_id,
@@ -116,6 +119,32 @@ def notifications_cancel_pending(*, registration: Any, kinds: tuple[str, ...]) -
                 status=Status.CANCELLED, next_attempt_at=None, deferred_at=None, updated_at=timezone.now()):
             metrics.NOTIFICATIONS.labels(kind=kind, channel=channel, status=Status.CANCELLED).inc()
             cancelled += 1
+    return cancelled
+
+
+SUPERSEDED_MESSAGE = ("The registration changed again before this was sent; the newest update (or none, when "
+                      "the attendee was told this already or it was cancelled) states it as it is.")
+
+
+def notifications_supersede(*, registration_id: int, kind: str, keep: list[str]) -> int:
+    """Cancel, with the reason `superseded`, the registration's notifications of this kind still
+    waiting to be sent (pending, retrying, deferred) whose dedupe key is not in `keep`: the
+    attendee gets the one message that states the registration as it now is, not a queue of
+    stale ones.
+
+    One guarded UPDATE: a row a worker claimed meanwhile (`sending`) is left alone, its provider
+    call is already out. Runs in the caller's transaction (the apply, which holds the
+    registration's row lock); if the process dies before COMMIT nothing changed.
+    """
+    cancelled = (Notification.objects
+                 .filter(registration_id=registration_id, kind=kind, status__in=CLAIMABLE)
+                 .exclude(dedupe_key__in=keep)
+                 .update(status=Status.CANCELLED, last_error_code="superseded", last_error_message=SUPERSEDED_MESSAGE,
+                         next_attempt_at=None, deferred_at=None, updated_at=timezone.now()))
+    if cancelled:
+        # Updates go by e-mail only (channels.py); the label names the channel all the same.
+        metrics.NOTIFICATIONS.labels(kind=kind, channel=Notification.Channel.EMAIL, status=Status.CANCELLED).inc(
+            cancelled)
     return cancelled
 
 

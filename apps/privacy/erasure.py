@@ -7,10 +7,25 @@ registrations are erased with it. What is redacted:
   registration id, event) — the one update the immutability trigger allows;
 - registration events' data and the registration projection: e-mail, phone and names blanked;
   the registration is cancelled (there is no one left to write to);
-- notifications: recipient and context, error messages; pending/retrying ones are cancelled;
-- notification attempts' and failed applies' error messages.
+- notifications: recipient and context, error messages; those still waiting to be sent (pending,
+  retrying, deferred) end `cancelled` with the reason `erased`;
+- notification attempts' and failed applies' error messages, and the free-text reasons staff gave
+  in replay and re-apply audits (the address, the phones and the person's names replaced).
 Everything happens in one transaction: a crash leaves nothing half-erased, and running it again
-finds nothing more to do. An ErasureRecord says it was done, without the address (its hash).
+finds nothing more to do.
+
+Sends in flight: the notifications are read `FOR UPDATE` and their status is changed only by a
+guarded UPDATE (`WHERE status IN (pending, retrying)`), never written back from the read. A
+worker's claim that comes after that read waits for the erasure and then finds the row
+`cancelled`: nothing goes to the erased address. A claim that committed before it (`sending`)
+has its provider call out already; its status is left alone, so it still ends `sent` (or
+`retrying`, and the send-time checks of a cancelled registration stop it), and is never turned
+back into `sending`.
+
+The address is taken in its normal form (eventplatform.addresses; the intake stores that form):
+`erase_attendee " Ada@Example.ORG"` finds what was submitted as "ada@example.org ".
+
+An ErasureRecord says it was done, without the address (its hash).
 A later delivery from the portal brings the person back: ask the portal to erase first.
 """
 
@@ -28,21 +43,26 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.models import Notification, NotificationAttempt, NotificationReplay
 from apps.privacy.models import ErasureRecord
-from apps.registrations.models import FailedApply, Registration, RegistrationEvent
+from apps.registrations.models import ApplyReapply, FailedApply, Registration, RegistrationEvent
 from apps.webhooks.models import WebhookEvent
 from apps.webhooks.redaction import Redaction, redacted_payload, webhook_events_redact
+from eventplatform.addresses import email_key, normalise_email, normalise_phone
 from eventplatform.logging import mask_email
 
 log = structlog.get_logger(__name__)
 
 ERASED = "[erased]"
 PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name")
+WAITING = (Notification.Status.PENDING, Notification.Status.RETRYING)
+ERASED_REASON = "Not sent: the attendee's data was erased on request (erase_attendee)."
+# Names shorter than this are not searched for in free text: "Al" would blank every "Al" in a reason.
+MIN_NAME_LENGTH = 2
 
 
 def email_digest(email: str) -> str:
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return hashlib.sha256(email_key(email).encode()).hexdigest()
 
 
 @dataclass
@@ -108,18 +128,27 @@ def _events_mentioning(needles: _Needles) -> set[Any]:
 @transaction.atomic
 def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRecord:
     """Redact everything stored about the person with this e-mail address; see the module docstring."""
-    email = email.strip()
-    matching = Registration.objects.filter(Q(email__iexact=email) | Q(events__data__email__iexact=email))
+    email = normalise_email(email)
+    mentioning = _events_mentioning(_Needles([email]))
+    matching = Registration.objects.filter(Q(email__iexact=email) | Q(events__data__email__iexact=email)
+                                           | Q(events__webhook_event_id__in=mentioning))
     # Locked: an apply of the same registration waits for the erasure (and then sees it).
     registrations = list(Registration.objects.select_for_update().filter(pk__in=matching.values("pk")))
     registration_ids = [registration.pk for registration in registrations]
     registration_events = list(RegistrationEvent.objects.filter(registration_id__in=registration_ids))
-    phones = {registration.phone for registration in registrations if registration.phone}
-    phones |= {event.data.get("phone") for event in registration_events if event.data.get("phone")}
+    phones = {normalise_phone(registration.phone) for registration in registrations if registration.phone}
+    phones |= {normalise_phone(event.data.get("phone")) for event in registration_events if event.data.get("phone")}
     needles = _Needles([email, *sorted(phones)])
+    names = {registration.first_name for registration in registrations} | {
+        registration.last_name for registration in registrations}
+    names |= {event.data.get(key) for event in registration_events for key in ("first_name", "last_name")}
+    names = {name.strip() for name in names if isinstance(name, str) and len(name.strip()) >= MIN_NAME_LENGTH}
+    in_free_text = _Needles([*needles.values, *sorted(names)])
 
     # Webhook events: those the registrations were built from, and any other mentioning the person.
-    event_ids = {event.webhook_event_id for event in registration_events} | _events_mentioning(needles)
+    event_ids = {event.webhook_event_id for event in registration_events} | mentioning
+    if phones:
+        event_ids |= _events_mentioning(_Needles(sorted(phones)))
     redactions = []
     for event_id, payload, errors in WebhookEvent.objects.filter(id__in=event_ids).values_list(
             "id", "payload", "errors"):
@@ -135,16 +164,10 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
         email="", phone="", first_name="", last_name="", status=Registration.Status.CANCELLED,
         updated_at=timezone.now())
 
-    notifications = list(Notification.objects.filter(
-        Q(registration_id__in=registration_ids) | Q(recipient__iexact=email) | Q(recipient__in=phones)))
-    for notification in notifications:
-        notification.recipient = ""
-        notification.context = needles.scrub(notification.context)
-        notification.last_error_message = needles.scrub_text(notification.last_error_message)
-        if notification.status in (Notification.Status.PENDING, Notification.Status.RETRYING):
-            notification.status = Notification.Status.CANCELLED
-    counts["notifications"] = Notification.objects.bulk_update(
-        notifications, ["recipient", "context", "last_error_message", "status"])
+    notifications = _notifications_erase(registration_ids=registration_ids, email=email, phones=phones,
+                                         needles=needles)
+    counts["notifications"] = len(notifications)
+    counts["notifications_cancelled"] = sum(1 for n in notifications if n.status == Notification.Status.CANCELLED)
 
     attempts = list(NotificationAttempt.objects.filter(
         Q(notification__in=notifications) | Q(error_message__icontains=email)))
@@ -157,7 +180,44 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
         failure.error_message = needles.scrub_text(failure.error_message)
     counts["failed_applies"] = FailedApply.objects.bulk_update(failed, ["error_message"])
 
+    # Audits: what staff wrote when replaying or re-applying may name the person in any way.
+    replays = list(NotificationReplay.objects.filter(Q(notification__in=notifications)
+                                                     | Q(reason__icontains=email)))
+    for replay in replays:
+        replay.reason = in_free_text.scrub_text(replay.reason)
+    counts["replay_audits"] = NotificationReplay.objects.bulk_update(replays, ["reason"])
+    reapplies = list(ApplyReapply.objects.filter(Q(event_id__in=event_ids) | Q(reason__icontains=email)))
+    for reapply in reapplies:
+        reapply.reason = in_free_text.scrub_text(reapply.reason)
+    counts["reapply_audits"] = ApplyReapply.objects.bulk_update(reapplies, ["reason"])
+
     record = ErasureRecord.objects.create(email_sha256=email_digest(email), erased_at=timezone.now(),
                                           requested_by=requested_by or getpass.getuser(), counts=counts)
     log.info("privacy.erased", email=mask_email(email), erasure_id=record.pk, **counts)
     return record
+
+
+def _notifications_erase(*, registration_ids: list[int], email: str, phones: set[str],
+                         needles: _Needles) -> list[Notification]:
+    """Lock the person's notifications (in id order, so two erasures cannot deadlock), cancel those
+    still waiting with a guarded UPDATE, then blank what they carry. Returns them as they now are.
+
+    The status comes from the guarded UPDATE alone, never from what was read: a row a worker
+    claimed before the lock stays `sending` (its call is out; it ends `sent`, not written back);
+    a claim after the lock waits for COMMIT and then finds the row `cancelled`.
+    """
+    chosen = Notification.objects.filter(
+        Q(registration_id__in=registration_ids) | Q(recipient__iexact=email) | Q(recipient__in=phones))
+    ids = list(Notification.objects.select_for_update().filter(pk__in=chosen.values("pk"))
+               .order_by("pk").values_list("pk", flat=True))
+    Notification.objects.filter(pk__in=ids, status__in=WAITING).update(
+        status=Notification.Status.CANCELLED, last_error_code="erased", last_error_message=ERASED_REASON,
+        next_attempt_at=None, deferred_at=None, updated_at=timezone.now())
+    notifications = list(Notification.objects.filter(pk__in=ids).order_by("pk"))
+    for notification in notifications:
+        notification.recipient = ""
+        notification.context = needles.scrub(notification.context)
+        notification.last_error_message = needles.scrub_text(notification.last_error_message)
+    # Not `status`: it is the guarded UPDATE's (and the workers') alone.
+    Notification.objects.bulk_update(notifications, ["recipient", "context", "last_error_message"])
+    return notifications

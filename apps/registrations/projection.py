@@ -7,11 +7,14 @@ end in the same state and the same notifications as the clean sequence.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from eventplatform.addresses import normalise_email, normalise_phone
 
 TYPE_RANK = {"created": 0, "updated": 1, "cancelled": 2}
 # What the attendee sees: a change here (and only here) is worth an `update` message.
@@ -33,7 +36,12 @@ class DomainEvent:
 
 
 def flatten_payload(data: dict[str, Any]) -> dict[str, Any]:
-    """The webhook `data` object as flat registration fields; absent parts are left out."""
+    """The webhook `data` object as flat registration fields; absent parts are left out.
+
+    The intake stores payloads normalised already; normalising again (idempotent) also makes
+    events stored before it did (an address with a trailing CRLF, a phone padded with a
+    newline) apply with the value that was validated.
+    """
     flat: dict[str, Any] = {}
     event, attendee = data.get("event"), data.get("attendee")
     if event:
@@ -43,7 +51,8 @@ def flatten_payload(data: dict[str, Any]) -> dict[str, Any]:
         )
     if attendee:
         flat.update(
-            email=attendee["email"], phone=attendee.get("phone") or "", first_name=attendee["first_name"],
+            email=normalise_email(attendee["email"]), phone=normalise_phone(attendee.get("phone")),
+            first_name=attendee["first_name"],
             last_name=attendee.get("last_name") or "", role=attendee["role"], locale=attendee.get("locale") or "en",
         )
     return flat
@@ -71,9 +80,27 @@ def fold(events: Iterable[DomainEvent]) -> dict[str, Any] | None:
     return state
 
 
+def _visible_value(name: str, value: Any) -> Any:
+    """A visible field as compared: the same instant written with another UTC offset (or as an
+    event stored before the intake normalised it) is the same start; names without padding."""
+    if name == "event_starts_at" and isinstance(value, str) and value:
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return parsed.astimezone(dt.UTC).isoformat() if parsed.tzinfo else parsed.isoformat()
+    return value.strip() if isinstance(value, str) else value
+
+
 def visible_digest(state: dict[str, Any]) -> str:
-    visible = {name: state.get(name) for name in VISIBLE_FIELDS}
+    visible = {name: _visible_value(name, state.get(name)) for name in VISIBLE_FIELDS}
     return hashlib.sha256(json.dumps(visible, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def event_key(event: DomainEvent) -> str:
+    """Names one event among its registration's (its place in the portal's order and its content):
+    the dedupe key of the update it caused."""
+    return "event:" + hashlib.sha256(json.dumps(event.sort_key()).encode()).hexdigest()[:16]
 
 
 def desired_notifications(events: Iterable[DomainEvent]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -81,21 +108,28 @@ def desired_notifications(events: Iterable[DomainEvent]) -> list[tuple[str, str,
 
     `state` is the registration as it stood right after the event that called for the
     notification, in the portal's order: its recipient and wording do not depend on which later
-    events happened to arrive first. An update is due only when an event changed what the
-    attendee sees while the registration was active; its key is the digest of what they now see,
-    so an identical re-send adds nothing.
+    events happened to arrive first.
+
+    An update is keyed by the event that caused it, not by what it says: Alpha -> Bravo -> Alpha ->
+    Bravo is three updates (a digest of the content would find "Bravo" sent already and lose the
+    last one). Only the last event (in the portal's order) that changed what the attendee sees
+    while the registration was active calls for one, so the last update always states the final
+    state: an older update delivered after a newer one changes nothing, and an update of a
+    registration cancelled since is not wanted (the cancellation is the last word). That the
+    attendee was told this state already (the same content, e.g. back and forth before the first
+    was sent) is the caller's knowledge: registrations.services drops such an update.
     """
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
     state: dict[str, Any] | None = None
+    last_change: tuple[str, dict[str, Any]] | None = None
     for event in ordered(events):
         before, state = state, apply(state, event)
         if event.type == "created":
-            key = ("confirmation", "")
+            wanted.setdefault(("confirmation", ""), state)
         elif event.type == "cancelled":
-            key = ("cancellation", "")
+            wanted.setdefault(("cancellation", ""), state)
         elif before is not None and before["status"] == "active" and visible_digest(before) != visible_digest(state):
-            key = ("update", visible_digest(state))
-        else:
-            continue
-        wanted.setdefault(key, state)
+            last_change = (event_key(event), state)
+    if last_change is not None and state is not None and state["status"] == "active":
+        wanted[("update", last_change[0])] = last_change[1]
     return [(kind, dedupe_key, state) for (kind, dedupe_key), state in wanted.items()]

@@ -13,7 +13,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apps.notifications.services import notifications_cancel_pending, notifications_create_missing
+from apps.notifications.models import Notification
+from apps.notifications.services import (
+    notifications_cancel_pending,
+    notifications_create_missing,
+    notifications_supersede,
+)
 from apps.registrations import projection
 from apps.registrations.models import ProcessedMessage, Registration, RegistrationEvent
 from apps.webhooks.models import WebhookEvent
@@ -140,6 +145,59 @@ def _projection_fields(state: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "status": state["status"], "last_event_at": parse_datetime(state["last_event_at"])}
 
 
+_WAITING = (Notification.Status.PENDING, Notification.Status.RETRYING)
+
+
+def _without_restated_update(wanted: list[tuple[str, str, dict[str, Any]]],
+                             existing: list[tuple[str, str, str, str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The wanted notifications without a new update that would say what the attendee was told
+    already: a change back before the first update went out, or an older update that arrived late
+    and moved the last visible change to another event.
+
+    "Told": the last update that went out or is going (`sending` and later), else the confirmation
+    (unless cancelled). Updates still waiting (`pending`, `retrying`) do not count: the apply
+    supersedes them whatever it decides. A told update wins over a confirmation created after it
+    (its `created` event arrived last): the updates are the story of changes, and the last of them
+    must state the final state. `existing` is (kind, channel, dedupe_key, status, context) in
+    creation order."""
+    updates = [context for kind, _, _, status, context in existing
+               if kind == Notification.Kind.UPDATE and status not in (*_WAITING, Notification.Status.CANCELLED)]
+    told = updates or [context for kind, _, _, status, context in existing
+                       if kind == Notification.Kind.CONFIRMATION and status != Notification.Status.CANCELLED]
+    if not told:
+        return wanted
+    last_told = projection.visible_digest(told[-1])
+    known = {(kind, key) for kind, _, key, _, _ in existing}
+    return [(kind, key, state) for kind, key, state in wanted
+            if kind != Notification.Kind.UPDATE or (kind, key) in known
+            or projection.visible_digest(state) != last_told]
+
+
+def _update_keys_renewed(wanted: list[tuple[str, str, dict[str, Any]]],
+                         existing: list[tuple[str, str, str, str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The wanted update under a key it can still be created with. Late deliveries can make an
+    event the last visible change, then not (an older one arrives), then again (one between
+    them arrives); its update was superseded (`cancelled`) in between and must be created anew:
+    `<key>/2`, `<key>/3`... A live (not cancelled) row of the family is the one wanted."""
+    taken = {key: status for kind, _, key, status, _ in existing if kind == Notification.Kind.UPDATE}
+    renewed = []
+    for kind, key, state in wanted:
+        if kind == Notification.Kind.UPDATE:
+            family = [key, *(f"{key}/{number}" for number in range(2, len(taken) + 3))]
+            key = next(candidate for candidate in family
+                       if taken.get(candidate, "") != Notification.Status.CANCELLED)
+        renewed.append((kind, key, state))
+    return renewed
+
+
+def _stale_updates(wanted: list[tuple[str, str, dict[str, Any]]], existing: list[tuple[str, str, str, str, Any]]
+                   ) -> bool:
+    """Whether an update still waiting to be sent is not the one the log wants now (so must be superseded)."""
+    keep = {key for kind, key, _ in wanted if kind == Notification.Kind.UPDATE}
+    return any(kind == Notification.Kind.UPDATE and status in _WAITING and key not in keep
+               for kind, _, key, status, _ in existing)
+
+
 @transaction.atomic
 def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = False) -> ApplyResult:
     """Append the webhook event to its registration's log, refresh the projection, and queue the
@@ -194,11 +252,20 @@ def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = F
         Registration.objects.filter(pk=registration_id).update(
             **_projection_fields(state), version=len(events), updated_at=timezone.now()
         )
+    existing = [] if created_now else list(
+        Notification.objects.filter(registration_id=registration_id).order_by("created_at")
+        .values_list("kind", "channel", "dedupe_key", "status", "context"))
+    wanted = _without_restated_update(_update_keys_renewed(projection.desired_notifications(events), existing),
+                                      existing)
     created = notifications_create_missing(
-        registration_id=registration_id, wanted=list(projection.desired_notifications(events)),
+        registration_id=registration_id, wanted=wanted,
         correlation_id=str(webhook_event["id"]), source_received_at=webhook_event["received_at"],
-        known_none=created_now, send_at_once=send_at_once,
+        known_none=created_now, existing={(kind, channel, key) for kind, channel, key, _, _ in existing},
+        send_at_once=send_at_once,
     )
+    if _stale_updates(wanted, existing):
+        notifications_supersede(registration_id=registration_id, kind=Notification.Kind.UPDATE,
+                                keep=[key for kind, key, _ in wanted if kind == Notification.Kind.UPDATE])
     if state["status"] == Registration.Status.CANCELLED and not created_now:
         notifications_cancel_pending(registration=registration_id, kinds=REMINDER_KINDS)
     log.info("registration.applied", registration=payload["data"]["registration_id"], version=len(events),

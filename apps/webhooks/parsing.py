@@ -11,7 +11,7 @@ from typing import Any
 from rest_framework.exceptions import ValidationError
 from rest_framework.serializers import as_serializer_error
 
-from apps.webhooks.serializers import EVENT_TYPES, WebhookPayloadSerializer
+from apps.webhooks.serializers import EVENT_TYPES, WebhookPayloadSerializer, normalised_payload
 from eventplatform.errors import EventPlatformError
 
 
@@ -30,7 +30,7 @@ MAX_NESTING = 64
 
 @dataclass(frozen=True)
 class ParsedDelivery:
-    payload: Any  # None when it cannot be stored as jsonb (the raw body is kept regardless)
+    payload: Any  # normalised when valid; as sent when not; None when it cannot be stored as jsonb
     errors: Any  # None when the payload follows the schema
     event_type: str
 
@@ -99,11 +99,12 @@ def parse_delivery(body: bytes) -> ParsedDelivery:
         return ParsedDelivery(payload=payload, errors={"non_field_errors": ["Expected a JSON object."]},
                               event_type="")
     try:
-        _validator().run_validation(payload)
-        errors = None
+        validated = _validator().run_validation(payload)
     except ValidationError as error:
-        errors = as_serializer_error(error)
-    return ParsedDelivery(payload=payload, errors=errors, event_type=event_type[:64])
+        # Kept as sent: staff see what was wrong with it.
+        return ParsedDelivery(payload=payload, errors=as_serializer_error(error), event_type=event_type[:64])
+    # Parse once: the normalised values are what is stored and applied (the raw body stays beside them).
+    return ParsedDelivery(payload=normalised_payload(payload, validated), errors=None, event_type=event_type[:64])
 
 
 _local = threading.local()

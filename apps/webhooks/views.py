@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 import yaml
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
@@ -31,6 +31,7 @@ from apps.webhooks.parsing import MalformedJson, metric_type_label, parse_delive
 from apps.webhooks.selectors import portal_with_secrets
 from apps.webhooks.services import RecordedEvent, portal_rate_limit_hit, webhook_event_record
 from eventplatform import metrics
+from eventplatform.database import storage_unavailable
 from eventplatform.errors import EventPlatformError, describe
 
 log = structlog.get_logger("webhooks")
@@ -116,8 +117,12 @@ def webhook_receive(request: HttpRequest, portal_slug: str) -> JsonResponse:
     with metrics.WEBHOOK_LATENCY.time():
         try:
             answer = _handle(request, portal_slug)
-        except (OperationalError, InterfaceError):
-            # Nothing was committed: a 503 makes the portal deliver again later (Standard Webhooks retries).
+        except DatabaseError as error:
+            # Down, read-only (a failover, a full disk), out of connections: nothing was committed, and
+            # a 503 makes the portal deliver again later (Standard Webhooks retries). Any other
+            # database error is a bug of ours and stays a 500.
+            if not storage_unavailable(error):
+                raise
             connection.close()
             answer = _error("database_unavailable", "Storage is unavailable; please retry.", **{"Retry-After": "5"})
     response = answer.response
