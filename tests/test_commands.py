@@ -100,6 +100,7 @@ def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path)
         box = wait_until(lambda: "send_test_webhook demo" in log_path.read_text() and log_path.read_text(),
                          timeout=30, what="the next-steps box")
         assert http_ok(f"{url}/healthz")
+        assert http_ok(f"{url}/static/admin/css/base.css"), "the admin's static files are served"
         steps = box[box.index("=" * 78):]
         assert f"--url {url}" in steps and f"{url}/admin/" in steps and f"{url}/admin/status/" in steps
         assert "createsuperuser" in steps, "no superuser exists yet"
@@ -151,6 +152,32 @@ def test_a_busy_port_stops_run_pipeline_at_once_naming_the_port(tmp_path) -> Non
     output = result.stdout + result.stderr
     for started_line in ("relay.started", "scheduler.started", "Worker", "embedded_mode"):
         assert started_line not in output, f"nothing starts before the bind: {started_line}"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_port_stops_run_pipeline_with_postgres_and_rabbitmq_before_any_child_starts(tmp_path) -> None:
+    env = process_env(BROKER_URL=os.environ["BROKER_URL"], RELAY_METRICS_PORT=str(free_port()),
+                      dramatiq_prom_port=str(free_port()), SCHEDULER_METRICS_PORT=str(free_port()))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        log_path = tmp_path / "pipeline.log"
+        pipeline = start_pipeline(env, log_path, "--bind", f"127.0.0.1:{port}")
+        try:
+            children: set[int] = set()
+            deadline = time.monotonic() + 15
+            while pipeline.poll() is None and time.monotonic() < deadline:
+                children |= set(descendants(pipeline.pid))
+                time.sleep(0.05)
+            assert pipeline.poll() not in (None, 0), "it stops at once, with an error"
+        finally:
+            stop_process(pipeline, 10)
+    output = log_path.read_text()
+    assert f"Port {port}" in output and "already in use" in output
+    assert not children, "no gunicorn, relay, worker or scheduler was started"
+    assert "relay.started" not in output and "scheduler.started" not in output
 
 
 @pytest.mark.slow

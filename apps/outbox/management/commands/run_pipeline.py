@@ -15,6 +15,7 @@ import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, get_internal_wsgi_application
+from django.db import connection
 
 from apps.outbox.relay import BrokerEnqueuePublisher, Relay
 from eventplatform.actors import actor_modules_import
@@ -141,8 +142,11 @@ class Command(BaseCommand):
             while not _answers(url):
                 if stop.wait(0.2):
                     return
-            self.stdout.write(next_steps(url))
-            self.stdout.flush()
+            try:
+                self.stdout.write(next_steps(url))
+                self.stdout.flush()
+            finally:
+                connection.close()  # this thread's own connection
 
         thread = threading.Thread(target=announce, name="announce", daemon=True)
         thread.start()
@@ -210,7 +214,8 @@ class Command(BaseCommand):
         url = base_url(host, port)
         while not _answers(url):
             if children[0].poll() is not None:
-                raise port_busy(host, port)
+                raise CommandError(f"The web process exited before answering on {host}:{port} (its output is "
+                                   "above); nothing else was started.")
             if stop.wait(0.2):
                 break
         if not stop.is_set():
