@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import uuid
+from typing import TextIO
 
 from apps.notifications.providers import OutgoingMessage
 
@@ -15,7 +16,7 @@ class ConsoleSmsProvider:
     name = "sms"
     channel = "sms"
 
-    def __init__(self, stream=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()  # one SMS at a time: worker threads would interleave their lines
 
