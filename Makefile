@@ -19,16 +19,16 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 # Web + relay + worker + scheduler in the foreground until Ctrl-C. Embedded (SQLite + in-process broker +
-# console e-mail) unless DATABASE_URL and BROKER_URL are set.
+# console e-mail and SMS) unless DATABASE_URL and BROKER_URL are set. `make run PORT=8001 HOST=0.0.0.0`
+# (or PORT/HOST in the environment) picks the bind; run_pipeline binds it before anything else starts
+# and prints what to do next (URLs on that port) once the server answers.
+PORT ?= 8000
+HOST ?= 127.0.0.1
 run: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 run: $(STAMP)
 	$(PY) manage.py migrate --no-input
 	@$(PY) manage.py create_portal demo --name "Demo portal"
-	@echo "Send a signed sample webhook from another terminal with:"
-	@echo "    DJANGO_SETTINGS_MODULE=$(DEV_SETTINGS) $(PY) manage.py send_test_webhook demo --url http://127.0.0.1:8000"
-	@echo "Open the admin at http://127.0.0.1:8000/admin/ (pipeline status: /admin/status/) after creating a user:"
-	@echo "    DJANGO_SETTINGS_MODULE=$(DEV_SETTINGS) $(PY) manage.py createsuperuser"
-	$(PY) manage.py run_pipeline --bind 127.0.0.1:8000
+	$(PY) manage.py run_pipeline --bind $(HOST):$(PORT)
 
 # Lint (ruff, stale noqa included), then the whole suite against the real PostgreSQL and RabbitMQ on
 # loopback (started if down).

@@ -88,16 +88,6 @@ def fixed_values_filter(values: Callable[[], Iterable[str]]) -> type[FixedValues
     return type("FixedValuesFilter", (FixedValuesListFilter,), {"values": staticmethod(values)})
 
 
-def _catalogue_codes() -> list[str]:
-    from eventplatform.errors import CATALOGUE
-
-    return sorted(CATALOGUE)
-
-
-# Error codes from the one catalogue (eventplatform/errors.py): every code that can be stored.
-ErrorCodeListFilter = fixed_values_filter(_catalogue_codes)
-
-
 class LargeTableAdmin(admin.ModelAdmin):
     """Lists that stay fast at a million rows.
 

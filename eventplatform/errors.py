@@ -89,6 +89,9 @@ CATALOGUE: dict[str, ErrorCode] = {
                   "None: sends resume after the cool-down. Check the provider if it lasts."),
         ErrorCode("process_exited", "A child process of run_pipeline exited; the others are stopped.",
                   "Read that process's last log lines; restart."),
+        ErrorCode("embedded_default", "run_pipeline runs on the embedded default (SQLite file, in-process broker, "
+                  "console e-mail and SMS): for trying it out, not for production.", "Set DATABASE_URL and "
+                  "BROKER_URL (docs/deploy.md, Go to production)."),
         ErrorCode("library_warning", "A warning or error logged by a library (Django, Dramatiq, pika) without "
                   "a code of ours.", "Read the message; if it repeats, give it a code of its own."),
         # --- failed applies, the sweeper and the scheduler (docs/failures.md)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 import dramatiq
@@ -72,7 +73,7 @@ SHARED_PROCESSORS: list[Any] = [
 
 def build_formatter(log_format: str = "json") -> logging.Formatter:
     """A stdlib formatter rendering structlog and plain stdlib records alike, one JSON object a line."""
-    renderer = (structlog.dev.ConsoleRenderer() if log_format == "console"
+    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if log_format == "console"
                 else structlog.processors.JSONRenderer(serializer=_orjson_dumps))
     return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

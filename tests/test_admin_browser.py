@@ -10,6 +10,7 @@ comes from gunicorn itself (WhiteNoise): every page checks its stylesheets were 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -163,14 +164,16 @@ def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object,
     assert page.locator("#replay-form").count() == 1
     page.fill("textarea[name=reason]", "Attendee fixed their mailbox (ticket 4711)")
     page.click("#replay-confirm")
-    page.wait_for_url(f"**{NOTIFICATIONS}{story.dead_email.id}/change/")
-
-    # Then the notification's page shows the audit entry, and so does the story.
+    # Then it returns to the story it came from, showing the new state without a reload
+    page.wait_for_url(f"**/registration/{story.registration.pk}/story/")
+    assert "Queued 1 notification(s)" in page.inner_text(".messagelist")
+    assert "replayed by replayer" in page.inner_text("#story-timeline")
+    assert page.locator("#story-notifications tr.pending", has_text="confirmation").count() == 1
+    screenshot(page, tmp_path, "story.png")
+    # And the notification's page shows the audit entry.
+    page.click(f"#story-notifications a[href*='{story.dead_email.id}']")
     assert "Attendee fixed their mailbox (ticket 4711)" in page.inner_text("#content")
     assert "replayer" in page.inner_text("#content")
-    page.click("#story-link")
-    assert "replayed by replayer" in page.inner_text("#story-timeline")
-    screenshot(page, tmp_path, "story.png")
     print(f"browser walk-through took {time.monotonic() - started:.1f} s")
     assert missing_static == [], "the admin is styled: every stylesheet served by gunicorn"
 
@@ -198,3 +201,116 @@ def test_the_status_page_renders_with_its_chart_and_the_admin_is_styled(browser:
     assert header_colour not in ("rgba(0, 0, 0, 0)", "transparent")
     assert missing_static == []
     screenshot(page, tmp_path, "status.png")
+
+
+def contrast(page: object, selector: str) -> float:
+    """WCAG contrast ratio of an element's text against the background it is drawn on."""
+    colours = page.evaluate("""selector => {
+        const element = document.querySelector(selector);
+        let background = element, colour = getComputedStyle(element).color, fill = 'rgba(0, 0, 0, 0)';
+        while (background && (fill === 'rgba(0, 0, 0, 0)' || fill === 'transparent')) {
+            fill = getComputedStyle(background).backgroundColor; background = background.parentElement;
+        }
+        return [colour, fill];
+    }""", selector)
+
+    def luminance(css: str) -> float:
+        red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css)[:3])
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(colours[0]), luminance(colours[1])), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def page_width(page: object) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def test_the_pipeline_status_link_on_the_admin_home_can_be_read(browser: object, base_url: str) -> None:
+    support_user("watcher")  # view permissions only: the status page is for every support user
+    page = logged_in_page(browser, base_url, "watcher")
+    page.goto("/admin/")
+    assert contrast(page, "#status-link h2 a") >= 3, "the link stands out from its header (WCAG AA, large text)"
+    page.click("#status-link h2 a")
+    page.wait_for_url("**/admin/status/")
+
+
+def test_replaying_a_sent_notification_unticked_is_refused_saying_what_to_tick(browser: object, base_url: str,
+                                                                            story: SeededStory) -> None:
+    sent = story.dead_email
+    Notification.objects.filter(id=sent.id).update(status="sent", last_error_code="", last_error_message="")
+    support_user("replayer", "replay_notification")
+    page = logged_in_page(browser, base_url, "replayer")
+    story_url = f"/admin/registrations/registration/{story.registration.pk}/story/"
+    page.goto(story_url)
+    page.click("#story-notifications tr.sent a.replay-link")
+    page.fill("textarea[name=reason]", "Attendee cannot find it (ticket 4712)")
+    page.click("#replay-confirm")  # "also send again" left unticked
+    refusal = page.inner_text("#include-sent-row")
+    assert "Nothing was replayed" in refusal and "Also send again the ones already sent" in refusal
+    assert page.locator(".messagelist").count() == 0, "no green \"Queued 0\""
+    sent.refresh_from_db()
+    assert (sent.status, sent.replays.count()) == ("sent", 0)
+    # Ticked, it is sent again, and the page returns to the story it came from
+    page.check("input[name=include_sent]")
+    page.click("#replay-confirm")
+    page.wait_for_url(f"**{story_url}")
+    assert "Queued 1 notification(s)" in page.inner_text(".messagelist")
+    assert page.locator("#story-notifications tr.pending", has_text="confirmation").count() == 1
+    sent.refresh_from_db()
+    assert (sent.status, sent.replays.get().previous_status) == ("pending", "sent")
+
+
+def test_the_registration_list_fits_1400_px_with_e_mail_story_link_and_event_times_labelled(
+        browser: object, base_url: str, story: SeededStory) -> None:
+    support_user("viewer")  # view permissions only: reading is all this page is for
+    page = logged_in_page(browser, base_url, "viewer")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto("/admin/registrations/registration/")
+    assert page_width(page) <= 1400, page_width(page)
+    assert "grace@example.org" in page.inner_text("#result_list")
+    story_link = page.locator("#result_list a[href$='/story/']").first.bounding_box()
+    assert story_link["x"] + story_link["width"] <= 1400, "support's way in is on screen"
+    # Event times in the event's zone, labelled, as the e-mail says them (09:00 Europe/Berlin)
+    assert "2026-12-03 09:00 (Europe/Berlin)" in page.inner_text("#result_list")
+    page.goto(f"/admin/registrations/registration/{story.registration.pk}/change/")
+    content = page.inner_text("#content")
+    assert "2026-12-03 09:00 (Europe/Berlin)" in content
+    assert "Dec. 3, 2026, 8 a.m." not in content, "no unlabelled UTC time beside it"
+
+
+def test_rows_read_as_what_they_are(browser: object, base_url: str, story: SeededStory) -> None:
+    support_user("viewer", "view_registrationevent")  # view permissions only
+    page = logged_in_page(browser, base_url, "viewer")
+    page.goto(f"/admin/registrations/registration/{story.registration.pk}/change/")
+    content = page.inner_text("#content")
+    assert "version 1: created" in content and "RegistrationEvent object" not in content
+    page.goto(f"{NOTIFICATIONS}{story.dead_email.id}/change/")
+    content = page.inner_text("#content")
+    assert "attempt 1: permanent_error (smtp_permanent)" in content and "NotificationAttempt object" not in content
+    page.goto(NOTIFICATIONS)
+    listed = page.inner_text("#result_list")
+    assert "R-2001" in listed and f"{story.registration.portal_id}:R-2001" not in listed
+
+
+def test_the_error_code_filter_lists_only_codes_a_notification_can_have(browser: object, base_url: str,
+                                                                       story: SeededStory) -> None:
+    support_user("viewer")
+    page = logged_in_page(browser, base_url, "viewer")
+    page.goto(NOTIFICATIONS)
+    filters = page.inner_text("#changelist-filter")
+    assert "smtp_permanent" in filters and "retries_exhausted" in filters
+    assert "invalid_signature" not in filters and "unknown_portal" not in filters
+    page.click("#changelist-filter a[href*='last_error_code__exact=smtp_permanent']")
+    assert str(story.dead_email.id) in page.inner_text("#result_list")
+
+
+def test_the_story_page_fits_and_a_past_row_says_what_was_true_then(browser: object, base_url: str,
+                                                                    story: SeededStory) -> None:
+    support_user("viewer")
+    page = logged_in_page(browser, base_url, "viewer")  # 1280 px, the navigation sidebar open
+    page.goto(f"/admin/registrations/registration/{story.registration.pk}/story/")
+    assert page_width(page) <= 1280, page_width(page)
+    decided = page.locator("#story-timeline tr.notification", has_text="decided").first.inner_text()
+    assert "now" not in decided.split() and "dead" not in decided, decided

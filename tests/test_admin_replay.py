@@ -96,9 +96,11 @@ def test_sent_is_replayed_only_when_named_and_ticked(replayer: Client, registrat
     sent = make(registration, "sent")
     url = f"{REPLAY}?notification={sent.id}"
     assert "Also send again the ones already sent" in replayer.get(url).content.decode()
-    replayer.post(url, {"confirm": "yes", "reason": "spam folder"})
+    refused = replayer.post(url, {"confirm": "yes", "reason": "spam folder"}, follow=True).content.decode()
     sent.refresh_from_db()
     assert (sent.status, queued(sent)) == ("sent", 0)
+    # Refused, saying what to tick; not a green "Queued 0"
+    assert "Nothing was replayed" in refused and "Tick" in refused and "Queued 0" not in refused
     replayer.post(url, {"confirm": "yes", "reason": "spam folder", "include_sent": "on"})
     sent.refresh_from_db()
     assert (sent.status, queued(sent), sent.replays.get().previous_status) == ("pending", 1, "sent")

@@ -12,14 +12,41 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
+from apps.notifications import classification
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, NotificationReplay
 from apps.notifications.selectors import notification_replay_summary
 from apps.notifications.services import notification_replay
-from eventplatform.admin import ErrorCodeListFilter, LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
+from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 REPLAY_PERMISSION = "notifications.replay_notification"
 Status = Notification.Status
+# What the send path records itself, beside the classification's rows (a failure of ours, an address
+# we cannot use, a breaker or the retries giving up).
+SEND_PATH_ERROR_CODES = ("actor_failed", "circuit_open", "invalid_recipient", "retries_exhausted",
+                         "sms_not_configured")
+
+
+def notification_error_codes() -> list[str]:
+    """The codes a notification or an attempt can carry: the classification's table and the send
+    path's own, as the catalogue declares them (webhook-only codes such as invalid_signature are not)."""
+    from eventplatform.errors import CATALOGUE
+
+    codes = {rule.error_code for rule in (*classification.RULES, classification.UNCLASSIFIED)}
+    return sorted(code for code in codes | set(SEND_PATH_ERROR_CODES) if code in CATALOGUE)
+
+
+NotificationErrorCodeFilter = fixed_values_filter(notification_error_codes)
+
+
+def _safe_next(request: HttpRequest) -> str | None:
+    """The page a replay was started from (the attendee's story), to return to after it."""
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return None
 
 
 class ReplayForm(forms.Form):
@@ -76,7 +103,8 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
 
     list_display = ("created_at", "kind", "channel", "status", "attempts", "last_error_code", "registration",
                     "updated_at", "id")
-    list_filter = ("status", "channel", "kind", ("last_error_code", ErrorCodeListFilter), "updated_at", "created_at")
+    list_filter = ("status", "channel", "kind", ("last_error_code", NotificationErrorCodeFilter), "updated_at",
+                   "created_at")
     # Exact on indexed columns, partial e-mail/phone through a trigram index (eventplatform/admin.py).
     search_fields = ("=id", "=correlation_id", "=registration__external_id", "recipient")
     list_select_related = ("registration",)
@@ -131,7 +159,7 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
             except ValueError:
                 raise Http404("not a notification id") from None
             queryset = Notification.objects.filter(id=named_id)
-            done_url = reverse("admin:notifications_notification_change", args=[named_id])
+            done_url = _safe_next(request) or reverse("admin:notifications_notification_change", args=[named_id])
             return self._replay(request, queryset, named=True, hidden=[], done_url=done_url)
         try:
             changelist = self.get_changelist_instance(request)
@@ -155,6 +183,11 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
         if form.is_valid():
             include_sent = named and form.cleaned_data["include_sent"]
             statuses = [Status.DEAD, Status.SENT] if include_sent else [Status.DEAD]
+            if named and not include_sent and not queryset.filter(status=Status.DEAD).exists():
+                # Only sent ones named: replaying none of them and saying "Queued 0" in green misleads.
+                form.add_error("include_sent", "Nothing was replayed: these were already sent. Tick “"
+                               f"{ReplayForm.base_fields['include_sent'].label}” to send them again.")
+        if form.is_valid():
             queued = 0
             for pk in queryset.filter(status__in=statuses).values_list("id", flat=True).iterator():
                 queued += notification_replay(notification_id=pk, reason=form.cleaned_data["reason"],
@@ -179,6 +212,7 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
             "form": form,
             "hidden": hidden,
             "filters": "" if named else request.GET.urlencode(),
+            "next": _safe_next(request) or "",
         }
         return TemplateResponse(request, "admin/notifications/notification/replay_confirmation.html", context)
 
@@ -201,7 +235,7 @@ class NotificationAttemptAdmin(LargeTableAdmin, ReadOnlyAdmin):
     # Every provider that was ever asked has a breaker row: its choices, without DISTINCT over attempts.
     list_filter = ("outcome", ("provider", fixed_values_filter(
         lambda: CircuitBreaker.objects.order_by("provider").values_list("provider", flat=True))),
-        ("error_code", ErrorCodeListFilter), "started_at")
+        ("error_code", NotificationErrorCodeFilter), "started_at")
     search_fields = ("=notification__id", "=provider_message_id")
 
 

@@ -20,7 +20,7 @@ def channels_for(kind: str, state: dict[str, Any]) -> list[str]:
     the notifications are recomputed from the whole log on every event, so it is created as soon
     as an event brings the address."""
     channels = [Notification.Channel.EMAIL.value] if state.get("email") else []
-    if kind in SMS_KINDS and state.get("phone") and settings.SMS_API_URL:
+    if kind in SMS_KINDS and state.get("phone") and (settings.SMS_API_URL or settings.SMS_CONSOLE):
         channels.append(Notification.Channel.SMS.value)
     return channels
 

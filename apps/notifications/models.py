@@ -118,6 +118,9 @@ class NotificationAttempt(models.Model):
         indexes = [models.Index(fields=["started_at"], name="attempt_started_idx"),
                    models.Index(fields=["outcome"], name="attempt_outcome_idx")]
 
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.outcome}" + (f" ({self.error_code})" if self.error_code else "")
+
 
 class CircuitBreaker(models.Model):
     """One provider's circuit breaker, shared by every worker process.

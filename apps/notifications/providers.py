@@ -286,6 +286,10 @@ def _build(channel: str) -> list[Provider]:
         fallback = _email_fallback()
         return [EmailProvider(), *([fallback] if fallback else [])]
     if channel == "sms":
+        if settings.SMS_CONSOLE and not settings.SMS_API_URL:
+            from apps.notifications.console_sms import ConsoleSmsProvider
+
+            return [ConsoleSmsProvider()]
         if not settings.SMS_API_URL:
             raise ProviderPermanentError("SMS is not configured.", code="sms_not_configured")
         return [TwilioSmsProvider(

@@ -113,8 +113,19 @@ def scheduler_run_job(*, job: Job, now: Any = None) -> JobRun:
     metrics.SCHEDULER_LAST_RUN.labels(task=job.name).set(time.time())
     duration_ms = int((time.monotonic() - clock) * 1000)
     _heartbeat(job, started, duration_ms, result, "")
-    log.info("scheduler.job_ran", job=job.name, duration_ms=duration_ms, **result)
+    # Idle rounds are the normal case (every few seconds): logged at DEBUG, so a quiet pipeline stays
+    # quiet and a line means something happened.
+    (log.info if did_something(result) else log.debug)("scheduler.job_ran", job=job.name, duration_ms=duration_ms,
+                                                        **result)
     return JobRun("ran", result)
+
+
+def did_something(result: dict[str, Any]) -> bool:
+    """Whether a job's result counts any work (a reminder created, a row rescued or purged). A job
+    that skipped its work this round says so with `"idle": True` (the daily retention job)."""
+    if result.get("idle"):
+        return False
+    return any(isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in result.values())
 
 
 def scheduler_loop(*, jobs: list[Job], every: float, stop: threading.Event) -> None:

@@ -48,7 +48,11 @@ class Registration(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.portal_id}:{self.external_id}"
+        """`R-1001 at pretix` when the portal is loaded anyway; never a query of its own (lists show
+        hundreds of these)."""
+        if Registration.portal.is_cached(self):
+            return f"{self.external_id} at {self.portal.slug}"
+        return self.external_id
 
 
 class RegistrationEvent(models.Model):
@@ -78,6 +82,9 @@ class RegistrationEvent(models.Model):
             models.UniqueConstraint(fields=["registration", "version"], name="registration_event_version_unique"),
         ]
         ordering = ["registration_id", "version"]
+
+    def __str__(self) -> str:
+        return f"version {self.version}: {self.type}"
 
 
 class ProcessedMessage(models.Model):

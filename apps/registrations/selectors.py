@@ -48,6 +48,13 @@ def _zone(name: str) -> dt.tzinfo:
         return dt.UTC
 
 
+def event_local_time(at: dt.datetime | None, timezone_name: str) -> str:
+    """`2026-12-03 09:00 (Europe/Berlin)`: an event time as the attendee reads it in their e-mail."""
+    if at is None:
+        return "-"
+    return f"{at.astimezone(_zone(timezone_name)):%Y-%m-%d %H:%M} ({timezone_name})"
+
+
 def _raw_body(raw: bytes | memoryview | None) -> str:
     """The delivery as the portal sent it, decoded leniently and cut at RAW_BODY_LIMIT characters.
 
@@ -104,8 +111,10 @@ def registration_story(*, registration: Registration) -> RegistrationStory:
     for notification in notifications:
         label = f"{notification.kind}/{notification.channel}"
         entries.append(StoryEntry(
+            # What was true then (decided, to be sent): the current status is in the notifications
+            # table above, and the rows below say how it got there.
             at=notification.created_at, source="notification", title=f"Notification {label} decided",
-            status=f"now {notification.status}", notification_id=str(notification.id),
+            status="created", notification_id=str(notification.id),
             details=[("recipient", notification.recipient), ("attempts", str(notification.attempts))]))
         for attempt in notification.attempt_log.all():
             entries.append(StoryEntry(

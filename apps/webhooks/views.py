@@ -130,6 +130,7 @@ def webhook_receive(request: HttpRequest, portal_slug: str) -> JsonResponse:
         # Both values come from the sender: bounded here so a log line stays a line.
         log.warning("webhook.rejected", error_code=answer.outcome, portal=portal_slug[:64],
                     status=response.status_code, delivery_id=request.headers.get("webhook-id", "")[:255] or None)
+        response._has_been_logged = True  # logged once, here: django.request would log it again (as library_warning)
     metrics.WEBHOOK_REQUESTS.labels(portal=answer.portal_label, type=answer.event_type, outcome=answer.outcome).inc()
     return response
 

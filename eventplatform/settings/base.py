@@ -147,6 +147,9 @@ SMS_ACCOUNT_SID = env.str("SMS_ACCOUNT_SID", default="")
 SMS_AUTH_TOKEN = env.str("SMS_AUTH_TOKEN", default="")
 SMS_FROM = env.str("SMS_FROM", default="")
 SMS_TIMEOUT_SECONDS = env.float("SMS_TIMEOUT_SECONDS", default=10.0)
+# The embedded default prints SMS to the console, as it does e-mail (apps/notifications/console_sms.py),
+# so `send_test_webhook --phone` shows one; with a database of its own SMS needs SMS_API_URL.
+SMS_CONSOLE = env.bool("SMS_CONSOLE", default=EMBEDDED_DATABASE and not SMS_API_URL)
 
 # --- notifications
 NOTIFICATION_CLAIM_TIMEOUT_SECONDS = env.int("NOTIFICATION_CLAIM_TIMEOUT_SECONDS", default=300)

@@ -8,3 +8,8 @@ default of an entry point: `manage.py` and `eventplatform.wsgi` default to produ
 from __future__ import annotations
 
 from eventplatform.settings.base import *  # noqa: F403
+
+# Logs for a person at a terminal (LOG_FORMAT=json still chooses JSON lines).
+if "LOG_FORMAT" not in env:  # noqa: F405
+    LOG_FORMAT = "console"
+    LOGGING["formatters"]["structured"]["log_format"] = "console"  # noqa: F405

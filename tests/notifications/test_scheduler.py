@@ -120,3 +120,17 @@ def test_a_failing_job_is_recorded_and_the_loop_goes_on() -> None:
     assert "RuntimeError: provider table missing" in broken_beat.last_error
     fine_beat = SchedulerHeartbeat.objects.get(name="fine_job")
     assert fine_beat.last_error == "" and fine_beat.last_result["rounds"] >= 3
+
+
+@pytest.mark.django_db
+def test_a_round_that_did_nothing_is_logged_at_debug_only(caplog) -> None:
+    """Idle is quiet (issue 21): a job run is an INFO line only when it did something."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="scheduler")
+    results = iter([{"created": 0, "rescued": 0}, {"purged": 3, "idle": True}, {"created": 2}])
+    job = Job("counting", lambda now: next(results))
+    for _ in range(3):
+        scheduler_run_job(job=job)
+    ran = [record for record in caplog.records if "scheduler.job_ran" in record.getMessage()]
+    assert [record.levelname for record in ran] == ["DEBUG", "DEBUG", "INFO"]

@@ -40,7 +40,7 @@ def _retention(now: dt.datetime) -> dict[str, Any]:
     previous = SchedulerHeartbeat.objects.filter(name="retention").values_list("last_result", flat=True).first() or {}
     purged_at = parse_datetime(previous.get("purged_at") or "")
     if purged_at is not None and now - purged_at < RETENTION_EVERY:
-        return previous
+        return {**previous, "idle": True}  # the last purge's counts stay in the heartbeat; nothing done now
     return {**data_retention_run(now=now), "purged_at": now.isoformat()}
 
 
