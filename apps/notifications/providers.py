@@ -323,10 +323,12 @@ class TwilioSmsProvider:
             if not isinstance(listed, list):
                 raise ValueError("no `messages` list in the answer")
         except (requests.RequestException, ValueError) as error:
+            # Named by type and status only: requests' message quotes the URL, whose query holds the number.
+            status = getattr(getattr(error, "response", None), "status_code", None)
             rule = classification.classify(protocol="sms", stage="sent")
             raise classification.provider_error(
                 rule, f"SMS request unanswered ({type(timeout).__name__}) and the message listing failed "
-                      f"({type(error).__name__}: {str(error)[:200]})") from error
+                      f"({type(error).__name__}{f' {status}' if status else ''})") from error
         for item in listed:
             if isinstance(item, dict) and all(item.get(field.lower()) == form[field] for field in ("To", "From",
                                                                                                     "Body")):

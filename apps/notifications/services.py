@@ -120,7 +120,6 @@ def notifications_cancel_pending(*, registration: Any, kinds: tuple[str, ...]) -
     return cancelled
 
 
-@transaction.atomic
 @dataclass(frozen=True)
 class ReplayResult:
     """Whether a replay was queued; if it was refused for a reason staff should read, its code."""
@@ -149,6 +148,7 @@ def replay_refusal(notification: Notification, *, now: dt.datetime) -> str:
     return ""
 
 
+@transaction.atomic
 def notification_replay(
     *,
     notification_id: uuid.UUID | str,
