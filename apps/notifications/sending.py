@@ -110,7 +110,11 @@ def _claim_statement(vendor: str) -> str:
     now = "statement_timestamp()" if vendor == "postgresql" else "%s"
     stale_claim = "statement_timestamp() - make_interval(secs => %s)" if vendor == "postgresql" else "%s"
     reason = _STALE_REASON.format(now=now)
-    columns = ", ".join(f"n.{connection.ops.quote_name(field.column)}" for field in Notification._meta.concrete_fields)
+    # PostgreSQL needs the columns qualified (the registration's have the same names); SQLite's
+    # RETURNING sees only the updated table, and refuses a qualified name.
+    prefix = "n." if vendor == "postgresql" else ""
+    columns = ", ".join(f"{prefix}{connection.ops.quote_name(field.column)}"
+                        for field in Notification._meta.concrete_fields)
     return (
         f"UPDATE {_TABLE} AS n SET status = CASE WHEN ({reason}) = '' THEN %s ELSE %s END, "
         f"claimed_at = {now}, attempts = attempts + CASE WHEN ({reason}) = '' THEN 1 ELSE 0 END, "
