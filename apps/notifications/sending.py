@@ -1,18 +1,23 @@
 """Claim, route, send, record: one notification from its message to `sent` (or to failures.py).
 
 No transaction spans a provider call. The claim is committed first, so a crash during the call
-leaves the row `sending` with a claim time (see _claim). Once the provider accepted, `sent` is
-committed first, in one statement with the attempt row (committed alone if the database refuses
-that row), and only then the rest of the bookkeeping (breaker, metrics): an error there is logged
-and never hands the claim back, so nothing accepted is sent twice without a crash. The one
-duplicate window left: the provider accepted the message and the process died before the `sent`
-COMMIT; the row is re-claimed after the claim timeout and sent again, and shows two attempts.
+leaves the row `sending` with a claim time (see _claim); its attempt number fences every later
+update of the send. The claim also refuses a message that no longer makes sense (registration
+cancelled since, event started): `cancelled`, with the reason. Once the provider accepted, `sent`
+is committed first, in one statement with the attempt row, and if the database refuses that, `sent`
+alone, retried until the claim is about to expire (_mark_sent); only then the rest of the
+bookkeeping (breaker, metrics), whose errors are logged. Nothing on this path hands the claim back,
+so nothing accepted is sent twice without a crash or an outage longer than the claim. The windows
+left (a crash between the provider's accept and the `sent` COMMIT; the database away for the whole
+claim) are listed, with their length, in docs/notifications.md.
 
 What a failure means comes from apps/notifications/classification.py:
 - message_temporary / provider_down: the row goes `retrying` and the error is re-raised for
   Dramatiq's Retries middleware (this message's own backoff); only provider_down counts toward the
   provider's breaker;
 - message_permanent: dead at once (failures.notification_mark_dead);
+- outcome_unknown (the provider got the whole message and never answered): dead at once with that
+  code, never retried: the provider may have it; staff decide;
 - provider_misconfigured: the breaker opens at once as `misconfigured` and the same send is routed
   to the next provider (the fallback), or waits;
 - every provider of the channel blocked by its breaker: the send waits in PostgreSQL (deferred_at,
