@@ -83,6 +83,7 @@ def test_sigkill_of_the_worker_mid_stream_loses_nothing(portal, smtp: SmtpServer
         elapsed = time.monotonic() - started
         # Then every registration got its e-mail, and a second copy only where the crash hit a send
         duplicates = assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp, ids)
+        assert duplicates <= in_flight, "more copies than sends the kill cut off"
         print(f"worker SIGKILL: {len(ids)} webhooks, {len(emails_by_notification(smtp))} delivered in {elapsed:.1f} s, "
               f"{in_flight} sending at the kill, {duplicates} duplicate(s) (crash window), statuses {dict(statuses)}")
     finally:
