@@ -15,7 +15,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from apps.notifications import sending
-from apps.notifications.errors import NotificationBusy
+from apps.notifications.errors import NotificationBusy, SentNotRecorded
 from apps.notifications.failures import notification_mark_dead
 from apps.notifications.models import Notification, NotificationAttempt
 from apps.notifications.services import notification_send
@@ -160,3 +160,27 @@ def test_claims_are_judged_by_the_databases_clock(
         notification_send(notification_id=str(fresh.id))
     assert notification_send(notification_id=str(stale.id)).outcome == "sent"
     assert email_via_smtp.ids() == [str(stale.id)]
+
+
+@pytest.mark.django_db
+def test_sent_refused_for_the_whole_claim_keeps_the_claim_and_sends_nothing_again(
+    settings, email_via_smtp: SmtpServer, make_notification: Make,
+) -> None:
+    # Given the database refuses `sent` (every write of it) for as long as the claim lasts (7 s here)
+    settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS = 7
+    notification = make_notification()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION test_refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       "IF NEW.status = 'sent' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; "
+                       "RETURN NEW; END $$")
+        cursor.execute(f"CREATE TRIGGER test_refuse_sent BEFORE UPDATE ON {Notification._meta.db_table} "
+                       "FOR EACH ROW EXECUTE FUNCTION test_refuse_sent()")
+    # When it is sent: the provider accepts, and `sent` is retried until the claim is about to expire
+    with pytest.raises(SentNotRecorded):
+        notification_send(notification_id=str(notification.id))
+    # Then the claim is not handed back: a redelivered message finds it busy and sends nothing
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == (Status.SENDING, 1)
+    with pytest.raises(NotificationBusy):
+        notification_send(notification_id=str(notification.id))
+    assert email_via_smtp.ids() == [str(notification.id)]
