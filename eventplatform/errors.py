@@ -167,6 +167,26 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("notification_bookkeeping_failed", "The provider accepted the message and `sent` was "
                   "recorded, but writing the attempt row or metrics failed afterwards; not re-sent.",
                   "Read the traceback; the notification is sent, only its history row is missing."),
+        ErrorCode("outcome_unknown", "The whole message reached the provider and its answer never came (no reply "
+                  "to the final '.' within EMAIL_DATA_TIMEOUT_SECONDS; an SMS request unanswered whose provider's "
+                  "message listing could not be asked). It may have been delivered, so it is never re-sent by "
+                  "itself: the notification is dead with this code.", "Check the mail server's log or the SMS "
+                  "provider's console for the notification id; replay only if it did not arrive."),
+        ErrorCode("sms_rate_limited", "message_temporary: the SMS API answered 429 with Retry-After; the send "
+                  "waits that long (at most NOTIFICATION_RATE_LIMIT_MAX_WAIT_SECONDS), the breaker is not touched.",
+                  "None unless persistent: raise the account's rate limit with the provider."),
+        ErrorCode("esp_rate_limited", "message_temporary: the e-mail service provider answered 429 with "
+                  "Retry-After; the send waits that long (bounded), the breaker is not touched.",
+                  "None unless persistent: raise the ESP plan's rate limit."),
+        ErrorCode("sent_not_recorded", "The provider accepted the message but `sent` could not be written within "
+                  "the claim window (database unreachable); the row stays `sending` and is never handed back.",
+                  "Check PostgreSQL. If the outage outlasted NOTIFICATION_CLAIM_TIMEOUT_SECONDS the message may be "
+                  "sent a second time (docs/notifications.md, duplicate windows)."),
+        ErrorCode("registration_cancelled", "Not sent: the registration was cancelled after this confirmation or "
+                  "update was created (it would arrive after the cancellation). Status `cancelled`.",
+                  "None. A replay is refused for the same reason."),
+        ErrorCode("event_started", "Not sent: this reminder's event has already started (or it belongs to a "
+                  "cancelled registration). Status `cancelled`.", "None. A replay is refused for the same reason."),
     ]
 }
 

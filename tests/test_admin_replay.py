@@ -154,3 +154,19 @@ def test_invalid_filters_replay_nothing(replayer: Client, registration: Registra
     dead = make(registration, "dead")
     response = replayer.post(f"{REPLAY}?no_such_field=1", {"confirm": "yes", "reason": "x"})
     assert response.status_code == 302 and queued(dead) == 0
+
+
+def test_a_replay_the_send_would_cancel_is_refused_with_the_reason_shown(
+    replayer: Client, registration: Registration,
+) -> None:
+    # Given a dead confirmation of a registration cancelled since
+    dead = make(registration, "dead", error_code="smtp_transient")
+    Registration.objects.filter(id=registration.id).update(status="cancelled")
+    # When support replays it
+    page = replayer.post(f"{REPLAY}?notification={dead.id}", {"confirm": "yes", "reason": "mail fixed"},
+                         follow=True).content.decode()
+    # Then it is not queued, and the page says why
+    assert "Queued 0 notification(s)" in page
+    assert "Not queued: 1 notification(s), registration_cancelled: Not replayed: the registration was cancelled" in page
+    dead.refresh_from_db()
+    assert (dead.status, queued(dead), dead.replays.count()) == ("dead", 0, 0)

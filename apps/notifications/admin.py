@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 from django import forms
@@ -188,12 +189,20 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
                 form.add_error("include_sent", "Nothing was replayed: these were already sent. Tick “"
                                f"{ReplayForm.base_fields['include_sent'].label}” to send them again.")
         if form.is_valid():
-            queued = 0
+            queued, refused = 0, Counter[tuple[str, str]]()
             for pk in queryset.filter(status__in=statuses).values_list("id", flat=True).iterator():
-                queued += notification_replay(notification_id=pk, reason=form.cleaned_data["reason"],
-                                              user=request.user, include_sent=include_sent)
-            self.message_user(request, f"Queued {queued} notification(s) for sending again; each replay is "
-                              "recorded with your name and reason.", messages.SUCCESS)
+                result = notification_replay(notification_id=pk, reason=form.cleaned_data["reason"],
+                                             user=request.user, include_sent=include_sent)
+                queued += result.queued
+                if result.refused:
+                    refused[(result.refused, result.message)] += 1
+            if queued or not refused:  # all refused: the warnings below say why, no green "Queued 0"
+                self.message_user(request, f"Queued {queued} notification(s) for sending again; each replay is "
+                                  "recorded with your name and reason.",
+                                  messages.SUCCESS if queued else messages.WARNING)
+            for (code, message), count in sorted(refused.items()):
+                self.message_user(request, f"Not queued: {count} notification(s), {code}: {message}",
+                                  messages.WARNING)
             return HttpResponseRedirect(done_url) if done_url else None
         summary = notification_replay_summary(queryset)
         for group in summary["groups"]:

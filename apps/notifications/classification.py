@@ -7,7 +7,11 @@
   once the breaker is open, sends wait in PostgreSQL without using attempts;
 - `provider_misconfigured`: the breaker opens at once in state `misconfigured` (with the reason),
   the fallback provider is tried, an alert fires; sends wait (never `dead`) while a probe runs every
-  NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS until one succeeds.
+  NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS until one succeeds;
+- `outcome_unknown`: the whole message reached the provider and no answer came (no reply to the
+  final "." within EMAIL_DATA_TIMEOUT_SECONDS; an SMS request unanswered whose provider could not
+  be asked whether it took it). Never retried: the notification is `dead` with code
+  `outcome_unknown` for staff to check and replay; the breaker is not touched.
 
 `RULES` is the table (first matching row wins); docs/notifications.md shows the same table and
 tests/notifications/test_classification.py drives every row against a real aiosmtpd server or the
@@ -24,7 +28,9 @@ from apps.notifications.errors import (
     ProviderDownError,
     ProviderError,
     ProviderMisconfiguredError,
+    ProviderOutcomeUnknownError,
     ProviderPermanentError,
+    ProviderRateLimitedError,
     ProviderTransientError,
 )
 
@@ -34,13 +40,16 @@ class FailureClass(StrEnum):
     MESSAGE_PERMANENT = "message_permanent"
     PROVIDER_DOWN = "provider_down"
     PROVIDER_MISCONFIGURED = "provider_misconfigured"
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 T, P = FailureClass.MESSAGE_TEMPORARY, FailureClass.MESSAGE_PERMANENT
 D, M = FailureClass.PROVIDER_DOWN, FailureClass.PROVIDER_MISCONFIGURED
+U = FailureClass.OUTCOME_UNKNOWN
 
 ERROR_TYPES: dict[FailureClass, type[ProviderError]] = {
     T: ProviderTransientError, P: ProviderPermanentError, D: ProviderDownError, M: ProviderMisconfiguredError,
+    U: ProviderOutcomeUnknownError,
 }
 
 ANY_4XX = frozenset(range(400, 500))
@@ -55,7 +64,7 @@ class Rule:
     `relay` in the reply, Twilio's error code); a row with details matches only when one is present."""
 
     protocol: str  # smtp | sms | esp
-    stage: str  # network | connect | starttls | auth | mail | rcpt | data | http | any
+    stage: str  # network | connect | starttls | auth | mail | rcpt | data | data_end | http | sent | any
     codes: frozenset[int]
     failure_class: FailureClass
     error_code: str
@@ -79,6 +88,10 @@ TWILIO_INVALID_NUMBER = frozenset({"21211", "21214", "21217", "21407", "21421", 
 TWILIO_MESSAGE_TEMPORARY = frozenset({"14107"})  # too many messages to this recipient in a short time
 
 RULES: tuple[Rule, ...] = (
+    # --- SMTP: the whole message was written (final "." included) and no reply came
+    Rule("smtp", "data_end", ANY, U, "outcome_unknown", "no reply to the final '.' within "
+         "EMAIL_DATA_TIMEOUT_SECONDS, or the connection closed before it", frozenset({"timeout", "disconnected",
+                                                                                         "reset"})),
     # --- SMTP: the connection itself
     Rule("smtp", "network", ANY, D, "smtp_connection_failed", "connection refused / reset / closed",
          frozenset({"refused", "reset", "disconnected"})),
@@ -111,7 +124,11 @@ RULES: tuple[Rule, ...] = (
     Rule("smtp", "any", ANY_4XX, T, "smtp_transient", "any other 4xx"),
     Rule("smtp", "any", ANY_5XX, P, "smtp_permanent", "any other 5xx"),
     # --- SMS API (Twilio's Messages API)
+    Rule("sms", "sent", ANY, U, "outcome_unknown", "request sent, no answer in SMS_TIMEOUT_SECONDS, and the "
+         "message listing could not be asked whether it arrived"),
     Rule("sms", "network", ANY, D, "sms_transient", "timeout, connection refused"),
+    Rule("sms", "http", _codes(429), T, "sms_rate_limited", "429 with Retry-After: this send waits that long",
+         frozenset({"retry_after"})),
     Rule("sms", "http", _codes(429) | ANY_5XX, D, "sms_transient", "429, 5xx"),
     Rule("sms", "http", ANY, M, "sms_auth_failed", "Twilio 20003 authentication failed", TWILIO_AUTH),
     Rule("sms", "http", _codes(401, 403), M, "sms_auth_failed", "401/403"),
@@ -125,6 +142,8 @@ RULES: tuple[Rule, ...] = (
     # --- e-mail service providers through django-anymail
     Rule("esp", "rcpt", ANY, P, "invalid_recipient", "AnymailRecipientsRefused"),
     Rule("esp", "network", ANY, D, "esp_transient", "ESP API unreachable (no HTTP status)"),
+    Rule("esp", "http", _codes(429), T, "esp_rate_limited", "429 with Retry-After: this send waits that long",
+         frozenset({"retry_after"})),
     Rule("esp", "http", _codes(429) | ANY_5XX, D, "esp_transient", "429, 5xx"),
     Rule("esp", "http", _codes(401, 403), M, "esp_auth_failed", "401/403: API key wrong or revoked"),
     Rule("esp", "http", ANY_4XX, P, "esp_permanent", "any other 4xx (the message is invalid)"),
@@ -145,8 +164,10 @@ def classify(*, protocol: str, stage: str, code: int | None = None, details: fro
     return UNCLASSIFIED
 
 
-def provider_error(rule: Rule, message: str) -> ProviderError:
-    """The exception for a row: its class's type, with the row's code."""
+def provider_error(rule: Rule, message: str, *, retry_after: float | None = None) -> ProviderError:
+    """The exception for a row: its class's type, with the row's code (a rate limit with the wait asked for)."""
+    if retry_after is not None and "retry_after" in rule.details:
+        return ProviderRateLimitedError(message, code=rule.error_code, details=rule, retry_after=retry_after)
     return ERROR_TYPES[rule.failure_class](message, code=rule.error_code, details=rule)
 
 

@@ -28,6 +28,27 @@ class ProviderDownError(ProviderTransientError):
     failure_class = "provider_down"
 
 
+class ProviderRateLimitedError(ProviderTransientError):
+    """The provider asked us to slow down (429 with Retry-After): this send waits that long; the
+    provider is working, so its breaker is not touched."""
+
+    code = "sms_rate_limited"
+    failure_class = "message_temporary"
+
+    def __init__(self, message: str = "", *, retry_after: float, code: str | None = None, details: object = None,
+                 ) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+
+class ProviderOutcomeUnknownError(ProviderError):
+    """The whole message reached the provider and its answer never came: it may have been accepted.
+    Never retried (that is how a slow server got every message twice); staff decide."""
+
+    code = "outcome_unknown"
+    failure_class = "outcome_unknown"
+
+
 class ProviderPermanentError(ProviderError):
     """The provider refused this message for good: do not retry."""
 
@@ -52,3 +73,9 @@ class NotificationNotFound(EventPlatformError):
     """The message names a notification that does not exist."""
 
     code = "notification_not_found"
+
+
+class SentNotRecorded(EventPlatformError):
+    """The provider accepted the message and `sent` could not be written before the claim expires."""
+
+    code = "sent_not_recorded"

@@ -14,6 +14,7 @@ other than a successful send (sending.py):
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import structlog
@@ -52,20 +53,31 @@ def retry_backoff_ms(retries_so_far: int) -> int:
     return delay
 
 
+def rate_limit_delay_ms(retry_after: float) -> int:
+    """A provider's Retry-After as a retry delay: at most NOTIFICATION_RATE_LIMIT_MAX_WAIT_SECONDS and
+    MAX_BACKOFF_MS (a delayed message is held unacked: RabbitMQ's consumer_timeout), plus up to 10 %
+    jitter so that the sends it refused do not all come back in the same millisecond."""
+    wait = min(retry_after, settings.NOTIFICATION_RATE_LIMIT_MAX_WAIT_SECONDS) * 1000
+    return int(min(wait * (1 + random.random() / 10), MAX_BACKOFF_MS))
+
+
 def horizon_passed(notification: Notification, now: dt.datetime) -> bool:
     """Retry rounds stop this long after creation, or after the last staff replay."""
     since = notification.replayed_at or notification.created_at
     return now - since >= dt.timedelta(seconds=settings.NOTIFICATION_RETRY_HORIZON_SECONDS)
 
 
-def notification_mark_dead(*, notification_id: str, error_code: str, error_message: str, **fields: Any) -> bool:
+def notification_mark_dead(*, notification_id: str, error_code: str, error_message: str, claim: int | None = None,
+                           **fields: Any) -> bool:
     """The one path to `dead`: one guarded UPDATE, one metric, one log line.
 
     Final failure; the database keeps it (RabbitMQ's dead-letter queue drops after 7 days), and
     staff replay it. A crash before the UPDATE leaves the row as it was: its retry, the claim
-    timeout or the rescue sweep brings it back here.
+    timeout or the rescue sweep brings it back here. From a send, `claim` (the claim's attempt
+    number) fences it: a worker whose claim was taken over changes nothing.
     """
-    updated = Notification.objects.filter(id=notification_id, status__in=UNFINISHED).update(
+    guard = {"status": Status.SENDING, "attempts": claim} if claim is not None else {"status__in": UNFINISHED}
+    updated = Notification.objects.filter(id=notification_id, **guard).update(
         status=Status.DEAD, last_error_code=error_code, last_error_message=error_message[:2000],
         next_attempt_at=None, deferred_at=None, updated_at=timezone.now(), **fields)
     if updated:

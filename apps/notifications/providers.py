@@ -8,11 +8,13 @@ stable error code.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import smtplib
 import ssl
 import threading
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import environ
@@ -120,12 +122,57 @@ class EmailProvider:
 
 def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
     """What Django's SMTP backend does for one message (EmailBackend._send), with the bytes from
-    mime.py. The connection is this thread's own (EmailProvider._connection), already open."""
+    mime.py, step by step: MAIL, RCPT and DATA answer within EMAIL_TIMEOUT, the reply to the final
+    "." gets EMAIL_DATA_TIMEOUT_SECONDS (RFC 5321 section 4.5.3.2.6: ten minutes; servers scan the
+    content before answering). No reply by then, or the connection lost after the whole message was
+    written, is ProviderOutcomeUnknownError: the server may have the message, so it is not retried.
+    The connection is this thread's own (EmailProvider._connection), already open."""
     encoding = email.encoding or settings.DEFAULT_CHARSET
-    backend.connection.sendmail(mime.envelope_sender(email.from_email, encoding),
-                                [mime.envelope_address(address, encoding) for address in email.recipients()],
-                                mime.message_bytes(email))
+    smtp = backend.connection
+    sender = mime.envelope_sender(email.from_email, encoding)
+    recipients = [mime.envelope_address(address, encoding) for address in email.recipients()]
+    content = mime.message_bytes(email)
+    smtp.ehlo_or_helo_if_needed()
+    options = [f"SIZE={len(content)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
+    code, reply = smtp.mail(sender, options)
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    refused = {}
+    for recipient in recipients:
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            refused[recipient] = (code, reply)
+    if len(refused) == len(recipients):
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, reply = smtp.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    body = smtplib._quote_periods(content)  # type: ignore[attr-defined]  # what SMTP.data() does
+    if body[-2:] != b"\r\n":
+        body += b"\r\n"
+    smtp.send(body + b".\r\n")
+    # From here the server has the whole message: whatever happens, it may deliver it.
+    smtp.sock.settimeout(settings.EMAIL_DATA_TIMEOUT_SECONDS)
+    try:
+        code, reply = smtp.getreply()
+    except (OSError, smtplib.SMTPServerDisconnected) as error:
+        condition = "timeout" if isinstance(error, TimeoutError) or "timed out" in str(error) else "disconnected"
+        rule = classification.classify(protocol="smtp", stage="data_end", details={condition})
+        raise _OutcomeUnknown(classification.provider_error(
+            rule, f"SMTP: no reply to the end of DATA ({condition}: {type(error).__name__}: {error})")) from error
+    if smtp.sock is not None:
+        smtp.sock.settimeout(backend.timeout)
+    if code != 250:
+        raise smtplib.SMTPDataError(code, reply)
     return 1
+
+
+class _OutcomeUnknown(Exception):
+    """Carries the outcome-unknown error out of the SMTP conversation, past the generic handler."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 _ENHANCED_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}")
@@ -160,6 +207,8 @@ def _email_failure(error: Exception, *, opening: bool) -> ProviderError:
     """
     if isinstance(error, AnymailError):
         return _esp_error(error)
+    if isinstance(error, _OutcomeUnknown):
+        return error.error
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(error.recipients.values()))
         return _smtp_reply_error("rcpt", code, reply)
@@ -200,13 +249,17 @@ def _esp_error(error: Exception) -> ProviderError:
     status = getattr(error, "status_code", None)
     if isinstance(error, AnymailRecipientsRefused):
         rule = classification.classify(protocol="esp", stage="rcpt")
-    elif isinstance(error, AnymailError):
-        rule = (classification.classify(protocol="esp", stage="http", code=status) if isinstance(status, int)
-                else classification.classify(protocol="esp", stage="network"))
-    else:
-        return classification.provider_error(
-            classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}")
-    return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}")
+        return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}")
+    if isinstance(error, AnymailError):
+        response = getattr(error, "response", None)
+        retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+        rule = (classification.classify(protocol="esp", stage="http", code=status,
+                                        details={"retry_after"} if retry_after is not None else set())
+                if isinstance(status, int) else classification.classify(protocol="esp", stage="network"))
+        return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}",
+                                             retry_after=retry_after)
+    return classification.provider_error(
+        classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}")
 
 
 def _esp_message_id(email: EmailMultiAlternatives) -> str:
@@ -235,23 +288,69 @@ class TwilioSmsProvider:
         return self._local.session
 
     def send(self, message: OutgoingMessage) -> str:
+        form = {"To": message.recipient, "From": self.sender, "Body": message.text}
+        asked_at = dt.datetime.now(dt.UTC)
         try:
-            response = self._session().post(
-                self.url, data={"To": message.recipient, "From": self.sender, "Body": message.text},
-                auth=self.auth, timeout=self.timeout,
-            )
-        except requests.Timeout as error:
+            response = self._session().post(self.url, data=form, auth=self.auth, timeout=self.timeout)
+        except requests.ConnectTimeout as error:  # nothing was sent
             raise _network_error("sms", "timeout", error) from error
+        except requests.ReadTimeout as error:  # sent, and the answer never came: ask before any resend
+            return self._find_sent(form, asked_at, error)
         except requests.RequestException as error:
             raise _network_error("sms", "unreachable", error) from error
         body = _json(response)
         if response.status_code >= 400:
             twilio_code = body.get("code")
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            details = {str(twilio_code)} if twilio_code is not None else set()
             rule = classification.classify(protocol="sms", stage="http", code=response.status_code,
-                                           details={str(twilio_code)} if twilio_code is not None else set())
+                                           details=details | ({"retry_after"} if retry_after is not None else set()))
             raise classification.provider_error(
-                rule, f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}")
+                rule, f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}",
+                retry_after=retry_after)
         return str(body.get("sid", ""))
+
+    def _find_sent(self, form: dict[str, str], asked_at: dt.datetime, timeout: Exception) -> str:
+        """Our request went out and no answer came: did the provider take it? Twilio lists messages
+        by recipient and day (GET Messages.json?To=...&DateSent>=...). Ours (same To, From and Body)
+        is there: sent, with its sid. Not there: the provider did not take it, so a retry is safe
+        (unless it lists late: docs/notifications.md). The listing cannot be asked: outcome unknown."""
+        params = {"To": form["To"], "DateSent>": asked_at.date().isoformat()}
+        try:
+            response = self._session().get(self.url, params=params, auth=self.auth, timeout=self.timeout)
+            response.raise_for_status()
+            listed = _json(response).get("messages")
+            if not isinstance(listed, list):
+                raise ValueError("no `messages` list in the answer")
+        except (requests.RequestException, ValueError) as error:
+            # Named by type and status only: requests' message quotes the URL, whose query holds the number.
+            status = getattr(getattr(error, "response", None), "status_code", None)
+            rule = classification.classify(protocol="sms", stage="sent")
+            raise classification.provider_error(
+                rule, f"SMS request unanswered ({type(timeout).__name__}) and the message listing failed "
+                      f"({type(error).__name__}{f' {status}' if status else ''})") from error
+        for item in listed:
+            if isinstance(item, dict) and all(item.get(field.lower()) == form[field] for field in ("To", "From",
+                                                                                                    "Body")):
+                return str(item.get("sid", ""))
+        raise _network_error("sms", "timeout", timeout)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (delay-seconds, or an HTTP date) as seconds from now; None without one."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _json(response: requests.Response) -> dict:

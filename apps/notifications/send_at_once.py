@@ -26,8 +26,8 @@ from collections.abc import Iterable
 
 import structlog
 
-from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.failures import retry_backoff_ms
+from apps.notifications.errors import NotificationBusy, ProviderRateLimitedError, ProviderTransientError
+from apps.notifications.failures import rate_limit_delay_ms, retry_backoff_ms
 from apps.notifications.sending import notification_send
 from apps.outbox.services import outbox_discard, outbox_due_in
 
@@ -47,9 +47,11 @@ def notifications_send_at_once(*, notification_ids: Iterable[uuid.UUID]) -> dict
 def _send_one(notification_id: str) -> str:
     try:
         outcome = notification_send(notification_id=notification_id).outcome
-    except (ProviderTransientError, NotificationBusy):
-        # Logged by sending.py with its error code; the actor retries from here.
-        outbox_due_in(notification_id, dt.timedelta(milliseconds=retry_backoff_ms(0)))
+    except (ProviderTransientError, NotificationBusy) as error:
+        # Logged by sending.py with its error code; the actor retries from here (a rate limit: when asked).
+        delay = (rate_limit_delay_ms(error.retry_after) if isinstance(error, ProviderRateLimitedError)
+                 else retry_backoff_ms(0))
+        outbox_due_in(notification_id, dt.timedelta(milliseconds=delay))
         return "retrying"
     except Exception as error:  # noqa: BLE001 - a bug or a database hiccup: the actor's retries take it
         log.error("notification.send_at_once_failed", error_code="send_at_once_failed",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -27,7 +28,7 @@ from apps.notifications.failures import (  # noqa: F401 - re-exported: send_remi
     notifications_rescue_stalled,
 )
 from apps.notifications.models import Notification, NotificationReplay
-from apps.notifications.sending import SendResult, notification_send  # noqa: F401 - re-exported
+from apps.notifications.sending import STALE_MESSAGES, SendResult, notification_send  # noqa: F401 - re-exported
 from eventplatform import metrics, sql
 from eventplatform.logging import mask_email
 
@@ -148,6 +149,34 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
     return cancelled
 
 
+@dataclass(frozen=True)
+class ReplayResult:
+    """Whether a replay was queued; if it was refused for a reason staff should read, its code."""
+
+    queued: bool
+    refused: str = ""  # registration_cancelled | event_started
+
+    def __bool__(self) -> bool:
+        return self.queued
+
+    @property
+    def message(self) -> str:
+        return STALE_MESSAGES.get(self.refused, "").replace("Not sent", "Not replayed")
+
+
+def replay_refusal(notification: Notification, *, now: dt.datetime) -> str:
+    """Why this notification must not be sent again ('' if it may): the same rule as the claim's
+    (sending._STALE_REASON). A cancelled registration gets only its cancellation; a reminder only
+    before its event starts."""
+    registration = notification.registration
+    if notification.kind != Notification.Kind.CANCELLATION and registration.status == registration.Status.CANCELLED:
+        return "registration_cancelled"
+    if (notification.kind in (Notification.Kind.REMINDER_24H, Notification.Kind.REMINDER_1H)
+            and registration.event_starts_at is not None and registration.event_starts_at <= now):
+        return "event_started"
+    return ""
+
+
 @transaction.atomic
 def notification_replay(
     *,
@@ -157,9 +186,12 @@ def notification_replay(
     command: str = "",
     os_user: str = "",
     include_sent: bool = False,
-) -> bool:
+) -> ReplayResult:
     """Staff replay: a dead (or, explicitly, a sent) notification goes back to pending and is queued,
     and a NotificationReplay row records who (`user`, or `command` run by `os_user`), when and why.
+
+    Refused, saying why (`ReplayResult.refused`, a code of the catalogue), when the message no longer
+    makes sense (replay_refusal): the send would be cancelled at its claim anyway.
 
     The status change, the outbox row and the audit row commit together: if the process dies before
     the commit, nothing happened (no send, no audit); after it, the relay publishes the send. The
@@ -173,10 +205,16 @@ def notification_replay(
     if (user is None) == (not command):
         raise ValueError("a replay is made either by a user or by a command")
     statuses = [Status.DEAD] + ([Status.SENT] if include_sent else [])
-    notification = Notification.objects.select_for_update().filter(id=notification_id, status__in=statuses).first()
+    notification = (Notification.objects.select_for_update(of=("self",)).select_related("registration")
+                    .filter(id=notification_id, status__in=statuses).first())
     if notification is None:
-        return False
+        return ReplayResult(queued=False)
     now = timezone.now()
+    refused = replay_refusal(notification, now=now)
+    if refused:
+        log.info("notification.replay_refused", notification_id=str(notification.id), reason=refused,
+                 kind=notification.kind, channel=notification.channel)
+        return ReplayResult(queued=False, refused=refused)
     Notification.objects.filter(id=notification.id).update(
         status=Status.PENDING, claimed_at=None, next_attempt_at=None, deferred_at=None, replayed_at=now, updated_at=now
     )
@@ -190,4 +228,4 @@ def notification_replay(
     )
     log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status,
              actor=mask_email(actor) if "@" in actor else actor, kind=notification.kind, channel=notification.channel)
-    return True
+    return ReplayResult(queued=True)

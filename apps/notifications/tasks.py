@@ -20,8 +20,9 @@ from django.conf import settings
 from dramatiq.middleware import CurrentMessage
 
 from apps.notifications import queueing
-from apps.notifications.errors import NotificationBusy, ProviderTransientError
-from apps.notifications.failures import notification_retries_exhausted, retry_backoff_ms
+from apps.notifications.checks import send_time_limit_ms
+from apps.notifications.errors import NotificationBusy, ProviderRateLimitedError, ProviderTransientError
+from apps.notifications.failures import notification_retries_exhausted, rate_limit_delay_ms, retry_backoff_ms
 from apps.notifications.sending import notification_send, notifications_probe
 from eventplatform.broker import MAX_BACKOFF_MS
 
@@ -41,7 +42,8 @@ def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str,
 
 
 @dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.PROBE_ACTOR,
-                max_retries=settings.APPLY_MAX_RETRIES, min_backoff=1000, max_backoff=MAX_BACKOFF_MS)
+                max_retries=settings.APPLY_MAX_RETRIES, min_backoff=1000, max_backoff=MAX_BACKOFF_MS,
+                time_limit=send_time_limit_ms())
 def notification_probe(channel: str) -> None:
     """The one probe of a channel whose breakers are all open: see sending.notifications_probe."""
     notifications_probe(channel=channel)
@@ -49,7 +51,7 @@ def notification_probe(channel: str) -> None:
 
 @dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.SEND_ACTOR, retry_when=retry_transient,
                 min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS,
-                on_retry_exhausted=notification_dead_letter.actor_name)
+                time_limit=send_time_limit_ms(), on_retry_exhausted=notification_dead_letter.actor_name)
 def notification_send_actor(notification_id: str) -> None:
     try:
         notification_send(notification_id=notification_id)
@@ -58,4 +60,8 @@ def notification_send_actor(notification_id: str) -> None:
         # failure with its error code, so Dramatiq need not log a traceback for it.
         message = CurrentMessage.get_current_message()
         retries = message.options.get("retries", 0) if message else 0
-        raise dramatiq.Retry(f"{error.code}: {error.message}", delay=retry_backoff_ms(retries)) from error
+        delay = retry_backoff_ms(retries)
+        if isinstance(error, ProviderRateLimitedError):  # the provider said when: Retry-After, bounded
+            delay = rate_limit_delay_ms(error.retry_after)
+        raise dramatiq.Retry(f"{error.code}: {error.message}", delay=delay) from error
+

@@ -17,6 +17,7 @@ import dramatiq
 from django.conf import settings
 from dramatiq.middleware import CurrentMessage
 
+from apps.notifications.checks import send_time_limit_ms
 from apps.notifications.send_at_once import notifications_send_at_once
 from apps.registrations.failures import REAPPLY_OPTION, failed_apply_record, failed_apply_resolve
 from apps.registrations.services import EventNotFound, registration_apply
@@ -60,6 +61,9 @@ def webhook_event_dead_letter(message_data: dict[str, Any], retry_info: dict[str
 @dramatiq.actor(queue_name="registrations", actor_name="webhook_event_apply", retry_when=apply_retry_when,
                 min_backoff=settings.APPLY_MIN_BACKOFF_MS,
                 max_backoff=min(settings.APPLY_MAX_BACKOFF_MS, MAX_BACKOFF_MS),
+                # it sends what it created (send_at_once.py), one message per channel at most: Dramatiq's
+                # TimeLimit must not interrupt a send (apps/notifications/checks.py)
+                time_limit=2 * send_time_limit_ms(),
                 on_retry_exhausted=webhook_event_dead_letter.actor_name)
 def webhook_event_apply(event_id: str) -> None:
     message = CurrentMessage.get_current_message()

@@ -138,7 +138,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES, 2621440)
 
 # --- e-mail (EMAIL_URL: smtp://, smtp+tls://, consolemail://, or an anymail backend via EMAIL_BACKEND)
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# Connect, greeting and each command's reply; the reply to the end of DATA gets the longer
+# EMAIL_DATA_TIMEOUT_SECONDS (RFC 5321 section 4.5.3.2.6: 10 minutes), since the server may already
+# have the message: a timeout there is `outcome_unknown`, never retried (docs/notifications.md).
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+EMAIL_DATA_TIMEOUT_SECONDS = env.float("EMAIL_DATA_TIMEOUT_SECONDS", default=600.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eventplatform <no-reply@eventplatform.local>")
 
 # --- SMS (Twilio Messages API compatible)
@@ -152,7 +156,16 @@ SMS_TIMEOUT_SECONDS = env.float("SMS_TIMEOUT_SECONDS", default=10.0)
 SMS_CONSOLE = env.bool("SMS_CONSOLE", default=EMBEDDED_DATABASE and not SMS_API_URL)
 
 # --- notifications
-NOTIFICATION_CLAIM_TIMEOUT_SECONDS = env.int("NOTIFICATION_CLAIM_TIMEOUT_SECONDS", default=300)
+# A `sending` claim older than this is taken to belong to a dead worker and may be claimed again, so
+# it must outlast the longest provider call (apps/notifications/checks.py refuses to start otherwise).
+NOTIFICATION_CLAIM_TIMEOUT_SECONDS = env.int("NOTIFICATION_CLAIM_TIMEOUT_SECONDS", default=900)
+# Django system checks to silence: the fault tests run a 5 s claim on purpose (tests/support/stack.py),
+# which notifications.E001 refuses anywhere else.
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+# RabbitMQ's consumer_timeout (rabbitmq.conf; 30 minutes by default): the claim must stay below it.
+BROKER_CONSUMER_TIMEOUT_SECONDS = env.int("BROKER_CONSUMER_TIMEOUT_SECONDS", default=1800)
+# A provider's 429 Retry-After is honoured up to this long (longer asks wait this long, then try).
+NOTIFICATION_RATE_LIMIT_MAX_WAIT_SECONDS = env.float("NOTIFICATION_RATE_LIMIT_MAX_WAIT_SECONDS", default=300.0)
 # Dramatiq holds a delayed message unacked until it is due; RabbitMQ closes a channel holding one
 # longer than its consumer_timeout (30 min by default; dramatiq issue 827), so backoffs stay short.
 NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=8)

@@ -73,7 +73,7 @@ def make_registration(portal) -> Callable[..., Registration]:
     def make(**fields: Any) -> Registration:
         values = {"external_id": f"R-{next(counter)}", "email": "ada@example.org", "phone": "+4915112345678",
                   "first_name": "Ada", "last_name": "Lovelace", "event_name": "PyData Berlin",
-                  "event_starts_at": "2026-12-03T08:00:00Z", "event_timezone": "Europe/Berlin", "event_venue": "bcc"}
+                  "event_starts_at": "2030-12-03T08:00:00Z", "event_timezone": "Europe/Berlin", "event_venue": "bcc"}
         values.update(fields)
         registration = Registration.objects.create(portal=portal, **values)
         registration.refresh_from_db()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from apps.notifications import classification
 from apps.notifications.classification import RULES, Rule
@@ -35,8 +36,9 @@ Scenario = Callable[[], Iterator[Callable[[], str]]]  # sets the server up, yiel
 
 @contextmanager
 def aiosmtpd(stage: str | None = None, reply: str = "", *, auth: bool = False, greylist: int = 0,
-             **options: Any) -> Iterator[Callable[[], str]]:
+             data_delay: float | None = 0.0, **options: Any) -> Iterator[Callable[[], str]]:
     server = SmtpServer(auth=auth).start()
+    server.handler.data_delay = data_delay
     try:
         if stage:
             server.handler.always[stage] = reply
@@ -70,13 +72,23 @@ def nothing_listening(protocol: str) -> Iterator[Callable[[], str]]:
 
 
 @contextmanager
-def sms(status: int | None = None, body: dict | None = None, *, token: str = "token") -> Iterator[Callable[[], str]]:
+def silent_after_data() -> Iterator[Callable[[], str]]:
+    """The whole message is written and the final "." is never answered (EMAIL_DATA_TIMEOUT_SECONDS 1 s)."""
+    with override_settings(EMAIL_DATA_TIMEOUT_SECONDS=1), aiosmtpd(data_delay=None) as send:
+        yield send
+
+
+@contextmanager
+def sms(status: int | None = None, body: dict | None = None, *, token: str = "token", headers: dict | None = None,
+        answer_delay: float = 0.0, listing_status: int | None = None) -> Iterator[Callable[[], str]]:
     api = SmsApi().start()
+    api.answer_delay, api.listing_status = answer_delay, listing_status
     try:
         if status:
-            api.scripted_replies.append((status, body or {"code": 20000 + status, "message": "scripted"}))
+            api.scripted_replies.append((status, body or {"code": 20000 + status, "message": "scripted"},
+                                         headers or {}))
         yield lambda: TwilioSmsProvider(base_url=api.url, account_sid="AC_test", auth_token=token,
-                                        sender="+4930123456", timeout=5).send(SMS)
+                                        sender="+4930123456", timeout=1 if answer_delay else 5).send(SMS)
     finally:
         api.stop()
 
@@ -87,10 +99,10 @@ def esp(url: str) -> EmailProvider:
 
 
 @contextmanager
-def postmark(status: int, body: dict) -> Iterator[Callable[[], str]]:
+def postmark(status: int, body: dict, headers: dict | None = None) -> Iterator[Callable[[], str]]:
     api = SmsApi().start()
     try:
-        api.scripted_replies.append((status, body))
+        api.scripted_replies.append((status, body, headers or {}))
         yield lambda: esp(api.url).send(MESSAGE)
     finally:
         api.stop()
@@ -101,6 +113,8 @@ INACTIVE = ("You tried to send to a recipient that has been marked as inactive.\
 
 # (protocol, the row's example) -> how to make a real server answer that way.
 SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
+    ("smtp", "no reply to the final '.' within EMAIL_DATA_TIMEOUT_SECONDS, or the connection closed before it"):
+        silent_after_data,
     ("smtp", "connection refused / reset / closed"): lambda: nothing_listening("smtp"),
     ("smtp", "no answer within EMAIL_TIMEOUT"): lambda: scripted(None),
     ("smtp", "TLS handshake failed, STARTTLS not offered"): lambda: aiosmtpd(use_tls=True),
@@ -130,7 +144,11 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ("smtp", "554 content rejected (spam, virus)"): lambda: aiosmtpd("DATA", "554 5.7.1 Message rejected as spam"),
     ("smtp", "any other 4xx"): lambda: aiosmtpd("DATA", "471 4.7.0 Local policy violation"),
     ("smtp", "any other 5xx"): lambda: aiosmtpd("DATA", "551 5.7.1 User not local"),
+    ("sms", "request sent, no answer in SMS_TIMEOUT_SECONDS, and the message listing could not be asked whether "
+     "it arrived"): lambda: sms(answer_delay=3, listing_status=503),
     ("sms", "timeout, connection refused"): lambda: nothing_listening("sms"),
+    ("sms", "429 with Retry-After: this send waits that long"): lambda: sms(
+        429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "2"}),
     ("sms", "429, 5xx"): lambda: sms(503),
     ("sms", "Twilio 20003 authentication failed"): lambda: sms(token="wrong-token"),
     ("sms", "401/403"): lambda: sms(403, {"code": 20403, "message": "Forbidden"}),
@@ -141,6 +159,8 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ("sms", "any other 4xx"): lambda: sms(400, {"code": 21000, "message": "something else"}),
     ("esp", "AnymailRecipientsRefused"): lambda: postmark(422, {"ErrorCode": 406, "Message": INACTIVE}),
     ("esp", "ESP API unreachable (no HTTP status)"): lambda: nothing_listening("esp"),
+    ("esp", "429 with Retry-After: this send waits that long"): lambda: postmark(
+        429, {"ErrorCode": 0, "Message": "Rate limit exceeded"}, {"Retry-After": "2"}),
     ("esp", "429, 5xx"): lambda: postmark(503, {"ErrorCode": 0, "Message": "Service unavailable"}),
     ("esp", "401/403: API key wrong or revoked"): lambda: postmark(
         401, {"ErrorCode": 10, "Message": "Bad or missing Server API token"}),

@@ -46,7 +46,7 @@ def test_two_staff_replaying_at_once_queue_it_once_with_one_audit_row(make_notif
     def replay(user: User) -> None:
         try:
             barrier.wait(timeout=30)
-            results.append(notification_replay(notification_id=notification.id, reason="at once", user=user))
+            results.append(bool(notification_replay(notification_id=notification.id, reason="at once", user=user)))
         finally:
             connection.close()
 

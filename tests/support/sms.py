@@ -2,8 +2,11 @@
 
 `scripted_statuses` fail the next requests with a status (body code 20000 + status);
 `scripted_replies` with a status and a JSON body of its own (Twilio's `{"code": 21211}`, Postmark's
-`{"ErrorCode": 406}`); `fail_all_with` fails every request; a wrong account or token on the Twilio
-path gets 401 with Twilio's code 20003, as the real API answers.
+`{"ErrorCode": 406}`) and, optionally, headers (`Retry-After`); `fail_all_with` fails every request; a
+wrong account or token on the Twilio path gets 401 with Twilio's code 20003, as the real API answers.
+`answer_delay` answers an accepted message that many seconds late (it is recorded at once, as a
+provider that has it). GET on the Messages path lists what was accepted, as Twilio's API does
+(`?To=...&DateSent>=...`, newest first); `listing_status` makes the listing fail with that status.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.parse
 import uuid
 from collections import deque
@@ -24,7 +28,11 @@ class SmsApi:
         self.account_sid, self.auth_token = account_sid, auth_token
         self.received: list[dict[str, str]] = []
         self.scripted_statuses: deque[int] = deque()
-        self.scripted_replies: deque[tuple[int, dict]] = deque()
+        self.scripted_replies: deque[tuple[int, dict] | tuple[int, dict, dict[str, str]]] = deque()
+        self.answer_delay = 0.0
+        self.listing_status: int | None = None
+        self.listings = 0
+        self.sids: list[str] = []
         self.paths: list[str] = []
         self.fail_all_with: int | None = None
         self.calls = 0
@@ -43,6 +51,30 @@ class SmsApi:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _answer(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+                with api.lock:
+                    api.listings += 1
+                    listed = [{"sid": sid, "to": form["To"], "from": form["From"], "body": form["Body"],
+                               "status": "sent"}
+                              for sid, form in zip(api.sids, api.received, strict=True)
+                              if "To" in form and form["To"] == query.get("To")]
+                if api.listing_status:
+                    self._answer(api.listing_status, {"code": 20500, "message": "listing failed"})
+                else:
+                    self._answer(200, {"messages": listed[::-1]})
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 expected_path = f"/2010-04-01/Accounts/{api.account_sid}/Messages.json"
@@ -51,30 +83,34 @@ class SmsApi:
                 with api.lock:
                     api.calls += 1
                     api.paths.append(self.path)
-                    body_override = None
+                    body_override, headers = None, None
                     if api.fail_all_with:
                         status = api.fail_all_with
                     elif api.scripted_replies:
-                        status, body_override = api.scripted_replies.popleft()
+                        status, body_override, *extra = api.scripted_replies.popleft()
+                        headers = extra[0] if extra else None
                     else:
                         status = api.scripted_statuses.popleft() if api.scripted_statuses else 201
                     if twilio and (self.path != expected_path or self.headers.get("Authorization") != expected_auth):
                         status, body_override = 401, {"code": 20003, "message": "Authenticate", "status": 401}
                     form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
+                    sid = "SM" + uuid.uuid4().hex
                     if status in (200, 201):
                         api.received.append(form if twilio else {"path": self.path, "body": body})
+                        api.sids.append(sid)
+                    delay = api.answer_delay if status in (200, 201) else 0.0
                 if body_override is not None:
                     payload = body_override
                 elif status in (200, 201):
-                    payload = {"sid": "SM" + uuid.uuid4().hex, "status": "queued"}
+                    payload = {"sid": sid, "status": "queued"}
                 else:
                     payload = {"code": 20000 + status, "message": "scripted failure", "status": status}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self._answer(status, payload, headers)
+                except OSError:
+                    pass  # the client gave up waiting
 
         return Handler
 

@@ -4,12 +4,15 @@ Scripted replies per stage: `scripted["RCPT"].append("451 ...")` answers the nex
 (one per command), `always["AUTH"] = "535 ..."` answers every AUTH so until cleared; `greylist_tries = 2`
 answers 451 to the first two RCPTs of each recipient, as greylisting servers do. `SmtpServer(auth=True)`
 offers AUTH (no TLS needed) and accepts any credentials unless scripted; `stop()` then `restart()`
-is an outage (connection refused) and the server back on the same port. For what aiosmtpd cannot be
-made to say (a 421/554 greeting, a silent server, 454 to STARTTLS) there is ScriptedSmtpServer.
+is an outage (connection refused) and the server back on the same port. `data_delay = 20` keeps the
+message (recorded at once) and answers the final "." that many seconds later, as content-scanning
+servers do; `None` in `data_delay` never answers it. For what aiosmtpd cannot be made to say (a
+421/554 greeting, a silent server, 454 to STARTTLS) there is ScriptedSmtpServer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import email
 import email.policy
@@ -40,6 +43,8 @@ class RecordingHandler:
     greylisted: collections.Counter[str] = field(default_factory=collections.Counter)
     refused: int = 0
     refused_by_stage: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Seconds between receiving the whole message and answering the final "." (None: never answer).
+    data_delay: float | None = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _refuse(self, stage: str, reply: str | None) -> str | None:
@@ -75,6 +80,11 @@ class RecordingHandler:
             if reply:
                 return reply
             self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            delay = self.data_delay
+        if delay is None:
+            await asyncio.sleep(3600)  # never answers; the client gives up (the server is stopped at the end)
+        elif delay:
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
 
@@ -107,6 +117,10 @@ class SmtpServer:
 
     def stop(self) -> None:
         self.controller.stop()
+
+    def ids(self) -> list[str]:
+        """X-Eventplatform-Notification-Id of every message received, in order (duplicates included)."""
+        return [str(message["X-Eventplatform-Notification-Id"]) for message in self.messages]
 
     def restart(self) -> SmtpServer:
         """Up again on the same port after stop(), with the same handler (what it recorded and its

@@ -76,10 +76,14 @@ class Command(BaseCommand):
             if options["dry_run"]:
                 self.stdout.write(f"would queue {line}")
                 queued += 1
-            elif notification_replay(notification_id=notification.id, include_sent=options["include_sent"],
-                                     reason=reason, command="replay_notifications", os_user=os_user):
-                self.stdout.write(f"queued {line}")
-                queued += 1
+            else:
+                result = notification_replay(notification_id=notification.id, include_sent=options["include_sent"],
+                                             reason=reason, command="replay_notifications", os_user=os_user)
+                if result:
+                    self.stdout.write(f"queued {line}")
+                    queued += 1
+                elif result.refused:
+                    self.stdout.write(f"refused {line}: {result.refused}: {result.message}")
         self.stdout.write(f"{'would queue' if options['dry_run'] else 'queued'} {queued} notification(s)")
 
     def _report_skipped(self, ids: list[str], replayable: set[str]) -> None:
