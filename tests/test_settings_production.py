@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.processes import ROOT, production_env
 
-REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
+REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS", "WEBHOOK_SECRETS_KEY")
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -43,6 +43,18 @@ def test_the_examples_placeholder_secret_key_counts_as_missing() -> None:
     result = manage("check", env=production_env(SECRET_KEY="change-me"))
     assert result.returncode != 0
     assert "SECRET_KEY (not the example's placeholder)" in result.stderr
+
+
+def test_the_public_development_secrets_key_counts_as_missing_and_a_malformed_key_is_named() -> None:
+    from eventplatform.settings.base import DEVELOPMENT_WEBHOOK_SECRETS_KEY
+
+    result = manage("check", env=production_env(WEBHOOK_SECRETS_KEY=DEVELOPMENT_WEBHOOK_SECRETS_KEY))
+    assert result.returncode != 0
+    assert "WEBHOOK_SECRETS_KEY (not the public development key)" in result.stderr
+    result = manage("check", env=production_env(WEBHOOK_SECRETS_KEY="not-a-fernet-key"))
+    assert result.returncode != 0
+    assert "WEBHOOK_SECRETS_KEY: key 1 is not a Fernet key" in result.stderr
+    assert "not-a-fernet-key" not in result.stderr, "a key, even a wrong one, is never printed"
 
 
 def test_the_wsgi_application_refuses_too() -> None:

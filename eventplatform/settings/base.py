@@ -135,6 +135,11 @@ REST_FRAMEWORK = {
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=262144)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES, 2621440)
+# Portal signing secrets are stored encrypted with these Fernet keys (eventplatform/encryption.py):
+# comma-separated, the first encrypts, all decrypt (key rotation). This default is public, for
+# development only: production settings refuse it, as they refuse a missing SECRET_KEY.
+DEVELOPMENT_WEBHOOK_SECRETS_KEY = "d_nJworJHybl0N5IaZxrQFF3AUh1761mnfxkY_OAKMo="
+WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="").strip() or DEVELOPMENT_WEBHOOK_SECRETS_KEY
 
 # --- e-mail (EMAIL_URL: smtp://, smtp+tls://, consolemail://, or an anymail backend via EMAIL_BACKEND)
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
 
+from eventplatform.encryption import parse_keys
 from eventplatform.settings.base import *  # noqa: F403
-from eventplatform.settings.base import env
+from eventplatform.settings.base import DEVELOPMENT_WEBHOOK_SECRETS_KEY, env
 
-REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS")
+REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS", "WEBHOOK_SECRETS_KEY")
 # The placeholders of .env.example and base.py count as missing: a copied example is not a secret.
 PLACEHOLDER_SECRET_KEYS = {"change-me", "dev-only-insecure-key-change-me"}
 
 _missing = [name for name in REQUIRED if not env.str(name, default="").strip()]
 if "SECRET_KEY" not in _missing and env.str("SECRET_KEY") in PLACEHOLDER_SECRET_KEYS:
     _missing.insert(0, "SECRET_KEY (not the example's placeholder)")
+if "WEBHOOK_SECRETS_KEY" not in _missing and DEVELOPMENT_WEBHOOK_SECRETS_KEY in env.list("WEBHOOK_SECRETS_KEY"):
+    _missing.append("WEBHOOK_SECRETS_KEY (not the public development key)")
 if _missing:
     raise ImproperlyConfigured(
         f"Production settings (eventplatform.settings.production) need {', '.join(_missing)}: set "
@@ -28,3 +31,5 @@ if _missing:
 SECRET_KEY = env.str("SECRET_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 DEBUG = False
+WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY")
+parse_keys(WEBHOOK_SECRETS_KEY)  # a malformed key stops the process now, not at the first webhook
