@@ -1,6 +1,7 @@
 """Safe by default (issue 10 part 1): the entry points use production settings unless another
 module is chosen; production refuses to start on missing variables, with one message naming all of
-them; BEHIND_TLS_PROXY is the one switch for proxy TLS, and `check --deploy` is clean with it."""
+them; production is HTTPS-only unless ALLOW_PLAIN_HTTP=true, BEHIND_TLS_PROXY trusts the proxy's
+X-Forwarded-Proto, and `check --deploy` is clean with production settings as deployed."""
 
 from __future__ import annotations
 
@@ -72,16 +73,25 @@ def test_development_settings_must_be_chosen_and_then_start_on_the_embedded_defa
     assert result.returncode == 0, result.stderr
 
 
-def test_check_deploy_is_clean_behind_a_tls_proxy() -> None:
-    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(BEHIND_TLS_PROXY="true"))
-    assert result.returncode == 0, result.stdout + result.stderr
+TLS_WARNINGS = ("security.W004", "security.W008", "security.W012", "security.W016")
+
+
+@pytest.mark.parametrize("switches", [{}, {"BEHIND_TLS_PROXY": "true"}], ids=["tls_at_gunicorn", "behind_proxy"])
+def test_check_deploy_is_clean_with_production_settings(switches: dict[str, str]) -> None:
+    # Given the environment a real deployment sets (production_env: the required variables), with
+    # or without the proxy switch: HTTPS-only needs no switch of its own (issue 17 item 10)
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(**switches))
+    output = result.stdout + result.stderr
+    for check in TLS_WARNINGS:
+        assert check not in output
+    assert result.returncode == 0, output
     assert "no issues" in result.stdout
 
 
-def test_check_deploy_warns_without_the_proxy_switch() -> None:
-    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
+def test_check_deploy_warns_when_plain_http_is_allowed_by_name() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(ALLOW_PLAIN_HTTP="true"))
     assert result.returncode != 0
-    for check in ("security.W004", "security.W008", "security.W012", "security.W016"):
+    for check in TLS_WARNINGS:
         assert check in result.stdout + result.stderr
 
 
@@ -93,8 +103,8 @@ client = Client()
 out = {}
 for name, path, headers in [("healthz", "/healthz", {}), ("login", "/admin/login/", {}),
                             ("login_https", "/admin/login/", {"HTTP_X_FORWARDED_PROTO": "https"}),
-                            ("metrics", "/metrics", {})]:
-    response = client.get(path, **headers)
+                            ("metrics", "/metrics", {}), ("webhook", "/webhooks/nobody/", {})]:
+    response = client.post(path) if name == "webhook" else client.get(path, **headers)
     out[name] = {"status": response.status_code, "location": response.get("Location", ""),
                  "hsts": response.get("Strict-Transport-Security", ""),
                  "csrf_secure": bool(response.cookies["csrftoken"]["secure"]) if "csrftoken" in response.cookies
@@ -111,8 +121,8 @@ def http_probe(**env: str) -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.django_db
-def test_without_the_proxy_switch_plain_http_works() -> None:
-    out = http_probe()
+def test_plain_http_works_only_when_allowed_by_name() -> None:
+    out = http_probe(ALLOW_PLAIN_HTTP="true")
     assert out["healthz"]["status"] == 200
     assert out["login"]["status"] == 200, "the admin's login page is served over plain HTTP"
     assert out["login"]["csrf_secure"] is False, "a plain-HTTP browser gets a cookie it can send back"
@@ -120,11 +130,16 @@ def test_without_the_proxy_switch_plain_http_works() -> None:
 
 
 @pytest.mark.django_db
-def test_behind_the_proxy_http_is_redirected_https_gets_hsts_and_secure_cookies_probes_stay_reachable() -> None:
-    out = http_probe(BEHIND_TLS_PROXY="true")
+@pytest.mark.parametrize("switches", [{}, {"BEHIND_TLS_PROXY": "true"}], ids=["tls_at_gunicorn", "behind_proxy"])
+def test_https_only_redirects_the_admin_and_keeps_probes_metrics_and_webhooks_reachable(switches) -> None:
+    out = http_probe(**switches)
     assert out["login"]["status"] == 301 and out["login"]["location"].startswith("https://")
-    assert out["login_https"]["status"] == 200
-    assert out["login_https"]["hsts"].startswith("max-age=31536000")
-    assert out["login_https"]["csrf_secure"] is True
+    if switches:  # the proxy's X-Forwarded-Proto is trusted only behind the proxy
+        assert out["login_https"]["status"] == 200
+        assert out["login_https"]["hsts"].startswith("max-age=31536000")
+        assert out["login_https"]["csrf_secure"] is True
+    else:
+        assert out["login_https"]["status"] == 301, "a client's X-Forwarded-Proto is not trusted without a proxy"
     assert out["healthz"]["status"] == 200, "a kubelet probing the pod over HTTP is not redirected"
     assert out["metrics"]["status"] == 200, "neither is Prometheus"
+    assert out["webhook"]["status"] == 404, "nor a webhook (a redirected POST would be lost): answered as usual"

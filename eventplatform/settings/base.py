@@ -220,20 +220,31 @@ RETENTION_RATE_WINDOWS_DAYS = env.int("RETENTION_RATE_WINDOWS_DAYS", default=1)
 RETENTION_EVENT_BODIES_DAYS = env.int("RETENTION_EVENT_BODIES_DAYS", default=90)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
 
-# --- TLS ends at a proxy (docs/deploy.md). One switch: the proxy's X-Forwarded-Proto is trusted,
-# plain HTTP is redirected, cookies are Secure-only and HSTS is sent. Off, plain HTTP on loopback
-# works (the admin's login included). The probes and /metrics are exempt from the redirect, so a
-# kubelet or Prometheus speaking HTTP to the pod itself still reaches them.
+# --- HTTPS (docs/deploy.md). BEHIND_TLS_PROXY: TLS ends at a proxy whose X-Forwarded-Proto is
+# trusted. HTTPS-only (redirect plain HTTP, Secure-only cookies, HSTS) is what production settings
+# use unless ALLOW_PLAIN_HTTP=true, and what the proxy switch turns on anywhere. Exempt from the
+# redirect: the probes and /metrics (a kubelet or Prometheus speaks HTTP to the process itself), and
+# the webhooks: a redirect cannot protect a POST whose body was already sent, it would only lose
+# the delivery (clients do not re-POST a 301), so an internal caller on plain HTTP still gets through.
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = True
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+
+
+def https_only_settings() -> dict[str, object]:
+    return {
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_REDIRECT_EXEMPT": [r"^healthz$", r"^readyz$", r"^metrics$", r"^webhooks/"],
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": env.int("SECURE_HSTS_SECONDS", default=31_536_000),
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True),
+        "SECURE_HSTS_PRELOAD": env.bool("SECURE_HSTS_PRELOAD", default=True),
+    }
+
+
+if BEHIND_TLS_PROXY:
+    vars().update(https_only_settings())
 
 # --- status page (/admin/status/): a scheduler job not run for this long is shown as stale
 STATUS_SCHEDULER_STALE_SECONDS = env.int("STATUS_SCHEDULER_STALE_SECONDS", default=900)

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from eventplatform.encryption import parse_keys
 from eventplatform.settings.base import *  # noqa: F403
-from eventplatform.settings.base import DEVELOPMENT_WEBHOOK_SECRETS_KEY, env
+from eventplatform.settings.base import DEVELOPMENT_WEBHOOK_SECRETS_KEY, env, https_only_settings
 
 REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HOSTS", "WEBHOOK_SECRETS_KEY")
 # The placeholders of .env.example and base.py count as missing: a copied example is not a secret.
@@ -33,3 +33,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 DEBUG = False
 WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY")
 parse_keys(WEBHOOK_SECRETS_KEY)  # a malformed key stops the process now, not at the first webhook
+
+# HTTPS only, whether TLS ends at a proxy (BEHIND_TLS_PROXY=true) or at gunicorn itself (--certfile):
+# `check --deploy` is clean without any switch. Plain HTTP only when asked for by name, for a trial
+# on loopback; `check --deploy` then warns, as it should.
+ALLOW_PLAIN_HTTP = env.bool("ALLOW_PLAIN_HTTP", default=False)
+if not ALLOW_PLAIN_HTTP:
+    vars().update(https_only_settings())
