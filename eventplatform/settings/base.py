@@ -9,6 +9,7 @@ Nothing starts on these defaults by accident: `manage.py` and `eventplatform.wsg
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # admin login throttling (AXES_* below)
     "rest_framework",
     "apps.webhooks",
     "apps.outbox",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "eventplatform.urls"
@@ -104,10 +108,30 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # every request, webhooks included: 8% of the intake's CPU for requests that never show a message.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
+# Django's four standard validators: staff accounts can replay notifications and read attendees' data.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- admin login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one username
+# from one address, that pair gets 429 for AXES_COOLOFF_MINUTES (then it may try again; a success
+# resets the count). Per username AND address: a guesser cannot lock staff out from elsewhere.
+# Failures are kept in the database (shared by every web worker); staff with the permission see
+# and delete them in the admin ("Axes"). Its own log lines would carry the username: off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures are what matter; no row per successful login
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "eventplatform.auth.client_ip"
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
