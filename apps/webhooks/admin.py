@@ -158,7 +158,6 @@ class PortalAdmin(admin.ModelAdmin):
         that shows it is the add's answer (the only time it is shown in full)."""
         if obj.secrets.filter(active=True).exists():
             return super().response_add(request, obj, post_url_continue)
-        self.log_addition(request, obj, [{"added": {}}])
         return self._new_secrets_page(request, [obj])
 
     # --- deleting: a portal with data is kept; say so, and what to do instead
