@@ -1,8 +1,8 @@
 """Portals and their signing secrets (CONTRACT section 7), and the webhook event log.
 
-A secret is shown in full exactly once: on the page right after "rotate secret" generated it (or
-to the person typing it). Everywhere else (list, change page, inline, the HTML source) it is
-masked, a prefix and the last four characters: enough to tell two apart, not to sign.
+A secret is shown in full exactly once: on the page right after "rotate secret" / "new secret" or
+"Add portal" generated it (or to the person typing it). Everywhere else (list, change page, inline,
+the HTML source) it is masked, a prefix and the last four characters: enough to tell two apart, not to sign.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from typing import Any
 
 import structlog
 from django import forms
-from django.contrib import admin
-from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
@@ -82,6 +85,7 @@ class PortalAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
     inlines = [PortalSecretInline]
     actions = ["rotate_secret"]
+    change_form_template = "admin/webhooks/portal/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Portal]:
         active = PortalSecret.objects.filter(active=True).order_by("created_at")
@@ -103,11 +107,15 @@ class PortalAdmin(admin.ModelAdmin):
     def has_rotate_secret_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.rotate_portal_secret")
 
-    @admin.action(description="Rotate secret: add a new signing secret (old ones stay active)",
-                  permissions=["rotate_secret"])
+    @admin.action(description="Rotate secret (New secret for a portal without one): add a new signing secret; "
+                              "old ones stay active", permissions=["rotate_secret"])
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Portal]) -> TemplateResponse:
+        return self._new_secrets_page(request, list(queryset.order_by("slug")))
+
+    def _new_secrets_page(self, request: HttpRequest, portals: list[Portal]) -> TemplateResponse:
+        """Generate a secret for each portal and show it, this once."""
         rotated = []
-        for portal in queryset.order_by("slug"):
+        for portal in portals:
             secret = portal_secret_rotate(portal=portal)
             log.info("portal.secret_rotated", portal=portal.slug, secret=mask_secret(secret),
                      user_id=request.user.pk)
@@ -119,6 +127,79 @@ class PortalAdmin(admin.ModelAdmin):
         # Shown once: neither the browser nor a proxy keeps a copy.
         response["Cache-Control"] = "no-store"
         return response
+
+    # --- one portal's page: "Rotate secret", or "New secret" when it has no active one
+    def get_urls(self) -> list[Any]:
+        return [path("<path:object_id>/new-secret/", self.admin_site.admin_view(self.new_secret_view),
+                     name="webhooks_portal_new_secret"), *super().get_urls()]
+
+    def new_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST only (a GET, a prefetch or a crawler, must not create secrets)."""
+        portal = self.get_object(request, object_id)
+        if portal is None or request.method != "POST" or not self.has_rotate_secret_permission(request):
+            raise PermissionDenied
+        return self._new_secrets_page(request, [portal])
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        portal = self.get_object(request, object_id)
+        extra = {**(extra_context or {})}
+        if portal is not None and self.has_rotate_secret_permission(request):
+            extra["secret_button"] = {
+                "url": reverse("admin:webhooks_portal_new_secret", args=[portal.pk]),
+                "label": "Rotate secret" if portal.secrets.filter(active=True).exists() else "New secret",
+            }
+        return super().change_view(request, object_id, form_url, extra)
+
+    # --- "Add portal": a portal saved without a typed secret gets its first one, shown once
+    def response_add(self, request: HttpRequest, obj: Portal, post_url_continue: str | None = None) -> HttpResponse:
+        """Runs inside the add view's transaction, after the inline secrets were saved: a portal
+        without an active secret would answer every webhook 401, so it gets one now, and the page
+        that shows it is the add's answer (the only time it is shown in full)."""
+        if obj.secrets.filter(active=True).exists():
+            return super().response_add(request, obj, post_url_continue)
+        return self._new_secrets_page(request, [obj])
+
+    # --- deleting: a portal with data is kept; say so, and what to do instead
+    def _portals_with_data(self, queryset: QuerySet[Portal]) -> list[str]:
+        """Slugs of the portals that rows protect from deletion (webhook events, registrations): found
+        from the relations themselves, so this app names no app above it."""
+        has_data = Q()
+        for relation in Portal._meta.related_objects:
+            if relation.on_delete is models.PROTECT:
+                has_data |= Exists(relation.related_model._base_manager.filter(
+                    **{relation.field.name: OuterRef("pk")}))
+        return list(queryset.filter(has_data).order_by("slug").values_list("slug", flat=True))
+
+    def _data_kept_message(self, request: HttpRequest, slugs: list[str]) -> None:
+        messages.warning(request, (
+            f"Not deleted: {', '.join(slugs)} {'has' if len(slugs) == 1 else 'have'} received webhooks or "
+            "registrations, and that data is kept (the event log and what was sent). To stop a portal, untick "
+            "“Active” on its page and save: its webhooks are then answered 404 unknown_portal."))
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+                    ) -> HttpResponse:
+        slugs = self._portals_with_data(Portal.objects.filter(pk=object_id)) if object_id.isdigit() else []
+        if slugs and self.has_view_or_change_permission(request):
+            self._data_kept_message(request, slugs)
+            return HttpResponseRedirect(reverse("admin:webhooks_portal_change", args=[object_id]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            actions["delete_selected"] = (self.delete_portals, "delete_selected", actions["delete_selected"][2])
+        return actions
+
+    def delete_portals(self, modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Portal]
+                       ) -> HttpResponse | None:
+        """Django's bulk delete, unless a selected portal has data: then nothing is deleted and the
+        message says why (instead of a page of protected objects or "no permission")."""
+        slugs = self._portals_with_data(queryset)
+        if slugs:
+            self._data_kept_message(request, slugs)
+            return None
+        return delete_selected(modeladmin, request, queryset)
 
 
 @admin.register(WebhookEvent)

@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import F
 from django.db.models.fields.json import KeyTransform
 
+from eventplatform.encryption import EncryptedTextField
+
 
 class Portal(models.Model):
     """A third-party registration portal allowed to call our webhook."""
@@ -26,15 +28,18 @@ class Portal(models.Model):
 
 
 class PortalSecret(models.Model):
-    """One signing secret; a portal has several while a secret is being rotated."""
+    """One signing secret; a portal has several while a secret is being rotated.
+
+    Stored encrypted (eventplatform.encryption, key from WEBHOOK_SECRETS_KEY; migration 0008): a
+    database dump forges no webhook. Encryption is randomised, so the database cannot hold a
+    (portal, secret) uniqueness constraint; `portal_create` keeps a portal's secrets distinct under
+    the portal's row lock instead.
+    """
 
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.CharField(max_length=200, help_text="whsec_ followed by base64 key bytes")
+    secret = EncryptedTextField(help_text="whsec_ followed by base64 key bytes (stored encrypted)")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["portal", "secret"], name="portal_secret_unique")]
 
     def __str__(self) -> str:
         return f"{self.portal.slug} secret #{self.pk}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from apps.webhooks.models import Portal
+from apps.webhooks.models import Portal, PortalSecret
 
 PORTAL_CACHE_SECONDS = 5.0
 _cache: dict[str, tuple[float, tuple[Portal, list[str]] | None]] = {}
@@ -26,6 +26,11 @@ def portal_with_secrets(*, slug: str) -> tuple[Portal, list[str]] | None:
             _cache.clear()
         _cache[slug] = (now, found)
     return found
+
+
+def portal_active_secrets(*, slug: str) -> list[str]:
+    """The active secrets of the portal with this slug, oldest first (none for an unknown slug); uncached."""
+    return [s.secret for s in PortalSecret.objects.filter(portal__slug=slug, active=True).order_by("created_at")]
 
 
 def portal_cache_clear() -> None:

@@ -137,16 +137,31 @@ def portal_secret_rotate(*, portal: Portal) -> str:
 def portal_create(*, slug: str, name: str | None = None, secret: str | None = None) -> tuple[Portal, str, bool]:
     """Create the portal, or return it; a given secret is added if the portal lacks it.
 
-    Safe to run twice or concurrently: the slug and (portal, secret) are unique.
+    Safe to run twice or concurrently: the slug is unique, and the portal's row is locked while
+    its secrets are compared (they are stored encrypted, so the database cannot compare them).
     Returns (portal, the secret to print, whether the portal was created).
     """
     if secret is not None:
         validate_secret(secret)
     portal, created = Portal.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+    Portal.objects.select_for_update().filter(pk=portal.pk).exists()
+    stored = list(portal.secrets.order_by("-created_at"))
     if secret is None:
-        existing = portal.secrets.filter(active=True).order_by("-created_at").first()
-        if existing is not None:
-            return portal, existing.secret, created
+        active = [s.secret for s in stored if s.active]
+        if active:
+            return portal, active[0], created
         secret = generate_secret()
-    PortalSecret.objects.get_or_create(portal=portal, secret=secret)
+    if not any(s.secret == secret for s in stored):
+        PortalSecret.objects.create(portal=portal, secret=secret)
     return portal, secret, created
+
+
+@transaction.atomic
+def portal_secrets_reencrypt() -> int:
+    """Encrypt every stored secret again with the first key of WEBHOOK_SECRETS_KEY (after a new key
+    was put first); returns how many. One transaction: dying half-way leaves every row as it was,
+    all still readable with the old key still listed."""
+    stored = list(PortalSecret.objects.select_for_update().order_by("pk"))
+    for portal_secret in stored:
+        portal_secret.save(update_fields=["secret"])
+    return len(stored)

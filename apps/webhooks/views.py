@@ -143,6 +143,13 @@ def _handle(request: HttpRequest, portal_slug: str) -> Answer:
         return _error("unknown_portal", f"No active portal '{portal_slug[:64]}'.")
     portal, secrets = found
     label = portal.slug  # a portal that exists: bounded by what staff create
+    # Before the body is read and before any HMAC: an unsigned flood costs one counter update per
+    # request, not a signature check per active secret. The price: a flood also uses up the
+    # portal's own allowance for the minute (its deliveries get 429 and are retried later).
+    retry_after = portal_rate_limit_hit(portal=portal)
+    if retry_after is not None:
+        return _error("rate_limited", "Too many requests for this portal.", portal_label=label,
+                      **{"Retry-After": str(retry_after)})
     try:
         body = _read_body(request, settings.WEBHOOK_MAX_BODY_BYTES)
     except BodyTooLarge:
@@ -157,10 +164,6 @@ def _handle(request: HttpRequest, portal_slug: str) -> Answer:
         )
     except EventPlatformError as error:
         return _error(error.code, error.message, portal_label=label)
-    retry_after = portal_rate_limit_hit(portal=portal)
-    if retry_after is not None:
-        return _error("rate_limited", "Too many requests for this portal.", portal_label=label,
-                      **{"Retry-After": str(retry_after)})
     structlog.contextvars.bind_contextvars(portal=portal.slug, delivery_id=delivery_id)
     try:
         parsed = parse_delivery(body)

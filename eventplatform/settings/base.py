@@ -9,6 +9,7 @@ Nothing starts on these defaults by accident: `manage.py` and `eventplatform.wsg
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # admin login throttling (AXES_* below)
     "rest_framework",
     "apps.webhooks",
     "apps.outbox",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "eventplatform.urls"
@@ -104,10 +108,30 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # every request, webhooks included: 8% of the intake's CPU for requests that never show a message.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
+# Django's four standard validators: staff accounts can replay notifications and read attendees' data.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- admin login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one username
+# from one address, that pair gets 429 for AXES_COOLOFF_MINUTES (then it may try again; a success
+# resets the count). Per username AND address: a guesser cannot lock staff out from elsewhere.
+# Failures are kept in the database (shared by every web worker); staff with the permission see
+# and delete them in the admin ("Axes"). Its own log lines would carry the username: off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures are what matter; no row per successful login
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "eventplatform.auth.client_ip"
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
@@ -135,6 +159,11 @@ REST_FRAMEWORK = {
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=262144)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES, 2621440)
+# Portal signing secrets are stored encrypted with these Fernet keys (eventplatform/encryption.py):
+# comma-separated, the first encrypts, all decrypt (key rotation). This default is public, for
+# development only: production settings refuse it, as they refuse a missing SECRET_KEY.
+DEVELOPMENT_WEBHOOK_SECRETS_KEY = "d_nJworJHybl0N5IaZxrQFF3AUh1761mnfxkY_OAKMo="
+WEBHOOK_SECRETS_KEY = env.str("WEBHOOK_SECRETS_KEY", default="").strip() or DEVELOPMENT_WEBHOOK_SECRETS_KEY
 
 # --- e-mail (EMAIL_URL: smtp://, smtp+tls://, consolemail://, or an anymail backend via EMAIL_BACKEND)
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -231,20 +260,31 @@ RETENTION_RATE_WINDOWS_DAYS = env.int("RETENTION_RATE_WINDOWS_DAYS", default=1)
 RETENTION_EVENT_BODIES_DAYS = env.int("RETENTION_EVENT_BODIES_DAYS", default=90)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
 
-# --- TLS ends at a proxy (docs/deploy.md). One switch: the proxy's X-Forwarded-Proto is trusted,
-# plain HTTP is redirected, cookies are Secure-only and HSTS is sent. Off, plain HTTP on loopback
-# works (the admin's login included). The probes and /metrics are exempt from the redirect, so a
-# kubelet or Prometheus speaking HTTP to the pod itself still reaches them.
+# --- HTTPS (docs/deploy.md). BEHIND_TLS_PROXY: TLS ends at a proxy whose X-Forwarded-Proto is
+# trusted. HTTPS-only (redirect plain HTTP, Secure-only cookies, HSTS) is what production settings
+# use unless ALLOW_PLAIN_HTTP=true, and what the proxy switch turns on anywhere. Exempt from the
+# redirect: the probes and /metrics (a kubelet or Prometheus speaks HTTP to the process itself), and
+# the webhooks: a redirect cannot protect a POST whose body was already sent, it would only lose
+# the delivery (clients do not re-POST a 301), so an internal caller on plain HTTP still gets through.
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = True
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+
+
+def https_only_settings() -> dict[str, object]:
+    return {
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_REDIRECT_EXEMPT": [r"^healthz$", r"^readyz$", r"^metrics$", r"^webhooks/"],
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": env.int("SECURE_HSTS_SECONDS", default=31_536_000),
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True),
+        "SECURE_HSTS_PRELOAD": env.bool("SECURE_HSTS_PRELOAD", default=True),
+    }
+
+
+if BEHIND_TLS_PROXY:
+    vars().update(https_only_settings())
 
 # --- status page (/admin/status/): a scheduler job not run for this long is shown as stale
 STATUS_SCHEDULER_STALE_SECONDS = env.int("STATUS_SCHEDULER_STALE_SECONDS", default=900)

@@ -5,9 +5,11 @@ create_portal's, and never a secret in the logs."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -114,7 +116,7 @@ def test_an_empty_new_row_adds_no_secret(admin_client: Client, portal: Portal) -
 def test_a_valid_typed_secret_is_stored_then_masked_and_signs(admin_client: Client, portal: Portal) -> None:
     response = admin_client.post(change_url(portal), change_form_data(portal, new_secret=VALID_TYPED))
     assert response.status_code == 302
-    assert portal.secrets.filter(secret=VALID_TYPED, active=True).exists()
+    assert VALID_TYPED in portal.secrets.filter(active=True).values_list("secret", flat=True)
     html = admin_client.get(change_url(portal)).content.decode()
     assert VALID_TYPED not in html and mask_secret(VALID_TYPED) in html
     assert deliver(VALID_TYPED, "R-TYPED") == 202
@@ -181,3 +183,102 @@ def test_adding_a_portal_with_a_typed_secret(admin_client: Client, db) -> None:
     assert add("whsec_AAAA").status_code == 200 and not Portal.objects.filter(slug="tito").exists()
     assert add(VALID_TYPED).status_code == 302
     assert Portal.objects.get(slug="tito").secrets.get().secret == VALID_TYPED
+
+
+# --- issue 21: the first secret on add, "New secret", create_portal's rotation, deleting a portal with data
+
+ADD_URL = "/admin/webhooks/portal/add/"
+
+
+def new_secret_in(response) -> str:
+    found = re.findall(r'<code class="new-secret">(whsec_[^<]+)</code>', response.content.decode())
+    assert len(found) == 1, response.content.decode()[:3000]
+    return found[0]
+
+
+def test_adding_a_portal_without_a_secret_creates_its_first_one_and_shows_it_once(admin_client: Client) -> None:
+    # When staff add a portal and type no secret
+    response = admin_client.post(ADD_URL, {
+        "slug": "tito", "name": "Tito", "active": "on", "rate_limit_per_minute": "",
+        "secrets-TOTAL_FORMS": "0", "secrets-INITIAL_FORMS": "0", "secrets-MIN_NUM_FORMS": "0",
+        "secrets-MAX_NUM_FORMS": "1000"})
+    # Then the answer shows its first secret, once, uncached
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    secret = new_secret_in(response)
+    portal = Portal.objects.get(slug="tito")
+    assert list(portal.secrets.filter(active=True).values_list("secret", flat=True)) == [secret]
+    assert "its first secret" in response.content.decode()
+    # and it signs (the portal no longer answers every webhook 401)
+    portal_cache_clear()
+    body = encode(payload("R-TITO"))
+    headers = {k: v for k, v in signed_headers(body, secret=secret).items() if k != "content-type"}
+    assert Client().post("/webhooks/tito/", data=body, content_type="application/json",
+                         headers=headers).status_code == 202
+    # and it is never shown again
+    for url in (LIST_URL, change_url(portal)):
+        page = admin_client.get(url).content.decode()
+        assert secret not in page and mask_secret(secret) in page
+    assert LogEntry.objects.filter(object_id=str(portal.pk)).count() == 1, "the addition is in its history once"
+
+
+def test_the_portal_page_offers_new_secret_without_one_and_rotate_secret_with_one(admin_client: Client, db) -> None:
+    portal = Portal.objects.create(slug="bare", name="Bare")
+    page = admin_client.get(change_url(portal)).content.decode()
+    assert ">New secret</button>" in page and ">Rotate secret</button>" not in page
+    url = f"{LIST_URL}{portal.pk}/new-secret/"
+    assert admin_client.get(url).status_code == 403, "a GET creates nothing"
+    assert portal.secrets.count() == 0
+    response = admin_client.post(url)
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    assert [new_secret_in(response)] == list(portal.secrets.values_list("secret", flat=True))
+    page = admin_client.get(change_url(portal)).content.decode()
+    assert ">Rotate secret</button>" in page and ">New secret</button>" not in page
+    # The list's action says both names
+    assert "New secret for a portal without one" in admin_client.get(LIST_URL).content.decode()
+
+
+def test_the_secret_button_needs_the_rotate_permission(portal: Portal) -> None:
+    viewer = staff_client("view_portal", "change_portal")
+    assert "secret</button>" not in viewer.get(change_url(portal)).content.decode()
+    assert viewer.post(f"{LIST_URL}{portal.pk}/new-secret/").status_code == 403
+    assert portal.secrets.count() == 1
+
+
+def test_create_portal_with_a_new_secret_for_an_existing_portal_says_it_added_a_second_active_secret(
+        portal: Portal) -> None:
+    out = io.StringIO()
+    call_command("create_portal", "pretix", "--secret", VALID_TYPED, stdout=out)
+    assert "added a second active secret" in out.getvalue()
+    assert "2 active secrets" in out.getvalue()
+    # Run again with the same secret: nothing added, nothing said
+    out = io.StringIO()
+    call_command("create_portal", "pretix", "--secret", VALID_TYPED, stdout=out)
+    assert "added" not in out.getvalue() and portal.secrets.count() == 2
+    # A new portal's first secret is not a "second" one
+    out = io.StringIO()
+    call_command("create_portal", "fresh", "--secret", VALID_TYPED, stdout=out)
+    assert "added" not in out.getvalue() and "created portal fresh" in out.getvalue()
+
+
+def test_deleting_a_portal_with_data_says_the_data_is_kept_and_suggests_unticking_active(
+        admin_client: Client, portal: Portal) -> None:
+    # Given a portal that received a webhook
+    assert deliver(SECRET, "R-KEEP") == 202
+    # When a superuser opens its delete page
+    response = admin_client.get(f"{LIST_URL}{portal.pk}/delete/", follow=True)
+    # Then they are back on its page with a message that says why and what to do, not "no permission"
+    html = response.content.decode()
+    assert response.redirect_chain[-1][0] == change_url(portal)
+    assert "data is kept" in html and "untick “Active”" in html
+    assert "permission" not in html.split('class="messagelist"')[1].split("</ul>")[0]
+    # And the list's bulk delete says the same and deletes nothing
+    response = admin_client.post(LIST_URL, {"action": "delete_selected", "_selected_action": [str(portal.pk)]},
+                                 follow=True)
+    assert "data is kept" in response.content.decode()
+    assert Portal.objects.filter(pk=portal.pk).exists()
+    # A portal without data is deleted as usual
+    empty = Portal.objects.create(slug="empty", name="Empty")
+    assert admin_client.get(f"{LIST_URL}{empty.pk}/delete/").status_code == 200
+    assert admin_client.post(f"{LIST_URL}{empty.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Portal.objects.filter(pk=empty.pk).exists()

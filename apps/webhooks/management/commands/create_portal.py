@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.webhooks.selectors import portal_active_secrets
 from apps.webhooks.services import portal_create
 
 
@@ -17,6 +18,9 @@ class Command(BaseCommand):
                             "secret for an existing portal adds it (rotation); the old one stays active.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Read before, to say what happened: a new secret beside active ones is a rotation, and the
+        # person running this must know the old secret still signs until they deactivate it.
+        before = portal_active_secrets(slug=options["slug"])
         try:
             portal, secret, created = portal_create(
                 slug=options["slug"], name=options["name"], secret=options["secret"]
@@ -24,4 +28,9 @@ class Command(BaseCommand):
         except ValueError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{'created' if created else 'exists'} portal {portal.slug}")
+        if before and secret not in before:
+            self.stdout.write(
+                f"added a second active secret: the portal now has {len(before) + 1} active secrets and accepts "
+                "each of them; deactivate the old one in the admin once the portal signs with the new one"
+            )
         self.stdout.write(f"secret {secret}")
