@@ -93,3 +93,16 @@ def fetch_instance(model: type[M], cursor: Any) -> M | None:
         for convert in functions:
             field_values[index] = convert(field_values[index], expression, connection)
     return model.from_db(connection.alias, None, field_values)
+
+
+def database_now() -> Any:
+    """The database's clock (PostgreSQL's statement_timestamp()), for comparing with times the
+    database stamped (a claim's claimed_at): workers on different machines disagree by their
+    clocks' skew, the database does not. The embedded SQLite mode has one machine: Python's."""
+    if connection.vendor != "postgresql":
+        from django.utils import timezone
+
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        return cursor.fetchone()[0]

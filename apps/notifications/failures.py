@@ -106,7 +106,7 @@ def notification_retries_exhausted(*, notification_id: str) -> str:
     notification = Notification.objects.select_for_update().filter(id=notification_id).first()
     if notification is None or notification.status not in UNFINISHED:
         return "final"
-    now = timezone.now()
+    now = sql.database_now()  # claimed_at is the database's time (sending._claim)
     if (notification.next_attempt_at and notification.next_attempt_at > now) or notification.deferred_at:
         return "already_scheduled"
     claim_timeout = dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
@@ -226,7 +226,7 @@ def notifications_rescue_stalled(*, now: dt.datetime | None = None) -> int:
     - sends waiting for a breaker that lets sends through again (or whose probe was lost).
     Returns how many were rescued; eventplatform_notifications_rescued_total{reason} counts them.
     """
-    now = now or timezone.now()
+    now = now or sql.database_now()  # claimed_at is the database's time (sending._claim)
     quiet = now - STALLED_AFTER
     stale_claim = quiet - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
     stalled = Notification.objects.filter(

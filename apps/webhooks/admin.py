@@ -208,7 +208,8 @@ class WebhookEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_filter = ("status", ("type", fixed_values_filter(lambda: EVENT_TYPES)), "portal", "received_at")
     search_fields = ("=id", "=delivery_id")
     list_select_related = ("portal",)
-    readonly_fields = ("id", "portal", "delivery_id", "type", "status", "received_at", "pretty_payload", "errors")
+    readonly_fields = ("id", "portal", "delivery_id", "type", "status", "received_at", "pretty_payload",
+                       "raw_body_as_received", "errors")
     exclude = ("raw_body", "payload")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:
@@ -218,3 +219,13 @@ class WebhookEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     @admin.display(description="payload")
     def pretty_payload(self, obj: WebhookEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
+
+    @admin.display(description="body as received")
+    def raw_body_as_received(self, obj: WebhookEvent) -> str:
+        """The bytes the portal sent, beside the normalised payload that was stored and applied
+        (parse once: the payload is what counts; this is how the portal wrote it). Escaped, and
+        undecodable bytes shown as replacement characters."""
+        body = bytes(obj.raw_body or b"")
+        if not body:
+            return "—"
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', body.decode("utf-8", errors="replace"))

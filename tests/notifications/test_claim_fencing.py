@@ -163,6 +163,29 @@ def test_claims_are_judged_by_the_databases_clock(
 
 
 @pytest.mark.django_db
+def test_the_rescue_sweep_judges_a_live_claim_by_the_databases_clock(
+    settings, monkeypatch, make_notification: Make,
+) -> None:
+    # Given a claim the database made a moment ago on a notification past its retry horizon (a
+    # skewed clock that thinks the claim stale would kill it while its worker is sending), and a
+    # scheduler whose clock is an hour ahead
+    notification = make_notification()
+    assert sending._claim(str(notification.id)) is not None
+    long_ago = _db_now() - dt.timedelta(seconds=settings.NOTIFICATION_RETRY_HORIZON_SECONDS + 3600)
+    Notification.objects.filter(id=notification.id).update(updated_at=long_ago, created_at=long_ago)
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + dt.timedelta(hours=1))
+    # When the sweep and an exhaustion message look at it
+    from apps.notifications.failures import notification_retries_exhausted, notifications_rescue_stalled
+
+    notifications_rescue_stalled()
+    notification_retries_exhausted(notification_id=str(notification.id))
+    # Then the live claim is left to its worker: not dead
+    notification.refresh_from_db()
+    assert notification.status == Status.SENDING
+
+
+@pytest.mark.django_db
 def test_sent_refused_for_the_whole_claim_keeps_the_claim_and_sends_nothing_again(
     settings, email_via_smtp: SmtpServer, make_notification: Make,
 ) -> None:

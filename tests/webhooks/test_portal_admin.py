@@ -282,3 +282,21 @@ def test_deleting_a_portal_with_data_says_the_data_is_kept_and_suggests_untickin
     assert admin_client.get(f"{LIST_URL}{empty.pk}/delete/").status_code == 200
     assert admin_client.post(f"{LIST_URL}{empty.pk}/delete/", {"post": "yes"}).status_code == 302
     assert not Portal.objects.filter(pk=empty.pk).exists()
+
+
+def test_the_event_page_shows_the_body_as_received_beside_the_normalised_payload(portal: Portal) -> None:
+    # Given a delivery whose address came padded (parse once: the trimmed one is stored and applied)
+    portal_cache_clear()
+    body = encode(payload("R-RAW", email="  ada@Example.ORG\r\n"))
+    headers = {k: v for k, v in signed_headers(body).items() if k != "content-type"}
+    assert Client().post("/webhooks/pretix/", data=body, content_type="application/json",
+                         headers=headers).status_code == 202
+    event = WebhookEvent.objects.get(delivery_id=headers["webhook-id"])
+    # When support (view permission only) opens the event
+    page = staff_client("view_webhookevent").get(f"/admin/webhooks/webhookevent/{event.id}/change/")
+    # Then the page shows the payload as applied and the body as the portal wrote it
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Body as received" in text
+    assert "&quot;ada@example.org&quot;" in text or '"ada@example.org"' in text
+    assert "ada@Example.ORG\\r\\n" in text, "the raw JSON, escapes and case as sent"
