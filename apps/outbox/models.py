@@ -23,6 +23,9 @@ class OutboxMessage(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     available_at = models.DateTimeField(default=timezone.now)
     published_at = models.DateTimeField(null=True, blank=True)
+    # Times RabbitMQ returned or nacked this row; each pushes `available_at` back (relay.py), so a
+    # row that keeps failing is retried ever later, after the rows that publish.
+    publish_attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [
