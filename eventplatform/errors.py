@@ -53,6 +53,10 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode("relay_error", "Unexpected error in the relay loop; it backs off and retries.",
                   "Read the traceback; file a bug."),
         # --- workers
+        ErrorCode("poison_message", "A message was delivered more than BROKER_MAX_DELIVERIES times (its worker "
+                  "process died on it each time); it was dead-lettered to the queue's .XQ without running.",
+                  "Find why the actor kills its process (memory, native crash); the message is in .XQ and "
+                  "in the outbox_messageredelivery table."),
         ErrorCode("event_not_found", "A message names a webhook event that does not exist.",
                   "Should not happen; check database restores."),
         ErrorCode("notification_not_found", "A message names a notification that does not exist.",

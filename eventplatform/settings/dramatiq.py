@@ -24,6 +24,9 @@ BROKER_QUORUM_DELIVERY_LIMIT = env.int("BROKER_QUORUM_DELIVERY_LIMIT", default=2
 BROKER_BLOCKED_CONNECTION_TIMEOUT = env.float("BROKER_BLOCKED_CONNECTION_TIMEOUT", default=30.0)
 # AMQP heartbeat in seconds (a silently dead node is noticed after about two of them).
 BROKER_HEARTBEAT = env.int("BROKER_HEARTBEAT", default=60)
+# Deliveries of one message before a worker dead-letters it to .XQ instead of running it (a message
+# that kills its worker process would otherwise loop forever on classic queues; apps/outbox/poison.py).
+BROKER_MAX_DELIVERIES = env.int("BROKER_MAX_DELIVERIES", default=5)
 
 DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.AgeLimit",
@@ -33,6 +36,8 @@ DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.Retries",
     "dramatiq.middleware.CurrentMessage",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    # Right after the connection check (it uses the database), before the rest runs any of it.
+    "apps.outbox.poison.PoisonMessageGuard",
     "eventplatform.logging.CorrelationMiddleware",
 ]
 
