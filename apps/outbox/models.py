@@ -25,7 +25,7 @@ class OutboxMessage(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     # Times RabbitMQ returned or nacked this row; each pushes `available_at` back (relay.py), so a
     # row that keeps failing is retried ever later, after the rows that publish.
-    publish_attempts = models.PositiveIntegerField(default=0, db_default=0)  # db_default: raw INSERTs (services.py)
+    publish_attempts = models.PositiveIntegerField(default=0, db_default=0)  # db_default: apps/webhooks/services.py INSERTs raw SQL
 
     class Meta:
         indexes = [
