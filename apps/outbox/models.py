@@ -24,8 +24,9 @@ class OutboxMessage(models.Model):
     available_at = models.DateTimeField(default=timezone.now)
     published_at = models.DateTimeField(null=True, blank=True)
     # Times RabbitMQ returned or nacked this row; each pushes `available_at` back (relay.py), so a
-    # row that keeps failing is retried ever later, after the rows that publish.
-    publish_attempts = models.PositiveIntegerField(default=0, db_default=0)  # db_default: apps/webhooks/services.py INSERTs raw SQL
+    # row that keeps failing is retried ever later, after the rows that publish. db_default: the raw
+    # INSERT of apps/webhooks/services.py does not name the column.
+    publish_attempts = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         indexes = [
