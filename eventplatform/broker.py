@@ -64,13 +64,22 @@ class ClusterRabbitmqBroker(RabbitmqBroker):
     """Dramatiq's RabbitmqBroker with a list of node URLs and an optional queue type."""
 
     def __init__(self, *, url: str | list[str], queue_type: str = "classic", delivery_limit: int = 20,
-                 **options: Any) -> None:
+                 blocked_connection_timeout: float = 30.0, heartbeat: int = 60, **options: Any) -> None:
         if queue_type not in QUEUE_TYPES:
             raise ValueError(f"BROKER_QUEUE_TYPE must be one of {QUEUE_TYPES}, not {queue_type!r}")
         if queue_type == "quorum" and options.get("max_priority"):
             raise ValueError("quorum queues have no x-max-priority: unset max_priority or use classic queues")
         urls = split_broker_urls(url) if isinstance(url, str) else list(url)
         super().__init__(url=urls if len(urls) > 1 else urls[0], **options)
+        # During a memory or disk alarm RabbitMQ stops reading from publishing connections: without
+        # blocked_connection_timeout a worker thread enqueuing a retry waits in basic_publish for as
+        # long as the alarm lasts (hours, silently). With it pika closes the connection and Dramatiq
+        # raises ConnectionClosed after its enqueue attempts, so the actor's failure is visible and
+        # the message goes back to RabbitMQ (unacked) instead of hanging a thread. The heartbeat
+        # detects a dead peer (a node lost without a TCP reset) instead of waiting on the socket.
+        for params in self.parameters if isinstance(self.parameters, list) else [self.parameters]:
+            params.blocked_connection_timeout = blocked_connection_timeout
+            params.heartbeat = heartbeat
         self.queue_type = queue_type
         self.delivery_limit = delivery_limit
 

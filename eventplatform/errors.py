@@ -46,9 +46,17 @@ CATALOGUE: dict[str, ErrorCode] = {
                   "retried.", "Check RabbitMQ; nothing is lost, the relay resumes by itself."),
         ErrorCode("database_unavailable", "PostgreSQL unreachable; webhooks get 503 and nothing is stored, so "
                   "portals deliver again.", "Check PostgreSQL; processes retry by themselves.", 503),
+        ErrorCode("outbox_message_rejected", "RabbitMQ returned (no such queue) or nacked (e.g. a full queue "
+                  "rejecting publishes) an outbox row; the rest of its batch is published, the row is retried "
+                  "with a growing delay (5 s doubling to 10 min).",
+                  "Check the queue named in the log line exists and accepts messages; the row goes out by itself."),
         ErrorCode("relay_error", "Unexpected error in the relay loop; it backs off and retries.",
                   "Read the traceback; file a bug."),
         # --- workers
+        ErrorCode("poison_message", "A message was delivered more than BROKER_MAX_DELIVERIES times (its worker "
+                  "process died on it each time); it was dead-lettered to the queue's .XQ without running.",
+                  "Find why the actor kills its process (memory, native crash); the message is in .XQ and "
+                  "in the outbox_messageredelivery table."),
         ErrorCode("event_not_found", "A message names a webhook event that does not exist.",
                   "Should not happen; check database restores."),
         ErrorCode("notification_not_found", "A message names a notification that does not exist.",

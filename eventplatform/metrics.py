@@ -20,6 +20,8 @@ WEBHOOK_LATENCY = Histogram(
 )
 
 OUTBOX_PUBLISHED = Counter("eventplatform_outbox_published_total", "Outbox rows confirmed by RabbitMQ.")
+OUTBOX_REJECTED = Counter("eventplatform_outbox_rejected_total",
+                          "Outbox rows RabbitMQ returned or nacked (backed off, retried later).")
 OUTBOX_PUBLISH_FAILURES = Counter("eventplatform_outbox_publish_failures_total", "Failed publish batches.")
 OUTBOX_PENDING = Gauge("eventplatform_outbox_pending", "Unpublished outbox rows that are due.",
                        multiprocess_mode="livemax")

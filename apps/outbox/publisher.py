@@ -45,6 +45,16 @@ class BrokerUnavailable(Exception):
     """RabbitMQ could not be reached or did not confirm the batch."""
 
 
+class MessagesRejected(BrokerUnavailable):
+    """RabbitMQ settled every message of the batch but returned or nacked some (`rejected_ids`):
+    the others are confirmed, the connection is fine. A subclass so callers that only know
+    BrokerUnavailable still keep every row."""
+
+    def __init__(self, message: str, *, rejected_ids: set[str]) -> None:
+        super().__init__(message)
+        self.rejected_ids = rejected_ids
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     queue_name: str  # routing key on the default exchange ""
@@ -85,6 +95,7 @@ class ConfirmingPublisher:
         self._floor = 1  # every tag below this is settled (multiple=True acks)
         self._pending: dict[int, str] = {}  # unconfirmed tag -> message_id
         self._rejected: list[str] = []  # nacked / returned, for the error
+        self._rejected_ids: set[str] = set()
 
     def publish_batch(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish all messages persistently (delivery_mode=2, content_type application/json,
@@ -97,6 +108,7 @@ class ConfirmingPublisher:
         self._declare_new_queues({m.queue_name for m in messages})
         self._pending.clear()
         self._rejected.clear()
+        self._rejected_ids.clear()
         self._floor = self._next_tag  # all earlier tags were settled by the previous batch
         try:
             for m in messages:
@@ -118,7 +130,8 @@ class ConfirmingPublisher:
             self._node = (self._node + 1) % len(self._nodes)  # the next batch tries another node first
             raise BrokerUnavailable(f"{len(self._pending)} of {len(messages)} messages unconfirmed: {reason}")
         if self._rejected:  # connection is still fine; every tag is settled
-            raise BrokerUnavailable(f"{len(self._rejected)} messages rejected: {'; '.join(self._rejected[:5])}")
+            raise MessagesRejected(f"{len(self._rejected)} messages rejected: {'; '.join(self._rejected[:5])}",
+                                   rejected_ids=set(self._rejected_ids))
 
     def close(self) -> None:
         self._discard()
@@ -233,6 +246,7 @@ class ConfirmingPublisher:
     def _on_return(self, _channel, method, properties, _body) -> None:
         # Arrives before the ack of the same message, so recording is enough.
         self._rejected.append(f"{properties.message_id} returned ({method.reply_text})")
+        self._rejected_ids.add(properties.message_id)
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
@@ -243,6 +257,7 @@ class ConfirmingPublisher:
             message_id = self._pending.pop(t, None)
             if nack and message_id is not None:
                 self._rejected.append(f"{message_id} nacked")
+                self._rejected_ids.add(message_id)
         if method.multiple:
             self._floor = max(self._floor, tag + 1)
         if not self._pending:

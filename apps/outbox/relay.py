@@ -24,13 +24,18 @@ from django.db.utils import DatabaseError, InterfaceError
 from django.utils import timezone
 
 from apps.outbox.models import OutboxMessage
-from apps.outbox.publisher import BrokerUnavailable, OutgoingMessage
+from apps.outbox.publisher import BrokerUnavailable, MessagesRejected, OutgoingMessage
 from eventplatform import metrics
 
 log = structlog.get_logger("relay")
 
 NOTIFY_CHANNEL = "outbox_new"
 MAX_BACKOFF_SECONDS = 10.0
+# A row RabbitMQ returned or nacked waits 5 s, 10 s, 20 s ... at most 10 minutes before its next
+# attempt: it no longer holds the head of the queue (rows are picked by available_at) and still
+# goes out by itself once the cause (a deleted queue, a full one) is fixed.
+REJECTED_FIRST_BACKOFF_SECONDS = 5.0
+REJECTED_MAX_BACKOFF_SECONDS = 600.0
 
 
 class Publisher(Protocol):
@@ -73,6 +78,9 @@ _SELECT_DUE = (f"SELECT id, queue_name, actor_name, kwargs, options, created_at 
                "WHERE published_at IS NULL AND available_at <= %s ORDER BY available_at LIMIT %s "
                "FOR UPDATE SKIP LOCKED")
 _MARK_PUBLISHED = f"UPDATE {_TABLE} SET published_at = %s WHERE id = ANY(%s)"
+_BACK_OFF_REJECTED = (f"UPDATE {_TABLE} SET publish_attempts = publish_attempts + 1, "
+                      "available_at = %s + make_interval(secs => LEAST(%s * power(2, publish_attempts), %s)) "
+                      "WHERE id = ANY(%s) AND published_at IS NULL RETURNING id, publish_attempts")
 
 
 def _lock_due(batch_size: int) -> Sequence[OutboxMessage | _DueRow]:
@@ -97,19 +105,53 @@ def _mark_published(ids: list[uuid.UUID], at: dt.datetime) -> None:
         cursor.execute(_MARK_PUBLISHED, [at, ids])
 
 
+def _back_off_rejected(ids: list[uuid.UUID], at: dt.datetime) -> dict[uuid.UUID, int]:
+    """Count one more attempt on each rejected row and push its available_at back; {id: attempts}."""
+    if connection.vendor != "postgresql":
+        attempts = {}
+        for row in OutboxMessage.objects.filter(id__in=ids, published_at__isnull=True):
+            delay = min(REJECTED_FIRST_BACKOFF_SECONDS * 2 ** row.publish_attempts, REJECTED_MAX_BACKOFF_SECONDS)
+            OutboxMessage.objects.filter(id=row.id).update(publish_attempts=row.publish_attempts + 1,
+                                                           available_at=at + dt.timedelta(seconds=delay))
+            attempts[row.id] = row.publish_attempts + 1
+        return attempts
+    with connection.cursor() as cursor:
+        cursor.execute(_BACK_OFF_REJECTED, [at, REJECTED_FIRST_BACKOFF_SECONDS, REJECTED_MAX_BACKOFF_SECONDS, ids])
+        return dict(cursor.fetchall())
+
+
 def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
     """Publish up to batch_size due rows; returns how many were confirmed.
 
     The row locks are held across the publish: a second relay skips these rows instead of
     publishing them too. On BrokerUnavailable the transaction rolls back and the rows stay.
+    When RabbitMQ confirmed the batch but returned or nacked some rows (MessagesRejected), the
+    others are marked published and the rejected ones backed off in the same transaction: one bad
+    row no longer fails its whole batch, batch after batch. Dying before the COMMIT leaves every
+    row as it was (the confirmed ones are published again; consumers deduplicate).
     """
     with transaction.atomic():
         rows = _lock_due(batch_size)
         if not rows:
             return 0
         started = time.perf_counter()
-        publisher.publish_batch([_to_outgoing(row) for row in rows])
+        rejected: set[str] = set()
+        try:
+            publisher.publish_batch([_to_outgoing(row) for row in rows])
+        except MessagesRejected as error:
+            rejected = error.rejected_ids
+            if not rejected:  # nothing to single out: treat as the whole batch failing
+                raise
         confirmed_at = timezone.now()
+        if rejected:
+            attempts = _back_off_rejected([row.id for row in rows if str(row.id) in rejected], confirmed_at)
+            metrics.OUTBOX_REJECTED.inc(len(attempts))
+            log.error("relay.message_rejected", error_code="outbox_message_rejected",
+                      outbox_ids=sorted(str(row_id) for row_id in attempts), attempts=sorted(attempts.values()),
+                      queues=sorted({row.queue_name for row in rows if str(row.id) in rejected}))
+            rows = [row for row in rows if str(row.id) not in rejected]
+            if not rows:
+                return 0
         _mark_published([row.id for row in rows], confirmed_at)
     metrics.OUTBOX_PUBLISH_LATENCY.observe(time.perf_counter() - started)
     metrics.OUTBOX_BATCH_SIZE.observe(len(rows))

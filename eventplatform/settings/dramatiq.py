@@ -19,6 +19,14 @@ EMBEDDED_BROKER = not BROKER_URLS
 BROKER_QUEUE_TYPE = env.str("BROKER_QUEUE_TYPE", default="classic")
 # Quorum queues only: deliveries of one message before it is dead-lettered to .XQ (poison message).
 BROKER_QUORUM_DELIVERY_LIMIT = env.int("BROKER_QUORUM_DELIVERY_LIMIT", default=20)
+# Seconds a worker's publishing connection may stay blocked by a RabbitMQ memory/disk alarm before
+# pika closes it and the publish fails (instead of hanging the thread for the alarm's duration).
+BROKER_BLOCKED_CONNECTION_TIMEOUT = env.float("BROKER_BLOCKED_CONNECTION_TIMEOUT", default=30.0)
+# AMQP heartbeat in seconds (a silently dead node is noticed after about two of them).
+BROKER_HEARTBEAT = env.int("BROKER_HEARTBEAT", default=60)
+# Deliveries of one message before a worker dead-letters it to .XQ instead of running it (a message
+# that kills its worker process would otherwise loop forever on classic queues; apps/outbox/poison.py).
+BROKER_MAX_DELIVERIES = env.int("BROKER_MAX_DELIVERIES", default=5)
 
 DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.AgeLimit",
@@ -28,6 +36,8 @@ DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.Retries",
     "dramatiq.middleware.CurrentMessage",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    # Right after the connection check (it uses the database), before the rest runs any of it.
+    "apps.outbox.poison.PoisonMessageGuard",
     "eventplatform.logging.CorrelationMiddleware",
 ]
 
@@ -38,7 +48,8 @@ else:
         "BROKER": "eventplatform.broker.ClusterRabbitmqBroker",
         # Workers confirm nothing themselves: every message they enqueue goes through the outbox.
         "OPTIONS": {"url": BROKER_URLS, "confirm_delivery": True, "queue_type": BROKER_QUEUE_TYPE,
-                    "delivery_limit": BROKER_QUORUM_DELIVERY_LIMIT},
+                    "delivery_limit": BROKER_QUORUM_DELIVERY_LIMIT,
+                    "blocked_connection_timeout": BROKER_BLOCKED_CONNECTION_TIMEOUT, "heartbeat": BROKER_HEARTBEAT},
         "MIDDLEWARE": DRAMATIQ_MIDDLEWARE,
     }
 
