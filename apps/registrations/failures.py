@@ -18,7 +18,7 @@ import uuid
 
 import structlog
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -105,7 +105,7 @@ def failed_apply_resolve(*, event_id: str, now: dt.datetime | None = None) -> bo
 
 
 @transaction.atomic
-def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: AbstractBaseUser | None = None,
+def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: User | None = None,
                           os_user: str = "") -> ApplyReapply:
     """Queue one more apply of the event through the outbox, with its audit record, in one transaction.
 
