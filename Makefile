@@ -30,16 +30,20 @@ run: $(STAMP)
 	@$(PY) manage.py create_portal demo --name "Demo portal"
 	$(PY) manage.py run_pipeline --bind $(HOST):$(PORT)
 
-# Lint (ruff, stale noqa included), then the whole suite against the real PostgreSQL and RabbitMQ on
-# loopback (started if down).
+# Lint (ruff, stale noqa included), the layers (import-linter) and types (mypy), then the whole suite
+# against the real PostgreSQL and RabbitMQ on loopback (started if down).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	bash deploy/install-tools.sh
 	bash deploy/ensure-services.sh
 	$(PY) -m pytest --ds=$(TEST_SETTINGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench: $(STAMP)

@@ -234,7 +234,7 @@ def test_sigterm_stops_every_child_of_the_pipeline_within_seconds(tmp_path) -> N
 def test_next_steps_hint_at_createsuperuser_only_while_there_is_no_superuser() -> None:
     from django.contrib.auth import get_user_model
 
-    from apps.outbox.management.commands.run_pipeline import next_steps
+    from apps.support.management.commands.run_pipeline import next_steps
 
     run("create_portal", "demo")
     assert "createsuperuser" in next_steps("http://127.0.0.1:8001")

@@ -45,7 +45,7 @@ def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, 
         RELAY_METRICS_PORT=str(free_port()), dramatiq_prom_port=str(free_port()),
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DRAMATIQ_NPROCS="1", DRAMATIQ_NTHREADS="4")
     # The scheduler line needs `send_reminders --every` (the failures issue); run it when it is there.
-    scheduler_ready = "--every" in (ROOT / "apps/notifications/management/commands/send_reminders.py").read_text()
+    scheduler_ready = "--every" in (ROOT / "apps/support/management/commands/send_reminders.py").read_text()
     names = procfile_names() if scheduler_ready else ["web", "relay", "worker"]
     honcho = ManagedProcess("honcho", [str(BIN / "honcho"), "start", "--no-prefix", *names], env)
     try:

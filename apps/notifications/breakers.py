@@ -124,17 +124,15 @@ def circuit_breaker_lets_through(*, provider: str) -> bool:
         CircuitBreaker.objects.filter(provider=provider).exists())
 
 
-def circuit_breaker_record(*, provider: str, permit: Permit, failed: bool | None = None,
-                           failure_class: str | None = None, reason: str = "") -> bool:
+def circuit_breaker_record(*, provider: str, permit: Permit, failure_class: str | None = None,
+                           reason: str = "") -> bool:
     """Count the outcome of a send; True when this call closed the breaker (the caller then wakes
     the sends waiting for it).
 
-    `failure_class` is None for a success; `failed=True` is shorthand for provider_down. Only
+    `failure_class` is None for a success. Only
     provider_down counts toward the threshold; provider_misconfigured opens the breaker at once in
     state `misconfigured`; a per-message refusal is an answer, so it counts as the provider working.
     """
-    if failed is not None and failure_class is None:
-        failure_class = FailureClass.PROVIDER_DOWN if failed else None
     down = failure_class == FailureClass.PROVIDER_DOWN
     if not down and not permit.probe and failure_class != FailureClass.PROVIDER_MISCONFIGURED \
             and _trusted_closed(provider):

@@ -41,7 +41,7 @@ def send_time_limit_ms() -> int:
 def claim_outlasts_a_send(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     claim = settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS
     longest = longest_send_seconds()
-    problems = []
+    problems: list[checks.CheckMessage] = []
     if claim <= longest:
         problems.append(checks.Error(
             f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must exceed the longest send ({longest:.0f} s: "

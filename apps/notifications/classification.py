@@ -54,7 +54,7 @@ ERROR_TYPES: dict[FailureClass, type[ProviderError]] = {
 
 ANY_4XX = frozenset(range(400, 500))
 ANY_5XX = frozenset(range(500, 600))
-ANY = frozenset()
+ANY: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,6 @@ class NotificationBusy(EventPlatformError):
     code = "notification_busy"
 
 
-class NotificationNotFound(EventPlatformError):
-    """The message names a notification that does not exist."""
-
-    code = "notification_not_found"
-
-
 class SentNotRecorded(EventPlatformError):
     """The provider accepted the message and `sent` could not be written before the claim expires."""
 

@@ -50,7 +50,7 @@ class _Email(EmailMultiAlternatives):
     leaves to Django): left to itself, the stdlib draws one and compiles a regular expression per
     message to check that no line of the body equals it."""
 
-    def _create_alternatives(self, msg):  # type: ignore[no-untyped-def]
+    def _create_alternatives(self, msg):
         msg = super()._create_alternatives(msg)
         if msg.is_multipart():
             msg.set_boundary(mime.new_boundary())
@@ -72,7 +72,7 @@ class EmailProvider:
         self._backend_options = backend_options
         self._local = threading.local()
 
-    def _connection(self):  # type: ignore[no-untyped-def]
+    def _connection(self):
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = get_connection(self._backend, fail_silently=False, **self._backend_options)
@@ -408,11 +408,6 @@ def providers_for(channel: str) -> list[Provider]:
         if channel not in _providers:
             _providers[channel] = _build(channel)
         return _providers[channel]
-
-
-def provider_for(channel: str) -> Provider:
-    """The channel's primary provider."""
-    return providers_for(channel)[0]
 
 
 def reset_providers() -> None:

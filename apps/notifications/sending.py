@@ -68,7 +68,6 @@ from apps.notifications.failures import (
 from apps.notifications.models import Notification, NotificationAttempt
 from apps.notifications.providers import OutgoingMessage, Provider, providers_for
 from apps.outbox.services import DISCARD_UNPUBLISHED, outbox_discard
-from apps.registrations.models import Registration
 from eventplatform import metrics, sql
 from eventplatform.logging import mask_email, mask_phone
 
@@ -92,6 +91,9 @@ class Blocked:
     misconfigured: bool
 
 
+# The registration a notification's foreign key points to, reached through that key: registrations
+# sits above notifications (docs/architecture.md), so this module does not import it.
+Registration = Notification._meta.get_field("registration").related_model
 _REGISTRATION_TABLE = Registration._meta.db_table
 # Why a claimed row must not be sent after all ('' when it may): the registration was cancelled since
 # (only its cancellation still makes sense), or a reminder's event has started. Read in the claim's

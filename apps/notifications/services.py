@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -182,7 +182,7 @@ def notification_replay(
     *,
     notification_id: uuid.UUID | str,
     reason: str,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     command: str = "",
     os_user: str = "",
     include_sent: bool = False,

@@ -40,24 +40,6 @@ def outbox_message_fields(
     }
 
 
-def outbox_enqueue(
-    *,
-    actor_name: str,
-    queue_name: str,
-    kwargs: dict[str, Any],
-    correlation_id: str | None = None,
-    delay: dt.timedelta | None = None,
-) -> OutboxMessage:
-    """Add one message; it is published by the relay after the surrounding transaction commits.
-
-    PostgreSQL wakes the relays with NOTIFY from a trigger (migration 0002); for SQLite (embedded
-    mode) an in-process relay is woken on commit.
-    """
-    return outbox_insert(outbox_message_fields(
-        actor_name=actor_name, queue_name=queue_name, kwargs=kwargs, correlation_id=correlation_id, delay=delay
-    ))
-
-
 def outbox_insert(fields: dict[str, Any]) -> OutboxMessage:
     """Insert a row built by outbox_message_fields, inside the caller's transaction."""
     return outbox_insert_many([fields])[0]
@@ -82,7 +64,7 @@ def outbox_discard(message_id: uuid.UUID | str) -> bool:
     published it first (its consumer then finds nothing to do)."""
     with connection.cursor() as cursor:
         cursor.execute(DISCARD_UNPUBLISHED, [OutboxMessage._meta.pk.get_db_prep_value(message_id, connection)])
-        return cursor.rowcount > 0
+        return bool(cursor.rowcount > 0)
 
 
 def outbox_due_in(message_id: uuid.UUID | str, delay: dt.timedelta) -> int:

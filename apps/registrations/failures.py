@@ -18,7 +18,7 @@ import uuid
 
 import structlog
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -27,6 +27,7 @@ from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_insert, outbox_message_fields
 from apps.registrations.models import ApplyReapply, FailedApply, RegistrationEvent
 from apps.webhooks.models import WebhookEvent
+from apps.webhooks.services import APPLY_ACTOR
 from eventplatform import metrics
 from eventplatform.errors import EventPlatformError, describe
 
@@ -42,11 +43,9 @@ class ReapplyRefused(EventPlatformError):
 
 
 def _apply_actor() -> tuple[str, str]:
-    """(actor name, queue name) of the apply actor, taken from the actor itself (imported late:
-    tasks.py imports this module)."""
-    from apps.registrations.tasks import webhook_event_apply
-
-    return webhook_event_apply.actor_name, webhook_event_apply.queue_name
+    """(actor name, queue name) of the apply actor: the names the webhook intake writes its first
+    message with, which the actor (tasks.py) is declared with too."""
+    return APPLY_ACTOR["actor_name"], APPLY_ACTOR["queue_name"]
 
 
 # Message option marking a staff re-apply: only such a message can meet an unresolved FailedApply
@@ -106,7 +105,7 @@ def failed_apply_resolve(*, event_id: str, now: dt.datetime | None = None) -> bo
 
 
 @transaction.atomic
-def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: AbstractBaseUser | None = None,
+def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: User | None = None,
                           os_user: str = "") -> ApplyReapply:
     """Queue one more apply of the event through the outbox, with its audit record, in one transaction.
 

@@ -73,6 +73,11 @@ _MARK_PROCESSED_AND_READ = (
 )
 
 
+# JSONField's own decoding of a value read by raw SQL; its `expression` argument is unused (typed as
+# Any because the stubs require an expression there).
+_PAYLOAD_FIELD: Any = WebhookEvent._meta.get_field("payload")
+
+
 def _mark_processed_and_read(message_id: str, event_id: uuid.UUID) -> tuple[bool, dict[str, Any] | None]:
     """Record the message id (False when it was already recorded: a redelivery) and read the event."""
     now = timezone.now()
@@ -87,7 +92,7 @@ def _mark_processed_and_read(message_id: str, event_id: uuid.UUID) -> tuple[bool
     if values[0] is None:
         return first, None
     event = dict(zip(_EVENT_COLUMNS, values, strict=True))
-    event["payload"] = WebhookEvent._meta.get_field("payload").from_db_value(event["payload"], None, connection)
+    event["payload"] = _PAYLOAD_FIELD.from_db_value(event["payload"], None, connection)
     return first, event
 
 
@@ -230,11 +235,12 @@ def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = F
     payload = webhook_event["payload"]
     event_type = EVENT_TYPE_BY_WEBHOOK_TYPE[webhook_event["type"]]
     occurred_at = parse_datetime(_utc_iso(payload["timestamp"]))
+    assert occurred_at is not None, "the timestamp was validated when the webhook was received"
     data = projection.flatten_payload(payload["data"])
     first = projection.DomainEvent(type=event_type, occurred_at=occurred_at.isoformat(), data=data)
     registration_id, created_now = _insert_or_lock_registration(
         portal_id=webhook_event["portal_id"], external_id=payload["data"]["registration_id"],
-        first_state=projection.fold([first]))
+        first_state=projection.fold([first]) or {})
     logged = [] if created_now else list(RegistrationEvent.objects.filter(registration_id=registration_id)
                                          .values_list("type", "occurred_at", "data", "webhook_event_id"))
     if any(row[3] == webhook_event["id"] for row in logged):

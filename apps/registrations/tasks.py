@@ -21,6 +21,7 @@ from apps.notifications.checks import send_time_limit_ms
 from apps.notifications.send_at_once import notifications_send_at_once
 from apps.registrations.failures import REAPPLY_OPTION, failed_apply_record, failed_apply_resolve
 from apps.registrations.services import EventNotFound, registration_apply
+from apps.webhooks.services import APPLY_ACTOR
 from eventplatform import metrics
 from eventplatform.broker import MAX_BACKOFF_MS
 
@@ -58,7 +59,7 @@ def webhook_event_dead_letter(message_data: dict[str, Any], retry_info: dict[str
                         attempts=retries + 1)
 
 
-@dramatiq.actor(queue_name="registrations", actor_name="webhook_event_apply", retry_when=apply_retry_when,
+@dramatiq.actor(queue_name=APPLY_ACTOR["queue_name"], actor_name=APPLY_ACTOR["actor_name"], retry_when=apply_retry_when,
                 min_backoff=settings.APPLY_MIN_BACKOFF_MS,
                 max_backoff=min(settings.APPLY_MAX_BACKOFF_MS, MAX_BACKOFF_MS),
                 # it sends what it created (send_at_once.py), one message per channel at most: Dramatiq's

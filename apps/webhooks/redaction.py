@@ -61,8 +61,8 @@ def webhook_events_redact(*, redactions: list[Redaction]) -> int:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('eventplatform.redaction', 'on', true)")
-    events = []
-    with_errors = []
+    events: list[WebhookEvent] = []
+    with_errors: list[WebhookEvent] = []
     for redaction in redactions:
         event = WebhookEvent(id=redaction.event_id, raw_body=b"", payload=redaction.payload, errors=redaction.errors)
         (events if redaction.errors is None else with_errors).append(event)

@@ -72,7 +72,8 @@ def webhook_event_record(
         raw_body, None if payload is None else json.dumps(payload), None if errors is None else json.dumps(errors),
         timezone.now(),
     ]
-    outbox = outbox_message_fields(kwargs={"event_id": str(event_id)}, correlation_id=str(event_id), **APPLY_ACTOR)
+    outbox = outbox_message_fields(kwargs={"event_id": str(event_id)}, correlation_id=str(event_id),
+                                   actor_name=APPLY_ACTOR["actor_name"], queue_name=APPLY_ACTOR["queue_name"])
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_INSERT_EVENT_AND_OUTBOX, [

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "apps.registrations",
     "apps.notifications",
     "apps.privacy",
+    "apps.support",  # the top layer: composes the others (docs/architecture.md)
     # After our apps: Django takes a management command from the first app that has it, and
     # apps.outbox's `rundramatiq` (JSON log lines) replaces django_dramatiq's. The broker is still
     # set up before any actor is declared (django_dramatiq does it when its AppConfig is created).
@@ -60,7 +61,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-ROOT_URLCONF = "eventplatform.urls"
+ROOT_URLCONF = "apps.support.urls"
 WSGI_APPLICATION = "eventplatform.wsgi.application"
 
 TEMPLATES = [

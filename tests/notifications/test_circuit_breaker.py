@@ -12,6 +12,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from apps.notifications.breakers import Permit, circuit_breaker_permit, circuit_breaker_record
+from apps.notifications.classification import FailureClass
 from apps.notifications.models import CircuitBreaker, Notification
 from apps.notifications.services import notification_send
 from apps.outbox.models import OutboxMessage
@@ -22,7 +23,8 @@ ALLOWED = Permit(allowed=True)
 
 def fail(provider: str = "email", times: int = 1) -> None:
     for _ in range(times):
-        circuit_breaker_record(provider=provider, permit=circuit_breaker_permit(provider=provider), failed=True)
+        circuit_breaker_record(provider=provider, permit=circuit_breaker_permit(provider=provider),
+                               failure_class=FailureClass.PROVIDER_DOWN)
 
 
 def breaker(provider: str = "email") -> CircuitBreaker:
@@ -54,7 +56,7 @@ def test_opens_after_n_consecutive_transient_failures(settings) -> None:
 def test_a_success_resets_the_count_and_permanent_refusals_do_not_count(settings) -> None:
     settings.NOTIFICATION_BREAKER_THRESHOLD = 3
     fail(times=2)
-    circuit_breaker_record(provider="email", permit=ALLOWED, failed=False)
+    circuit_breaker_record(provider="email", permit=ALLOWED, failure_class=None)
     fail(times=2)
     assert (breaker().state, breaker().consecutive_failures) == ("closed", 2)
 
@@ -69,12 +71,12 @@ def test_after_the_cool_down_one_probe_decides(settings) -> None:
     assert probe == Permit(allowed=True, probe=True) and breaker().state == "half_open"
     assert not circuit_breaker_permit(provider="email").allowed  # only one probe at a time
 
-    circuit_breaker_record(provider="email", permit=probe, failed=True)
+    circuit_breaker_record(provider="email", permit=probe, failure_class=FailureClass.PROVIDER_DOWN)
     assert breaker().state == "open" and not circuit_breaker_permit(provider="email").allowed
 
     age("email", settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + 1)
     probe = circuit_breaker_permit(provider="email")
-    circuit_breaker_record(provider="email", permit=probe, failed=False)
+    circuit_breaker_record(provider="email", permit=probe, failure_class=None)
     assert (breaker().state, breaker().consecutive_failures, breaker().opened_at) == ("closed", 0, None)
     assert circuit_breaker_permit(provider="email") == ALLOWED and gauge("email") == 0
 

@@ -24,7 +24,7 @@ def fresh_providers():
 def test_console_sms_takes_part_and_prints_the_message(settings) -> None:
     settings.SMS_API_URL, settings.SMS_CONSOLE = "", True
     assert channels.channels_for("confirmation", WITH_PHONE) == ["email", "sms"]
-    provider = providers.provider_for("sms")
+    provider = providers.providers_for("sms")[0]
     assert isinstance(provider, ConsoleSmsProvider)
     out = io.StringIO()
     message_id = ConsoleSmsProvider(out).send(OutgoingMessage(notification_id="n-1", recipient="+4915112345678",
@@ -35,7 +35,7 @@ def test_console_sms_takes_part_and_prints_the_message(settings) -> None:
 
 def test_a_real_sms_api_wins_over_the_console(settings) -> None:
     settings.SMS_API_URL, settings.SMS_CONSOLE = "http://127.0.0.1:9", True
-    assert isinstance(providers.provider_for("sms"), TwilioSmsProvider)
+    assert isinstance(providers.providers_for("sms")[0], TwilioSmsProvider)
 
 
 def test_without_either_sms_is_off(settings) -> None:

@@ -10,10 +10,10 @@ import pytest
 from django.utils import timezone
 
 from apps.notifications.models import Notification
-from apps.notifications.reminders import reminders_create
 from apps.notifications.rendering import render
 from apps.notifications.services import notification_send
 from apps.registrations.models import Registration
+from apps.registrations.reminders import reminders_create
 from tests.support.smtp import SmtpServer
 
 UTC = dt.UTC

@@ -13,9 +13,9 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.notifications.models import Notification
-from apps.notifications.reminders import reminders_create
 from apps.outbox.models import OutboxMessage
 from apps.registrations.models import Registration
+from apps.registrations.reminders import reminders_create
 
 MakeRegistration = Callable[..., Registration]
 

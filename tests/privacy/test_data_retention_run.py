@@ -100,8 +100,8 @@ def test_apply_retention_command_prints_its_counts() -> None:
 
 def test_the_scheduler_purges_once_a_day_whatever_the_number_of_rounds(settings, portal: Portal) -> None:
     """The scheduler's retention job runs every round but purges only when its last purge is a day old."""
-    from apps.notifications.management.commands.send_reminders import JOBS
     from apps.notifications.scheduler import scheduler_run_job
+    from apps.support.management.commands.send_reminders import JOBS
 
     settings.RETENTION_OUTBOX_PUBLISHED_DAYS = 7
     job = next(job for job in JOBS if job.name == "retention")

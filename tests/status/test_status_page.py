@@ -20,9 +20,9 @@ from dramatiq.brokers.stub import StubBroker
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, SchedulerHeartbeat
 from apps.outbox.models import OutboxMessage
 from apps.registrations.models import FailedApply, Registration
+from apps.support.status import selectors
+from apps.support.status.selectors import chart_start
 from apps.webhooks.models import Portal, WebhookEvent
-from eventplatform.status import selectors
-from eventplatform.status.selectors import chart_start
 
 pytestmark = pytest.mark.django_db
 

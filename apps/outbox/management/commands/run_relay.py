@@ -12,7 +12,7 @@ from apps.outbox.relay import BrokerEnqueuePublisher, Relay
 from eventplatform.observability import RabbitmqQueueCollector, start_metrics_server
 
 
-def build_publisher():  # type: ignore[no-untyped-def]
+def build_publisher():
     """Batched publisher confirms against RabbitMQ; the in-process broker's enqueue when embedded."""
     broker = dramatiq.get_broker()
     if settings.EMBEDDED_BROKER:

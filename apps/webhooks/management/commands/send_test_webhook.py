@@ -84,7 +84,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         portal = Portal.objects.filter(slug=options["slug"]).first()
         secret = portal and portal.secrets.filter(active=True).order_by("-created_at").first()
-        if not secret:
+        if portal is None or not secret:
             raise CommandError(f"No portal '{options['slug']}' with an active secret; run create_portal first.")
         event_type = options["type"]
         if event_type != "registration.created" and not options["registration_id"]:

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from eventplatform.status.chart import sent_failed_chart_svg
-from eventplatform.status.selectors import pipeline_status
+from apps.support.status.chart import sent_failed_chart_svg
+from apps.support.status.selectors import pipeline_status
 
 
 def status_view(request: HttpRequest) -> TemplateResponse:

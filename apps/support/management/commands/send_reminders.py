@@ -10,12 +10,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.notifications.failures import notifications_rescue_stalled
 from apps.notifications.models import SchedulerHeartbeat
-from apps.notifications.reminders import reminder_windows, reminders_create
 from apps.notifications.scheduler import Job, scheduler_loop, scheduler_run_job
-from apps.notifications.services import notifications_rescue_stalled
 from apps.privacy.retention import data_retention_run
 from apps.registrations.failures import webhook_events_rescue_unapplied
+from apps.registrations.reminders import reminder_windows, reminders_create
 from eventplatform.observability import start_metrics_server
 
 

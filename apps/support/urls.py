@@ -1,10 +1,10 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
+from apps.support.status.views import status_view
 from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
 from eventplatform.admin_error_codes import error_codes_view
 from eventplatform.health import healthz, metrics_view, readyz
-from eventplatform.status.views import status_view
 
 # The admin index links to /admin/status/ (templates/admin/index_with_status.html).
 admin.site.index_template = "admin/index_with_status.html"

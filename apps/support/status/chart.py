@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from eventplatform.status.selectors import ChartBucket
+from apps.support.status.selectors import ChartBucket
 
 BAR_WIDTH = 3
 HEIGHT = 160

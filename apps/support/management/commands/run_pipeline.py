@@ -172,8 +172,8 @@ class Command(BaseCommand):
         worker = dramatiq.Worker(broker, worker_threads=2)
         worker.start()
         # The scheduler's rounds in a thread; its gauge is served by the web process's /metrics.
-        from apps.notifications.management.commands.send_reminders import JOBS
         from apps.notifications.scheduler import scheduler_loop
+        from apps.support.management.commands.send_reminders import JOBS
 
         scheduler_thread = threading.Thread(target=scheduler_loop, name="scheduler", daemon=True,
                                             kwargs={"jobs": JOBS, "every": scheduler_every, "stop": stop})
