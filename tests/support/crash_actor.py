@@ -10,10 +10,13 @@ import os
 
 import dramatiq
 
+from eventplatform.broker import MAX_BACKOFF_MS
+
 QUEUE = "poison_test"
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+# Declared like every actor (tests/notifications/test_actors.py): its backoff under the consumer timeout.
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, max_backoff=MAX_BACKOFF_MS)
 def crash_worker_process(path: str) -> None:
     with open(path, "a") as runs:
         runs.write("ran\n")
