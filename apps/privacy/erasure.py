@@ -40,7 +40,7 @@ from typing import Any
 
 import structlog
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.notifications.models import Notification, NotificationAttempt, NotificationReplay
@@ -169,32 +169,28 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
     counts["notifications"] = len(notifications)
     counts["notifications_cancelled"] = sum(1 for n in notifications if n.status == Notification.Status.CANCELLED)
 
-    attempts = list(NotificationAttempt.objects.filter(
-        Q(notification__in=notifications) | Q(error_message__icontains=email)))
-    for attempt in attempts:
-        attempt.error_message = needles.scrub_text(attempt.error_message)
-    counts["notification_attempts"] = NotificationAttempt.objects.bulk_update(attempts, ["error_message"])
-
-    failed = list(FailedApply.objects.filter(Q(webhook_event_id__in=event_ids) | Q(error_message__icontains=email)))
-    for failure in failed:
-        failure.error_message = needles.scrub_text(failure.error_message)
-    counts["failed_applies"] = FailedApply.objects.bulk_update(failed, ["error_message"])
-
+    counts["notification_attempts"] = _scrub(NotificationAttempt.objects.filter(
+        Q(notification__in=notifications) | Q(error_message__icontains=email)), "error_message", needles)
+    counts["failed_applies"] = _scrub(FailedApply.objects.filter(
+        Q(webhook_event_id__in=event_ids) | Q(error_message__icontains=email)), "error_message", needles)
     # Audits: what staff wrote when replaying or re-applying may name the person in any way.
-    replays = list(NotificationReplay.objects.filter(Q(notification__in=notifications)
-                                                     | Q(reason__icontains=email)))
-    for replay in replays:
-        replay.reason = in_free_text.scrub_text(replay.reason)
-    counts["replay_audits"] = NotificationReplay.objects.bulk_update(replays, ["reason"])
-    reapplies = list(ApplyReapply.objects.filter(Q(event_id__in=event_ids) | Q(reason__icontains=email)))
-    for reapply in reapplies:
-        reapply.reason = in_free_text.scrub_text(reapply.reason)
-    counts["reapply_audits"] = ApplyReapply.objects.bulk_update(reapplies, ["reason"])
+    counts["replay_audits"] = _scrub(NotificationReplay.objects.filter(
+        Q(notification__in=notifications) | Q(reason__icontains=email)), "reason", in_free_text)
+    counts["reapply_audits"] = _scrub(ApplyReapply.objects.filter(
+        Q(event_id__in=event_ids) | Q(reason__icontains=email)), "reason", in_free_text)
 
     record = ErasureRecord.objects.create(email_sha256=email_digest(email), erased_at=timezone.now(),
                                           requested_by=requested_by or getpass.getuser(), counts=counts)
     log.info("privacy.erased", email=mask_email(email), erasure_id=record.pk, **counts)
     return record
+
+
+def _scrub(rows: QuerySet[Any], column: str, needles: _Needles) -> int:
+    """Scrub one free-text column of these rows of what names the person; returns how many rows."""
+    rows_read = list(rows)
+    for row in rows_read:
+        setattr(row, column, needles.scrub_text(getattr(row, column)))
+    return rows.model.objects.bulk_update(rows_read, [column])
 
 
 def _notifications_erase(*, registration_ids: list[int], email: str, phones: set[str],
