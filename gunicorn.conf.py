@@ -40,14 +40,18 @@ graceful_timeout = 10
 def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
+
 # gunicorn's own lines (start-up, worker boots and exits) as JSON too, through the project's formatter.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"structured": {"()": "eventplatform.logging.build_formatter",
-                                  "log_format": os.environ.get("LOG_FORMAT", "json")}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
-                            "formatter": "structured"}},
+    "formatters": {
+        "structured": {
+            "()": "eventplatform.logging.build_formatter",
+            "log_format": os.environ.get("LOG_FORMAT", "json"),
+        }
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "structured"}},
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
         "gunicorn.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},

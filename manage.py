@@ -2,6 +2,7 @@
 """Django's command line. Production settings unless DJANGO_SETTINGS_MODULE chooses another module
 (`eventplatform.settings.development` for local work, `.test` for the suite): a deploy that forgets
 a variable stops with one message naming it instead of running on the embedded defaults."""
+
 import os
 import sys
 

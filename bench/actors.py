@@ -71,14 +71,25 @@ def _confirmation_context() -> dict:
     """The context notification_create stores for a new registration (the projection's state)."""
     data = {
         "registration_id": "R-BENCH",
-        "event": {"id": "EV-7", "name": "PyData Berlin 2026: Data, Science and the Python Community",
-                  "starts_at": "2026-12-03T09:00:00+01:00", "timezone": "Europe/Berlin",
-                  "venue": "bcc Berlin Congress Center, Alexanderstraße 11, 10178 Berlin"},
-        "attendee": {"email": RECIPIENT, "phone": None, "first_name": "Ada", "last_name": "Lovelace",
-                     "role": "attendee", "locale": "en"},
+        "event": {
+            "id": "EV-7",
+            "name": "PyData Berlin 2026: Data, Science and the Python Community",
+            "starts_at": "2026-12-03T09:00:00+01:00",
+            "timezone": "Europe/Berlin",
+            "venue": "bcc Berlin Congress Center, Alexanderstraße 11, 10178 Berlin",
+        },
+        "attendee": {
+            "email": RECIPIENT,
+            "phone": None,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "role": "attendee",
+            "locale": "en",
+        },
     }
-    event = projection.DomainEvent(type="created", occurred_at=dt.datetime.now(dt.UTC).isoformat(),
-                                   data=projection.flatten_payload(data))
+    event = projection.DomainEvent(
+        type="created", occurred_at=dt.datetime.now(dt.UTC).isoformat(), data=projection.flatten_payload(data)
+    )
     return projection.fold([event]) or {}
 
 
@@ -95,6 +106,13 @@ def bench_noop() -> None:
 def bench_email() -> None:
     started = time.time()
     rendered = rendering.render(kind="confirmation", channel="email", context=CONTEXT)
-    _provider.send(OutgoingMessage(notification_id=str(uuid.uuid4()), recipient=RECIPIENT, subject=rendered.subject,
-                                   text=rendered.text, html=rendered.html))
+    _provider.send(
+        OutgoingMessage(
+            notification_id=str(uuid.uuid4()),
+            recipient=RECIPIENT,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+        )
+    )
     STATS.record("bench_email", started)

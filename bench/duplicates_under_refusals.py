@@ -70,7 +70,7 @@ class RefusingHandler:
                 return "451 4.3.0 try again later"
             header = b"X-Eventplatform-Notification-Id: "
             start = envelope.content.index(header) + len(header)
-            self.accepted[envelope.content[start:start + 36].decode()] += 1
+            self.accepted[envelope.content[start : start + 36].decode()] += 1
         return "250 OK"
 
 
@@ -88,8 +88,9 @@ def post_all(base_url: str, count: int) -> int:
         body = encode(payload(f"R-{n:05d}", email=f"attendee{n}@example.org", phone=None))
         for _ in range(5):
             try:
-                return requests.post(f"{base_url}/webhooks/bench/", data=body, headers=signed_headers(body),
-                                     timeout=30).status_code
+                return requests.post(
+                    f"{base_url}/webhooks/bench/", data=body, headers=signed_headers(body), timeout=30
+                ).status_code
             except requests.RequestException:
                 time.sleep(1)
         return 0
@@ -118,9 +119,13 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         portal_create(slug="bench", name="Bench", secret=SECRET)
         smtp.start()
-        env = process_env(EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}", RELAY_METRICS_PORT="0", LOG_LEVEL="WARNING",
-                          NOTIFICATION_ROUND_DELAY_SECONDS=str(args.round_delay),
-                          dramatiq_prom_port=str(free_port()))
+        env = process_env(
+            EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}",
+            RELAY_METRICS_PORT="0",
+            LOG_LEVEL="WARNING",
+            NOTIFICATION_ROUND_DELAY_SECONDS=str(args.round_delay),
+            dramatiq_prom_port=str(free_port()),
+        )
         web, base_url = start_web(env)
         processes += [web, start_relay(env), start_worker(env, processes=2, threads=8)]
         started = time.monotonic()
@@ -145,17 +150,23 @@ def main() -> None:
         print(f"registrations posted:            {args.registrations} (202 accepted: {accepted}, in {posted:.1f} s)")
         print(f"SMTP refusal rate:               {args.refusal_rate:.0%} (451 4.3.0), seed {args.seed}")
         print(f"notifications:                   {sum(statuses.values())} {dict(sorted(statuses.items()))}")
-        print(f"SMTP DATA commands:              {handler.refused + sum(handler.accepted.values())} "
-              f"({handler.refused} refused, {sum(handler.accepted.values())} accepted)")
+        print(
+            f"SMTP DATA commands:              {handler.refused + sum(handler.accepted.values())} "
+            f"({handler.refused} refused, {sum(handler.accepted.values())} accepted)"
+        )
         print(f"e-mails received twice or more:  {len(duplicates)} {duplicates or ''}")
         print(f"sent but never received:         {len(sent_ids - received_ids)}")
         print(f"received but not recorded sent:  {len(received_ids - sent_ids)}")
         print(f"attempts per notification:       {dict(sorted(attempts.items()))}")
-        print(f"attempt rows:                    {NotificationAttempt.objects.count()} "
-              f"(max attempts {Notification.objects.aggregate(m=Max('attempts'))['m']})")
-        print(f"breaker openings / reopenings:   {worker_log.count('circuit_breaker.opened')} / "
-              f"{worker_log.count('circuit_breaker.reopened')}; retry rounds: "
-              f"{worker_log.count('notification.retry_round_scheduled')}")
+        print(
+            f"attempt rows:                    {NotificationAttempt.objects.count()} "
+            f"(max attempts {Notification.objects.aggregate(m=Max('attempts'))['m']})"
+        )
+        print(
+            f"breaker openings / reopenings:   {worker_log.count('circuit_breaker.opened')} / "
+            f"{worker_log.count('circuit_breaker.reopened')}; retry rounds: "
+            f"{worker_log.count('notification.retry_round_scheduled')}"
+        )
         print(f"time to all finished:            {elapsed:.1f} s")
     finally:
         for process in processes:

@@ -42,32 +42,80 @@ def live_stack(*, web_workers: int = 2, worker_processes: int = 1, worker_thread
     name = f"live_{uuid.uuid4().hex[:8]}"
     log_dir = Path(tempfile.mkdtemp(prefix="ep-live-"))
     ports = {kind: free_port() for kind in ("web", "relay", "workers", "smtp")}
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
-               DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
-               BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{name}", EMAIL_URL=f"smtp://127.0.0.1:{ports['smtp']}",
-               RELAY_METRICS_PORT=str(ports["relay"]), dramatiq_prom_port=str(ports["workers"]), LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
+        BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{name}",
+        EMAIL_URL=f"smtp://127.0.0.1:{ports['smtp']}",
+        RELAY_METRICS_PORT=str(ports["relay"]),
+        dramatiq_prom_port=str(ports["workers"]),
+        LOG_LEVEL="WARNING",
+    )
     processes: list[Process] = []
     database_create(name)
     vhost_create(name)
     try:
         subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], env=env, check=True)
-        subprocess.run([PYTHON, "manage.py", "create_portal", "bench", "--secret", SECRET], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [PYTHON, "manage.py", "create_portal", "bench", "--secret", SECRET],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         processes += [
-            Process("smtp", "smtp", [PYTHON, "-m", "bench.smtp_sink", "--port", str(ports["smtp"]), "--out",
-                                     str(log_dir / "smtp.tsv")], env, log_dir),
-            Process("web", "web", [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind",
-                                   f"127.0.0.1:{ports['web']}", "--workers", str(web_workers)], env, log_dir),
+            Process(
+                "smtp",
+                "smtp",
+                [PYTHON, "-m", "bench.smtp_sink", "--port", str(ports["smtp"]), "--out", str(log_dir / "smtp.tsv")],
+                env,
+                log_dir,
+            ),
+            Process(
+                "web",
+                "web",
+                [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "eventplatform.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{ports['web']}",
+                    "--workers",
+                    str(web_workers),
+                ],
+                env,
+                log_dir,
+            ),
             Process("relay", "relay", [PYTHON, "manage.py", "run_relay"], env, log_dir),
-            Process("worker", "worker", [PYTHON, "manage.py", "rundramatiq", "--processes", str(worker_processes),
-                                         "--threads", str(worker_threads)], env, log_dir),
+            Process(
+                "worker",
+                "worker",
+                [
+                    PYTHON,
+                    "manage.py",
+                    "rundramatiq",
+                    "--processes",
+                    str(worker_processes),
+                    "--threads",
+                    str(worker_threads),
+                ],
+                env,
+                log_dir,
+            ),
         ]
-        stack = LiveStack(base_url=f"http://127.0.0.1:{ports['web']}",
-                          relay_metrics_url=f"http://127.0.0.1:{ports['relay']}/",
-                          worker_metrics_url=f"http://127.0.0.1:{ports['workers']}/", smtp_log=log_dir / "smtp.tsv")
+        stack = LiveStack(
+            base_url=f"http://127.0.0.1:{ports['web']}",
+            relay_metrics_url=f"http://127.0.0.1:{ports['relay']}/",
+            worker_metrics_url=f"http://127.0.0.1:{ports['workers']}/",
+            smtp_log=log_dir / "smtp.tsv",
+        )
         wait_until(lambda: http_ok(f"{stack.base_url}/healthz"), timeout=60, what="web")
-        wait_until(lambda: http_ok(stack.relay_metrics_url) and http_ok(stack.worker_metrics_url), timeout=60,
-                   what="the relay's and workers' exporters")
+        wait_until(
+            lambda: http_ok(stack.relay_metrics_url) and http_ok(stack.worker_metrics_url),
+            timeout=60,
+            what="the relay's and workers' exporters",
+        )
         yield stack
     finally:
         for process in processes:

@@ -87,8 +87,14 @@ def main() -> int:
             session, seq = requests.Session(), 0
             while not stop_load.is_set():
                 body = encode(payload(f"R-OUT-{seq}", email=f"a{seq}@example.org", phone=None))
-                statuses.append(session.post(f"{base_url}/webhooks/bench/", data=body,
-                                             headers=signed_headers(body, secret=stack.secret), timeout=10).status_code)
+                statuses.append(
+                    session.post(
+                        f"{base_url}/webhooks/bench/",
+                        data=body,
+                        headers=signed_headers(body, secret=stack.secret),
+                        timeout=10,
+                    ).status_code
+                )
                 seq += 1
                 stop_load.wait(1 / args.rate)
 
@@ -116,8 +122,10 @@ def main() -> int:
         snap("end (load stopped 15 s)")
         received = sum(1 for _ in stack.smtp_log.open()) if stack.smtp_log.exists() else 0
 
-    print(f"webhooks sent: {len(statuses)}, accepted (202): {statuses.count(202)}, other: "
-          f"{sorted(set(s for s in statuses if s != 202))}")
+    print(
+        f"webhooks sent: {len(statuses)}, accepted (202): {statuses.count(202)}, other: "
+        f"{sorted(set(s for s in statuses if s != 202))}"
+    )
     print(f"e-mails received by the SMTP sink: {received}")
     header = f"{'metric':62s}" + "".join(f"{label[:22]:>24s}" for label, _, _ in snapshots)
     print(header)

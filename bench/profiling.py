@@ -33,10 +33,28 @@ class Spy:
         for pid in pids:
             out = out_dir / f"py-spy-{label}-{pid}.txt"
             self.outputs.append(out)
-            self.processes.append(subprocess.Popen(
-                [py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(max(1, int(seconds))),
-                 "--format", "raw", "--nonblocking", "--gil", "--output", str(out)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        py_spy(),
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--rate",
+                        str(rate),
+                        "--duration",
+                        str(max(1, int(seconds))),
+                        "--format",
+                        "raw",
+                        "--nonblocking",
+                        "--gil",
+                        "--output",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
 
     def finish(self) -> Counter[str]:
         """Wait for every py-spy (they stop by themselves) and merge their collapsed stacks."""
@@ -89,8 +107,12 @@ def summarize(stacks: Counter[str], top: int = 30) -> dict[str, Any]:
     def share(counter: Counter[str], n: int) -> list[tuple[str, float]]:
         return [(name, round(100 * count / total, 1)) for name, count in counter.most_common(n)]
 
-    return {"samples": total, "self_by_package": share(package, 15), "self_top": share(own, top),
-            "inclusive_top": share(inclusive, top + 20)}
+    return {
+        "samples": total,
+        "self_by_package": share(package, 15),
+        "self_top": share(own, top),
+        "inclusive_top": share(inclusive, top + 20),
+    }
 
 
 def write_collapsed(stacks: Counter[str], path: Path) -> None:

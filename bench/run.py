@@ -91,20 +91,50 @@ class Config:
     scale_clients: int = 16
     idle_seconds: float = 5
 
-
     @classmethod
     def build(cls, args: argparse.Namespace) -> Config:
         cores = os.cpu_count() or 1
-        common = dict(pg_clients=16, lag_rate=200.0, web_workers=args.web_workers,
-                      worker_processes=args.worker_processes or cores, worker_threads=args.worker_threads)
+        common = dict(
+            pg_clients=16,
+            lag_rate=200.0,
+            web_workers=args.web_workers,
+            worker_processes=args.worker_processes or cores,
+            worker_threads=args.worker_threads,
+        )
         if args.quick:
-            return cls(quick=True, pg_seconds=2, rabbit_messages=2_000, noop_messages=400, email_messages=150,
-                       ingest_seconds=2, relay_rows=2_000, lag_seconds=3, worker_notifications=100,
-                       e2e_seconds=3, e2e_sustained_seconds=3, burst_webhooks=200, drain_timeout=30,
-                       scale_seconds=4, **common)
-        return cls(quick=False, pg_seconds=10, rabbit_messages=20_000, noop_messages=10_000, email_messages=3_000,
-                   ingest_seconds=10, relay_rows=20_000, lag_seconds=20, worker_notifications=5_000,
-                   e2e_seconds=30, e2e_sustained_seconds=60, burst_webhooks=5_000, drain_timeout=120, **common)
+            return cls(
+                quick=True,
+                pg_seconds=2,
+                rabbit_messages=2_000,
+                noop_messages=400,
+                email_messages=150,
+                ingest_seconds=2,
+                relay_rows=2_000,
+                lag_seconds=3,
+                worker_notifications=100,
+                e2e_seconds=3,
+                e2e_sustained_seconds=3,
+                burst_webhooks=200,
+                drain_timeout=30,
+                scale_seconds=4,
+                **common,
+            )
+        return cls(
+            quick=False,
+            pg_seconds=10,
+            rabbit_messages=20_000,
+            noop_messages=10_000,
+            email_messages=3_000,
+            ingest_seconds=10,
+            relay_rows=20_000,
+            lag_seconds=20,
+            worker_notifications=5_000,
+            e2e_seconds=30,
+            e2e_sustained_seconds=60,
+            burst_webhooks=5_000,
+            drain_timeout=120,
+            **common,
+        )
 
 
 class PhaseFailed(Exception):
@@ -149,14 +179,32 @@ class Bench:
         print(f"[{time.time() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in (
-            "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY", "PYTHONUNBUFFERED",
-            "DRAMATIQ_NPROCS", "DRAMATIQ_NTHREADS", "dramatiq_prom_port", "dramatiq_queue_prefetch")}
-        env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", DATABASE_URL=self.database_url,
-                   BROKER_URL=self.broker_url, EMAIL_URL=f"smtp://127.0.0.1:{self.sink_port}",
-                   LOG_FORMAT="json", LOG_LEVEL="INFO", SECRET_KEY="bench-" + self.run_id,
-                   RELAY_BATCH_SIZE=str(self.config.relay_batch_size),
-                   dramatiq_prom_port=str(free_port()))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "DJANGO_SETTINGS_MODULE",
+                "PROMETHEUS_MULTIPROC_DIR",
+                "WEB_CONCURRENCY",
+                "PYTHONUNBUFFERED",
+                "DRAMATIQ_NPROCS",
+                "DRAMATIQ_NTHREADS",
+                "dramatiq_prom_port",
+                "dramatiq_queue_prefetch",
+            )
+        }
+        env.update(
+            DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
+            DATABASE_URL=self.database_url,
+            BROKER_URL=self.broker_url,
+            EMAIL_URL=f"smtp://127.0.0.1:{self.sink_port}",
+            LOG_FORMAT="json",
+            LOG_LEVEL="INFO",
+            SECRET_KEY="bench-" + self.run_id,
+            RELAY_BATCH_SIZE=str(self.config.relay_batch_size),
+            dramatiq_prom_port=str(free_port()),
+        )
         env.update(extra)
         return env
 
@@ -172,8 +220,9 @@ class Bench:
             process.stop()
 
     def manage(self, *args: str, timeout: float = 300) -> str:
-        result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
         if result.returncode != 0:
             raise PhaseFailed(f"manage.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result.stdout
@@ -233,8 +282,11 @@ class Bench:
         self.manage("migrate", "--no-input")
         self.manage("create_portal", PORTAL_SLUG, "--name", "Benchmark portal", "--secret", self.secret)
         self.sink_path.touch()
-        self.sink = self.start("smtp-sink", "smtp_sink", [PYTHON, "-m", "bench.smtp_sink", "--port",
-                                                           str(self.sink_port), "--out", str(self.sink_path)])
+        self.sink = self.start(
+            "smtp-sink",
+            "smtp_sink",
+            [PYTHON, "-m", "bench.smtp_sink", "--port", str(self.sink_port), "--out", str(self.sink_path)],
+        )
         wait_until(lambda: port_open(self.sink_port) or not self.sink.alive(), timeout=20, what="the SMTP sink")
         if not self.sink.alive():
             raise PhaseFailed(f"SMTP sink exited:\n{self.sink.output()}")
@@ -271,8 +323,18 @@ class Bench:
         if workers:
             extra["WEB_CONCURRENCY"] = str(workers)
         if self.args.web_server == "granian":  # measured beside gunicorn (docs/performance.md)
-            command = [str(Path(PYTHON).with_name("granian")), "--interface", "wsgi", "--host", "127.0.0.1",
-                       "--port", str(self.web_port), "--workers", str(workers or 2), "eventplatform.wsgi:application"]
+            command = [
+                str(Path(PYTHON).with_name("granian")),
+                "--interface",
+                "wsgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.web_port),
+                "--workers",
+                str(workers or 2),
+                "eventplatform.wsgi:application",
+            ]
         else:
             command = [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind", f"127.0.0.1:{self.web_port}"]
         self.web = self.start("web", "web", command, **extra)
@@ -284,8 +346,11 @@ class Bench:
         self.log(f"gunicorn up with {self.web_workers} workers")
 
     def start_relay(self) -> Process:
-        relay = self.start(f"relay-{len(self.relays) + 1}", "relay",
-                           [PYTHON, "manage.py", "run_relay", "--metrics-port", str(free_port())])
+        relay = self.start(
+            f"relay-{len(self.relays) + 1}",
+            "relay",
+            [PYTHON, "manage.py", "run_relay", "--metrics-port", str(free_port())],
+        )
         wait_until(lambda: relay.log_contains("relay.started") or not relay.alive(), timeout=60, what="the relay")
         if not relay.alive():
             raise PhaseFailed(f"relay exited:\n{relay.output()}")
@@ -293,28 +358,70 @@ class Bench:
         self.relays.append(relay)
         return relay
 
-    def start_worker(self, name: str, queues: list[str] | None = None, processes: int | None = None,
-                     **env: str) -> Process:
-        args = [PYTHON, "manage.py", "rundramatiq", "--processes", str(processes or self.config.worker_processes),
-                "--threads", str(self.config.worker_threads)]
+    def start_worker(
+        self, name: str, queues: list[str] | None = None, processes: int | None = None, **env: str
+    ) -> Process:
+        args = [
+            PYTHON,
+            "manage.py",
+            "rundramatiq",
+            "--processes",
+            str(processes or self.config.worker_processes),
+            "--threads",
+            str(self.config.worker_threads),
+        ]
         if queues:
             args += ["--queues", *queues]
         return self.start(name, "worker", args, **env)
 
     def wait_worker_ready(self, worker: Process, timeout: float = 60, processes: int | None = None) -> None:
-        wait_until(lambda: worker.output(1_000_000).count("Worker process is ready for action")
-                   >= (processes or self.config.worker_processes)
-                   or not worker.alive(), timeout=timeout, what=f"{worker.name} to be ready")
+        wait_until(
+            lambda: worker.output(1_000_000).count("Worker process is ready for action")
+            >= (processes or self.config.worker_processes)
+            or not worker.alive(),
+            timeout=timeout,
+            what=f"{worker.name} to be ready",
+        )
         if not worker.alive():
             raise PhaseFailed(f"{worker.name} exited:\n{worker.output()}")
 
-    def loadgen(self, prefix: str, *, mode: str, clients: int = 1, rate: float = 0, duration: float = 0,
-                count: int | None = None, max_requests: int = 30_000) -> dict[str, Any]:
+    def loadgen(
+        self,
+        prefix: str,
+        *,
+        mode: str,
+        clients: int = 1,
+        rate: float = 0,
+        duration: float = 0,
+        count: int | None = None,
+        max_requests: int = 30_000,
+    ) -> dict[str, Any]:
         out = self.run_dir / f"loadgen-{prefix}.json"
-        args = [PYTHON, "-m", "bench.loadgen", "--port", str(self.web_port), "--path", f"/webhooks/{PORTAL_SLUG}/",
-                "--secret", self.secret, "--prefix", prefix, "--mode", mode, "--clients", str(clients),
-                "--rate", str(rate), "--duration", str(duration), "--max-requests", str(max_requests),
-                "--out", str(out)]
+        args = [
+            PYTHON,
+            "-m",
+            "bench.loadgen",
+            "--port",
+            str(self.web_port),
+            "--path",
+            f"/webhooks/{PORTAL_SLUG}/",
+            "--secret",
+            self.secret,
+            "--prefix",
+            prefix,
+            "--mode",
+            mode,
+            "--clients",
+            str(clients),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--max-requests",
+            str(max_requests),
+            "--out",
+            str(out),
+        ]
         if count is not None:
             args += ["--count", str(count)]
         process = self.start(f"loadgen-{prefix}", "loadgen", args)
@@ -378,9 +485,27 @@ class Bench:
             " jsonb_build_object('correlation_id', gen_random_uuid()::text), now(), now(), NULL);\n"
             "COMMIT;\n"
         )
-        args = ["pgbench", "-n", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-M", "prepared",
-                "-c", str(self.config.pg_clients), "-j", str(min(self.config.pg_clients, os.cpu_count() or 1)),
-                "-T", str(int(self.config.pg_seconds)), "-f", str(script), self.db_name]
+        args = [
+            "pgbench",
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-M",
+            "prepared",
+            "-c",
+            str(self.config.pg_clients),
+            "-j",
+            str(min(self.config.pg_clients, os.cpu_count() or 1)),
+            "-T",
+            str(int(self.config.pg_seconds)),
+            "-f",
+            str(script),
+            self.db_name,
+        ]
         before = self.watcher.cpu_snapshot()
         process = self.start("pgbench", "pgbench", args)
         process.process.wait(timeout=self.config.pg_seconds + 120)
@@ -392,10 +517,16 @@ class Bench:
         if process.process.returncode != 0 or not match:
             raise PhaseFailed(f"pgbench failed:\n{output}")
         rows = self.sql("SELECT count(*) FROM bench_event")[0][0]
-        return {"commits_per_s": float(match.group(1)), "latency_avg_ms": float(latency.group(1)) if latency else None,
-                "clients": self.config.pg_clients, "seconds": self.config.pg_seconds, "transactions": rows,
-                "event_body_bytes": len(webhook_body("pgbench", 0)), "cpu_cores": cpu_usage(before, after),
-                "cpu_ms_per_commit": cpu_ms_per(before, after, rows, ("postgres", "pgbench"))}
+        return {
+            "commits_per_s": float(match.group(1)),
+            "latency_avg_ms": float(latency.group(1)) if latency else None,
+            "clients": self.config.pg_clients,
+            "seconds": self.config.pg_seconds,
+            "transactions": rows,
+            "event_body_bytes": len(webhook_body("pgbench", 0)),
+            "cpu_cores": cpu_usage(before, after),
+            "cpu_ms_per_commit": cpu_ms_per(before, after, rows, ("postgres", "pgbench")),
+        }
 
     def raw_rabbitmq(self) -> dict[str, Any]:
         """ConfirmingPublisher (what the relay uses), persistent 1 KB messages, confirms awaited per 100."""
@@ -410,7 +541,7 @@ class Bench:
             before = self.watcher.cpu_snapshot()
             started = time.perf_counter()
             for i in range(1, total + 1, batch):
-                publisher.publish_batch(messages[i: i + batch])
+                publisher.publish_batch(messages[i : i + batch])
             elapsed = time.perf_counter() - started
             after = self.watcher.cpu_snapshot()
         finally:
@@ -418,9 +549,15 @@ class Bench:
             broker.close()
         depth = self.queue_depth(queue)
         self.queues_drop(queue)
-        return {"publishes_per_s": total / elapsed, "messages": total, "batch": batch, "body_bytes": len(body),
-                "queue_depth_after": depth, "cpu_cores": cpu_usage(before, after),
-                "cpu_ms_per_message": cpu_ms_per(before, after, total, ("rabbitmq", "harness"))}
+        return {
+            "publishes_per_s": total / elapsed,
+            "messages": total,
+            "batch": batch,
+            "body_bytes": len(body),
+            "queue_depth_after": depth,
+            "cpu_cores": cpu_usage(before, after),
+            "cpu_ms_per_message": cpu_ms_per(before, after, total, ("rabbitmq", "harness")),
+        }
 
     def raw_actor(self, actor: str, total: int) -> dict[str, Any]:
         """Fill the actor's queue, then start a worker on it and time first start to last done."""
@@ -434,14 +571,26 @@ class Bench:
             messages.append(OutgoingMessage(actor, message.encode(), message.message_id))
         try:
             for i in range(0, total, 500):
-                publisher.publish_batch(messages[i: i + 500])
+                publisher.publish_batch(messages[i : i + 500])
         finally:
             publisher.close()
         stats_dir = self.run_dir / f"stats-{actor}"
         stats_dir.mkdir()
-        args = [PYTHON, "-m", "dramatiq", "--path", ".", "--processes", str(self.config.worker_processes),
-                "--threads", str(self.config.worker_threads), "django_dramatiq.setup", "bench.actors",
-                "--queues", actor]
+        args = [
+            PYTHON,
+            "-m",
+            "dramatiq",
+            "--path",
+            ".",
+            "--processes",
+            str(self.config.worker_processes),
+            "--threads",
+            str(self.config.worker_threads),
+            "django_dramatiq.setup",
+            "bench.actors",
+            "--queues",
+            actor,
+        ]
         worker = self.start(f"bench-worker-{actor}", "bench_worker", args, BENCH_STATS_DIR=str(stats_dir))
 
         def totals() -> tuple[int, float, float]:
@@ -458,8 +607,12 @@ class Bench:
         try:
             self.wait_worker_ready(worker)
             before, done_before = self.watcher.cpu_snapshot(), totals()[0]
-            wait_until(lambda: totals()[0] >= total or not worker.alive(), timeout=max(60.0, total / 20),
-                       interval=0.2, what=f"{actor} to drain {total} messages")
+            wait_until(
+                lambda: totals()[0] >= total or not worker.alive(),
+                timeout=max(60.0, total / 20),
+                interval=0.2,
+                what=f"{actor} to drain {total} messages",
+            )
             if not worker.alive():
                 raise PhaseFailed(f"bench worker exited:\n{worker.output()}")
             time.sleep(0.2)
@@ -468,11 +621,17 @@ class Bench:
             self.stop(worker)
         count, first, last = totals()
         per_s = count / (last - first)
-        return {"per_s": per_s, "per_s_per_process": per_s / self.config.worker_processes, "messages": count,
-                "processes": self.config.worker_processes, "threads": self.config.worker_threads,
-                "cpu_cores": cpu_usage(before, after),
-                "cpu_ms_per_message": cpu_ms_per(before, after, count - done_before,
-                                                 ("bench_worker", "rabbitmq", "smtp_sink"))}
+        return {
+            "per_s": per_s,
+            "per_s_per_process": per_s / self.config.worker_processes,
+            "messages": count,
+            "processes": self.config.worker_processes,
+            "threads": self.config.worker_threads,
+            "cpu_cores": cpu_usage(before, after),
+            "cpu_ms_per_message": cpu_ms_per(
+                before, after, count - done_before, ("bench_worker", "rabbitmq", "smtp_sink")
+            ),
+        }
 
     # --- phase 2: ingest ------------------------------------------------------------------
 
@@ -485,15 +644,24 @@ class Bench:
         for clients in report.INGEST_LEVELS:
             self.log(f"ingest: {clients} clients for {self.config.ingest_seconds:g} s")
             before = self.watcher.cpu_snapshot()
-            result = self.loadgen(f"in{clients}", mode="closed", clients=clients, duration=self.config.ingest_seconds,
-                                  max_requests=int(3000 * self.config.ingest_seconds) + 1000)
+            result = self.loadgen(
+                f"in{clients}",
+                mode="closed",
+                clients=clients,
+                duration=self.config.ingest_seconds,
+                max_requests=int(3000 * self.config.ingest_seconds) + 1000,
+            )
             after = self.watcher.cpu_snapshot()
             levels[clients] = summarize_closed(result) | {
                 "cpu_cores": cpu_usage(before, after),
-                "cpu_ms_per_accepted": cpu_ms_per(before, after, sum(1 for r in result["records"] if r[3] == 202),
-                                                  ("web", "postgres", "loadgen"))}
-            self.log(f"ingest: {clients} clients: {levels[clients]['accepted_per_s']:,.0f} accepted/s, "
-                     f"p50 {levels[clients]['p50_ms']:.1f} ms, p99 {levels[clients]['p99_ms']:.1f} ms")
+                "cpu_ms_per_accepted": cpu_ms_per(
+                    before, after, sum(1 for r in result["records"] if r[3] == 202), ("web", "postgres", "loadgen")
+                ),
+            }
+            self.log(
+                f"ingest: {clients} clients: {levels[clients]['accepted_per_s']:,.0f} accepted/s, "
+                f"p50 {levels[clients]['p50_ms']:.1f} ms, p99 {levels[clients]['p99_ms']:.1f} ms"
+            )
         result: dict[str, Any] = {"levels": levels, "web_workers": workers}
         if self.args.profile:
             result["profile"] = self.profile_ingest()
@@ -558,14 +726,26 @@ class Bench:
         sent = self.loadgen("lag", mode="open", rate=rate, duration=seconds)
         after = self.watcher.cpu_snapshot()
         wait_until(lambda: self.outbox_pending() == 0, timeout=120, what="the relay to publish the lag rows")
-        lags = [row[0] * 1000 for row in self.sql(
-            "SELECT extract(epoch FROM published_at - created_at)::float8 FROM outbox_outboxmessage "
-            "WHERE queue_name = 'registrations' AND created_at >= %s", [window_start])]
+        lags = [
+            row[0] * 1000
+            for row in self.sql(
+                "SELECT extract(epoch FROM published_at - created_at)::float8 FROM outbox_outboxmessage "
+                "WHERE queue_name = 'registrations' AND created_at >= %s",
+                [window_start],
+            )
+        ]
         accepted = sum(1 for r in sent["records"] if r[3] == 202)
-        result["lag"] = {"rate": rate, "seconds": seconds, "accepted": accepted, "rows": len(lags),
-                         "p50_ms": report.percentile(lags, 50), "p99_ms": report.percentile(lags, 99),
-                         "max_ms": max(lags) if lags else None, "schedule": schedule_stats(sent),
-                         "cpu_cores": cpu_usage(before, after)}
+        result["lag"] = {
+            "rate": rate,
+            "seconds": seconds,
+            "accepted": accepted,
+            "rows": len(lags),
+            "p50_ms": report.percentile(lags, 50),
+            "p99_ms": report.percentile(lags, 99),
+            "max_ms": max(lags) if lags else None,
+            "schedule": schedule_stats(sent),
+            "cpu_cores": cpu_usage(before, after),
+        }
         self.log(f"relay: lag p50 {result['lag']['p50_ms']:.1f} ms, p99 {result['lag']['p99_ms']:.1f} ms")
         self.queues_drop("registrations", purge_only=True)
         return result
@@ -581,19 +761,33 @@ class Bench:
                 " available_at, published_at) SELECT gen_random_uuid(), 'bench_relay', 'webhook_event_apply',"
                 " jsonb_build_object('event_id', gen_random_uuid()::text),"
                 " jsonb_build_object('correlation_id', gen_random_uuid()::text), now(), now(), NULL"
-                " FROM generate_series(1, %s)", [rows])
+                " FROM generate_series(1, %s)",
+                [rows],
+            )
         committed = time.time()
-        wait_until(lambda: self.outbox_pending() == 0, timeout=max(120.0, rows / 50), interval=0.05,
-                   what=f"the relay to publish {rows} rows")
+        wait_until(
+            lambda: self.outbox_pending() == 0,
+            timeout=max(120.0, rows / 50),
+            interval=0.05,
+            what=f"the relay to publish {rows} rows",
+        )
         after = self.watcher.cpu_snapshot()
-        last = self.sql("SELECT max(published_at) FROM outbox_outboxmessage WHERE queue_name = 'bench_relay'"
-                        " AND created_at >= %s", [marker])[0][0]
+        last = self.sql(
+            "SELECT max(published_at) FROM outbox_outboxmessage WHERE queue_name = 'bench_relay' AND created_at >= %s",
+            [marker],
+        )[0][0]
         elapsed = last.timestamp() - committed
         depth = self.queue_depth("bench_relay")
         self.queues_drop("bench_relay", purge_only=True)
-        return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed, "relays": len(self.relays),
-                "queue_depth_after": depth, "cpu_cores": cpu_usage(before, after),
-                "cpu_ms_per_row": cpu_ms_per(before, after, rows, ("relay", "postgres", "rabbitmq"))}
+        return {
+            "rows": rows,
+            "seconds": elapsed,
+            "rows_per_s": rows / elapsed,
+            "relays": len(self.relays),
+            "queue_depth_after": depth,
+            "cpu_cores": cpu_usage(before, after),
+            "cpu_ms_per_row": cpu_ms_per(before, after, rows, ("relay", "postgres", "rabbitmq")),
+        }
 
     # --- phase 4: workers -----------------------------------------------------------------
 
@@ -609,6 +803,7 @@ class Bench:
         accepted = sum(1 for r in sent["records"] if r[3] == 202)
         if accepted != total:
             raise PhaseFailed(f"only {accepted} of {total} webhooks accepted: {Counter(r[3] for r in sent['records'])}")
+
         def created_count() -> int:
             return self.sql("SELECT count(*) FROM notifications_notification WHERE recipient LIKE 'wk-%'")[0][0]
 
@@ -624,50 +819,73 @@ class Bench:
         spy = self.spy(applier, "apply", min(30.0, total / 100 + 1))
 
         try:
-            wait_until(lambda: notifications_ready() or not applier.alive(), timeout=max(120.0, total / 10),
-                       interval=0.5, what=f"{total} notifications to be created")
+            wait_until(
+                lambda: notifications_ready() or not applier.alive(),
+                timeout=max(120.0, total / 10),
+                interval=0.5,
+                what=f"{total} notifications to be created",
+            )
             apply_after = self.watcher.cpu_snapshot()
         finally:
             self.stop(applier)
         apply_profile = self.spy_finish(spy, "apply")
-        first, last = self.sql("SELECT min(created_at), max(created_at) FROM notifications_notification "
-                               "WHERE recipient LIKE 'wk-%'")[0]
+        first, last = self.sql(
+            "SELECT min(created_at), max(created_at) FROM notifications_notification WHERE recipient LIKE 'wk-%'"
+        )[0]
         apply_per_s = (total - 1) / (last - first).total_seconds() if total > 1 else None
-        self.log(f"workers: applied at {apply_per_s or 0:,.0f}/s; {total:,} notification_send messages queued "
-                 f"({self.queue_depth('notifications')} in RabbitMQ); starting the workers")
+        self.log(
+            f"workers: applied at {apply_per_s or 0:,.0f}/s; {total:,} notification_send messages queued "
+            f"({self.queue_depth('notifications')} in RabbitMQ); starting the workers"
+        )
+
         def sent_count() -> int:
-            return self.sql("SELECT count(*) FROM notifications_notification WHERE recipient LIKE 'wk-%' "
-                            "AND status = 'sent'")[0][0]
+            return self.sql(
+                "SELECT count(*) FROM notifications_notification WHERE recipient LIKE 'wk-%' AND status = 'sent'"
+            )[0][0]
 
         self.worker = self.start_worker("worker")
         self.wait_worker_ready(self.worker)
         before, sent_before = self.watcher.cpu_snapshot(), sent_count()
         spy = self.spy(self.worker, "send", min(30.0, total / 100 + 1))
 
-        wait_until(lambda: sent_count() >= total or not self.worker.alive(), timeout=max(120.0, total / 10),
-                   interval=0.2, what=f"{total} e-mails to be sent")
+        wait_until(
+            lambda: sent_count() >= total or not self.worker.alive(),
+            timeout=max(120.0, total / 10),
+            interval=0.2,
+            what=f"{total} e-mails to be sent",
+        )
         after = self.watcher.cpu_snapshot()
         if not self.worker.alive():
             raise PhaseFailed(f"worker exited:\n{self.worker.output()}")
         first_claim, last_sent, dead = self.sql(
             "SELECT min(claimed_at), max(sent_at), count(*) FILTER (WHERE status <> 'sent') "
-            "FROM notifications_notification WHERE recipient LIKE 'wk-%'")[0]
+            "FROM notifications_notification WHERE recipient LIKE 'wk-%'"
+        )[0]
         elapsed = (last_sent - first_claim).total_seconds()
         at_sink = len({r[2] for r in self.sink_records() if r[2].startswith("wk-")})
         per_s = total / elapsed
         send_profile = self.spy_finish(spy, "send")
         self.log(f"workers: {per_s:,.0f} e-mails/s")
-        return {"notifications": total, "emails_per_s": per_s,
-                "emails_per_s_per_process": per_s / self.config.worker_processes, "seconds": elapsed,
-                "apply_per_s": apply_per_s, "apply_cpu_cores": cpu_usage(apply_before, apply_after),
-                "apply_cpu_ms_per_event": cpu_ms_per(apply_before, apply_after, total - applied_before,
-                                                     ("worker", "postgres", "rabbitmq", "relay")),
-                "cpu_ms_per_email": cpu_ms_per(before, after, total - sent_before,
-                                               ("worker", "postgres", "rabbitmq", "smtp_sink")),
-                "received_by_smtp": at_sink, "not_sent": dead,
-                "processes": self.config.worker_processes, "threads": self.config.worker_threads,
-                "cpu_cores": cpu_usage(before, after),
-                **({"profile_apply": apply_profile, "profile_send": send_profile} if self.args.profile else {})}
+        return {
+            "notifications": total,
+            "emails_per_s": per_s,
+            "emails_per_s_per_process": per_s / self.config.worker_processes,
+            "seconds": elapsed,
+            "apply_per_s": apply_per_s,
+            "apply_cpu_cores": cpu_usage(apply_before, apply_after),
+            "apply_cpu_ms_per_event": cpu_ms_per(
+                apply_before, apply_after, total - applied_before, ("worker", "postgres", "rabbitmq", "relay")
+            ),
+            "cpu_ms_per_email": cpu_ms_per(
+                before, after, total - sent_before, ("worker", "postgres", "rabbitmq", "smtp_sink")
+            ),
+            "received_by_smtp": at_sink,
+            "not_sent": dead,
+            "processes": self.config.worker_processes,
+            "threads": self.config.worker_threads,
+            "cpu_cores": cpu_usage(before, after),
+            **({"profile_apply": apply_profile, "profile_send": send_profile} if self.args.profile else {}),
+        }
 
     # --- phase 5: end to end --------------------------------------------------------------
 
@@ -710,9 +928,11 @@ class Bench:
             self.log(f"e2e: {rate} webhooks/s for {seconds:g} s")
             rates[rate] = self.e2e_run(rate, seconds)
             r = rates[rate]
-            self.log(f"e2e: {rate}/s: p50 {r['p50_ms'] or 0:.0f} ms, p95 {r['p95_ms'] or 0:.0f} ms, "
-                     f"p99 {r['p99_ms'] or 0:.0f} ms, backlog at end {r['backlog_at_end']}, "
-                     f"{'kept up' if r['kept_up'] else 'fell behind'}")
+            self.log(
+                f"e2e: {rate}/s: p50 {r['p50_ms'] or 0:.0f} ms, p95 {r['p95_ms'] or 0:.0f} ms, "
+                f"p99 {r['p99_ms'] or 0:.0f} ms, backlog at end {r['backlog_at_end']}, "
+                f"{'kept up' if r['kept_up'] else 'fell behind'}"
+            )
         return {"rates": rates, "idle_cpu_cores": idle}
 
     def e2e_run(self, rate: int, seconds: float) -> dict[str, Any]:
@@ -724,8 +944,12 @@ class Bench:
         accepted = {f"{prefix}-{r[0]}@example.org": r[1] for r in sent["records"] if r[3] == 202}
         window_end = max(r[1] for r in sent["records"])
         try:
-            wait_until(lambda: len(self.delivered(accepted)) >= len(accepted), timeout=self.config.drain_timeout,
-                       interval=0.2, what="the e-mails")
+            wait_until(
+                lambda: len(self.delivered(accepted)) >= len(accepted),
+                timeout=self.config.drain_timeout,
+                interval=0.2,
+                what="the e-mails",
+            )
         except TimeoutError:
             pass
         after = self.watcher.cpu_snapshot()  # sending and draining: all the work these webhooks caused
@@ -736,26 +960,36 @@ class Bench:
         records = sent["records"]
         achieved = len(records) / (max(r[1] for r in records) - min(r[1] for r in records))
         return {
-            "rate": rate, "seconds": seconds, "sent": len(records), "accepted": len(accepted),
-            "achieved_per_s": achieved, "delivered": len(found), "missing": missing,
+            "rate": rate,
+            "seconds": seconds,
+            "sent": len(records),
+            "accepted": len(accepted),
+            "achieved_per_s": achieved,
+            "delivered": len(found),
+            "missing": missing,
             "duplicates": self.duplicates(accepted),
-            "p50_ms": report.percentile(latencies, 50), "p95_ms": report.percentile(latencies, 95),
-            "p99_ms": report.percentile(latencies, 99), "max_ms": max(latencies) if latencies else None,
+            "p50_ms": report.percentile(latencies, 50),
+            "p95_ms": report.percentile(latencies, 95),
+            "p99_ms": report.percentile(latencies, 99),
+            "max_ms": max(latencies) if latencies else None,
             "backlog_at_end": backlog,
             # Kept up: every e-mail arrived, and what was still in flight when the last webhook was
             # sent is at most one second of traffic (Little's law: rate x latency when it keeps up).
             "kept_up": missing == 0 and backlog <= rate,
             "drain_after_end_s": (max(found.values()) - window_end) if found else None,
             "http_statuses": dict(Counter(str(r[3]) for r in records)),
-            "schedule": schedule_stats(sent), "cpu_cores": cpu_usage(before, after),
+            "schedule": schedule_stats(sent),
+            "cpu_cores": cpu_usage(before, after),
             "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted), (*STACK_KINDS, "smtp_sink")),
             **({"profiles": profiles} if self.args.profile else {}),
         }
 
     def spy_stack(self, label: str, seconds: float) -> dict[str, profiling.Spy | None]:
         """With --profile: py-spy on the workers, the relay and the web workers for `seconds`."""
-        return {kind: self.spy(process, f"{label}-{kind}", seconds)
-                for kind, process in (("worker", self.worker), ("relay", self.relays[0]), ("web", self.web))}
+        return {
+            kind: self.spy(process, f"{label}-{kind}", seconds)
+            for kind, process in (("worker", self.worker), ("relay", self.relays[0]), ("web", self.web))
+        }
 
     # --- phase 6: a burst -----------------------------------------------------------------
 
@@ -773,8 +1007,12 @@ class Bench:
         accepted = {f"burst-{r[0]}@example.org": r[1] for r in records if r[3] == 202}
         first_post, last_answer = min(r[1] for r in records), max(r[1] + r[2] for r in records)
         try:
-            wait_until(lambda: len(self.delivered(accepted)) >= len(accepted), timeout=self.config.drain_timeout,
-                       interval=0.2, what="the burst's e-mails")
+            wait_until(
+                lambda: len(self.delivered(accepted)) >= len(accepted),
+                timeout=self.config.drain_timeout,
+                interval=0.2,
+                what="the burst's e-mails",
+            )
         except TimeoutError:
             pass
         after = self.watcher.cpu_snapshot()
@@ -782,18 +1020,25 @@ class Bench:
         found = self.delivered(accepted)
         last_email = max(found.values()) if found else None
         result = {
-            "webhooks": total, "accepted": len(accepted), "delivered": len(found),
-            "missing": len(accepted) - len(found), "duplicates": self.duplicates(accepted),
-            "posting_s": last_answer - first_post, "accepted_per_s": len(accepted) / (last_answer - first_post),
+            "webhooks": total,
+            "accepted": len(accepted),
+            "delivered": len(found),
+            "missing": len(accepted) - len(found),
+            "duplicates": self.duplicates(accepted),
+            "posting_s": last_answer - first_post,
+            "accepted_per_s": len(accepted) / (last_answer - first_post),
             "last_email_s": (last_email - first_post) if last_email else None,
             "emails_per_s": len(found) / (last_email - first_post) if last_email else None,
-            "http_statuses": dict(Counter(str(r[3]) for r in records)), "cpu_cores": cpu_usage(before, after),
+            "http_statuses": dict(Counter(str(r[3]) for r in records)),
+            "cpu_cores": cpu_usage(before, after),
             "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted), (*STACK_KINDS, "smtp_sink")),
             **({"profiles": profiles} if self.args.profile else {}),
         }
-        self.log(f"burst: last e-mail {result['last_email_s'] or 0:.1f} s after the first post "
-                 f"({result['emails_per_s'] or 0:,.0f} e-mails/s), missing {result['missing']}, "
-                 f"duplicates {result['duplicates']}")
+        self.log(
+            f"burst: last e-mail {result['last_email_s'] or 0:.1f} s after the first post "
+            f"({result['emails_per_s'] or 0:,.0f} e-mails/s), missing {result['missing']}, "
+            f"duplicates {result['duplicates']}"
+        )
         return result
 
     # --- --scale-out: what each added process brings --------------------------------------
@@ -806,8 +1051,12 @@ class Bench:
         last e-mail, the share each relay and each worker group did (from their logs), and the
         check that nothing was doubled: one e-mail per webhook at the SMTP sink, rows published
         by the relays adding up to the rows created (no row published by two relays)."""
-        steps = [("1 web (2 workers), 1 relay, 1 worker", 2, 1, 1), ("+ a second relay", 2, 2, 1),
-                 ("+ a second worker group", 2, 2, 2), ("+ web workers (4)", 4, 2, 2)]
+        steps = [
+            ("1 web (2 workers), 1 relay, 1 worker", 2, 1, 1),
+            ("+ a second relay", 2, 2, 1),
+            ("+ a second worker group", 2, 2, 2),
+            ("+ web workers (4)", 4, 2, 2),
+        ]
         workers: list[Process] = []
         results = []
         for index, (label, web_workers, relays, worker_groups) in enumerate(steps):
@@ -822,12 +1071,21 @@ class Bench:
                 self.wait_worker_ready(worker, processes=1)
                 workers.append(worker)
             self.log(f"scale-out: {label}: {self.config.scale_clients} clients for {self.config.scale_seconds:g} s")
-            results.append({"step": label, "web_workers": self.web_workers, "relays": len(self.relays),
-                            "worker_groups": len(workers)} | self.scaleout_run(f"so{index}", workers))
+            results.append(
+                {
+                    "step": label,
+                    "web_workers": self.web_workers,
+                    "relays": len(self.relays),
+                    "worker_groups": len(workers),
+                }
+                | self.scaleout_run(f"so{index}", workers)
+            )
             r = results[-1]
-            self.log(f"scale-out: {label}: {r['accepted_per_s']:,.0f} accepted/s, {r['emails_per_s']:,.0f} e-mails/s "
-                     f"end to end, relays {r['published_by_relay']}, workers {r['sent_by_worker']}, "
-                     f"missing {r['missing']}, duplicates {r['duplicates']}")
+            self.log(
+                f"scale-out: {label}: {r['accepted_per_s']:,.0f} accepted/s, {r['emails_per_s']:,.0f} e-mails/s "
+                f"end to end, relays {r['published_by_relay']}, workers {r['sent_by_worker']}, "
+                f"missing {r['missing']}, duplicates {r['duplicates']}"
+            )
         base = results[0]
         for r in results:
             for key in ("accepted_per_s", "emails_per_s"):
@@ -838,13 +1096,21 @@ class Bench:
         logs = {p.name: p.log_path.stat().st_size for p in [*self.relays, *workers]}
         created_before = self.sql("SELECT count(*) FROM outbox_outboxmessage")[0][0]
         before = self.watcher.cpu_snapshot()
-        sent = self.loadgen(prefix, mode="closed", clients=self.config.scale_clients,
-                            duration=self.config.scale_seconds,
-                            max_requests=int(3000 * self.config.scale_seconds) + 1000)
+        sent = self.loadgen(
+            prefix,
+            mode="closed",
+            clients=self.config.scale_clients,
+            duration=self.config.scale_seconds,
+            max_requests=int(3000 * self.config.scale_seconds) + 1000,
+        )
         accepted = {f"{prefix}-{r[0]}@example.org": r[1] for r in sent["records"] if r[3] == 202}
         try:
-            wait_until(lambda: len(self.delivered(accepted)) >= len(accepted) and self.outbox_pending() == 0,
-                       timeout=self.config.drain_timeout * 2, interval=0.5, what="the e-mails")
+            wait_until(
+                lambda: len(self.delivered(accepted)) >= len(accepted) and self.outbox_pending() == 0,
+                timeout=self.config.drain_timeout * 2,
+                interval=0.5,
+                what="the e-mails",
+            )
         except TimeoutError:
             pass
         time.sleep(2)  # a duplicate would arrive within this window
@@ -870,16 +1136,21 @@ class Bench:
         published = {p.name: counted(p, '"relay.published"', "count") for p in self.relays}
         sent_by = {p.name: counted(p, '"notification.sent"', None) for p in workers}
         return {
-            "accepted": len(accepted), "accepted_per_s": len(accepted) / (end - start),
-            "delivered": len(found), "missing": len(accepted) - len(found),
+            "accepted": len(accepted),
+            "accepted_per_s": len(accepted) / (end - start),
+            "delivered": len(found),
+            "missing": len(accepted) - len(found),
             "duplicates": self.duplicates(accepted),
             "emails_per_s": len(found) / (max(found.values()) - start) if found else 0.0,
-            "outbox_rows_created": created, "published_by_relay": published,
-            "published_total": sum(published.values()), "sent_by_worker": sent_by,
+            "outbox_rows_created": created,
+            "published_by_relay": published,
+            "published_total": sum(published.values()),
+            "sent_by_worker": sent_by,
             "cpu_cores": cpu_usage(before, after),
             # Hardly moves with other people's load, unlike the rates: what a webhook costs end to end.
-            "cpu_ms_per_webhook": cpu_ms_per(before, after, len(accepted),
-                                             ("web", "relay", "worker", "postgres", "rabbitmq")),
+            "cpu_ms_per_webhook": cpu_ms_per(
+                before, after, len(accepted), ("web", "relay", "worker", "postgres", "rabbitmq")
+            ),
         }
 
     # --- the run --------------------------------------------------------------------------
@@ -899,7 +1170,8 @@ class Bench:
             self.phases.setdefault(name, {})["phase_seconds"] = round(time.time() - started, 1)
         self.watcher.poll()
         self.phases["memory"] = {
-            "web_worker_mb": self.watcher.peak_mb("web", "child"), "web_master_mb": self.watcher.peak_mb("web", "root"),
+            "web_worker_mb": self.watcher.peak_mb("web", "child"),
+            "web_master_mb": self.watcher.peak_mb("web", "root"),
             "relay_mb": self.watcher.peak_mb("relay", "root"),
             "dramatiq_process_mb": self.watcher.peak_mb("worker", "child"),
             "dramatiq_master_mb": self.watcher.peak_mb("worker", "root"),
@@ -916,25 +1188,41 @@ def summarize_closed(result: dict[str, Any]) -> dict[str, Any]:
     end = max(r[1] + r[2] for r in records)
     latencies = [r[2] * 1000 for r in ok]
     return {
-        "accepted": len(ok), "other_statuses": dict(Counter(str(r[3]) for r in records if r[3] != 202)),
-        "window_s": end - start, "accepted_per_s": len(ok) / (end - start),
-        "p50_ms": report.percentile(latencies, 50), "p99_ms": report.percentile(latencies, 99),
-        "max_ms": max(latencies) if latencies else None, "presigned_exhausted": result["exhausted"],
-        "body_bytes": result["body_bytes"], "loadgen_cpu_share": result["loadgen_cpu_seconds"] / result["elapsed"],
+        "accepted": len(ok),
+        "other_statuses": dict(Counter(str(r[3]) for r in records if r[3] != 202)),
+        "window_s": end - start,
+        "accepted_per_s": len(ok) / (end - start),
+        "p50_ms": report.percentile(latencies, 50),
+        "p99_ms": report.percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
+        "presigned_exhausted": result["exhausted"],
+        "body_bytes": result["body_bytes"],
+        "loadgen_cpu_share": result["loadgen_cpu_seconds"] / result["elapsed"],
     }
 
 
 def schedule_stats(result: dict[str, Any]) -> dict[str, Any]:
     """How far behind its schedule the open-loop generator sent (it should be ~0)."""
     late = [r[4] * 1000 for r in result["records"]]
-    return {"late_p50_ms": report.percentile(late, 50), "late_p99_ms": report.percentile(late, 99),
-            "loadgen_cpu_share": result["loadgen_cpu_seconds"] / result["elapsed"]}
+    return {
+        "late_p50_ms": report.percentile(late, 50),
+        "late_p99_ms": report.percentile(late, 99),
+        "loadgen_cpu_share": result["loadgen_cpu_seconds"] / result["elapsed"],
+    }
 
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("Django", "djangorestframework", "dramatiq", "django-dramatiq", "pika", "psycopg", "gunicorn",
-                    "aiosmtpd"):
+    for package in (
+        "Django",
+        "djangorestframework",
+        "dramatiq",
+        "django-dramatiq",
+        "pika",
+        "psycopg",
+        "gunicorn",
+        "aiosmtpd",
+    ):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -1004,25 +1292,42 @@ def main() -> int:
     parser.add_argument("--json-out", help="report path (default bench/results/bench-<time>.json)")
     parser.add_argument("--db-name", help="database to create and drop (default bench_<time>_<random>)")
     parser.add_argument("--vhost", help="RabbitMQ vhost to create and delete (default as the database)")
-    parser.add_argument("--web-workers", type=int,
-                        help="gunicorn workers (WEB_CONCURRENCY; default: the project's gunicorn.conf.py)")
-    parser.add_argument("--worker-processes", type=int,
-                        help="rundramatiq --processes (default: rundramatiq's own, one per core)")
+    parser.add_argument(
+        "--web-workers", type=int, help="gunicorn workers (WEB_CONCURRENCY; default: the project's gunicorn.conf.py)"
+    )
+    parser.add_argument(
+        "--worker-processes", type=int, help="rundramatiq --processes (default: rundramatiq's own, one per core)"
+    )
     parser.add_argument("--worker-threads", type=int, default=8, help="rundramatiq --threads (rundramatiq's default)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy (CPU samples) the gunicorn workers during an extra 16-client ingest run and the "
-                             "Dramatiq worker processes while they apply and send in the workers phase")
-    parser.add_argument("--profile-dir", help="with --profile: where the collapsed stacks go "
-                                              "(default bench/results/profile-<run>/)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy (CPU samples) the gunicorn workers during an extra 16-client ingest run and the "
+        "Dramatiq worker processes while they apply and send in the workers phase",
+    )
+    parser.add_argument(
+        "--profile-dir", help="with --profile: where the collapsed stacks go (default bench/results/profile-<run>/)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed)")
-    parser.add_argument("--scale-out", action="store_true",
-                        help="only the scale-out steps: 1 relay + 1 worker group, then 2 relays, 2 worker groups "
-                             "and more web workers, under the same load (what each adds; nothing doubled)")
-    parser.add_argument("--web-server", choices=("gunicorn", "granian"), default="gunicorn",
-                        help="gunicorn (the Procfile's) or granian (pip install granian; to compare)")
-    parser.add_argument("--runs", type=int, default=1,
-                        help="run everything this many times, each in its own database and vhost, and print the "
-                             "medians (make bench: 3)")
+    parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="only the scale-out steps: 1 relay + 1 worker group, then 2 relays, 2 worker groups "
+        "and more web workers, under the same load (what each adds; nothing doubled)",
+    )
+    parser.add_argument(
+        "--web-server",
+        choices=("gunicorn", "granian"),
+        default="gunicorn",
+        help="gunicorn (the Procfile's) or granian (pip install granian; to compare)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run everything this many times, each in its own database and vhost, and print the "
+        "medians (make bench: 3)",
+    )
     args = parser.parse_args()
     if args.runs > 1:
         return run_several(args.runs)
@@ -1050,16 +1355,32 @@ def main() -> int:
         bench.teardown()
 
     meta = {
-        "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"), "duration_s": time.time() - bench.started,
-        "quick": config.quick, "phases": phases, "cores": os.cpu_count(), "cpu_model": cpu_model(),
-        "load_average_at_end": os.getloadavg(), "versions": versions(), "config": asdict(config),
-        "database": bench.db_name, "vhost": bench.vhost, "web_workers": bench.web_workers,
+        "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": time.time() - bench.started,
+        "quick": config.quick,
+        "phases": phases,
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "load_average_at_end": os.getloadavg(),
+        "versions": versions(),
+        "config": asdict(config),
+        "database": bench.db_name,
+        "vhost": bench.vhost,
+        "web_workers": bench.web_workers,
     }
     figures = report.build_figures(bench.phases)
-    full = {"meta": meta, "figures": figures, "targets": report.evaluate_targets(figures), "phases": bench.phases,
-            "errors": bench.errors}
-    out = Path(args.json_out) if args.json_out else (
-        RESULTS_DIR / f"bench-{started_at.strftime('%Y%m%d-%H%M%S')}{'-quick' if config.quick else ''}.json")
+    full = {
+        "meta": meta,
+        "figures": figures,
+        "targets": report.evaluate_targets(figures),
+        "phases": bench.phases,
+        "errors": bench.errors,
+    }
+    out = (
+        Path(args.json_out)
+        if args.json_out
+        else (RESULTS_DIR / f"bench-{started_at.strftime('%Y%m%d-%H%M%S')}{'-quick' if config.quick else ''}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(full, indent=2, default=str))
     if "scaleout" in bench.phases:

@@ -37,8 +37,9 @@ def main() -> int:
             body = encode(payload(f"R-{run}-{n}", email=recipient, phone=None))
             headers = signed_headers(body, secret=stack.secret)
             started = time.time()
-            response = session.post(f"{stack.base_url}/webhooks/{stack.portal}/", data=body, headers=headers,
-                                    timeout=10)
+            response = session.post(
+                f"{stack.base_url}/webhooks/{stack.portal}/", data=body, headers=headers, timeout=10
+            )
             assert response.status_code == 202, response.text
             sent_at[recipient] = started
             time.sleep(args.gap)
@@ -50,9 +51,11 @@ def main() -> int:
 
         arrivals = wait_until(all_received, timeout=60, what="every e-mail")
     latencies = sorted((arrivals[r] - sent_at[r]) * 1000 for r in sent_at)
-    print(f"{len(latencies)} webhooks, one every {args.gap * 1000:.0f} ms: webhook sent -> SMTP accepted "
-          f"median {statistics.median(latencies):.1f} ms, p90 {latencies[int(len(latencies) * 0.9) - 1]:.1f} ms, "
-          f"min {latencies[0]:.1f} ms, max {latencies[-1]:.1f} ms")
+    print(
+        f"{len(latencies)} webhooks, one every {args.gap * 1000:.0f} ms: webhook sent -> SMTP accepted "
+        f"median {statistics.median(latencies):.1f} ms, p90 {latencies[int(len(latencies) * 0.9) - 1]:.1f} ms, "
+        f"min {latencies[0]:.1f} ms, max {latencies[-1]:.1f} ms"
+    )
     return 0
 
 

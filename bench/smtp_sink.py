@@ -45,8 +45,9 @@ class RecordingHandler:
 async def serve(port: int, out: TextIO) -> None:
     loop = asyncio.get_running_loop()
     handler = RecordingHandler(out)
-    server = await loop.create_server(lambda: SMTP(handler, hostname="bench-sink", ident="bench-sink"),
-                                      "127.0.0.1", port)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="bench-sink", ident="bench-sink"), "127.0.0.1", port
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -29,8 +29,6 @@ PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-
-
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -39,9 +37,8 @@ def port_open(port: int) -> bool:
         return False
 
 
-
-
 # --- PostgreSQL database and RabbitMQ vhost ---------------------------------------------------
+
 
 def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120, check=check)
@@ -83,6 +80,7 @@ def vhost_exists(name: str) -> bool:
 
 # --- processes ----------------------------------------------------------------------------------
 
+
 class Process:
     """One child (its own children included), logging to a file in the run directory."""
 
@@ -90,8 +88,9 @@ class Process:
         self.name, self.kind, self.args = name, kind, args
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
     @property
     def pid(self) -> int:
@@ -169,8 +168,8 @@ class Watcher:
             raw = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return None
-        comm = raw[raw.index("(") + 1: raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
         return comm, int(fields[1]), int(fields[11]) + int(fields[12])
 
     @staticmethod
@@ -269,11 +268,10 @@ def cpu_usage(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, in
     return {kind: round(used / wall, 2) for kind, used in sorted(seconds.items()) if used / wall >= 0.005}
 
 
-def cpu_ms_per(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], items: int,
-               kinds: tuple[str, ...]) -> dict[str, float]:
+def cpu_ms_per(
+    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], items: int, kinds: tuple[str, ...]
+) -> dict[str, float]:
     """CPU milliseconds per item (request, message, e-mail) of the given classes: unlike a rate,
     this hardly moves when other people's work shares the machine."""
     seconds = cpu_seconds(before, after)
     return {kind: round(seconds.get(kind, 0.0) * 1000 / items, 3) for kind in kinds} if items else {}
-
-

@@ -39,8 +39,14 @@ sys.path.insert(0, str(ROOT))
 from bench.stack import database_create, database_drop  # noqa: E402
 
 SPAN_DAYS = 30  # the seeded rows' timestamps spread evenly over this many days, newest now
-TABLES = ["registrations_registration", "webhooks_webhookevent", "registrations_registrationevent",
-          "notifications_notification", "notifications_notificationattempt", "registrations_failedapply"]
+TABLES = [
+    "registrations_registration",
+    "webhooks_webhookevent",
+    "registrations_registrationevent",
+    "notifications_notification",
+    "notifications_notificationattempt",
+    "registrations_failedapply",
+]
 DEAD_CODES = ["smtp_permanent", "invalid_recipient", "retries_exhausted"]
 
 
@@ -72,6 +78,7 @@ def _setup_django(database: str) -> None:
 
 # --- seeding -------------------------------------------------------------------------------------
 
+
 def _insert_select(cursor: Any, model: Any, expressions: dict[str, str], source: str) -> None:
     """INSERT INTO <model's table> (every column) SELECT <expressions> FROM <source>.
 
@@ -96,15 +103,18 @@ def _insert_select(cursor: Any, model: Any, expressions: dict[str, str], source:
             values.append("NULL")
         else:
             raise RuntimeError(f"bench seeding: no value for {model._meta.db_table}.{field.column}")
-    cursor.execute(f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "
-                   f"SELECT {', '.join(values)} FROM {source}")
+    cursor.execute(
+        f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}"
+    )
 
 
 def _secondary_indexes(cursor: Any) -> list[tuple[str, str]]:
     """(name, definition) of every index on the seeded tables that backs no constraint."""
     cursor.execute(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public' AND i.tablename = ANY(%s) "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)", [TABLES])
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        [TABLES],
+    )
     return cursor.fetchall()
 
 
@@ -134,96 +144,220 @@ def seed(*, rows: int, out: Any) -> dict[str, float]:
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
         # g: the registration number; t: its time, evenly over SPAN_DAYS, the last one now.
-        series = (f"(SELECT g, now() - interval '{SPAN_DAYS} days' * (1 - g::float8 / {registrations}) AS t "
-                  f"FROM generate_series(1, {registrations}) g) s")
-        step("registrations", lambda: _insert_select(cursor, Registration, {
-            "id": "g", "portal_id": str(portal.id), "external_id": "'R-' || g", "status": "'active'", "version": "1",
-            "email": "'attendee' || g || '@example.org'", "phone": "'+49151' || lpad(g::text, 8, '0')",
-            "first_name": "'Ada'", "last_name": "'Lovelace' || g", "role": "'attendee'", "locale": "'en'",
-            "event_external_id": "'EV-' || (g % 100)", "event_name": "'PyData ' || (g % 100)",
-            "event_starts_at": "t + interval '20 days'", "event_timezone": "'Europe/Berlin'",
-            "event_venue": "'bcc'", "last_event_at": "t", "created_at": "t", "updated_at": "t",
-        }, series))
-        cursor.execute("SELECT setval(pg_get_serial_sequence('registrations_registration', 'id'), %s)",
-                       [registrations])
-        body = ("'{\"type\":\"registration.created\",\"data\":{\"registration_id\":\"R-' || g || "
-                "'\",\"attendee\":{\"email\":\"attendee' || g || '@example.org\",\"first_name\":\"Ada\"},"
-                "\"event\":{\"id\":\"EV-7\",\"name\":\"PyData\",\"timezone\":\"Europe/Berlin\"}}}'")
-        rejected_body = ("'{\"type\":\"registration.created\",\"data\":{\"registration_id\":\"R-' || g || "
-                         "'\",\"attendee\":{\"email\":\"attendee' || g || '(at)example.org\"}}}'")
-        step("webhook events", lambda: (
-            _insert_select(cursor, WebhookEvent, {
-                "id": "md5('ev' || g)::uuid", "portal_id": str(portal.id), "delivery_id": "'msg_' || g",
-                "type": "'registration.created'", "status": "'accepted'", "raw_body": f"convert_to({body}, 'UTF8')",
-                "payload": f"({body})::jsonb", "errors": "NULL", "received_at": "t",
-            }, series),
-            # The rejected one came first (a bad e-mail address), then the portal sent it again fixed:
-            # the story page finds it by the payload's registration id, as no event log row names it.
-            _insert_select(cursor, WebhookEvent, {
-                "id": "md5('rej' || g)::uuid", "portal_id": str(portal.id), "delivery_id": "'msg_rej_' || g",
-                "type": "'registration.created'", "status": "'rejected'",
-                "raw_body": f"convert_to({rejected_body}, 'UTF8')", "payload": f"({rejected_body})::jsonb",
-                "errors": "'{\"data.attendee.email\": [\"Enter a valid email address.\"]}'::jsonb",
-                "received_at": "t - interval '1 minute'",
-            }, series + " WHERE g % 40 = 0"),
-        ))
-        step("registration events", lambda: _insert_select(cursor, RegistrationEvent, {
-            "id": "g", "registration_id": "g", "version": "1", "type": "'created'", "occurred_at": "t",
-            "data": "jsonb_build_object('email', 'attendee' || g || '@example.org', 'first_name', 'Ada')",
-            "webhook_event_id": "md5('ev' || g)::uuid", "recorded_at": "t",
-        }, series))
-        cursor.execute("SELECT setval(pg_get_serial_sequence('registrations_registrationevent', 'id'), %s)",
-                       [registrations])
+        series = (
+            f"(SELECT g, now() - interval '{SPAN_DAYS} days' * (1 - g::float8 / {registrations}) AS t "
+            f"FROM generate_series(1, {registrations}) g) s"
+        )
+        step(
+            "registrations",
+            lambda: _insert_select(
+                cursor,
+                Registration,
+                {
+                    "id": "g",
+                    "portal_id": str(portal.id),
+                    "external_id": "'R-' || g",
+                    "status": "'active'",
+                    "version": "1",
+                    "email": "'attendee' || g || '@example.org'",
+                    "phone": "'+49151' || lpad(g::text, 8, '0')",
+                    "first_name": "'Ada'",
+                    "last_name": "'Lovelace' || g",
+                    "role": "'attendee'",
+                    "locale": "'en'",
+                    "event_external_id": "'EV-' || (g % 100)",
+                    "event_name": "'PyData ' || (g % 100)",
+                    "event_starts_at": "t + interval '20 days'",
+                    "event_timezone": "'Europe/Berlin'",
+                    "event_venue": "'bcc'",
+                    "last_event_at": "t",
+                    "created_at": "t",
+                    "updated_at": "t",
+                },
+                series,
+            ),
+        )
+        cursor.execute("SELECT setval(pg_get_serial_sequence('registrations_registration', 'id'), %s)", [registrations])
+        body = (
+            '\'{"type":"registration.created","data":{"registration_id":"R-\' || g || '
+            '\'","attendee":{"email":"attendee\' || g || \'@example.org","first_name":"Ada"},'
+            '"event":{"id":"EV-7","name":"PyData","timezone":"Europe/Berlin"}}}\''
+        )
+        rejected_body = (
+            '\'{"type":"registration.created","data":{"registration_id":"R-\' || g || '
+            '\'","attendee":{"email":"attendee\' || g || \'(at)example.org"}}}\''
+        )
+        step(
+            "webhook events",
+            lambda: (
+                _insert_select(
+                    cursor,
+                    WebhookEvent,
+                    {
+                        "id": "md5('ev' || g)::uuid",
+                        "portal_id": str(portal.id),
+                        "delivery_id": "'msg_' || g",
+                        "type": "'registration.created'",
+                        "status": "'accepted'",
+                        "raw_body": f"convert_to({body}, 'UTF8')",
+                        "payload": f"({body})::jsonb",
+                        "errors": "NULL",
+                        "received_at": "t",
+                    },
+                    series,
+                ),
+                # The rejected one came first (a bad e-mail address), then the portal sent it again fixed:
+                # the story page finds it by the payload's registration id, as no event log row names it.
+                _insert_select(
+                    cursor,
+                    WebhookEvent,
+                    {
+                        "id": "md5('rej' || g)::uuid",
+                        "portal_id": str(portal.id),
+                        "delivery_id": "'msg_rej_' || g",
+                        "type": "'registration.created'",
+                        "status": "'rejected'",
+                        "raw_body": f"convert_to({rejected_body}, 'UTF8')",
+                        "payload": f"({rejected_body})::jsonb",
+                        "errors": '\'{"data.attendee.email": ["Enter a valid email address."]}\'::jsonb',
+                        "received_at": "t - interval '1 minute'",
+                    },
+                    series + " WHERE g % 40 = 0",
+                ),
+            ),
+        )
+        step(
+            "registration events",
+            lambda: _insert_select(
+                cursor,
+                RegistrationEvent,
+                {
+                    "id": "g",
+                    "registration_id": "g",
+                    "version": "1",
+                    "type": "'created'",
+                    "occurred_at": "t",
+                    "data": "jsonb_build_object('email', 'attendee' || g || '@example.org', 'first_name', 'Ada')",
+                    "webhook_event_id": "md5('ev' || g)::uuid",
+                    "recorded_at": "t",
+                },
+                series,
+            ),
+        )
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('registrations_registrationevent', 'id'), %s)", [registrations]
+        )
         # n: the notification number, two per registration (confirmation, reminder_24h); its status
         # from n % 100: 0-3 dead (4 %), 4 retrying, 5-6 pending, the rest sent.
-        notifications = (f"(SELECT n, (n + 1) / 2 AS g, n % 100 AS r, now() - interval '{SPAN_DAYS} days' * "
-                         f"(1 - ((n + 1) / 2)::float8 / {registrations}) + (n % 2) * interval '3 seconds' AS t "
-                         f"FROM generate_series(1, {rows}) n) s")
+        notifications = (
+            f"(SELECT n, (n + 1) / 2 AS g, n % 100 AS r, now() - interval '{SPAN_DAYS} days' * "
+            f"(1 - ((n + 1) / 2)::float8 / {registrations}) + (n % 2) * interval '3 seconds' AS t "
+            f"FROM generate_series(1, {rows}) n) s"
+        )
         status = "CASE WHEN r < 4 THEN 'dead' WHEN r = 4 THEN 'retrying' WHEN r < 7 THEN 'pending' ELSE 'sent' END"
-        code = (f"CASE WHEN r < 4 THEN (ARRAY{DEAD_CODES!r})[1 + (n / 100) % {len(DEAD_CODES)}] "
-                "WHEN r = 4 THEN 'smtp_transient' ELSE '' END")
-        step("notifications", lambda: _insert_select(cursor, Notification, {
-            "id": "md5('n' || n)::uuid", "registration_id": "g",
-            "kind": "CASE WHEN n % 2 = 1 THEN 'confirmation' ELSE 'reminder_24h' END", "channel": "'email'",
-            "dedupe_key": "''", "status": status, "recipient": "'attendee' || g || '@example.org'",
-            "context": ("jsonb_build_object('registration_id', 'R-' || g, 'email', 'attendee' || g || '@example.org', "
+        code = (
+            f"CASE WHEN r < 4 THEN (ARRAY{DEAD_CODES!r})[1 + (n / 100) % {len(DEAD_CODES)}] "
+            "WHEN r = 4 THEN 'smtp_transient' ELSE '' END"
+        )
+        step(
+            "notifications",
+            lambda: _insert_select(
+                cursor,
+                Notification,
+                {
+                    "id": "md5('n' || n)::uuid",
+                    "registration_id": "g",
+                    "kind": "CASE WHEN n % 2 = 1 THEN 'confirmation' ELSE 'reminder_24h' END",
+                    "channel": "'email'",
+                    "dedupe_key": "''",
+                    "status": status,
+                    "recipient": "'attendee' || g || '@example.org'",
+                    "context": (
+                        "jsonb_build_object('registration_id', 'R-' || g, 'email', 'attendee' || g || '@example.org', "
                         "'first_name', 'Ada', 'last_name', 'Lovelace', 'event', jsonb_build_object('name', "
                         "'PyData Berlin', 'starts_at', t + interval '20 days', 'timezone', 'Europe/Berlin', "
-                        "'venue', 'bcc Berlin Congress Center, Alexanderstrasse 11'), 'locale', 'en')"),
-            "attempts": "CASE WHEN r < 5 THEN 2 WHEN r < 7 THEN 0 ELSE 1 END", "last_error_code": code,
-            "last_error_message": "CASE WHEN r < 5 THEN '550 mailbox unavailable' ELSE '' END",
-            "provider": "CASE WHEN r BETWEEN 5 AND 6 THEN '' ELSE 'smtp' END",
-            "provider_message_id": "CASE WHEN r >= 7 THEN '<' || n || '@bench>' ELSE '' END",
-            "correlation_id": "md5('ev' || g)::uuid::text", "source_received_at": "t", "claimed_at": "NULL",
-            "next_attempt_at": "NULL", "replayed_at": "NULL", "created_at": "t",
-            "updated_at": "t + interval '2 seconds'",
-            "sent_at": "CASE WHEN r >= 7 THEN t + interval '2 seconds' END",
-        }, notifications))
+                        "'venue', 'bcc Berlin Congress Center, Alexanderstrasse 11'), 'locale', 'en')"
+                    ),
+                    "attempts": "CASE WHEN r < 5 THEN 2 WHEN r < 7 THEN 0 ELSE 1 END",
+                    "last_error_code": code,
+                    "last_error_message": "CASE WHEN r < 5 THEN '550 mailbox unavailable' ELSE '' END",
+                    "provider": "CASE WHEN r BETWEEN 5 AND 6 THEN '' ELSE 'smtp' END",
+                    "provider_message_id": "CASE WHEN r >= 7 THEN '<' || n || '@bench>' ELSE '' END",
+                    "correlation_id": "md5('ev' || g)::uuid::text",
+                    "source_received_at": "t",
+                    "claimed_at": "NULL",
+                    "next_attempt_at": "NULL",
+                    "replayed_at": "NULL",
+                    "created_at": "t",
+                    "updated_at": "t + interval '2 seconds'",
+                    "sent_at": "CASE WHEN r >= 7 THEN t + interval '2 seconds' END",
+                },
+                notifications,
+            ),
+        )
         attempt = {
-            "notification_id": "md5('n' || n)::uuid", "started_at": "t + interval '1 second'", "duration_ms": "120",
-            "provider": "'smtp'", "provider_message_id": "CASE WHEN r >= 7 THEN '<' || n || '@bench>' ELSE '' END",
+            "notification_id": "md5('n' || n)::uuid",
+            "started_at": "t + interval '1 second'",
+            "duration_ms": "120",
+            "provider": "'smtp'",
+            "provider_message_id": "CASE WHEN r >= 7 THEN '<' || n || '@bench>' ELSE '' END",
         }
-        step("attempts", lambda: (
-            _insert_select(cursor, NotificationAttempt, {
-                **attempt, "id": "n", "number": "1",
-                "outcome": "CASE WHEN r >= 7 THEN 'sent' ELSE 'transient_error' END",
-                "error_code": "CASE WHEN r >= 7 THEN '' ELSE 'smtp_transient' END",
-                "error_message": "CASE WHEN r >= 7 THEN '' ELSE '421 try again later' END",
-            }, notifications + " WHERE r < 5 OR r >= 7"),
-            _insert_select(cursor, NotificationAttempt, {
-                **attempt, "id": f"{rows} + n", "number": "2", "started_at": "t + interval '2 seconds'",
-                "outcome": "CASE WHEN r < 4 AND (n / 100) % 3 < 2 THEN 'permanent_error' ELSE 'transient_error' END",
-                "error_code": code, "error_message": "'550 mailbox unavailable'",
-            }, notifications + " WHERE r < 5"),
-        ))
-        cursor.execute("SELECT setval(pg_get_serial_sequence('notifications_notificationattempt', 'id'), %s)",
-                       [2 * rows])
-        step("failed applies", lambda: _insert_select(cursor, FailedApply, {
-            "id": "g", "event_id": "md5('ev' || g)::uuid", "webhook_event_id": "md5('ev' || g)::uuid",
-            "error_code": "'actor_failed'",
-            "error_message": "'bench'", "attempts": "20", "first_failed_at": "t", "last_failed_at": "t",
-            "resolved_at": "NULL",
-        }, series + " WHERE g % 5000 = 0"))
+        step(
+            "attempts",
+            lambda: (
+                _insert_select(
+                    cursor,
+                    NotificationAttempt,
+                    {
+                        **attempt,
+                        "id": "n",
+                        "number": "1",
+                        "outcome": "CASE WHEN r >= 7 THEN 'sent' ELSE 'transient_error' END",
+                        "error_code": "CASE WHEN r >= 7 THEN '' ELSE 'smtp_transient' END",
+                        "error_message": "CASE WHEN r >= 7 THEN '' ELSE '421 try again later' END",
+                    },
+                    notifications + " WHERE r < 5 OR r >= 7",
+                ),
+                _insert_select(
+                    cursor,
+                    NotificationAttempt,
+                    {
+                        **attempt,
+                        "id": f"{rows} + n",
+                        "number": "2",
+                        "started_at": "t + interval '2 seconds'",
+                        "outcome": (
+                            "CASE WHEN r < 4 AND (n / 100) % 3 < 2 THEN 'permanent_error' ELSE 'transient_error' END"
+                        ),
+                        "error_code": code,
+                        "error_message": "'550 mailbox unavailable'",
+                    },
+                    notifications + " WHERE r < 5",
+                ),
+            ),
+        )
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('notifications_notificationattempt', 'id'), %s)", [2 * rows]
+        )
+        step(
+            "failed applies",
+            lambda: _insert_select(
+                cursor,
+                FailedApply,
+                {
+                    "id": "g",
+                    "event_id": "md5('ev' || g)::uuid",
+                    "webhook_event_id": "md5('ev' || g)::uuid",
+                    "error_code": "'actor_failed'",
+                    "error_message": "'bench'",
+                    "attempts": "20",
+                    "first_failed_at": "t",
+                    "last_failed_at": "t",
+                    "resolved_at": "NULL",
+                },
+                series + " WHERE g % 5000 = 0",
+            ),
+        )
         cursor.execute("SELECT setval(pg_get_serial_sequence('registrations_failedapply', 'id'), %s)", [registrations])
 
         def build_indexes() -> None:
@@ -237,6 +371,7 @@ def seed(*, rows: int, out: Any) -> dict[str, float]:
 
 # --- timing --------------------------------------------------------------------------------------
 
+
 def pages() -> list[tuple[str, str]]:
     """(name, URL) of every page support uses, for one registration in the middle of the data.
 
@@ -249,28 +384,37 @@ def pages() -> list[tuple[str, str]]:
     from apps.webhooks.models import WebhookEvent
 
     middle = Registration.objects.order_by("id")[Registration.objects.count() // 2]
-    registration = (Registration.objects.filter(id__lte=middle.id - middle.id % 40).order_by("-id").first()
-                    if middle.id >= 40 else None) or middle
+    registration = (
+        Registration.objects.filter(id__lte=middle.id - middle.id % 40).order_by("-id").first()
+        if middle.id >= 40
+        else None
+    ) or middle
     notification = Notification.objects.filter(registration=registration).order_by("created_at").first()
-    applied = (WebhookEvent.objects.filter(registration_event__registration=registration)
-               .order_by("received_at").first())
-    rejected = WebhookEvent.objects.filter(portal_id=registration.portal_id, status=WebhookEvent.Status.REJECTED,
-                                           payload__data__registration_id=registration.external_id).first()
+    applied = WebhookEvent.objects.filter(registration_event__registration=registration).order_by("received_at").first()
+    rejected = WebhookEvent.objects.filter(
+        portal_id=registration.portal_id,
+        status=WebhookEvent.Status.REJECTED,
+        payload__data__registration_id=registration.external_id,
+    ).first()
     partial_email = registration.email.split("@")[0] + "@exa"  # a partial e-mail, as support types it
     registrations = "/admin/registrations/registration/"
     return [
         ("notification list", "/admin/notifications/notification/"),
         ("notification list, status=dead", "/admin/notifications/notification/?status__exact=dead"),
         ("notification list, search e-mail", f"/admin/notifications/notification/?q={partial_email}"),
-        ("notification list, search registration id",
-         f"/admin/notifications/notification/?q={registration.external_id}"),
+        (
+            "notification list, search registration id",
+            f"/admin/notifications/notification/?q={registration.external_id}",
+        ),
         ("notification change page", f"/admin/notifications/notification/{notification.pk}/change/"),
         ("registration change page", f"{registrations}{registration.pk}/change/"),
         ("attendee story page", f"{registrations}{registration.pk}/story/"),
         ("registration list, search e-mail", f"{registrations}?q={partial_email}"),
         ("registration list, search delivery id", f"{registrations}?q={applied.delivery_id if applied else 'none'}"),
-        ("registration list, search rejected delivery id",
-         f"{registrations}?q={rejected.delivery_id if rejected else 'none'}"),
+        (
+            "registration list, search rejected delivery id",
+            f"{registrations}?q={rejected.delivery_id if rejected else 'none'}",
+        ),
         ("registration list, search notification id", f"{registrations}?q={notification.pk}"),
         ("status page", "/admin/status/"),
     ]
@@ -284,7 +428,8 @@ def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> lis
     from django.urls import Resolver404, resolve
 
     user = User.objects.filter(username="bench-support").first() or User.objects.create_superuser(
-        "bench-support", "support@example.org", "bench")
+        "bench-support", "support@example.org", "bench"
+    )
     client = Client()
     client.force_login(user)
     results = []
@@ -329,8 +474,10 @@ def time_pages(*, requests: int, out: Any, only: list[str] | None = None) -> lis
 
 
 def table(results: list[PageTiming]) -> str:
-    lines = ["| page | p50 ms | p95 ms | max ms | SQL queries | rows listed (story: entries) | HTTP |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| page | p50 ms | p95 ms | max ms | SQL queries | rows listed (story: entries) | HTTP |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if r.skipped:
             lines.append(f"| {r.page} | skipped: {r.skipped} | | | | | |")
@@ -384,9 +531,17 @@ def main(argv: list[str] | None = None) -> int:
         results = time_pages(requests=args.requests, out=out, only=[p for p in args.only.split(",") if p])
         out.write(table(results) + "\n")
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps(
-                {"rows": args.rows, "requests": args.requests, "seeding_seconds": seeding,
-                 "pages": [asdict(r) for r in results]}, indent=2))
+            Path(args.json_out).write_text(
+                json.dumps(
+                    {
+                        "rows": args.rows,
+                        "requests": args.requests,
+                        "seeding_seconds": seeding,
+                        "pages": [asdict(r) for r in results],
+                    },
+                    indent=2,
+                )
+            )
         return 0 if all(r.skipped or r.status == 200 for r in results) else 1
     finally:
         if not args.keep:

@@ -65,8 +65,15 @@ class FixedValuesListFilter(admin.FieldListFilter):
 
     values: Callable[[], Iterable[str]] = staticmethod(lambda: ())
 
-    def __init__(self, field: models.Field, request: HttpRequest, params: dict[str, Any], model: type[models.Model],
-                 model_admin: admin.ModelAdmin, field_path: str) -> None:
+    def __init__(
+        self,
+        field: models.Field,
+        request: HttpRequest,
+        params: dict[str, Any],
+        model: type[models.Model],
+        model_admin: admin.ModelAdmin,
+        field_path: str,
+    ) -> None:
         self.lookup_kwarg = f"{field_path}__exact"
         self.lookup_val = params.get(self.lookup_kwarg)
         super().__init__(field, request, params, model, model_admin, field_path)
@@ -76,11 +83,17 @@ class FixedValuesListFilter(admin.FieldListFilter):
 
     def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
         selected = self.lookup_val if isinstance(self.lookup_val, list) else [self.lookup_val]
-        yield {"selected": self.lookup_val is None, "display": "All",
-               "query_string": changelist.get_query_string(remove=[self.lookup_kwarg])}
+        yield {
+            "selected": self.lookup_val is None,
+            "display": "All",
+            "query_string": changelist.get_query_string(remove=[self.lookup_kwarg]),
+        }
         for value in self.values():
-            yield {"selected": value in selected, "display": value,
-                   "query_string": changelist.get_query_string({self.lookup_kwarg: value})}
+            yield {
+                "selected": value in selected,
+                "display": value,
+                "query_string": changelist.get_query_string({self.lookup_kwarg: value}),
+            }
 
 
 def fixed_values_filter(values: Callable[[], Iterable[str]]) -> type[FixedValuesListFilter]:
@@ -111,8 +124,11 @@ class LargeTableAdmin(admin.ModelAdmin):
         if not search_fields or not terms:
             return queryset, False
         for term in terms:
-            conditions = [condition for spec in search_fields
-                          if (condition := _search_condition(queryset.model, str(spec), term)) is not None]
+            conditions = [
+                condition
+                for spec in search_fields
+                if (condition := _search_condition(queryset.model, str(spec), term)) is not None
+            ]
             if not conditions:
                 return queryset.none(), False
             any_match = Q()

@@ -11,6 +11,9 @@ from eventplatform.errors import CATALOGUE
 
 
 def error_codes_view(request: HttpRequest) -> HttpResponse:
-    context = {**admin.site.each_context(request), "title": "Error codes: what they mean, what to do",
-               "codes": sorted(CATALOGUE.values(), key=lambda code: code.code)}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Error codes: what they mean, what to do",
+        "codes": sorted(CATALOGUE.values(), key=lambda code: code.code),
+    }
     return TemplateResponse(request, "admin/error_codes.html", context)

@@ -63,8 +63,16 @@ def connect_blocking(urls: list[str], *, timeout: float) -> pika.BlockingConnect
 class ClusterRabbitmqBroker(RabbitmqBroker):
     """Dramatiq's RabbitmqBroker with a list of node URLs and an optional queue type."""
 
-    def __init__(self, *, url: str | list[str], queue_type: str = "classic", delivery_limit: int = 20,
-                 blocked_connection_timeout: float = 30.0, heartbeat: int = 60, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        url: str | list[str],
+        queue_type: str = "classic",
+        delivery_limit: int = 20,
+        blocked_connection_timeout: float = 30.0,
+        heartbeat: int = 60,
+        **options: Any,
+    ) -> None:
         if queue_type not in QUEUE_TYPES:
             raise ValueError(f"BROKER_QUEUE_TYPE must be one of {QUEUE_TYPES}, not {queue_type!r}")
         if queue_type == "quorum" and options.get("max_priority"):
@@ -97,12 +105,16 @@ class ClusterRabbitmqBroker(RabbitmqBroker):
         return self.channel.queue_declare(queue=queue_name, durable=True, arguments=self.queue_arguments(queue_name))
 
     def _declare_dq_queue(self, queue_name: str) -> Any:
-        return self.channel.queue_declare(queue=dq_name(queue_name), durable=True,
-                                          arguments=self.queue_arguments(dq_name(queue_name)))
+        return self.channel.queue_declare(
+            queue=dq_name(queue_name), durable=True, arguments=self.queue_arguments(dq_name(queue_name))
+        )
 
     def _declare_xq_queue(self, queue_name: str) -> Any:
         if self.queue_type == "classic":
             return super()._declare_xq_queue(queue_name)
         # Quorum queues support per-queue message TTL from RabbitMQ 3.10 on.
-        return self.channel.queue_declare(queue=xq_name(queue_name), durable=True,
-                                          arguments={"x-message-ttl": DEAD_MESSAGE_TTL, "x-queue-type": "quorum"})
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name),
+            durable=True,
+            arguments={"x-message-ttl": DEAD_MESSAGE_TTL, "x-queue-type": "quorum"},
+        )

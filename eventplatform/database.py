@@ -16,10 +16,12 @@ from __future__ import annotations
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 # SQLSTATE codes and classes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
-UNAVAILABLE_SQLSTATES = frozenset({
-    "25006",  # read_only_sql_transaction: a standby, or the database set read-only
-    "25P03",  # idle_in_transaction_session_timeout
-})
+UNAVAILABLE_SQLSTATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a standby, or the database set read-only
+        "25P03",  # idle_in_transaction_session_timeout
+    }
+)
 UNAVAILABLE_SQLSTATE_PREFIXES = (
     "08",  # connection exception
     "53",  # insufficient resources: disk full, out of memory, too many connections

@@ -50,8 +50,9 @@ def key_from_secret_key(secret_key: str) -> str:
     """A Fernet key derived from SECRET_KEY (HKDF-SHA256), for a deployment that sets no
     WEBHOOK_SECRETS_KEY: still nothing in the database decrypts it, but rotating SECRET_KEY then
     needs the derived key kept (docs/deploy.md); setting WEBHOOK_SECRETS_KEY decouples the two."""
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                   info=b"eventplatform webhook signing secrets").derive(secret_key.encode())
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"eventplatform webhook signing secrets"
+    ).derive(secret_key.encode())
     return base64.urlsafe_b64encode(derived).decode("ascii")
 
 

@@ -18,7 +18,7 @@ codes as `error_code`; HTTP errors carry it as `error.code`; dead notifications 
 
 def render() -> str:
     rows = [
-        f"| `{c.code}` | {c.http_status or ''} | {c.meaning} | {c.action} |" for c in sorted(
-            CATALOGUE.values(), key=lambda c: c.code)
+        f"| `{c.code}` | {c.http_status or ''} | {c.meaning} | {c.action} |"
+        for c in sorted(CATALOGUE.values(), key=lambda c: c.code)
     ]
     return HEADER + "\n".join(rows) + "\n"

@@ -66,8 +66,9 @@ def _connect_broker() -> str | None:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    failures = {name: reason for name, reason in (("database", _check_database()), ("broker", _check_broker()))
-                if reason}
+    failures = {
+        name: reason for name, reason in (("database", _check_database()), ("broker", _check_broker())) if reason
+    }
     if failures:
         return JsonResponse({"status": "unavailable", "failing": sorted(failures), "details": failures}, status=503)
     return JsonResponse({"status": "ok"})
@@ -75,5 +76,3 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
-
-

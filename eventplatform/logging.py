@@ -73,8 +73,11 @@ SHARED_PROCESSORS: list[Any] = [
 
 def build_formatter(log_format: str = "json") -> logging.Formatter:
     """A stdlib formatter rendering structlog and plain stdlib records alike, one JSON object a line."""
-    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if log_format == "console"
-                else structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+    renderer = (
+        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        if log_format == "console"
+        else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    )
     return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *SHARED_PROCESSORS],
@@ -114,15 +117,24 @@ class CorrelationMiddleware(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         structlog.contextvars.clear_contextvars()
-        context = {"correlation_id": message.options.get("correlation_id"), "message_id": message.message_id,
-                   "actor": message.actor_name}
+        context = {
+            "correlation_id": message.options.get("correlation_id"),
+            "message_id": message.message_id,
+            "actor": message.actor_name,
+        }
         for key in ("event_id", "notification_id"):
             if key in message.kwargs:
                 context[key] = message.kwargs[key]
         structlog.contextvars.bind_contextvars(**{k: v for k, v in context.items() if v})
 
-    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         structlog.contextvars.clear_contextvars()
 
     after_skip_message = after_process_message

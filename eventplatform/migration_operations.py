@@ -13,6 +13,7 @@ def _execute_on_postgresql(statements: list[str]) -> Callable[[Any, Any], None]:
         if schema_editor.connection.vendor == "postgresql":
             for statement in statements:
                 schema_editor.execute(statement)
+
     return execute
 
 
@@ -22,8 +23,9 @@ def run_sql_on_postgresql(*, up: list[str], down: list[str]) -> migrations.RunPy
     return migrations.RunPython(_execute_on_postgresql(up), _execute_on_postgresql(down))
 
 
-def drop_field_indexes(*, table: str, indexes: dict[str, str],
-                       state_operations: list[Any]) -> migrations.SeparateDatabaseAndState:
+def drop_field_indexes(
+    *, table: str, indexes: dict[str, str], state_operations: list[Any]
+) -> migrations.SeparateDatabaseAndState:
     """Fields that lose their index (`db_index=False`), applied as plain DROP INDEX statements.
 
     Django's AlterField rebuilds the whole table on SQLite (embedded mode), which drops its triggers
@@ -33,5 +35,6 @@ def drop_field_indexes(*, table: str, indexes: dict[str, str],
     """
     drop = [f"DROP INDEX IF EXISTS {name}{suffix}" for name in indexes for suffix in ("", "_like")]
     create = [f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})" for name, column in indexes.items()]
-    return migrations.SeparateDatabaseAndState(state_operations=state_operations,
-                                               database_operations=[migrations.RunSQL(drop, create)])
+    return migrations.SeparateDatabaseAndState(
+        state_operations=state_operations, database_operations=[migrations.RunSQL(drop, create)]
+    )

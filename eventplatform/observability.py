@@ -74,9 +74,14 @@ class RabbitmqQueueCollector:
 
     def describe(self) -> list[GaugeMetricFamily]:
         """Names only, so registering the collector does not query the broker (nor fill the cache)."""
-        return [GaugeMetricFamily(name, "", labels=labels) for name, labels in (
-            ("eventplatform_rabbitmq_queue_messages", ["queue"]), ("eventplatform_rabbitmq_queue_consumers", ["queue"]),
-            ("eventplatform_rabbitmq_up", None))]
+        return [
+            GaugeMetricFamily(name, "", labels=labels)
+            for name, labels in (
+                ("eventplatform_rabbitmq_queue_messages", ["queue"]),
+                ("eventplatform_rabbitmq_queue_consumers", ["queue"]),
+                ("eventplatform_rabbitmq_up", None),
+            )
+        ]
 
     def snapshot(self) -> tuple[dict[str, tuple[int, int]], bool]:
         """({queue: (messages, consumers)}, broker answered), at most `ttl` seconds old; the status
@@ -90,14 +95,17 @@ class RabbitmqQueueCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depths, up = self.snapshot()
-        messages = GaugeMetricFamily("eventplatform_rabbitmq_queue_messages", "Messages ready in the queue.",
-                                     labels=["queue"])
-        consumers = GaugeMetricFamily("eventplatform_rabbitmq_queue_consumers", "Consumers of the queue.",
-                                      labels=["queue"])
+        messages = GaugeMetricFamily(
+            "eventplatform_rabbitmq_queue_messages", "Messages ready in the queue.", labels=["queue"]
+        )
+        consumers = GaugeMetricFamily(
+            "eventplatform_rabbitmq_queue_consumers", "Consumers of the queue.", labels=["queue"]
+        )
         for queue, (count, consumer_count) in sorted(depths.items()):
             messages.add_metric([queue], count)
             consumers.add_metric([queue], consumer_count)
         yield messages
         yield consumers
-        yield GaugeMetricFamily("eventplatform_rabbitmq_up", "1 when the broker answered the last check.",
-                                value=1 if up else 0)
+        yield GaugeMetricFamily(
+            "eventplatform_rabbitmq_up", "1 when the broker answered the last check.", value=1 if up else 0
+        )

@@ -17,23 +17,40 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def dead_notification(portal: Portal) -> Notification:
     registration = Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
-    return Notification.objects.create(registration=registration, kind="confirmation", channel="email",
-                                       status="dead", recipient="ada@example.org", context={}, attempts=3,
-                                       last_error_code="smtp_permanent")
+    return Notification.objects.create(
+        registration=registration,
+        kind="confirmation",
+        channel="email",
+        status="dead",
+        recipient="ada@example.org",
+        context={},
+        attempts=3,
+        last_error_code="smtp_permanent",
+    )
 
 
 def test_every_admin_page_renders(staff: Client, portal: Portal, dead_notification: Notification) -> None:
     body = encode(payload())
-    staff.post("/webhooks/pretix/", data=body, content_type="application/json",
-               headers={k: v for k, v in signed_headers(body).items() if k != "content-type"})
-    for url in ["/admin/webhooks/portal/", "/admin/webhooks/webhookevent/", "/admin/outbox/outboxmessage/",
-                "/admin/registrations/registration/", "/admin/notifications/notification/",
-                "/admin/notifications/notificationattempt/",
-                f"/admin/notifications/notification/{dead_notification.id}/change/",
-                f"/admin/registrations/registration/{dead_notification.registration_id}/change/",
-                "/admin/notifications/notification/?status__exact=dead&channel__exact=email",
-                "/admin/notifications/notificationreplay/", "/admin/error-codes/",
-                f"/admin/registrations/registration/{dead_notification.registration_id}/story/"]:
+    staff.post(
+        "/webhooks/pretix/",
+        data=body,
+        content_type="application/json",
+        headers={k: v for k, v in signed_headers(body).items() if k != "content-type"},
+    )
+    for url in [
+        "/admin/webhooks/portal/",
+        "/admin/webhooks/webhookevent/",
+        "/admin/outbox/outboxmessage/",
+        "/admin/registrations/registration/",
+        "/admin/notifications/notification/",
+        "/admin/notifications/notificationattempt/",
+        f"/admin/notifications/notification/{dead_notification.id}/change/",
+        f"/admin/registrations/registration/{dead_notification.registration_id}/change/",
+        "/admin/notifications/notification/?status__exact=dead&channel__exact=email",
+        "/admin/notifications/notificationreplay/",
+        "/admin/error-codes/",
+        f"/admin/registrations/registration/{dead_notification.registration_id}/story/",
+    ]:
         assert staff.get(url).status_code == 200, url
 
 
@@ -42,7 +59,8 @@ def test_event_admin_is_read_only(staff: Client) -> None:
 
 
 def test_replay_action_asks_for_a_reason_then_requeues_a_dead_notification(
-        staff: Client, dead_notification: Notification) -> None:
+    staff: Client, dead_notification: Notification
+) -> None:
     # Deliberately changed: the action no longer replays at once; it shows a confirmation page first.
     selection = {"action": "replay_notifications", "_selected_action": [str(dead_notification.id)]}
     confirmation = staff.post("/admin/notifications/notification/", selection)

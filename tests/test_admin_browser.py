@@ -30,10 +30,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIEW_PERMISSIONS = ("view_notification", "view_notificationattempt", "view_notificationreplay",
-                    "view_registration", "view_webhookevent")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEW_PERMISSIONS = (
+    "view_notification",
+    "view_notificationattempt",
+    "view_notificationreplay",
+    "view_registration",
+    "view_webhookevent",
+)
 NOTIFICATIONS = "/admin/notifications/notification/"
 
 
@@ -95,8 +107,12 @@ def logged_in_page(browser: object, base_url: str, username: str) -> object:
 def static_failures(page: object) -> list[tuple[str, int]]:
     """From now on, every stylesheet or script the page loads that the server did not answer 200."""
     failures: list[tuple[str, int]] = []
-    page.on("response", lambda response: "/static/" in response.url and response.status != 200
-            and failures.append((response.url, response.status)))
+    page.on(
+        "response",
+        lambda response: "/static/" in response.url
+        and response.status != 200
+        and failures.append((response.url, response.status)),
+    )
     return failures
 
 
@@ -108,8 +124,9 @@ def screenshot(page: object, tmp_path: Path, name: str, *, publish: bool = True)
         shutil.copy(path, Path(target) / name)
 
 
-def test_without_the_replay_permission_nothing_can_be_replayed(browser: object, base_url: str,
-                                                                story: SeededStory) -> None:
+def test_without_the_replay_permission_nothing_can_be_replayed(
+    browser: object, base_url: str, story: SeededStory
+) -> None:
     support_user("viewer")
     page = logged_in_page(browser, base_url, "viewer")
     dead = story.dead_email
@@ -129,14 +146,18 @@ def test_without_the_replay_permission_nothing_can_be_replayed(browser: object, 
     referer = {"Referer": f"{base_url}{NOTIFICATIONS}"}
     refused = page.request.post(f"{NOTIFICATIONS}replay/?notification={dead.id}", form=forged, headers=referer)
     assert refused.status == 403
-    page.request.post(NOTIFICATIONS, headers=referer, form={
-        **forged, "action": "replay_notifications", "_selected_action": str(dead.id)})
+    page.request.post(
+        NOTIFICATIONS,
+        headers=referer,
+        form={**forged, "action": "replay_notifications", "_selected_action": str(dead.id)},
+    )
     dead.refresh_from_db()
     assert (dead.status, NotificationReplay.objects.count()) == ("dead", 0)
 
 
-def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object, base_url: str,
-                                                                 story: SeededStory, tmp_path: Path) -> None:
+def test_support_finds_the_attendee_reads_the_story_and_replays(
+    browser: object, base_url: str, story: SeededStory, tmp_path: Path
+) -> None:
     support_user("replayer", "replay_notification")
     started = time.monotonic()
     page = logged_in_page(browser, base_url, "replayer")
@@ -147,7 +168,7 @@ def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object,
     page.fill("#searchbar", "grace@example.org")
     page.press("#searchbar", "Enter")
     page.wait_for_url("**q=grace*")
-    page.click("#result_list a[href$=\"/story/\"]")
+    page.click('#result_list a[href$="/story/"]')
     page.wait_for_url(f"**/registration/{story.registration.pk}/story/")
     # ... read what happened: the rejected delivery, the mail server's refusal ...
     timeline = page.locator("#story-timeline")
@@ -181,11 +202,15 @@ def test_support_finds_the_attendee_reads_the_story_and_replays(browser: object,
     audit = notification.replays.get()
     assert notification.status == "pending"
     assert (audit.user.username, audit.reason, audit.previous_status) == (
-        "replayer", "Attendee fixed their mailbox (ticket 4711)", "dead")
+        "replayer",
+        "Attendee fixed their mailbox (ticket 4711)",
+        "dead",
+    )
 
 
-def test_the_status_page_renders_with_its_chart_and_the_admin_is_styled(browser: object, base_url: str,
-                                                                        story: SeededStory, tmp_path: Path) -> None:
+def test_the_status_page_renders_with_its_chart_and_the_admin_is_styled(
+    browser: object, base_url: str, story: SeededStory, tmp_path: Path
+) -> None:
     support_user("watcher")  # staff with view permissions only: the status page is for every support user
     page = logged_in_page(browser, base_url, "watcher")
     missing_static = static_failures(page)
@@ -205,14 +230,17 @@ def test_the_status_page_renders_with_its_chart_and_the_admin_is_styled(browser:
 
 def contrast(page: object, selector: str) -> float:
     """WCAG contrast ratio of an element's text against the background it is drawn on."""
-    colours = page.evaluate("""selector => {
+    colours = page.evaluate(
+        """selector => {
         const element = document.querySelector(selector);
         let background = element, colour = getComputedStyle(element).color, fill = 'rgba(0, 0, 0, 0)';
         while (background && (fill === 'rgba(0, 0, 0, 0)' || fill === 'transparent')) {
             fill = getComputedStyle(background).backgroundColor; background = background.parentElement;
         }
         return [colour, fill];
-    }""", selector)
+    }""",
+        selector,
+    )
 
     def luminance(css: str) -> float:
         red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css)[:3])
@@ -236,8 +264,9 @@ def test_the_pipeline_status_link_on_the_admin_home_can_be_read(browser: object,
     page.wait_for_url("**/admin/status/")
 
 
-def test_replaying_a_sent_notification_unticked_is_refused_saying_what_to_tick(browser: object, base_url: str,
-                                                                            story: SeededStory) -> None:
+def test_replaying_a_sent_notification_unticked_is_refused_saying_what_to_tick(
+    browser: object, base_url: str, story: SeededStory
+) -> None:
     sent = story.dead_email
     Notification.objects.filter(id=sent.id).update(status="sent", last_error_code="", last_error_message="")
     support_user("replayer", "replay_notification")
@@ -249,7 +278,7 @@ def test_replaying_a_sent_notification_unticked_is_refused_saying_what_to_tick(b
     page.click("#replay-confirm")  # "also send again" left unticked
     refusal = page.inner_text("#include-sent-row")
     assert "Nothing was replayed" in refusal and "Also send again the ones already sent" in refusal
-    assert page.locator(".messagelist").count() == 0, "no green \"Queued 0\""
+    assert page.locator(".messagelist").count() == 0, 'no green "Queued 0"'
     sent.refresh_from_db()
     assert (sent.status, sent.replays.count()) == ("sent", 0)
     # Ticked, it is sent again, and the page returns to the story it came from
@@ -263,7 +292,8 @@ def test_replaying_a_sent_notification_unticked_is_refused_saying_what_to_tick(b
 
 
 def test_the_registration_list_fits_1400_px_with_e_mail_story_link_and_event_times_labelled(
-        browser: object, base_url: str, story: SeededStory) -> None:
+    browser: object, base_url: str, story: SeededStory
+) -> None:
     support_user("viewer")  # view permissions only: reading is all this page is for
     page = logged_in_page(browser, base_url, "viewer")
     page.set_viewport_size({"width": 1400, "height": 900})
@@ -294,8 +324,9 @@ def test_rows_read_as_what_they_are(browser: object, base_url: str, story: Seede
     assert "R-2001" in listed and f"{story.registration.portal_id}:R-2001" not in listed
 
 
-def test_the_error_code_filter_lists_only_codes_a_notification_can_have(browser: object, base_url: str,
-                                                                       story: SeededStory) -> None:
+def test_the_error_code_filter_lists_only_codes_a_notification_can_have(
+    browser: object, base_url: str, story: SeededStory
+) -> None:
     support_user("viewer")
     page = logged_in_page(browser, base_url, "viewer")
     page.goto(NOTIFICATIONS)
@@ -306,8 +337,9 @@ def test_the_error_code_filter_lists_only_codes_a_notification_can_have(browser:
     assert str(story.dead_email.id) in page.inner_text("#result_list")
 
 
-def test_the_story_page_fits_and_a_past_row_says_what_was_true_then(browser: object, base_url: str,
-                                                                    story: SeededStory) -> None:
+def test_the_story_page_fits_and_a_past_row_says_what_was_true_then(
+    browser: object, base_url: str, story: SeededStory
+) -> None:
     support_user("viewer")
     page = logged_in_page(browser, base_url, "viewer")  # 1280 px, the navigation sidebar open
     page.goto(f"/admin/registrations/registration/{story.registration.pk}/story/")

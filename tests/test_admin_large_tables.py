@@ -28,12 +28,24 @@ NOTIFICATIONS = "/admin/notifications/notification/"
 def notifications(portal: Portal) -> list[Notification]:
     rows = []
     for number in range(5):
-        registration = Registration.objects.create(portal=portal, external_id=f"R-{number}",
-                                                   email=f"attendee{number}@example.org", last_name=f"Lovelace{number}")
-        rows.append(Notification.objects.create(
-            registration=registration, kind="confirmation", channel="email", recipient=registration.email,
-            context={}, status="dead" if number < 2 else "sent", correlation_id=uuid.uuid4().hex,
-            last_error_code="smtp_permanent" if number < 2 else ""))
+        registration = Registration.objects.create(
+            portal=portal,
+            external_id=f"R-{number}",
+            email=f"attendee{number}@example.org",
+            last_name=f"Lovelace{number}",
+        )
+        rows.append(
+            Notification.objects.create(
+                registration=registration,
+                kind="confirmation",
+                channel="email",
+                recipient=registration.email,
+                context={},
+                status="dead" if number < 2 else "sent",
+                correlation_id=uuid.uuid4().hex,
+                last_error_code="smtp_permanent" if number < 2 else "",
+            )
+        )
     return rows
 
 
@@ -43,15 +55,19 @@ def _listed(client: Client, url: str) -> set[uuid.UUID]:
     return {row.pk for row in response.context["cl"].result_list}
 
 
-@pytest.mark.parametrize(("term", "expected"), [
-    ("attendee3@exa", [3]),          # a partial e-mail
-    ("ATTENDEE1", [1]),              # case does not matter
-    ("R-2", [2]),                    # the portal's registration id, exactly
-    ("R-", []),                      # ... not a part of it
-    ("nobody@example.org", []),
-])
+@pytest.mark.parametrize(
+    ("term", "expected"),
+    [
+        ("attendee3@exa", [3]),  # a partial e-mail
+        ("ATTENDEE1", [1]),  # case does not matter
+        ("R-2", [2]),  # the portal's registration id, exactly
+        ("R-", []),  # ... not a part of it
+        ("nobody@example.org", []),
+    ],
+)
 def test_search_finds_by_partial_email_and_exact_registration_id(
-        staff: Client, notifications: list[Notification], term: str, expected: list[int]) -> None:
+    staff: Client, notifications: list[Notification], term: str, expected: list[int]
+) -> None:
     assert _listed(staff, f"{NOTIFICATIONS}?q={term}") == {notifications[i].pk for i in expected}
 
 
@@ -67,21 +83,30 @@ def test_search_for_a_term_that_fits_no_field_lists_nothing(staff: Client, porta
 
 
 def test_webhook_events_are_found_by_delivery_id(staff: Client, portal: Portal) -> None:
-    event = WebhookEvent.objects.create(portal=portal, delivery_id="msg_abc", type="registration.created",
-                                        status="accepted", raw_body=b"{}", payload={}, received_at="2026-12-01T08:00Z")
+    event = WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id="msg_abc",
+        type="registration.created",
+        status="accepted",
+        raw_body=b"{}",
+        payload={},
+        received_at="2026-12-01T08:00Z",
+    )
     assert _listed(staff, "/admin/webhooks/webhookevent/?q=msg_abc") == {event.pk}
     assert _listed(staff, "/admin/webhooks/webhookevent/?q=msg_") == set()
 
 
-def test_registrations_are_found_by_partial_email_or_last_name(staff: Client,
-                                                               notifications: list[Notification]) -> None:
+def test_registrations_are_found_by_partial_email_or_last_name(
+    staff: Client, notifications: list[Notification]
+) -> None:
     registrations = "/admin/registrations/registration/"
     assert _listed(staff, f"{registrations}?q=attendee2@") == {notifications[2].registration_id}
     assert _listed(staff, f"{registrations}?q=lovelace4") == {notifications[4].registration_id}
 
 
-def test_lists_never_count_the_whole_table(staff: Client, notifications: list[Notification],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lists_never_count_the_whole_table(
+    staff: Client, notifications: list[Notification], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(CappedCountPaginator, "cap", 3)
     with CaptureQueriesContext(connection) as queries:
         response = staff.get(NOTIFICATIONS)
@@ -92,29 +117,51 @@ def test_lists_never_count_the_whole_table(staff: Client, notifications: list[No
     assert staff.get(f"{NOTIFICATIONS}?status__exact=dead").context["cl"].result_count == 2
 
 
-@pytest.mark.parametrize("url", [NOTIFICATIONS, "/admin/notifications/notificationattempt/",
-                                 "/admin/webhooks/webhookevent/", "/admin/registrations/registration/",
-                                 "/admin/outbox/outboxmessage/"])
-def test_filters_take_their_choices_from_the_code_not_from_distinct(staff: Client, notifications: list[Notification],
-                                                                    url: str) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        NOTIFICATIONS,
+        "/admin/notifications/notificationattempt/",
+        "/admin/webhooks/webhookevent/",
+        "/admin/registrations/registration/",
+        "/admin/outbox/outboxmessage/",
+    ],
+)
+def test_filters_take_their_choices_from_the_code_not_from_distinct(
+    staff: Client, notifications: list[Notification], url: str
+) -> None:
     with CaptureQueriesContext(connection) as queries:
         assert staff.get(url).status_code == 200
-    assert not [q["sql"] for q in queries.captured_queries if re.search(r"\bDISTINCT\b", q["sql"], re.I)
-                and "django_" not in q["sql"] and "auth_" not in q["sql"]]
+    assert not [
+        q["sql"]
+        for q in queries.captured_queries
+        if re.search(r"\bDISTINCT\b", q["sql"], re.I) and "django_" not in q["sql"] and "auth_" not in q["sql"]
+    ]
 
 
-def test_error_code_filter_lists_what_notifications_can_carry_and_filters(staff: Client,
-                                                                         notifications: list[Notification]) -> None:
+def test_error_code_filter_lists_what_notifications_can_carry_and_filters(
+    staff: Client, notifications: list[Notification]
+) -> None:
     html = staff.get(NOTIFICATIONS).content.decode()
     listed = set(re.findall(r"last_error_code__exact=([\w.]+)", html))
     # Every row of the classification and the send path's own codes; no webhook-only code.
     rule_codes = {rule.error_code for rule in (*classification.RULES, classification.UNCLASSIFIED)}
     assert rule_codes | {"retries_exhausted", "circuit_open", "invalid_recipient"} <= listed
-    assert not listed & {"invalid_signature", "timestamp_out_of_tolerance", "unknown_portal", "payload_too_large",
-                         "malformed_json", "rate_limited", "library_warning", "embedded_default"}
+    assert not listed & {
+        "invalid_signature",
+        "timestamp_out_of_tolerance",
+        "unknown_portal",
+        "payload_too_large",
+        "malformed_json",
+        "rate_limited",
+        "library_warning",
+        "embedded_default",
+    }
     assert listed <= set(CATALOGUE)
     assert _listed(staff, f"{NOTIFICATIONS}?last_error_code__exact=smtp_permanent") == {
-        notifications[0].pk, notifications[1].pk}
+        notifications[0].pk,
+        notifications[1].pk,
+    }
 
 
 def test_partial_email_search_uses_the_trigram_index(notifications: list[Notification], rf) -> None:

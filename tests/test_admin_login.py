@@ -53,12 +53,15 @@ def test_a_success_before_the_limit_resets_the_count(boss: User) -> None:
     assert login(client, PASSWORD).status_code == 302
 
 
-@pytest.mark.parametrize(("password", "complaint"), [
-    ("password1234", "too common"),
-    ("83719260431857", "entirely numeric"),
-    ("short7!", "too short"),
-    ("boss@example.org!", "too similar"),
-])
+@pytest.mark.parametrize(
+    ("password", "complaint"),
+    [
+        ("password1234", "too common"),
+        ("83719260431857", "entirely numeric"),
+        ("short7!", "too short"),
+        ("boss@example.org!", "too similar"),
+    ],
+)
 def test_the_four_standard_password_validators(boss: User, password: str, complaint: str) -> None:
     with pytest.raises(ValidationError) as refused:
         validate_password(password, user=boss)

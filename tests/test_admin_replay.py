@@ -33,15 +33,24 @@ def viewer() -> Client:
 
 @pytest.fixture
 def replayer() -> Client:
-    return staff_client("replayer", "view_notification", "view_registration", "view_notificationreplay",
-                        "replay_notification")
+    return staff_client(
+        "replayer", "view_notification", "view_registration", "view_notificationreplay", "replay_notification"
+    )
 
 
-def make(registration: Registration, status: str, *, kind: str = "confirmation", channel: str = "email",
-         error_code: str = "") -> Notification:
-    return Notification.objects.create(registration=registration, kind=kind, channel=channel, status=status,
-                                       recipient="ada@example.org", context={}, attempts=3,
-                                       last_error_code=error_code)
+def make(
+    registration: Registration, status: str, *, kind: str = "confirmation", channel: str = "email", error_code: str = ""
+) -> Notification:
+    return Notification.objects.create(
+        registration=registration,
+        kind=kind,
+        channel=channel,
+        status=status,
+        recipient="ada@example.org",
+        context={},
+        attempts=3,
+        last_error_code=error_code,
+    )
 
 
 @pytest.fixture
@@ -60,8 +69,10 @@ def test_view_permission_alone_cannot_replay(viewer: Client, registration: Regis
     assert "replay-link" not in viewer.get(f"{LIST}{dead.id}/change/").content.decode()
 
     # A hand-made POST of the action is refused (Django runs only actions the user may use).
-    viewer.post(LIST, {"action": "replay_notifications", "_selected_action": [str(dead.id)], "confirm": "yes",
-                       "reason": "sneaky"})
+    viewer.post(
+        LIST,
+        {"action": "replay_notifications", "_selected_action": [str(dead.id)], "confirm": "yes", "reason": "sneaky"},
+    )
     assert viewer.get(f"{REPLAY}?notification={dead.id}").status_code == 403
     assert viewer.post(f"{REPLAY}?notification={dead.id}", {"confirm": "yes", "reason": "x"}).status_code == 403
     dead.refresh_from_db()
@@ -85,8 +96,14 @@ def test_single_replay_from_the_notification_page_is_audited(replayer: Client, r
     dead.refresh_from_db()
     audit = dead.replays.get()
     assert (dead.status, queued(dead)) == ("pending", 1)
-    assert (audit.actor_type, audit.actor, audit.user.username, audit.reason, audit.previous_status,
-            audit.previous_error_code) == ("user", "replayer", "replayer", "address fixed", "dead", "smtp_permanent")
+    assert (
+        audit.actor_type,
+        audit.actor,
+        audit.user.username,
+        audit.reason,
+        audit.previous_status,
+        audit.previous_error_code,
+    ) == ("user", "replayer", "replayer", "address fixed", "dead", "smtp_permanent")
     page = replayer.get(f"{LIST}{dead.id}/change/").content.decode()
     assert "address fixed" in page and "replayer" in page
     assert "address fixed" in replayer.get("/admin/notifications/notificationreplay/").content.decode()
@@ -106,10 +123,11 @@ def test_sent_is_replayed_only_when_named_and_ticked(replayer: Client, registrat
     assert (sent.status, queued(sent), sent.replays.get().previous_status) == ("pending", 1, "sent")
 
 
-def test_replay_all_matching_takes_the_filters_and_only_dead_ones(replayer: Client,
-                                                                  registration: Registration) -> None:
-    dead_email = [make(registration, "dead", kind=kind, error_code="smtp_permanent")
-                  for kind in ("confirmation", "update", "cancellation")]
+def test_replay_all_matching_takes_the_filters_and_only_dead_ones(replayer: Client, registration: Registration) -> None:
+    dead_email = [
+        make(registration, "dead", kind=kind, error_code="smtp_permanent")
+        for kind in ("confirmation", "update", "cancellation")
+    ]
     dead_sms = make(registration, "dead", channel="sms", error_code="sms_permanent")
     sent_email = make(registration, "sent", kind="reminder_24h")
     filters = "channel__exact=email"
@@ -124,11 +142,14 @@ def test_replay_all_matching_takes_the_filters_and_only_dead_ones(replayer: Clie
     assert NotificationReplay.objects.filter(reason="smtp relay back").count() == 3
 
 
-def test_select_all_in_the_action_goes_to_the_filtered_replay_page(replayer: Client,
-                                                                   registration: Registration) -> None:
+def test_select_all_in_the_action_goes_to_the_filtered_replay_page(
+    replayer: Client, registration: Registration
+) -> None:
     dead = make(registration, "dead")
-    response = replayer.post(f"{LIST}?status__exact=dead", {
-        "action": "replay_notifications", "_selected_action": [str(dead.id)], "select_across": "1"})
+    response = replayer.post(
+        f"{LIST}?status__exact=dead",
+        {"action": "replay_notifications", "_selected_action": [str(dead.id)], "select_across": "1"},
+    )
     assert response.status_code == 302 and response["Location"] == f"{REPLAY}?status__exact=dead"
 
 
@@ -143,7 +164,8 @@ def test_selected_rows_confirmation_counts_kinds_and_channels(replayer: Client, 
 
 
 def test_the_audit_shows_on_the_notification_page_to_anyone_who_sees_the_notification(
-        replayer: Client, registration: Registration) -> None:
+    replayer: Client, registration: Registration
+) -> None:
     dead = make(registration, "dead")
     replayer.post(f"{REPLAY}?notification={dead.id}", {"confirm": "yes", "reason": "bounced, address fixed"})
     page = staff_client("notifications-only", "view_notification").get(f"{LIST}{dead.id}/change/").content.decode()
@@ -157,14 +179,16 @@ def test_invalid_filters_replay_nothing(replayer: Client, registration: Registra
 
 
 def test_a_replay_the_send_would_cancel_is_refused_with_the_reason_shown(
-    replayer: Client, registration: Registration,
+    replayer: Client,
+    registration: Registration,
 ) -> None:
     # Given a dead confirmation of a registration cancelled since
     dead = make(registration, "dead", error_code="smtp_transient")
     Registration.objects.filter(id=registration.id).update(status="cancelled")
     # When support replays it
-    page = replayer.post(f"{REPLAY}?notification={dead.id}", {"confirm": "yes", "reason": "mail fixed"},
-                         follow=True).content.decode()
+    page = replayer.post(
+        f"{REPLAY}?notification={dead.id}", {"confirm": "yes", "reason": "mail fixed"}, follow=True
+    ).content.decode()
     # Then it is not queued, and the page says why (a warning, no green "Queued 0")
     assert "Queued 0" not in page
     assert "Not queued: 1 notification(s), registration_cancelled: Not replayed: the registration was cancelled" in page

@@ -30,22 +30,33 @@ def story_url(story: SeededStory) -> str:
     return f"/admin/registrations/registration/{story.registration.pk}/story/"
 
 
-@pytest.mark.parametrize("term", ["grace@example.org", "Grace Lovelace", "R-2001", "msg_R-2001_created",
-                                  "msg_R-2001_broken", "dead-notification-id"])
-def test_one_search_finds_the_registration_and_links_its_story(staff: Client, story: SeededStory,
-                                                               term: str) -> None:
+@pytest.mark.parametrize(
+    "term",
+    [
+        "grace@example.org",
+        "Grace Lovelace",
+        "R-2001",
+        "msg_R-2001_created",
+        "msg_R-2001_broken",
+        "dead-notification-id",
+    ],
+)
+def test_one_search_finds_the_registration_and_links_its_story(staff: Client, story: SeededStory, term: str) -> None:
     term = str(story.dead_email.id) if term == "dead-notification-id" else term
     page = staff.get(SEARCH + term).content.decode()
     assert story_url(story) in page
-    assert "/registration/" in page and page.count("/story/\"") == 1, "only this registration matches"
+    assert "/registration/" in page and page.count('/story/"') == 1, "only this registration matches"
 
 
 def test_the_story_tells_everything_in_time_order(staff: Client, story: SeededStory) -> None:
-    notification_replay(notification_id=story.dead_email.id, reason="mailbox fixed by attendee",
-                        user=User.objects.get(username="support"))
+    notification_replay(
+        notification_id=story.dead_email.id,
+        reason="mailbox fixed by attendee",
+        user=User.objects.get(username="support"),
+    )
     page = staff.get(story_url(story)).content.decode()
 
-    timeline = page[page.index('id="story-timeline"'):]
+    timeline = page[page.index('id="story-timeline"') :]
     sources = re.findall(r'<span class="source">(\w+)</span>', timeline)
     assert sources.count("delivery") == 2 and "event" in sources and "attempt" in sources
     assert sources.index("attempt") < sources.index("replay"), sources
@@ -63,9 +74,15 @@ def test_the_story_tells_everything_in_time_order(staff: Client, story: SeededSt
 
 def test_a_failed_apply_is_part_of_the_story(staff: Client, story: SeededStory) -> None:
     event = WebhookEvent.objects.get(delivery_id=story.accepted_delivery_id)
-    FailedApply.objects.create(webhook_event=event, event_id=event.id, error_code="actor_failed",
-                               error_message="boom in apply",
-                               attempts=3, first_failed_at=timezone.now(), last_failed_at=timezone.now())
+    FailedApply.objects.create(
+        webhook_event=event,
+        event_id=event.id,
+        error_code="actor_failed",
+        error_message="boom in apply",
+        attempts=3,
+        first_failed_at=timezone.now(),
+        last_failed_at=timezone.now(),
+    )
     timeline = staff.get(story_url(story)).content.decode().split('id="story-timeline"')[1]
     assert '<span class="source">failed_apply</span>' in timeline and "boom in apply" in timeline
     assert '/admin/error-codes/#actor_failed"' in timeline

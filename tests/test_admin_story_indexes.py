@@ -25,9 +25,15 @@ pytestmark = pytest.mark.django_db
 
 SEARCH = "/admin/registrations/registration/?q="
 # Tables that grow with traffic: a sequential scan of one of them is what a million rows punish.
-LARGE_TABLES = ("webhooks_webhookevent", "registrations_registration", "registrations_registrationevent",
-                "registrations_failedapply", "notifications_notification", "notifications_notificationattempt",
-                "notifications_notificationreplay")
+LARGE_TABLES = (
+    "webhooks_webhookevent",
+    "registrations_registration",
+    "registrations_registrationevent",
+    "registrations_failedapply",
+    "notifications_notification",
+    "notifications_notificationattempt",
+    "notifications_notificationreplay",
+)
 
 
 @pytest.fixture
@@ -40,8 +46,11 @@ def _plans_of(client: Client, url: str) -> list[tuple[str, str]]:
     """(SQL, plan) of every SELECT on a large table that one GET of `url` sends."""
     with CaptureQueriesContext(connection) as queries:
         assert client.get(url).status_code == 200, url
-    selects = [q["sql"] for q in queries.captured_queries
-               if q["sql"].lstrip().upper().startswith("SELECT") and any(t in q["sql"] for t in LARGE_TABLES)]
+    selects = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("SELECT") and any(t in q["sql"] for t in LARGE_TABLES)
+    ]
     assert selects, f"{url} read no large table"
     plans = []
     with connection.cursor() as cursor:
@@ -60,12 +69,15 @@ def _scans_of_large_tables(plans: list[tuple[str, str]]) -> list[str]:
     for sql, plan in plans:
         lines = plan.splitlines()
         for number, line in enumerate(lines):
-            scan = re.search(r"(Seq Scan|Index Scan(?: Backward)? using \S+|Index Only Scan(?: Backward)? using \S+)"
-                             r" on (\w+)", line)
+            scan = re.search(
+                r"(Seq Scan|Index Scan(?: Backward)? using \S+|Index Only Scan(?: Backward)? using \S+)"
+                r" on (\w+)",
+                line,
+            )
             if not scan or scan.group(2) not in LARGE_TABLES:
                 continue
             details = []
-            for detail in lines[number + 1:]:
+            for detail in lines[number + 1 :]:
                 if "->" in detail:
                     break
                 details.append(detail)
@@ -85,8 +97,9 @@ def test_deliveries_outside_the_event_log_are_found_through_the_payload_index(st
     rejected = WebhookEvent.objects.get(delivery_id=story.rejected_delivery_id)
     assert rejected in webhook_events_of_registration(story.registration)
     # ... the query Django builds for `payload__data__registration_id=` is the index's expression.
-    queryset = WebhookEvent.objects.filter(portal_id=story.registration.portal_id,
-                                           payload__data__registration_id=story.registration.external_id)
+    queryset = WebhookEvent.objects.filter(
+        portal_id=story.registration.portal_id, payload__data__registration_id=story.registration.external_id
+    )
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         plan = queryset.order_by().explain()
@@ -94,8 +107,7 @@ def test_deliveries_outside_the_event_log_are_found_through_the_payload_index(st
     assert "Index Cond" in plan and "registration_id" in plan.split("Index Cond", 1)[1], plan
 
 
-@pytest.mark.parametrize("term", ["grace@exa", "Grace", "msg_R-2001_created", "msg_R-2001_broken",
-                                  "notification-id"])
+@pytest.mark.parametrize("term", ["grace@exa", "Grace", "msg_R-2001_created", "msg_R-2001_broken", "notification-id"])
 def test_registration_searches_read_through_indexes(rf, story: SeededStory, term: str) -> None:
     # Given the registration search exactly as the admin builds it (its search fields ORed, and the
     # registrations a notification or delivery id names), without the list's order: on a handful of

@@ -52,10 +52,18 @@ def test_create_portal_refuses_a_malformed_secret() -> None:
 
 def embedded_env(tmp_path, **overrides: str) -> dict[str, str]:
     """What `make run` runs with on a fresh machine: no DATABASE_URL / BROKER_URL / EMAIL_URL / SMS_API_URL."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL", "EMAIL_URL", "SMS_API_URL", "LOG_FORMAT", "PORT", "HOST")}
-    env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
-               PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", **overrides)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "BROKER_URL", "EMAIL_URL", "SMS_API_URL", "LOG_FORMAT", "PORT", "HOST")
+    }
+    env.update(
+        DATA_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="INFO",
+        **overrides,
+    )
     return env
 
 
@@ -69,13 +77,14 @@ def prepare(env: dict[str, str]) -> None:
 
 def start_pipeline(env: dict[str, str], log_path, *args: str) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
-        return subprocess.Popen([*MANAGE, "run_pipeline", *args], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [*MANAGE, "run_pipeline", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def alive(pid: int) -> bool:
     try:
-        return (Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z")
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
 
@@ -97,39 +106,63 @@ def test_make_run_pipeline_works_embedded_without_postgres_or_rabbitmq(tmp_path)
         assert "sms" in first_line[0] and "console" in first_line[0], "it says which channels are live"
         assert "{" not in first_line[0][:1], "console log format in development"
         # Then, once the server answers, the next steps are printed with the chosen port in every URL
-        box = wait_until(lambda: "send_test_webhook demo" in log_path.read_text() and log_path.read_text(),
-                         timeout=30, what="the next-steps box")
+        box = wait_until(
+            lambda: "send_test_webhook demo" in log_path.read_text() and log_path.read_text(),
+            timeout=30,
+            what="the next-steps box",
+        )
         assert http_ok(f"{url}/healthz")
         assert http_ok(f"{url}/static/admin/css/base.css"), "the admin's static files are served"
-        steps = box[box.index("=" * 78):]
+        steps = box[box.index("=" * 78) :]
         assert f"--url {url}" in steps and f"{url}/admin/" in steps and f"{url}/admin/status/" in steps
         assert "createsuperuser" in steps, "no superuser exists yet"
         assert ":8000" not in box
         assert box.index("pipeline.listening") < box.index("=" * 78), "printed after the server started"
 
         def send() -> str:
-            result = subprocess.run([*MANAGE, "send_test_webhook", "demo", "--url", url, "--email",
-                                     "newcomer@example.org", "--phone", "+4915112345678"], cwd=ROOT, env=env,
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [
+                    *MANAGE,
+                    "send_test_webhook",
+                    "demo",
+                    "--url",
+                    url,
+                    "--email",
+                    "newcomer@example.org",
+                    "--phone",
+                    "+4915112345678",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             return result.stdout if result.stdout.startswith("202") else ""
 
         wait_until(send, timeout=30, what="the webhook to be accepted")
         # Then the confirmation is "sent" to the console e-mail backend, and the SMS to the console SMS
-        output = wait_until(lambda: "SMS To: +4915112345678" in log_path.read_text() and
-                            "X-Eventplatform-Notification-Id" in log_path.read_text() and log_path.read_text(),
-                            timeout=30, what="the e-mail and the SMS on the console")
+        output = wait_until(
+            lambda: "SMS To: +4915112345678" in log_path.read_text()
+            and "X-Eventplatform-Notification-Id" in log_path.read_text()
+            and log_path.read_text(),
+            timeout=30,
+            what="the e-mail and the SMS on the console",
+        )
         assert "To: newcomer@example.org" in output
         # And the scheduler runs in the same process (its first round starts at once: heartbeats written)
         database = sqlite3.connect(tmp_path / "eventplatform.sqlite3")
-        wait_until(lambda: database.execute("SELECT count(*) FROM notifications_schedulerheartbeat").fetchone()[0],
-                   timeout=30, what="a scheduler round")
+        wait_until(
+            lambda: database.execute("SELECT count(*) FROM notifications_schedulerheartbeat").fetchone()[0],
+            timeout=30,
+            what="a scheduler round",
+        )
         database.close()
         # And idle it is quiet: a round every 0.5 s (4 jobs each, 160 job runs in 20 s) writes no line;
         # "a handful per idle minute" scaled to 20 s is at most one line.
         time.sleep(2)  # what the webhook set off has finished
         before = log_path.read_text().splitlines()
         time.sleep(20)
-        idle_lines = log_path.read_text().splitlines()[len(before):]
+        idle_lines = log_path.read_text().splitlines()[len(before) :]
         assert len(idle_lines) <= 1, idle_lines
     finally:
         stop_process(pipeline, 20)
@@ -144,8 +177,14 @@ def test_a_busy_port_stops_run_pipeline_at_once_naming_the_port(tmp_path) -> Non
         busy.listen()
         port = busy.getsockname()[1]
         started = time.monotonic()
-        result = subprocess.run([*MANAGE, "run_pipeline", "--bind", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [*MANAGE, "run_pipeline", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode != 0
     assert f"Port {port}" in result.stderr and "already in use" in result.stderr
     assert time.monotonic() - started < 15
@@ -157,8 +196,12 @@ def test_a_busy_port_stops_run_pipeline_at_once_naming_the_port(tmp_path) -> Non
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_busy_port_stops_run_pipeline_with_postgres_and_rabbitmq_before_any_child_starts(tmp_path) -> None:
-    env = process_env(BROKER_URL=os.environ["BROKER_URL"], RELAY_METRICS_PORT=str(free_port()),
-                      dramatiq_prom_port=str(free_port()), SCHEDULER_METRICS_PORT=str(free_port()))
+    env = process_env(
+        BROKER_URL=os.environ["BROKER_URL"],
+        RELAY_METRICS_PORT=str(free_port()),
+        dramatiq_prom_port=str(free_port()),
+        SCHEDULER_METRICS_PORT=str(free_port()),
+    )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -184,8 +227,14 @@ def test_a_busy_port_stops_run_pipeline_with_postgres_and_rabbitmq_before_any_ch
 def test_make_run_passes_port_and_host_to_run_pipeline() -> None:
     def dry_run(*args: str, **env: str) -> str:
         environment = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST")}
-        return subprocess.run(["make", "-n", "run", *args], cwd=ROOT, env={**environment, **env},
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["make", "-n", "run", *args],
+            cwd=ROOT,
+            env={**environment, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     assert "run_pipeline --bind 127.0.0.1:8000" in dry_run()
     assert "run_pipeline --bind 127.0.0.1:8001" in dry_run("PORT=8001")
@@ -215,14 +264,21 @@ def test_sigterm_stops_the_embedded_pipeline_like_ctrl_c(tmp_path) -> None:
 def test_sigterm_stops_every_child_of_the_pipeline_within_seconds(tmp_path) -> None:
     # Given run_pipeline with PostgreSQL and RabbitMQ: gunicorn, relay, worker, scheduler as children
     port = free_port()
-    env = process_env(BROKER_URL=os.environ["BROKER_URL"], RELAY_METRICS_PORT=str(free_port()),
-                      dramatiq_prom_port=str(free_port()), SCHEDULER_METRICS_PORT=str(free_port()))
+    env = process_env(
+        BROKER_URL=os.environ["BROKER_URL"],
+        RELAY_METRICS_PORT=str(free_port()),
+        dramatiq_prom_port=str(free_port()),
+        SCHEDULER_METRICS_PORT=str(free_port()),
+    )
     log_path = tmp_path / "pipeline.log"
     pipeline = start_pipeline(env, log_path, "--bind", f"127.0.0.1:{port}")
     try:
         wait_until(lambda: "send_test_webhook" in log_path.read_text(), timeout=60, what="the pipeline")
-        children = wait_until(lambda: (found := descendants(pipeline.pid)) and len(found) >= 6 and found,
-                              timeout=30, what="gunicorn's workers and the worker's processes")
+        children = wait_until(
+            lambda: (found := descendants(pipeline.pid)) and len(found) >= 6 and found,
+            timeout=30,
+            what="gunicorn's workers and the worker's processes",
+        )
         pipeline.send_signal(signal.SIGTERM)
         assert pipeline.wait(timeout=15) == 0
         wait_until(lambda: not any(alive(pid) for pid in children), timeout=5, what="every child gone")

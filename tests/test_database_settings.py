@@ -17,8 +17,7 @@ def test_a_statement_run_five_times_is_prepared_once() -> None:
     with connection.cursor() as cursor:
         for number in range(6):
             cursor.execute(statement, [number])
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-                       ["%prepared_probe%"])
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%prepared_probe%"])
         assert cursor.fetchone()[0] == 1
 
 
@@ -28,8 +27,18 @@ def test_db_prepare_threshold_chooses_or_turns_off_preparing(value, expected) ->
     if value is None:
         env.pop("DB_PREPARE_THRESHOLD", None)
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c",
-         "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected

@@ -48,4 +48,5 @@ def test_every_exception_class_code_is_in_the_catalogue() -> None:
 
 def test_docs_error_codes_md_is_generated_from_the_catalogue() -> None:
     assert (ROOT / "docs" / "error-codes.md").read_text() == render(), (
-        "docs/error-codes.md is stale: run `python manage.py error_codes --write`")
+        "docs/error-codes.md is stale: run `python manage.py error_codes --write`"
+    )

@@ -48,8 +48,12 @@ def assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp: SmtpServer
     # A send cut off by the crash is `sending` until its claim times out and it is sent again (the
     # crash window): wait for every confirmation to settle, then for a late duplicate to arrive.
     confirmations = Notification.objects.filter(kind="confirmation")
-    wait_until(lambda: not confirmations.filter(status__in=["pending", "sending", "retrying"]).exists(),
-               timeout=60, interval=0.5, what="every confirmation settled")
+    wait_until(
+        lambda: not confirmations.filter(status__in=["pending", "sending", "retrying"]).exists(),
+        timeout=60,
+        interval=0.5,
+        what="every confirmation settled",
+    )
     time.sleep(3)  # a late duplicate would arrive within this window
     sent = emails_by_notification(smtp)
     recipients = {m["To"] for m in smtp.messages}
@@ -58,10 +62,14 @@ def assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp: SmtpServer
     assert confirmations.count() == len(registration_ids)
     assert set(confirmations.values_list("status", flat=True)) == {"sent"}
     assert not FailedApply.objects.filter(resolved_at__isnull=True).exists(), "an apply was left failed"
-    lost_attempts = dict(Notification.objects.annotate(recorded=Count("attempt_log"))
-                         .values_list("id", F("attempts") - F("recorded")))
-    beyond_crashes = {notification_id: copies for notification_id, copies in sent.items()
-                      if copies > 1 + lost_attempts[uuid.UUID(notification_id)]}
+    lost_attempts = dict(
+        Notification.objects.annotate(recorded=Count("attempt_log")).values_list("id", F("attempts") - F("recorded"))
+    )
+    beyond_crashes = {
+        notification_id: copies
+        for notification_id, copies in sent.items()
+        if copies > 1 + lost_attempts[uuid.UUID(notification_id)]
+    }
     assert not beyond_crashes, f"sent twice without a crash between send and record: {beyond_crashes}"
     return sum(copies - 1 for copies in sent.values())
 
@@ -84,8 +92,10 @@ def test_sigkill_of_the_worker_mid_stream_loses_nothing(portal, smtp: SmtpServer
         # Then every registration got its e-mail, and a second copy only where the crash hit a send
         duplicates = assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp, ids)
         assert duplicates <= in_flight, "more copies than sends the kill cut off"
-        print(f"worker SIGKILL: {len(ids)} webhooks, {len(emails_by_notification(smtp))} delivered in {elapsed:.1f} s, "
-              f"{in_flight} sending at the kill, {duplicates} duplicate(s) (crash window), statuses {dict(statuses)}")
+        print(
+            f"worker SIGKILL: {len(ids)} webhooks, {len(emails_by_notification(smtp))} delivered in {elapsed:.1f} s, "
+            f"{in_flight} sending at the kill, {duplicates} duplicate(s) (crash window), statuses {dict(statuses)}"
+        )
     finally:
         stack.stop()
 
@@ -115,8 +125,12 @@ def test_sigkill_of_the_relay_mid_stream_loses_nothing_and_duplicates_nothing(po
 
 def pg_ctlcluster(action: str) -> subprocess.CompletedProcess[str]:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
-    return subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def postgres_answers() -> bool:
@@ -150,9 +164,11 @@ def test_postgresql_restarted_under_traffic_loses_nothing_and_duplicates_nothing
         elapsed = time.monotonic() - started
         duplicates = assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp, ids)
         assert duplicates == 0, "no process died: every e-mail arrives exactly once"
-        print(f"PostgreSQL restart from {restart_began:.1f} s to {restarted_at:.1f} s: {len(ids)} webhooks, "
-              f"all delivered in {elapsed:.1f} s, "
-              f"{duplicates} duplicate(s) (crash window), statuses {dict(statuses)} (0 = connection error)")
+        print(
+            f"PostgreSQL restart from {restart_began:.1f} s to {restarted_at:.1f} s: {len(ids)} webhooks, "
+            f"all delivered in {elapsed:.1f} s, "
+            f"{duplicates} duplicate(s) (crash window), statuses {dict(statuses)} (0 = connection error)"
+        )
         assert all(p.alive() for p in (stack.web, stack.relay, stack.worker)), stack.logs()
     finally:
         stack.stop()
@@ -185,8 +201,11 @@ def test_an_apply_failing_until_its_retries_run_out_is_recorded_then_reapplied(p
             stack.deliver(registration_id, statuses)
         blocked = WebhookEvent.objects.get(delivery_id="msg_R-BLOCKED")
         # Then, its retries spent, it is recorded in PostgreSQL with its code, message and attempts
-        failed = wait_until(lambda: FailedApply.objects.filter(event_id=blocked.id).first(), timeout=60,
-                            what="the failed apply to be recorded")
+        failed = wait_until(
+            lambda: FailedApply.objects.filter(event_id=blocked.id).first(),
+            timeout=60,
+            what="the failed apply to be recorded",
+        )
         assert failed.error_code == "apply_retries_exhausted", failed.error_message
         assert failed.attempts == 3 and "applies of this registration are blocked" in failed.error_message
         wait_for_emails(stack, smtp, 2)
@@ -198,13 +217,17 @@ def test_an_apply_failing_until_its_retries_run_out_is_recorded_then_reapplied(p
         call_command("reapply_events", "--all", "--reason", "trigger removed")
         call_command("reapply_events", str(blocked.id), "--reason", "once more, to be sure")
         wait_for_emails(stack, smtp, 3)
-        wait_until(lambda: FailedApply.objects.get(event_id=blocked.id).resolved_at, timeout=30,
-                   what="the failed apply to be resolved")
+        wait_until(
+            lambda: FailedApply.objects.get(event_id=blocked.id).resolved_at,
+            timeout=30,
+            what="the failed apply to be resolved",
+        )
         assert_nothing_lost_and_duplicates_only_in_the_crash_window(smtp, ids)
         assert sum(emails_by_notification(smtp).values()) == 3
     finally:
         stack.stop()
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS test_block_apply ON registrations_registrationevent; "
-                           "DROP FUNCTION IF EXISTS test_block_apply();")
-
+            cursor.execute(
+                "DROP TRIGGER IF EXISTS test_block_apply ON registrations_registrationevent; "
+                "DROP FUNCTION IF EXISTS test_block_apply();"
+            )

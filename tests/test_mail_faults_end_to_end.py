@@ -42,7 +42,8 @@ def assert_each_delivered_once(smtp: SmtpServer, registration_ids: list[str]) ->
     time.sleep(3)  # a late duplicate (a retry or a woken copy) would arrive within this window
     sent = emails_by_notification(smtp)
     assert {m["To"] for m in smtp.messages} == {f"{r.lower()}@example.org" for r in registration_ids}, (
-        "an accepted registration was lost")
+        "an accepted registration was lost"
+    )
     assert WebhookEvent.objects.count() == len(registration_ids), "one event per delivery, re-sends included"
     confirmations = list(Notification.objects.filter(kind="confirmation"))
     assert len(confirmations) == len(registration_ids)
@@ -54,19 +55,25 @@ def assert_each_delivered_once(smtp: SmtpServer, registration_ids: list[str]) ->
     return confirmations
 
 
-def deliver_one_a_second_until_all_wait(stack: Stack, registration_ids: list[str],
-                                        statuses: collections.Counter[int]) -> QuerySet[Notification]:
+def deliver_one_a_second_until_all_wait(
+    stack: Stack, registration_ids: list[str], statuses: collections.Counter[int]
+) -> QuerySet[Notification]:
     """Deliver one registration a second, then wait until every one's confirmation waits in
     PostgreSQL for the breaker (deferred); on a timeout, fail with their states and the logs.
     Returns those confirmations."""
     for registration_id in registration_ids:
         stack.deliver(registration_id, statuses)
         time.sleep(1)
-    waiting = Notification.objects.filter(kind="confirmation", recipient__in=[f"{r.lower()}@example.org"
-                                                                               for r in registration_ids])
+    waiting = Notification.objects.filter(
+        kind="confirmation", recipient__in=[f"{r.lower()}@example.org" for r in registration_ids]
+    )
     try:
-        wait_until(lambda: waiting.filter(deferred_at__isnull=False).count() == len(registration_ids), timeout=30,
-                   interval=0.2, what="every send waiting for the breaker")
+        wait_until(
+            lambda: waiting.filter(deferred_at__isnull=False).count() == len(registration_ids),
+            timeout=30,
+            interval=0.2,
+            what="every send waiting for the breaker",
+        )
     except TimeoutError:
         raise AssertionError(f"{list(waiting.values('status', 'last_error_code'))}\n{stack.logs()}") from None
     return waiting
@@ -131,14 +138,19 @@ def test_a_greylisting_burst_is_delivered_once_each_and_never_opens_the_breaker(
         # And the breaker never opened: no deferral (each queues a probe), no log line, a closed row
         breaker = CircuitBreaker.objects.filter(provider="email").first()
         assert breaker is None or (breaker.state, breaker.opened_at, breaker.consecutive_failures) == (
-            "closed", None, 0)
+            "closed",
+            None,
+            0,
+        )
         assert not OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).exists()
         assert "circuit_breaker.opened" not in stack.worker.output()
         rows = send_rows_per_notification(confirmations)
         assert set(rows.values()) == {1}, "greylisting went through the outbox again"
-        print(f"\ngreylisting x2, {len(ids)} registrations at once: all {len(ids)} accepted in {accepted:.1f} s, "
-              f"delivered once each {elapsed:.1f} s after the first POST; 40 refusals, 3 attempts each, "
-              f"breaker never opened, statuses {dict(statuses)}")
+        print(
+            f"\ngreylisting x2, {len(ids)} registrations at once: all {len(ids)} accepted in {accepted:.1f} s, "
+            f"delivered once each {elapsed:.1f} s after the first POST; 40 refusals, 3 attempts each, "
+            f"breaker never opened, statuses {dict(statuses)}"
+        )
     finally:
         stack.stop()
 
@@ -149,8 +161,11 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
     smtp.handler.always["AUTH"] = AUTH_REFUSED
     stack, sampler = None, BreakerSampler()
     try:
-        stack = Stack(smtp, EMAIL_URL=f"smtp://events:secret@127.0.0.1:{smtp.port}",
-                      NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS="3")
+        stack = Stack(
+            smtp,
+            EMAIL_URL=f"smtp://events:secret@127.0.0.1:{smtp.port}",
+            NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS="3",
+        )
         sampler.start()
         refusing_since = time.monotonic()
         # When 10 registrations arrive over 10 s while it refuses
@@ -181,8 +196,11 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         assert "misconfigured" in states
         assert "circuit_breaker.misconfigured" in stack.worker.output()  # logged as an error
         # And the workers' exporter says so: what the ProviderMisconfigured alert reads
-        wait_until(lambda: stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 1,
-                   timeout=15, what="the misconfigured gauge at 1")
+        wait_until(
+            lambda: stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 1,
+            timeout=15,
+            what="the misconfigured gauge at 1",
+        )
         assert {reason.split(":")[0] for _, reason in samples[opened:]} == {"smtp_auth_failed"}
 
         # When the operator fixes the account
@@ -195,8 +213,11 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         delivered = assert_each_delivered_once(smtp, ids)
         assert after_fix < 60
         assert CircuitBreaker.objects.get(provider="email").state == "closed"
-        wait_until(lambda: stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 0,
-                   timeout=15, what="the misconfigured gauge back to 0")
+        wait_until(
+            lambda: stack.worker_metric("eventplatform_circuit_breaker_misconfigured", provider="email") == 0,
+            timeout=15,
+            what="the misconfigured gauge back to 0",
+        )
         rows = send_rows_per_notification(delivered)
         assert max(rows.values()) <= 2
         # every attempt that failed was a real login the server refused (smtplib tries PLAIN, then LOGIN)
@@ -204,10 +225,12 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         assert set(failed.values_list("error_code", flat=True)) == {"smtp_auth_failed"}
         assert failed.count() == smtp.handler.refused_by_stage["AUTH"] // 2
         probes = OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()
-        print(f"\n535 for {refused_for:.0f} s, {len(ids)} registrations meanwhile: 0 dead, {failed.count()} refused "
-              f"logins ({probes} probe rows, every 3 s), max {max(w[1] for w in waiting)} attempts per "
-              f"notification; after the fix all {len(ids)} delivered once in {after_fix:.1f} s; "
-              f"send rows per notification max {max(rows.values())}, total {sum(rows.values())}")
+        print(
+            f"\n535 for {refused_for:.0f} s, {len(ids)} registrations meanwhile: 0 dead, {failed.count()} refused "
+            f"logins ({probes} probe rows, every 3 s), max {max(w[1] for w in waiting)} attempts per "
+            f"notification; after the fix all {len(ids)} delivered once in {after_fix:.1f} s; "
+            f"send rows per notification max {max(rows.values())}, total {sum(rows.values())}"
+        )
     finally:
         sampler.stop()
         if stack is not None:
@@ -250,16 +273,19 @@ def test_smtp_down_for_45_seconds_defers_without_a_storm_and_delivers_each_once_
 
         # Then each went out once, and the outage cost at most 2 outbox send rows per notification
         confirmations = assert_each_delivered_once(smtp_server, before + during)
-        rows = send_rows_per_notification(n for n in confirmations if n.recipient.startswith(
-            tuple(r.lower() + "@" for r in during)))
+        rows = send_rows_per_notification(
+            n for n in confirmations if n.recipient.startswith(tuple(r.lower() + "@" for r in during))
+        )
         assert len(rows) == len(during) and max(rows.values()) <= 2, rows
         assert CircuitBreaker.objects.get(provider="email").state == "closed"
         failed = NotificationAttempt.objects.filter(outcome="transient_error")
         codes = collections.Counter(failed.values_list("error_code", flat=True))
         probes = OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()
-        print(f"\nSMTP down {down_for:.0f} s (connection refused, 5 s cool-down), {len(during)} registrations "
-              f"meanwhile: 0 dead, {attempts_during} attempts in all during the outage ({dict(codes)}), "
-              f"{probes} probe rows; send rows per notification max {max(rows.values())}, total "
-              f"{sum(rows.values())} for {len(during)}; all delivered once {after_back:.1f} s after it came back")
+        print(
+            f"\nSMTP down {down_for:.0f} s (connection refused, 5 s cool-down), {len(during)} registrations "
+            f"meanwhile: 0 dead, {attempts_during} attempts in all during the outage ({dict(codes)}), "
+            f"{probes} probe rows; send rows per notification max {max(rows.values())}, total "
+            f"{sum(rows.values())} for {len(during)}; all delivered once {after_back:.1f} s after it came back"
+        )
     finally:
         stack.stop()

@@ -23,8 +23,11 @@ BIN = Path(sys.executable).parent
 
 
 def procfile_names() -> list[str]:
-    return [line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines()
-            if line and not line.startswith("#")]
+    return [
+        line.split(":", 1)[0]
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
 
 
 def alive(pid: int) -> bool:
@@ -41,9 +44,16 @@ def test_the_procfile_names_every_long_running_process() -> None:
 def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, smtp_server: SmtpServer) -> None:
     port = free_port()
     env = production_env(
-        EMAIL_URL=smtp_server.url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2",
-        RELAY_METRICS_PORT=str(free_port()), dramatiq_prom_port=str(free_port()),
-        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DRAMATIQ_NPROCS="1", DRAMATIQ_NTHREADS="4")
+        EMAIL_URL=smtp_server.url,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+        RELAY_METRICS_PORT=str(free_port()),
+        dramatiq_prom_port=str(free_port()),
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        DRAMATIQ_NPROCS="1",
+        DRAMATIQ_NTHREADS="4",
+    )
     # The scheduler line needs `send_reminders --every` (the failures issue); run it when it is there.
     scheduler_ready = "--every" in (ROOT / "apps/support/management/commands/send_reminders.py").read_text()
     names = procfile_names() if scheduler_ready else ["web", "relay", "worker"]

@@ -38,8 +38,13 @@ def test_many_readyz_calls_open_at_most_one_amqp_connection(client: Client, monk
 def test_readyz_is_503_naming_the_database_when_a_lock_blocks_it(client: Client) -> None:
     # Given another real connection holding an exclusive lock on a table the check reads (a migration)
     params = connection.get_connection_params()
-    with psycopg.connect(host=params.get("host"), port=params.get("port"), user=params.get("user"),
-                         dbname=params["dbname"], password=params.get("password")) as blocker:
+    with psycopg.connect(
+        host=params.get("host"),
+        port=params.get("port"),
+        user=params.get("user"),
+        dbname=params["dbname"],
+        password=params.get("password"),
+    ) as blocker:
         blocker.execute("LOCK TABLE django_migrations IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         response = client.get("/readyz")

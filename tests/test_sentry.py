@@ -23,8 +23,9 @@ PROBE = (
 def probe(**env: str) -> str:
     environment = {k: v for k, v in os.environ.items() if k != "SENTRY_DSN"}
     environment.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", **env)
-    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          check=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
 
 
 def test_sentry_is_off_without_a_dsn() -> None:
@@ -98,8 +99,14 @@ def sentry_endpoint():
 @pytest.mark.django_db
 def test_a_sentry_event_from_a_failing_request_carries_no_secret_no_locals_and_no_attendee(sentry_endpoint) -> None:
     dsn, received = sentry_endpoint
-    result = subprocess.run([sys.executable, "-c", FAILING_REQUEST], cwd=ROOT, env=production_env(SENTRY_DSN=dsn),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_REQUEST],
+        cwd=ROOT,
+        env=production_env(SENTRY_DSN=dsn),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "500"
     sent = b"\n".join(received).decode()

@@ -17,8 +17,9 @@ REQUIRED = ("SECRET_KEY", "DATABASE_URL", "BROKER_URL", "EMAIL_URL", "ALLOWED_HO
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_manage_py_without_a_settings_module_refuses_to_start_naming_every_missing_variable() -> None:
@@ -60,8 +61,14 @@ def test_the_public_development_secrets_key_counts_as_missing_and_a_malformed_ke
 
 def test_the_wsgi_application_refuses_too() -> None:
     env = {k: v for k, v in production_env().items() if k != "SECRET_KEY"}
-    result = subprocess.run([sys.executable, "-c", "import eventplatform.wsgi"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import eventplatform.wsgi"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and "need SECRET_KEY" in result.stderr
 
@@ -114,8 +121,14 @@ print(json.dumps(out))
 
 
 def http_probe(**env: str) -> dict[str, dict[str, object]]:
-    result = subprocess.run([sys.executable, "-c", HTTP_PROBE], cwd=ROOT, env=production_env(**env),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", HTTP_PROBE],
+        cwd=ROOT,
+        env=production_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -159,8 +172,9 @@ def test_without_webhook_secrets_key_production_derives_one_from_secret_key() ->
     # CONTRACT section 2 names SECRET_KEY as the one secret production needs: a deployment that
     # sets only it still starts, and its portal secrets are still encrypted with a key of its own.
     env = {k: v for k, v in production_env().items() if k != "WEBHOOK_SECRETS_KEY"}
-    result = subprocess.run([sys.executable, "-c", KEY_PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", KEY_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True"]
 
@@ -174,12 +188,20 @@ print(response.status_code, response.get("Location", "-"))
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("hosts", "expected"), [("127.0.0.1,localhost", "200 -"),
-                                                 ("127.0.0.1,events.example.com", "301 https://127.0.0.1/admin/login/")])
+@pytest.mark.parametrize(
+    ("hosts", "expected"),
+    [("127.0.0.1,localhost", "200 -"), ("127.0.0.1,events.example.com", "301 https://127.0.0.1/admin/login/")],
+)
 def test_plain_http_by_default_only_for_a_server_answering_to_loopback_names_alone(hosts: str, expected: str) -> None:
     # A trial of the production settings on one machine (an operator's first run, a check script)
     # works over http://127.0.0.1; a server that answers to any other name is HTTPS-only.
-    result = subprocess.run([sys.executable, "-c", LOOPBACK_PROBE], cwd=ROOT, env=production_env(ALLOWED_HOSTS=hosts),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LOOPBACK_PROBE],
+        cwd=ROOT,
+        env=production_env(ALLOWED_HOSTS=hosts),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected

@@ -25,8 +25,7 @@ REPLAY_PERMISSION = "notifications.replay_notification"
 Status = Notification.Status
 # What the send path records itself, beside the classification's rows (a failure of ours, an address
 # we cannot use, a breaker or the retries giving up).
-SEND_PATH_ERROR_CODES = ("actor_failed", "circuit_open", "invalid_recipient", "retries_exhausted",
-                         "sms_not_configured")
+SEND_PATH_ERROR_CODES = ("actor_failed", "circuit_open", "invalid_recipient", "retries_exhausted", "sms_not_configured")
 
 
 def notification_error_codes() -> list[str]:
@@ -44,25 +43,39 @@ NotificationErrorCodeFilter = fixed_values_filter(notification_error_codes)
 def _safe_next(request: HttpRequest) -> str | None:
     """The page a replay was started from (the attendee's story), to return to after it."""
     target = request.POST.get("next") or request.GET.get("next")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                                  require_https=request.is_secure()):
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return None
 
 
 class ReplayForm(forms.Form):
     reason = forms.CharField(
-        max_length=1000, strip=True, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text="Why these are sent again (e.g. \"mail server fixed, ticket 4711\"); kept in the replay audit.")
+        max_length=1000,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text='Why these are sent again (e.g. "mail server fixed, ticket 4711"); kept in the replay audit.',
+    )
     include_sent = forms.BooleanField(
-        required=False, label="Also send again the ones already sent",
-        help_text="Only for notifications named one by one; the attendee gets a second message.")
+        required=False,
+        label="Also send again the ones already sent",
+        help_text="Only for notifications named one by one; the attendee gets a second message.",
+    )
 
 
 class NotificationAttemptInline(admin.TabularInline):
     model = NotificationAttempt
-    fields = ("number", "started_at", "duration_ms", "outcome", "provider", "error_code", "error_message",
-              "provider_message_id")
+    fields = (
+        "number",
+        "started_at",
+        "duration_ms",
+        "outcome",
+        "provider",
+        "error_code",
+        "error_message",
+        "provider_message_id",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -95,17 +108,32 @@ class NotificationReplayInline(admin.TabularInline):
 
 @admin.register(Notification)
 class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
-    """"Which e-mails failed since 9:00?": filter by status, channel and updated_at.
+    """ "Which e-mails failed since 9:00?": filter by status, channel and updated_at.
 
     Replay (single, selected rows, or every dead row matching the filters) needs the permission
     `notifications.replay_notification`, goes through a confirmation page that asks for a reason, and
     leaves one NotificationReplay row per notification sent again.
     """
 
-    list_display = ("created_at", "kind", "channel", "status", "attempts", "last_error_code", "registration",
-                    "updated_at", "id")
-    list_filter = ("status", "channel", "kind", ("last_error_code", NotificationErrorCodeFilter), "updated_at",
-                   "created_at")
+    list_display = (
+        "created_at",
+        "kind",
+        "channel",
+        "status",
+        "attempts",
+        "last_error_code",
+        "registration",
+        "updated_at",
+        "id",
+    )
+    list_filter = (
+        "status",
+        "channel",
+        "kind",
+        ("last_error_code", NotificationErrorCodeFilter),
+        "updated_at",
+        "created_at",
+    )
     # Exact on indexed columns, partial e-mail/phone through a trigram index (eventplatform/admin.py).
     search_fields = ("=id", "=correlation_id", "=registration__external_id", "recipient")
     list_select_related = ("registration",)
@@ -130,22 +158,29 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
         extra_context = {**(extra_context or {}), "can_replay": self.has_replay_permission(request)}
         return super().changelist_view(request, extra_context)
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "can_replay": self.has_replay_permission(request),
-                         "replayable_statuses": [Status.DEAD, Status.SENT]}
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "can_replay": self.has_replay_permission(request),
+            "replayable_statuses": [Status.DEAD, Status.SENT],
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description="Replay: send the selected notifications again (asks for a reason)",
-                  permissions=["replay"])
+    @admin.action(
+        description="Replay: send the selected notifications again (asks for a reason)", permissions=["replay"]
+    )
     def replay_notifications(self, request: HttpRequest, queryset: QuerySet[Notification]) -> HttpResponse | None:
         if request.POST.get("select_across") == "1":
             # "Select all N": every row matching the filters; the replay page recomputes them from the
             # query string (dead ones only) rather than carrying thousands of ids through a form.
-            return HttpResponseRedirect(f"{reverse('admin:notifications_notification_replay')}?"
-                                        f"{request.GET.urlencode()}")
+            return HttpResponseRedirect(
+                f"{reverse('admin:notifications_notification_replay')}?{request.GET.urlencode()}"
+            )
         hidden = [("action", "replay_notifications")] + [
-            (helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("id", flat=True)]
+            (helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("id", flat=True)
+        ]
         return self._replay(request, queryset, named=True, hidden=hidden, done_url=None)
 
     def replay_view(self, request: HttpRequest) -> HttpResponse:
@@ -171,8 +206,15 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
         done_url = f"{reverse('admin:notifications_notification_changelist')}?{request.GET.urlencode()}"
         return self._replay(request, queryset, named=False, hidden=[], done_url=done_url)
 
-    def _replay(self, request: HttpRequest, queryset: QuerySet[Notification], *, named: bool,
-                hidden: list[tuple[str, str]], done_url: str | None) -> HttpResponse | None:
+    def _replay(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Notification],
+        *,
+        named: bool,
+        hidden: list[tuple[str, str]],
+        done_url: str | None,
+    ) -> HttpResponse | None:
         """The confirmation page (how many, which kinds/channels/statuses, a required reason), then the replay.
 
         Each notification is replayed in its own transaction with its audit row: a failure half-way
@@ -186,29 +228,37 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
             statuses = [Status.DEAD, Status.SENT] if include_sent else [Status.DEAD]
             if named and not include_sent and not queryset.filter(status=Status.DEAD).exists():
                 # Only sent ones named: replaying none of them and saying "Queued 0" in green misleads.
-                form.add_error("include_sent", "Nothing was replayed: these were already sent. Tick “"
-                               f"{ReplayForm.base_fields['include_sent'].label}” to send them again.")
+                form.add_error(
+                    "include_sent",
+                    "Nothing was replayed: these were already sent. Tick “"
+                    f"{ReplayForm.base_fields['include_sent'].label}” to send them again.",
+                )
         if form.is_valid():
             queued, refused = 0, Counter[tuple[str, str]]()
             for pk in queryset.filter(status__in=statuses).values_list("id", flat=True).iterator():
-                result = notification_replay(notification_id=pk, reason=form.cleaned_data["reason"],
-                                             user=request.user, include_sent=include_sent)
+                result = notification_replay(
+                    notification_id=pk, reason=form.cleaned_data["reason"], user=request.user, include_sent=include_sent
+                )
                 queued += result.queued
                 if result.refused:
                     refused[(result.refused, result.message)] += 1
             if queued or not refused:  # all refused: the warnings below say why, no green "Queued 0"
-                self.message_user(request, f"Queued {queued} notification(s) for sending again; each replay is "
-                                  "recorded with your name and reason.",
-                                  messages.SUCCESS if queued else messages.WARNING)
+                self.message_user(
+                    request,
+                    f"Queued {queued} notification(s) for sending again; each replay is "
+                    "recorded with your name and reason.",
+                    messages.SUCCESS if queued else messages.WARNING,
+                )
             for (code, message), count in sorted(refused.items()):
-                self.message_user(request, f"Not queued: {count} notification(s), {code}: {message}",
-                                  messages.WARNING)
+                self.message_user(request, f"Not queued: {count} notification(s), {code}: {message}", messages.WARNING)
             return HttpResponseRedirect(done_url) if done_url else None
         summary = notification_replay_summary(queryset)
         for group in summary["groups"]:
             group["replayed"] = group["status"] in replayable
-        counts = {status: sum(g["count"] for g in summary["groups"] if g["status"] == status)
-                  for status in (Status.DEAD, Status.SENT)}
+        counts = {
+            status: sum(g["count"] for g in summary["groups"] if g["status"] == status)
+            for status in (Status.DEAD, Status.SENT)
+        }
         context = {
             **self.admin_site.each_context(request),
             "title": "Replay notifications: are you sure?",
@@ -230,8 +280,15 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
 class NotificationReplayAdmin(ReadOnlyAdmin):
     """The replay audit: every replay by staff or by `replay_notifications`, newest first."""
 
-    list_display = ("replayed_at", "actor", "actor_type", "notification", "previous_status", "previous_error_code",
-                    "reason")
+    list_display = (
+        "replayed_at",
+        "actor",
+        "actor_type",
+        "notification",
+        "previous_status",
+        "previous_error_code",
+        "reason",
+    )
     list_filter = ("actor_type", "previous_status", "replayed_at")
     search_fields = ("=notification__id", "actor", "reason")
     date_hierarchy = "replayed_at"
@@ -242,9 +299,15 @@ class NotificationReplayAdmin(ReadOnlyAdmin):
 class NotificationAttemptAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ("started_at", "notification", "number", "outcome", "provider", "error_code", "duration_ms")
     # Every provider that was ever asked has a breaker row: its choices, without DISTINCT over attempts.
-    list_filter = ("outcome", ("provider", fixed_values_filter(
-        lambda: CircuitBreaker.objects.order_by("provider").values_list("provider", flat=True))),
-        ("error_code", NotificationErrorCodeFilter), "started_at")
+    list_filter = (
+        "outcome",
+        (
+            "provider",
+            fixed_values_filter(lambda: CircuitBreaker.objects.order_by("provider").values_list("provider", flat=True)),
+        ),
+        ("error_code", NotificationErrorCodeFilter),
+        "started_at",
+    )
     search_fields = ("=notification__id", "=provider_message_id")
 
 
@@ -253,6 +316,14 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
     """Which provider is held back and since when: the truth behind the breaker gauge, which an idle
     worker process may report stale. Read-only: the breakers close themselves after a good probe."""
 
-    list_display = ("provider", "state", "reason", "consecutive_failures", "opened_at", "misconfigured_since",
-                    "probe_claimed_at", "updated_at")
+    list_display = (
+        "provider",
+        "state",
+        "reason",
+        "consecutive_failures",
+        "opened_at",
+        "misconfigured_since",
+        "probe_claimed_at",
+        "updated_at",
+    )
     list_filter = ("state",)

@@ -73,7 +73,8 @@ def _export(provider: str, state: str, reason: str = "") -> None:
 
 def _claim_probe(provider: str, now: dt.datetime, *, state: str, **guard: object) -> bool:
     claimed = CircuitBreaker.objects.filter(provider=provider, state=state, **guard).update(
-        state=State.HALF_OPEN, probe_claimed_at=now, updated_at=now)
+        state=State.HALF_OPEN, probe_claimed_at=now, updated_at=now
+    )
     return bool(claimed)
 
 
@@ -121,11 +122,13 @@ def circuit_breaker_permit(*, provider: str) -> Permit:
 def circuit_breaker_lets_through(*, provider: str) -> bool:
     """Read-only: is the breaker closed now? (Used to decide whether waiting sends may be woken.)"""
     return CircuitBreaker.objects.filter(provider=provider, state=State.CLOSED).exists() or not (
-        CircuitBreaker.objects.filter(provider=provider).exists())
+        CircuitBreaker.objects.filter(provider=provider).exists()
+    )
 
 
-def circuit_breaker_record(*, provider: str, permit: Permit, failure_class: str | None = None,
-                           reason: str = "") -> bool:
+def circuit_breaker_record(
+    *, provider: str, permit: Permit, failure_class: str | None = None, reason: str = ""
+) -> bool:
     """Count the outcome of a send; True when this call closed the breaker (the caller then wakes
     the sends waiting for it).
 
@@ -134,30 +137,61 @@ def circuit_breaker_record(*, provider: str, permit: Permit, failure_class: str 
     state `misconfigured`; a per-message refusal is an answer, so it counts as the provider working.
     """
     down = failure_class == FailureClass.PROVIDER_DOWN
-    if not down and not permit.probe and failure_class != FailureClass.PROVIDER_MISCONFIGURED \
-            and _trusted_closed(provider):
+    if (
+        not down
+        and not permit.probe
+        and failure_class != FailureClass.PROVIDER_MISCONFIGURED
+        and _trusted_closed(provider)
+    ):
         return False  # the common success: no failures were counted a moment ago, nothing to reset
     now = timezone.now()
     breakers = CircuitBreaker.objects.filter(provider=provider)
     if failure_class == FailureClass.PROVIDER_MISCONFIGURED:
         _closed_since.pop(provider, None)
-        breakers.update(state=State.MISCONFIGURED, opened_at=now, probe_claimed_at=None, reason=reason[:2000],
-                        misconfigured_since=Coalesce(F("misconfigured_since"), Value(now)), updated_at=now)
+        breakers.update(
+            state=State.MISCONFIGURED,
+            opened_at=now,
+            probe_claimed_at=None,
+            reason=reason[:2000],
+            misconfigured_since=Coalesce(F("misconfigured_since"), Value(now)),
+            updated_at=now,
+        )
         _export(provider, State.MISCONFIGURED)
-        log.error("circuit_breaker.misconfigured", provider=provider, error_code="provider_misconfigured",
-                  reason=reason[:300], probe_every_seconds=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS)
+        log.error(
+            "circuit_breaker.misconfigured",
+            provider=provider,
+            error_code="provider_misconfigured",
+            reason=reason[:300],
+            probe_every_seconds=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS,
+        )
         return False
     if permit.probe:
         if down:
-            if breakers.filter(state=State.HALF_OPEN).update(state=State.OPEN, opened_at=now, probe_claimed_at=None,
-                                                              reason="", misconfigured_since=None, updated_at=now):
+            if breakers.filter(state=State.HALF_OPEN).update(
+                state=State.OPEN,
+                opened_at=now,
+                probe_claimed_at=None,
+                reason="",
+                misconfigured_since=None,
+                updated_at=now,
+            ):
                 _export(provider, State.OPEN)
-                log.warning("circuit_breaker.reopened", provider=provider, error_code="circuit_open",
-                            cooldown_seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS)
+                log.warning(
+                    "circuit_breaker.reopened",
+                    provider=provider,
+                    error_code="circuit_open",
+                    cooldown_seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS,
+                )
             return False
-        if breakers.filter(state=State.HALF_OPEN).update(state=State.CLOSED, consecutive_failures=0, opened_at=None,
-                                                          probe_claimed_at=None, reason="", misconfigured_since=None,
-                                                          updated_at=now):
+        if breakers.filter(state=State.HALF_OPEN).update(
+            state=State.CLOSED,
+            consecutive_failures=0,
+            opened_at=None,
+            probe_claimed_at=None,
+            reason="",
+            misconfigured_since=None,
+            updated_at=now,
+        ):
             _export(provider, State.CLOSED)
             log.info("circuit_breaker.closed", provider=provider)
             return True
@@ -169,10 +203,16 @@ def circuit_breaker_record(*, provider: str, permit: Permit, failure_class: str 
     breakers.filter(state=State.CLOSED).update(consecutive_failures=F("consecutive_failures") + 1, updated_at=now)
     threshold = settings.NOTIFICATION_BREAKER_THRESHOLD
     if breakers.filter(state=State.CLOSED, consecutive_failures__gte=threshold).update(
-            state=State.OPEN, opened_at=now, updated_at=now):
+        state=State.OPEN, opened_at=now, updated_at=now
+    ):
         _export(provider, State.OPEN)
-        log.warning("circuit_breaker.opened", provider=provider, error_code="circuit_open",
-                    threshold=threshold, cooldown_seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS)
+        log.warning(
+            "circuit_breaker.opened",
+            provider=provider,
+            error_code="circuit_open",
+            threshold=threshold,
+            cooldown_seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS,
+        )
     return False
 
 
@@ -183,8 +223,11 @@ def circuit_breaker_schedule_probe(*, provider: str, at: dt.datetime) -> bool:
     now = timezone.now()
     CircuitBreaker.objects.get_or_create(provider=provider)
     lost = now - dt.timedelta(seconds=settings.NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS)
-    return bool(CircuitBreaker.objects.filter(provider=provider).filter(
-        Q(probe_scheduled_at__isnull=True) | Q(probe_scheduled_at__lt=lost)).update(probe_scheduled_at=at))
+    return bool(
+        CircuitBreaker.objects.filter(provider=provider)
+        .filter(Q(probe_scheduled_at__isnull=True) | Q(probe_scheduled_at__lt=lost))
+        .update(probe_scheduled_at=at)
+    )
 
 
 def circuit_breaker_probe_started(*, provider: str) -> None:

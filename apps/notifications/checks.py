@@ -43,18 +43,24 @@ def claim_outlasts_a_send(app_configs: Any = None, **kwargs: Any) -> list[checks
     longest = longest_send_seconds()
     problems: list[checks.CheckMessage] = []
     if claim <= longest:
-        problems.append(checks.Error(
-            f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must exceed the longest send ({longest:.0f} s: "
-            f"{SMTP_SHORT_STEPS} x EMAIL_TIMEOUT + EMAIL_DATA_TIMEOUT_SECONDS per e-mail provider, 2 x "
-            f"SMS_TIMEOUT_SECONDS, {SENT_RECORD_SECONDS:.0f} s to record `sent`), or a live send is claimed and "
-            "sent again by another worker.",
-            hint="Raise NOTIFICATION_CLAIM_TIMEOUT_SECONDS or lower EMAIL_DATA_TIMEOUT_SECONDS.",
-            id="notifications.E001"))
+        problems.append(
+            checks.Error(
+                f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must exceed the longest send ({longest:.0f} s: "
+                f"{SMTP_SHORT_STEPS} x EMAIL_TIMEOUT + EMAIL_DATA_TIMEOUT_SECONDS per e-mail provider, 2 x "
+                f"SMS_TIMEOUT_SECONDS, {SENT_RECORD_SECONDS:.0f} s to record `sent`), or a live send is claimed and "
+                "sent again by another worker.",
+                hint="Raise NOTIFICATION_CLAIM_TIMEOUT_SECONDS or lower EMAIL_DATA_TIMEOUT_SECONDS.",
+                id="notifications.E001",
+            )
+        )
     if claim >= settings.BROKER_CONSUMER_TIMEOUT_SECONDS:
-        problems.append(checks.Error(
-            f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must be below RabbitMQ's consumer_timeout "
-            f"(BROKER_CONSUMER_TIMEOUT_SECONDS, {settings.BROKER_CONSUMER_TIMEOUT_SECONDS}): a send held longer "
-            "has its channel closed and its message redelivered.",
-            hint="Raise consumer_timeout in rabbitmq.conf and BROKER_CONSUMER_TIMEOUT_SECONDS with it.",
-            id="notifications.E002"))
+        problems.append(
+            checks.Error(
+                f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must be below RabbitMQ's consumer_timeout "
+                f"(BROKER_CONSUMER_TIMEOUT_SECONDS, {settings.BROKER_CONSUMER_TIMEOUT_SECONDS}): a send held longer "
+                "has its channel closed and its message redelivered.",
+                hint="Raise consumer_timeout in rabbitmq.conf and BROKER_CONSUMER_TIMEOUT_SECONDS with it.",
+                id="notifications.E002",
+            )
+        )
     return problems

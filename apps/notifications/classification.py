@@ -48,7 +48,10 @@ D, M = FailureClass.PROVIDER_DOWN, FailureClass.PROVIDER_MISCONFIGURED
 U = FailureClass.OUTCOME_UNKNOWN
 
 ERROR_TYPES: dict[FailureClass, type[ProviderError]] = {
-    T: ProviderTransientError, P: ProviderPermanentError, D: ProviderDownError, M: ProviderMisconfiguredError,
+    T: ProviderTransientError,
+    P: ProviderPermanentError,
+    D: ProviderDownError,
+    M: ProviderMisconfiguredError,
     U: ProviderOutcomeUnknownError,
 }
 
@@ -72,9 +75,12 @@ class Rule:
     details: frozenset[str] = frozenset()
 
     def matches(self, *, protocol: str, stage: str, code: int | None, details: frozenset[str]) -> bool:
-        return (self.protocol == protocol and self.stage in ("any", stage)
-                and (not self.codes or code in self.codes)
-                and (not self.details or bool(self.details & details)))
+        return (
+            self.protocol == protocol
+            and self.stage in ("any", stage)
+            and (not self.codes or code in self.codes)
+            and (not self.details or bool(self.details & details))
+        )
 
 
 def _codes(*codes: int) -> frozenset[int]:
@@ -89,29 +95,56 @@ TWILIO_MESSAGE_TEMPORARY = frozenset({"14107"})  # too many messages to this rec
 
 RULES: tuple[Rule, ...] = (
     # --- SMTP: the whole message was written (final "." included) and no reply came
-    Rule("smtp", "data_end", ANY, U, "outcome_unknown", "no reply to the final '.' within "
-         "EMAIL_DATA_TIMEOUT_SECONDS, or the connection closed before it", frozenset({"timeout", "disconnected",
-                                                                                         "reset"})),
+    Rule(
+        "smtp",
+        "data_end",
+        ANY,
+        U,
+        "outcome_unknown",
+        "no reply to the final '.' within EMAIL_DATA_TIMEOUT_SECONDS, or the connection closed before it",
+        frozenset({"timeout", "disconnected", "reset"}),
+    ),
     # --- SMTP: the connection itself
-    Rule("smtp", "network", ANY, D, "smtp_connection_failed", "connection refused / reset / closed",
-         frozenset({"refused", "reset", "disconnected"})),
+    Rule(
+        "smtp",
+        "network",
+        ANY,
+        D,
+        "smtp_connection_failed",
+        "connection refused / reset / closed",
+        frozenset({"refused", "reset", "disconnected"}),
+    ),
     Rule("smtp", "network", ANY, D, "smtp_timeout", "no answer within EMAIL_TIMEOUT", frozenset({"timeout"})),
-    Rule("smtp", "network", ANY, D, "smtp_tls_failed", "TLS handshake failed, STARTTLS not offered",
-         frozenset({"tls"})),
+    Rule(
+        "smtp", "network", ANY, D, "smtp_tls_failed", "TLS handshake failed, STARTTLS not offered", frozenset({"tls"})
+    ),
     Rule("smtp", "any", _codes(421), D, "smtp_service_unavailable", "421 service not available (any stage)"),
     Rule("smtp", "starttls", _codes(454), D, "smtp_tls_failed", "454 TLS not available"),
     Rule("smtp", "auth", _codes(454), D, "smtp_service_unavailable", "454 temporary authentication failure"),
     Rule("smtp", "connect", ANY_4XX, D, "smtp_service_unavailable", "4xx greeting"),
     Rule("smtp", "connect", ANY_5XX, M, "smtp_sender_rejected", "554 greeting: no service for us (our IP)"),
     # --- SMTP: our account and sender
-    Rule("smtp", "auth", ANY, M, "smtp_auth_failed", "AUTH not offered by the server",
-         frozenset({"auth_unsupported"})),
+    Rule("smtp", "auth", ANY, M, "smtp_auth_failed", "AUTH not offered by the server", frozenset({"auth_unsupported"})),
     Rule("smtp", "auth", _codes(530, 534, 535, 538), M, "smtp_auth_failed", "535 5.7.8 credentials invalid"),
     Rule("smtp", "any", _codes(530), M, "smtp_auth_required", "530 5.7.0 authentication required (MAIL/RCPT)"),
-    Rule("smtp", "rcpt", _codes(550, 551, 553, 554), M, "smtp_relay_denied", "554 5.7.1 relay access denied",
-         frozenset({"relay"})),
-    Rule("smtp", "rcpt", _codes(554), M, "smtp_relay_denied", "554 5.7.1 (policy: we may not send here)",
-         frozenset({"5.7.1"})),
+    Rule(
+        "smtp",
+        "rcpt",
+        _codes(550, 551, 553, 554),
+        M,
+        "smtp_relay_denied",
+        "554 5.7.1 relay access denied",
+        frozenset({"relay"}),
+    ),
+    Rule(
+        "smtp",
+        "rcpt",
+        _codes(554),
+        M,
+        "smtp_relay_denied",
+        "554 5.7.1 (policy: we may not send here)",
+        frozenset({"5.7.1"}),
+    ),
     Rule("smtp", "mail", ANY_4XX, D, "smtp_service_unavailable", "451 at MAIL FROM: server cannot take mail"),
     Rule("smtp", "mail", ANY_5XX, M, "smtp_sender_rejected", "553/554 at MAIL FROM: our sender refused"),
     # --- SMTP: this message
@@ -124,26 +157,60 @@ RULES: tuple[Rule, ...] = (
     Rule("smtp", "any", ANY_4XX, T, "smtp_transient", "any other 4xx"),
     Rule("smtp", "any", ANY_5XX, P, "smtp_permanent", "any other 5xx"),
     # --- SMS API (Twilio's Messages API)
-    Rule("sms", "sent", ANY, U, "outcome_unknown", "request sent, no answer in SMS_TIMEOUT_SECONDS, and the "
-         "message listing could not be asked whether it arrived"),
+    Rule(
+        "sms",
+        "sent",
+        ANY,
+        U,
+        "outcome_unknown",
+        "request sent, no answer in SMS_TIMEOUT_SECONDS, and the message listing could not be asked whether it arrived",
+    ),
     Rule("sms", "network", ANY, D, "sms_transient", "timeout, connection refused"),
-    Rule("sms", "http", _codes(429), T, "sms_rate_limited", "429 with Retry-After: this send waits that long",
-         frozenset({"retry_after"})),
+    Rule(
+        "sms",
+        "http",
+        _codes(429),
+        T,
+        "sms_rate_limited",
+        "429 with Retry-After: this send waits that long",
+        frozenset({"retry_after"}),
+    ),
     Rule("sms", "http", _codes(429) | ANY_5XX, D, "sms_transient", "429, 5xx"),
     Rule("sms", "http", ANY, M, "sms_auth_failed", "Twilio 20003 authentication failed", TWILIO_AUTH),
     Rule("sms", "http", _codes(401, 403), M, "sms_auth_failed", "401/403"),
     Rule("sms", "http", _codes(404), M, "sms_misconfigured", "404: wrong SMS_API_URL or account SID"),
     Rule("sms", "http", ANY, M, "sms_misconfigured", "Twilio 21606 our From number is not ours", TWILIO_SENDER),
-    Rule("sms", "http", ANY, P, "sms_invalid_number", "Twilio 21211 invalid To, 21610 unsubscribed, 21614",
-         TWILIO_INVALID_NUMBER),
-    Rule("sms", "http", ANY, T, "sms_recipient_rate_limited", "Twilio 14107 too many to this recipient",
-         TWILIO_MESSAGE_TEMPORARY),
+    Rule(
+        "sms",
+        "http",
+        ANY,
+        P,
+        "sms_invalid_number",
+        "Twilio 21211 invalid To, 21610 unsubscribed, 21614",
+        TWILIO_INVALID_NUMBER,
+    ),
+    Rule(
+        "sms",
+        "http",
+        ANY,
+        T,
+        "sms_recipient_rate_limited",
+        "Twilio 14107 too many to this recipient",
+        TWILIO_MESSAGE_TEMPORARY,
+    ),
     Rule("sms", "http", ANY_4XX, P, "sms_permanent", "any other 4xx"),
     # --- e-mail service providers through django-anymail
     Rule("esp", "rcpt", ANY, P, "invalid_recipient", "AnymailRecipientsRefused"),
     Rule("esp", "network", ANY, D, "esp_transient", "ESP API unreachable (no HTTP status)"),
-    Rule("esp", "http", _codes(429), T, "esp_rate_limited", "429 with Retry-After: this send waits that long",
-         frozenset({"retry_after"})),
+    Rule(
+        "esp",
+        "http",
+        _codes(429),
+        T,
+        "esp_rate_limited",
+        "429 with Retry-After: this send waits that long",
+        frozenset({"retry_after"}),
+    ),
     Rule("esp", "http", _codes(429) | ANY_5XX, D, "esp_transient", "429, 5xx"),
     Rule("esp", "http", _codes(401, 403), M, "esp_auth_failed", "401/403: API key wrong or revoked"),
     Rule("esp", "http", ANY_4XX, P, "esp_permanent", "any other 4xx (the message is invalid)"),
@@ -154,8 +221,13 @@ RULES: tuple[Rule, ...] = (
 UNCLASSIFIED = Rule("any", "any", ANY, D, "provider_error", "unexpected exception")
 
 
-def classify(*, protocol: str, stage: str, code: int | None = None, details: frozenset[str] | set[str] = frozenset(),
-             ) -> Rule:
+def classify(
+    *,
+    protocol: str,
+    stage: str,
+    code: int | None = None,
+    details: frozenset[str] | set[str] = frozenset(),
+) -> Rule:
     """The first row matching what the provider saw, or UNCLASSIFIED."""
     details = frozenset(details)
     for rule in RULES:
@@ -179,9 +251,11 @@ def table_markdown() -> str:
     """RULES as the markdown table in docs/notifications.md (a test keeps the two equal)."""
     lines = ["| protocol | stage | replies | detail | class | code | example |", "|---|---|---|---|---|---|---|"]
     for rule in RULES:
-        lines.append(f"| {rule.protocol} | {rule.stage} | {_describe_codes(rule.codes)} | "
-                     f"{', '.join(sorted(rule.details)) or '—'} | `{rule.failure_class}` | `{rule.error_code}` | "
-                     f"{rule.example} |")
+        lines.append(
+            f"| {rule.protocol} | {rule.stage} | {_describe_codes(rule.codes)} | "
+            f"{', '.join(sorted(rule.details)) or '—'} | `{rule.failure_class}` | `{rule.error_code}` | "
+            f"{rule.example} |"
+        )
     return "\n".join(lines)
 
 

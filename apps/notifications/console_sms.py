@@ -24,7 +24,9 @@ class ConsoleSmsProvider:
         message_id = f"console-{uuid.uuid4().hex}"
         rule = "-" * 79
         with self._lock:
-            self.stream.write(f"SMS To: {message.recipient}\nX-Eventplatform-Notification-Id: "
-                              f"{message.notification_id}\nMessage-Id: {message_id}\n\n{message.text}\n{rule}\n")
+            self.stream.write(
+                f"SMS To: {message.recipient}\nX-Eventplatform-Notification-Id: "
+                f"{message.notification_id}\nMessage-Id: {message_id}\n\n{message.text}\n{rule}\n"
+            )
             self.stream.flush()
         return message_id

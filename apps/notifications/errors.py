@@ -35,8 +35,14 @@ class ProviderRateLimitedError(ProviderTransientError):
     code = "sms_rate_limited"
     failure_class = "message_temporary"
 
-    def __init__(self, message: str = "", *, retry_after: float, code: str | None = None, details: object = None,
-                 ) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retry_after: float,
+        code: str | None = None,
+        details: object = None,
+    ) -> None:
         super().__init__(message, code=code, details=details)
         self.retry_after = retry_after
 

@@ -67,8 +67,9 @@ def horizon_passed(notification: Notification, now: dt.datetime) -> bool:
     return now - since >= dt.timedelta(seconds=settings.NOTIFICATION_RETRY_HORIZON_SECONDS)
 
 
-def notification_mark_dead(*, notification_id: str, error_code: str, error_message: str, claim: int | None = None,
-                           **fields: Any) -> bool:
+def notification_mark_dead(
+    *, notification_id: str, error_code: str, error_message: str, claim: int | None = None, **fields: Any
+) -> bool:
     """The one path to `dead`: one guarded UPDATE, one metric, one log line.
 
     Final failure; the database keeps it (RabbitMQ's dead-letter queue drops after 7 days), and
@@ -78,15 +79,28 @@ def notification_mark_dead(*, notification_id: str, error_code: str, error_messa
     """
     guard = {"status": Status.SENDING, "attempts": claim} if claim is not None else {"status__in": UNFINISHED}
     updated = Notification.objects.filter(id=notification_id, **guard).update(
-        status=Status.DEAD, last_error_code=error_code, last_error_message=error_message[:2000],
-        next_attempt_at=None, deferred_at=None, updated_at=timezone.now(), **fields)
+        status=Status.DEAD,
+        last_error_code=error_code,
+        last_error_message=error_message[:2000],
+        next_attempt_at=None,
+        deferred_at=None,
+        updated_at=timezone.now(),
+        **fields,
+    )
     if updated:
         notification = Notification.objects.get(id=notification_id)
         metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.DEAD).inc()
         metrics.DEAD_LETTERS.labels(kind=notification.kind, channel=notification.channel, error_code=error_code).inc()
-        log.error("notification.dead", notification_id=str(notification_id), error_code=error_code,
-                  error=error_message[:300], attempts=notification.attempts, kind=notification.kind,
-                  channel=notification.channel, provider=notification.provider)
+        log.error(
+            "notification.dead",
+            notification_id=str(notification_id),
+            error_code=error_code,
+            error=error_message[:300],
+            attempts=notification.attempts,
+            kind=notification.kind,
+            channel=notification.channel,
+            provider=notification.provider,
+        )
     return bool(updated)
 
 
@@ -110,20 +124,32 @@ def notification_retries_exhausted(*, notification_id: str) -> str:
     if (notification.next_attempt_at and notification.next_attempt_at > now) or notification.deferred_at:
         return "already_scheduled"
     claim_timeout = dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
-    held = notification.status == Status.SENDING and notification.claimed_at and (
-        now - notification.claimed_at < claim_timeout)
+    held = (
+        notification.status == Status.SENDING
+        and notification.claimed_at
+        and (now - notification.claimed_at < claim_timeout)
+    )
     error_code = notification.last_error_code or "retries_exhausted"
     if held or not horizon_passed(notification, now):
         delay = dt.timedelta(seconds=settings.NOTIFICATION_ROUND_DELAY_SECONDS)
         Notification.objects.filter(id=notification.id).update(next_attempt_at=now + delay, updated_at=now)
         queueing.enqueue_send(notification, delay=delay)
         metrics.NOTIFICATION_ROUNDS.labels(channel=notification.channel).inc()
-        log.warning("notification.retry_round_scheduled", error_code=error_code, notification_id=notification_id,
-                    attempts=notification.attempts, delay_seconds=settings.NOTIFICATION_ROUND_DELAY_SECONDS,
-                    kind=notification.kind, channel=notification.channel)
+        log.warning(
+            "notification.retry_round_scheduled",
+            error_code=error_code,
+            notification_id=notification_id,
+            attempts=notification.attempts,
+            delay_seconds=settings.NOTIFICATION_ROUND_DELAY_SECONDS,
+            kind=notification.kind,
+            channel=notification.channel,
+        )
         return "rescheduled"
-    notification_mark_dead(notification_id=notification_id, error_code=error_code,
-                           error_message=f"Retries exhausted: {notification.last_error_message}")
+    notification_mark_dead(
+        notification_id=notification_id,
+        error_code=error_code,
+        error_message=f"Retries exhausted: {notification.last_error_message}",
+    )
     return "dead"
 
 
@@ -141,19 +167,29 @@ def notifications_wake_deferred(*, channel: str) -> int:
         with transaction.atomic():
             now = timezone.now()
             if connection.vendor == "postgresql":
-                rows = list(Notification.objects.raw(
-                    f"UPDATE {table} SET deferred_at = NULL, updated_at = %s WHERE id IN (SELECT id FROM {table} "
-                    "WHERE channel = %s AND deferred_at IS NOT NULL AND status IN (%s, %s) ORDER BY deferred_at "
-                    f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {sql.column_list(Notification)}",
-                    [now, channel, *CLAIMABLE, WAKE_BATCH]))
+                rows = list(
+                    Notification.objects.raw(
+                        f"UPDATE {table} SET deferred_at = NULL, updated_at = %s WHERE id IN (SELECT id FROM {table} "
+                        "WHERE channel = %s AND deferred_at IS NOT NULL AND status IN (%s, %s) ORDER BY deferred_at "
+                        f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {sql.column_list(Notification)}",
+                        [now, channel, *CLAIMABLE, WAKE_BATCH],
+                    )
+                )
             else:  # the embedded SQLite mode has one writer at a time
-                rows = list(Notification.objects.filter(channel=channel, deferred_at__isnull=False,
-                                                        status__in=CLAIMABLE).order_by("deferred_at")[:WAKE_BATCH])
+                rows = list(
+                    Notification.objects.filter(
+                        channel=channel, deferred_at__isnull=False, status__in=CLAIMABLE
+                    ).order_by("deferred_at")[:WAKE_BATCH]
+                )
                 Notification.objects.filter(id__in=[row.id for row in rows]).update(deferred_at=None, updated_at=now)
-            queueing.enqueue_sends([
-                queueing.send_message_fields(row, delay=dt.timedelta(seconds=(woken + index) / WAKE_PER_SECOND)
-                                             if woken + index else None)
-                for index, row in enumerate(rows)])
+            queueing.enqueue_sends(
+                [
+                    queueing.send_message_fields(
+                        row, delay=dt.timedelta(seconds=(woken + index) / WAKE_PER_SECOND) if woken + index else None
+                    )
+                    for index, row in enumerate(rows)
+                ]
+            )
         woken += len(rows)
         if len(rows) < WAKE_BATCH:
             break
@@ -167,8 +203,11 @@ def _rescue_deferred(now: dt.datetime) -> int:
     """Sends waiting for a breaker: wake those whose channel lets sends through again; for the
     others, make sure one probe message is on its way (it may have been lost)."""
     woken = 0
-    channels = Notification.objects.filter(deferred_at__isnull=False, status__in=CLAIMABLE).values_list(
-        "channel", flat=True).distinct()
+    channels = (
+        Notification.objects.filter(deferred_at__isnull=False, status__in=CLAIMABLE)
+        .values_list("channel", flat=True)
+        .distinct()
+    )
     for channel in list(channels):
         try:
             providers = providers_for(channel)
@@ -195,17 +234,31 @@ def _rescue_pending(now: dt.datetime) -> int:
     quiet = now - dt.timedelta(seconds=settings.NOTIFICATION_PENDING_RESCUE_AFTER_SECONDS)
     waiting = OutboxMessage.objects.annotate(notification_id=KT("kwargs__notification_id")).filter(
         Q(published_at__isnull=True) | Q(published_at__gte=quiet),
-        actor_name=queueing.SEND_ACTOR, notification_id=Cast(OuterRef("id"), output_field=TextField()))
+        actor_name=queueing.SEND_ACTOR,
+        notification_id=Cast(OuterRef("id"), output_field=TextField()),
+    )
     with transaction.atomic():
-        lost = list(Notification.objects.select_for_update(skip_locked=True).filter(
-            status=Status.PENDING, deferred_at__isnull=True, updated_at__lt=quiet,
-        ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=quiet)).filter(~Exists(waiting))[:WAKE_BATCH])
+        lost = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(
+                status=Status.PENDING,
+                deferred_at__isnull=True,
+                updated_at__lt=quiet,
+            )
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=quiet))
+            .filter(~Exists(waiting))[:WAKE_BATCH]
+        )
         if lost:
             Notification.objects.filter(id__in=[n.id for n in lost]).update(updated_at=now)
             queueing.enqueue_sends([queueing.send_message_fields(n) for n in lost])
     for notification in lost:
-        log.warning("notification.pending_rescued", notification_id=str(notification.id),
-                    error_code="retries_exhausted", kind=notification.kind, channel=notification.channel)
+        log.warning(
+            "notification.pending_rescued",
+            notification_id=str(notification.id),
+            error_code="retries_exhausted",
+            kind=notification.kind,
+            channel=notification.channel,
+        )
     metrics.NOTIFICATIONS_RESCUED.labels(reason="pending_lost").inc(len(lost))
     return len(lost)
 
@@ -237,8 +290,9 @@ def notifications_rescue_stalled(*, now: dt.datetime | None = None) -> int:
     rescued = 0
     for notification_id, status in list(stalled):
         if notification_retries_exhausted(notification_id=str(notification_id)) in ("rescheduled", "dead"):
-            log.warning("notification.stalled_rescued", notification_id=str(notification_id),
-                        error_code="retries_exhausted")
+            log.warning(
+                "notification.stalled_rescued", notification_id=str(notification_id), error_code="retries_exhausted"
+            )
             metrics.NOTIFICATIONS_RESCUED.labels(reason=f"stalled_{status}").inc()
             rescued += 1
     rescued += _rescue_pending(now)

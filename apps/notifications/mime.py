@@ -29,8 +29,9 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]{{1,63}}(?:\.[A-Za-z0-9-]{{1,63}})*")
 # Headers whose value Django derives itself or treats specially: a message setting one of them
 # through `headers=` is left to Django.
-_DJANGO_HEADERS = frozenset({"from", "to", "cc", "reply-to", "subject", "content-type", "mime-version",
-                             "content-transfer-encoding"})
+_DJANGO_HEADERS = frozenset(
+    {"from", "to", "cc", "reply-to", "subject", "content-type", "mime-version", "content-transfer-encoding"}
+)
 
 
 def new_boundary() -> str:
@@ -63,13 +64,23 @@ def message_bytes(email: EmailMessage, boundary: str | None = None) -> bytes:
 def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
     alternatives = getattr(email, "alternatives", [])
     extra = {name.lower() for name in email.extra_headers}
-    if (email.attachments or email.cc or email.bcc or email.reply_to or not email.to
-            or email.content_subtype != "plain" or [mimetype for _, mimetype in alternatives] not in ([], ["text/html"])
-            or (email.encoding or settings.DEFAULT_CHARSET).lower() != "utf-8" or extra & _DJANGO_HEADERS):
+    if (
+        email.attachments
+        or email.cc
+        or email.bcc
+        or email.reply_to
+        or not email.to
+        or email.content_subtype != "plain"
+        or [mimetype for _, mimetype in alternatives] not in ([], ["text/html"])
+        or (email.encoding or settings.DEFAULT_CHARSET).lower() != "utf-8"
+        or extra & _DJANGO_HEADERS
+    ):
         return None
     # As Django: with an alternative, an empty text body is left out.
-    parts = [*([_text_part(email.body, "plain")] if email.body or not alternatives else []),
-             *(_text_part(content, "html") for content, _ in alternatives)]
+    parts = [
+        *([_text_part(email.body, "plain")] if email.body or not alternatives else []),
+        *(_text_part(content, "html") for content, _ in alternatives),
+    ]
     headers = [
         _header("Subject", str(email.subject)),
         _sender_header(str(email.from_email)),
@@ -81,7 +92,7 @@ def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
     if None in parts or None in headers:
         return None
     if not alternatives:  # a single part: its own headers come first, then the message's
-        (part_headers, body), = parts
+        ((part_headers, body),) = parts
         return f"{part_headers}{''.join(headers)}\r\n".encode("ascii") + body
     top = f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\nMIME-Version: 1.0\r\n'
     delimiter = f"--{boundary}\r\n".encode("ascii")
@@ -102,8 +113,10 @@ def _text_part(text: str, subtype: str) -> tuple[str, bytes] | None:
     if any(len(line.encode("utf-8")) > MAX_LINE for line in text.splitlines()):
         return None
     encoding = "7bit" if text.isascii() else "8bit"
-    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
-            f"Content-Transfer-Encoding: {encoding}\r\n"), body
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+        f"Content-Transfer-Encoding: {encoding}\r\n"
+    ), body
 
 
 def _header(name: str, value: str) -> str | None:

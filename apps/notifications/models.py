@@ -34,12 +34,14 @@ class Notification(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Indexed by the unique constraint, which leads with it.
-    registration = models.ForeignKey("registrations.Registration", on_delete=models.PROTECT,
-                                     related_name="notifications", db_index=False)
+    registration = models.ForeignKey(
+        "registrations.Registration", on_delete=models.PROTECT, related_name="notifications", db_index=False
+    )
     kind = models.CharField(max_length=32, choices=Kind.choices)
     channel = models.CharField(max_length=8, choices=Channel.choices)
-    dedupe_key = models.CharField(max_length=64, blank=True, default="",
-                                  help_text="Tells apart several updates of one registration.")
+    dedupe_key = models.CharField(
+        max_length=64, blank=True, default="", help_text="Tells apart several updates of one registration."
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     recipient = models.CharField(max_length=254)
     context = models.JSONField(help_text="The registration as it was when this notification was decided.")
@@ -49,31 +51,42 @@ class Notification(models.Model):
     provider = models.CharField(max_length=64, blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
     correlation_id = models.CharField(max_length=64, blank=True, default="")
-    source_received_at = models.DateTimeField(null=True, blank=True,
-                                              help_text="When the webhook that caused it arrived.")
+    source_received_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the webhook that caused it arrived."
+    )
     claimed_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(
-        null=True, blank=True,
-        help_text="Set while a later try waits in the outbox (a retry round or a circuit-breaker deferral).")
+        null=True,
+        blank=True,
+        help_text="Set while a later try waits in the outbox (a retry round or a circuit-breaker deferral).",
+    )
     deferred_at = models.DateTimeField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="Set while the send waits in PostgreSQL for the channel's circuit breaker (no outbox row); "
-                  "cleared when the breaker lets sends through and the send is queued again.")
-    replayed_at = models.DateTimeField(null=True, blank=True,
-                                       help_text="Last staff replay; the retry horizon counts from here.")
+        "cleared when the breaker lets sends through and the send is queued again.",
+    )
+    replayed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last staff replay; the retry horizon counts from here."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["registration", "kind", "channel", "dedupe_key"],
-                                    name="notification_once_per_registration_kind_channel"),
+            models.UniqueConstraint(
+                fields=["registration", "kind", "channel", "dedupe_key"],
+                name="notification_once_per_registration_kind_channel",
+            ),
         ]
         indexes = [
             # The wake-up after an outage reads exactly the deferred rows of one channel.
-            models.Index(fields=["channel", "deferred_at"], condition=models.Q(deferred_at__isnull=False),
-                         name="notification_deferred"),
+            models.Index(
+                fields=["channel", "deferred_at"],
+                condition=models.Q(deferred_at__isnull=False),
+                name="notification_deferred",
+            ),
             # The admin list filtered by status in its default order, and the status page's counts of
             # what reached a status in the last hour/day (docs/performance.md, "Support pages").
             models.Index(fields=["status", "-created_at"], name="notif_status_created_idx"),
@@ -115,8 +128,10 @@ class NotificationAttempt(models.Model):
     class Meta:
         ordering = ["notification_id", "number"]
         # The status page's chart reads the last day of attempts.
-        indexes = [models.Index(fields=["started_at"], name="attempt_started_idx"),
-                   models.Index(fields=["outcome"], name="attempt_outcome_idx")]
+        indexes = [
+            models.Index(fields=["started_at"], name="attempt_started_idx"),
+            models.Index(fields=["outcome"], name="attempt_outcome_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.outcome}" + (f" ({self.error_code})" if self.error_code else "")
@@ -143,14 +158,18 @@ class CircuitBreaker(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED, db_index=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     opened_at = models.DateTimeField(null=True, blank=True)
-    probe_claimed_at = models.DateTimeField(null=True, blank=True,
-                                            help_text="When the one probe allowed in half_open was taken.")
-    reason = models.TextField(blank=True, default="",
-                              help_text="Why it is misconfigured: the error code and the provider's reply.")
+    probe_claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the one probe allowed in half_open was taken."
+    )
+    reason = models.TextField(
+        blank=True, default="", help_text="Why it is misconfigured: the error code and the provider's reply."
+    )
     misconfigured_since = models.DateTimeField(null=True, blank=True)
     probe_scheduled_at = models.DateTimeField(
-        null=True, blank=True,
-        help_text="When the one probe message for the deferred sends of this channel is due (at most one).")
+        null=True,
+        blank=True,
+        help_text="When the one probe message for the deferred sends of this channel is due (at most one).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -188,10 +207,18 @@ class NotificationReplay(models.Model):
     notification = models.ForeignKey(Notification, on_delete=models.PROTECT, related_name="replays")
     replayed_at = models.DateTimeField(db_index=True)
     actor_type = models.CharField(max_length=16, choices=Actor.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+", help_text="The staff user, when replayed from the admin.")
-    actor = models.CharField(max_length=200, help_text="Username, or the command and the OS user that ran it; "
-                             "kept even if the user is deleted later.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The staff user, when replayed from the admin.",
+    )
+    actor = models.CharField(
+        max_length=200,
+        help_text="Username, or the command and the OS user that ran it; kept even if the user is deleted later.",
+    )
     reason = models.TextField()
     previous_status = models.CharField(max_length=16, choices=Notification.Status.choices)
     previous_error_code = models.CharField(max_length=64, blank=True, default="")

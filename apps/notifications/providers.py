@@ -93,7 +93,9 @@ class EmailProvider:
         message_id = make_msgid(domain="eventplatform.local")
         try:
             email = _Email(
-                subject=message.subject, body=message.text, to=[message.recipient],
+                subject=message.subject,
+                body=message.text,
+                to=[message.recipient],
                 headers={"X-Eventplatform-Notification-Id": message.notification_id, "Message-ID": message_id},
             )
             if message.html:
@@ -108,8 +110,9 @@ class EmailProvider:
             opening = False
             # Django's own SMTP backend only: a subclass (one that signs with DKIM, say) may change
             # how the message is built or sent, so it gets the message through its own methods.
-            sent = _smtp_send(connection, email) if type(connection) is SmtpBackend else connection.send_messages(
-                [email])
+            sent = (
+                _smtp_send(connection, email) if type(connection) is SmtpBackend else connection.send_messages([email])
+            )
         except ValueError as error:  # raised while building the message, before anything was sent
             raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error
         except Exception as error:
@@ -158,8 +161,11 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
     except (OSError, smtplib.SMTPServerDisconnected) as error:
         condition = "timeout" if isinstance(error, TimeoutError) or "timed out" in str(error) else "disconnected"
         rule = classification.classify(protocol="smtp", stage="data_end", details={condition})
-        raise _OutcomeUnknown(classification.provider_error(
-            rule, f"SMTP: no reply to the end of DATA ({condition}: {type(error).__name__}: {error})")) from error
+        raise _OutcomeUnknown(
+            classification.provider_error(
+                rule, f"SMTP: no reply to the end of DATA ({condition}: {type(error).__name__}: {error})"
+            )
+        ) from error
     if smtp.sock is not None:
         smtp.sock.settimeout(backend.timeout)
     if code != 250:
@@ -253,13 +259,19 @@ def _esp_error(error: Exception) -> ProviderError:
     if isinstance(error, AnymailError):
         response = getattr(error, "response", None)
         retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
-        rule = (classification.classify(protocol="esp", stage="http", code=status,
-                                        details={"retry_after"} if retry_after is not None else set())
-                if isinstance(status, int) else classification.classify(protocol="esp", stage="network"))
-        return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}",
-                                             retry_after=retry_after)
+        rule = (
+            classification.classify(
+                protocol="esp", stage="http", code=status, details={"retry_after"} if retry_after is not None else set()
+            )
+            if isinstance(status, int)
+            else classification.classify(protocol="esp", stage="network")
+        )
+        return classification.provider_error(
+            rule, f"ESP failed ({status or type(error).__name__}): {error}", retry_after=retry_after
+        )
     return classification.provider_error(
-        classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}")
+        classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}"
+    )
 
 
 def _esp_message_id(email: EmailMultiAlternatives) -> str:
@@ -273,8 +285,9 @@ class TwilioSmsProvider:
 
     channel = "sms"
 
-    def __init__(self, name: str = "sms", *, base_url: str, account_sid: str, auth_token: str, sender: str,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str = "sms", *, base_url: str, account_sid: str, auth_token: str, sender: str, timeout: float = 10.0
+    ) -> None:
         self.name = name
         self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self.auth = (account_sid, auth_token)
@@ -303,11 +316,17 @@ class TwilioSmsProvider:
             twilio_code = body.get("code")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             details = {str(twilio_code)} if twilio_code is not None else set()
-            rule = classification.classify(protocol="sms", stage="http", code=response.status_code,
-                                           details=details | ({"retry_after"} if retry_after is not None else set()))
+            rule = classification.classify(
+                protocol="sms",
+                stage="http",
+                code=response.status_code,
+                details=details | ({"retry_after"} if retry_after is not None else set()),
+            )
             raise classification.provider_error(
-                rule, f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}",
-                retry_after=retry_after)
+                rule,
+                f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}",
+                retry_after=retry_after,
+            )
         return str(body.get("sid", ""))
 
     def _find_sent(self, form: dict[str, str], asked_at: dt.datetime, timeout: Exception) -> str:
@@ -327,11 +346,14 @@ class TwilioSmsProvider:
             status = getattr(getattr(error, "response", None), "status_code", None)
             rule = classification.classify(protocol="sms", stage="sent")
             raise classification.provider_error(
-                rule, f"SMS request unanswered ({type(timeout).__name__}) and the message listing failed "
-                      f"({type(error).__name__}{f' {status}' if status else ''})") from error
+                rule,
+                f"SMS request unanswered ({type(timeout).__name__}) and the message listing failed "
+                f"({type(error).__name__}{f' {status}' if status else ''})",
+            ) from error
         for item in listed:
-            if isinstance(item, dict) and all(item.get(field.lower()) == form[field] for field in ("To", "From",
-                                                                                                    "Body")):
+            if isinstance(item, dict) and all(
+                item.get(field.lower()) == form[field] for field in ("To", "From", "Body")
+            ):
                 return str(item.get("sid", ""))
         raise _network_error("sms", "timeout", timeout)
 
@@ -370,14 +392,22 @@ def _email_fallback() -> EmailProvider | None:
     config = environ.Env.email_url_config(settings.EMAIL_FALLBACK_URL)
     # Credentials "" rather than None when the URL has none: Django's SMTP backend would otherwise
     # log in to the fallback with the primary's EMAIL_HOST_USER/PASSWORD.
-    options = {"host": config.get("EMAIL_HOST"), "port": config.get("EMAIL_PORT"),
-               "username": config.get("EMAIL_HOST_USER") or "", "password": config.get("EMAIL_HOST_PASSWORD") or "",
-               "use_tls": config.get("EMAIL_USE_TLS"), "use_ssl": config.get("EMAIL_USE_SSL"),
-               "timeout": settings.EMAIL_TIMEOUT}
+    options = {
+        "host": config.get("EMAIL_HOST"),
+        "port": config.get("EMAIL_PORT"),
+        "username": config.get("EMAIL_HOST_USER") or "",
+        "password": config.get("EMAIL_HOST_PASSWORD") or "",
+        "use_tls": config.get("EMAIL_USE_TLS"),
+        "use_ssl": config.get("EMAIL_USE_SSL"),
+        "timeout": settings.EMAIL_TIMEOUT,
+    }
     if config["EMAIL_BACKEND"] != "django.core.mail.backends.smtp.EmailBackend":
         options = {}
-    return EmailProvider("email_fallback", backend=config["EMAIL_BACKEND"],
-                         **{key: value for key, value in options.items() if value is not None})
+    return EmailProvider(
+        "email_fallback",
+        backend=config["EMAIL_BACKEND"],
+        **{key: value for key, value in options.items() if value is not None},
+    )
 
 
 def _build(channel: str) -> list[Provider]:
@@ -391,10 +421,15 @@ def _build(channel: str) -> list[Provider]:
             return [ConsoleSmsProvider()]
         if not settings.SMS_API_URL:
             raise ProviderPermanentError("SMS is not configured.", code="sms_not_configured")
-        return [TwilioSmsProvider(
-            base_url=settings.SMS_API_URL, account_sid=settings.SMS_ACCOUNT_SID,
-            auth_token=settings.SMS_AUTH_TOKEN, sender=settings.SMS_FROM, timeout=settings.SMS_TIMEOUT_SECONDS,
-        )]
+        return [
+            TwilioSmsProvider(
+                base_url=settings.SMS_API_URL,
+                account_sid=settings.SMS_ACCOUNT_SID,
+                auth_token=settings.SMS_AUTH_TOKEN,
+                sender=settings.SMS_FROM,
+                timeout=settings.SMS_TIMEOUT_SECONDS,
+            )
+        ]
     raise ProviderPermanentError(f"Unknown channel {channel}.", code="invalid_recipient")
 
 

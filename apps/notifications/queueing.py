@@ -20,11 +20,16 @@ DEAD_LETTER_ACTOR = "notification_dead_letter"
 PROBE_ACTOR = "notification_probe"
 
 
-def send_message_fields(notification: Notification, *, delay: dt.timedelta | None = None,
-                        message_id: uuid.UUID | None = None) -> dict[str, Any]:
+def send_message_fields(
+    notification: Notification, *, delay: dt.timedelta | None = None, message_id: uuid.UUID | None = None
+) -> dict[str, Any]:
     return outbox_message_fields(
-        actor_name=SEND_ACTOR, queue_name=QUEUE_NAME, kwargs={"notification_id": str(notification.id)},
-        correlation_id=notification.correlation_id or None, delay=delay, message_id=message_id,
+        actor_name=SEND_ACTOR,
+        queue_name=QUEUE_NAME,
+        kwargs={"notification_id": str(notification.id)},
+        correlation_id=notification.correlation_id or None,
+        delay=delay,
+        message_id=message_id,
     )
 
 
@@ -41,5 +46,6 @@ def enqueue_sends(rows: list[dict[str, Any]]) -> None:
 
 def enqueue_probe(*, channel: str, delay: dt.timedelta) -> None:
     """The one probe message of a channel whose breakers are all open (breakers.py)."""
-    outbox_insert(outbox_message_fields(actor_name=PROBE_ACTOR, queue_name=QUEUE_NAME, kwargs={"channel": channel},
-                                        delay=delay))
+    outbox_insert(
+        outbox_message_fields(actor_name=PROBE_ACTOR, queue_name=QUEUE_NAME, kwargs={"channel": channel}, delay=delay)
+    )

@@ -41,7 +41,7 @@ def _clean(value: Any) -> Any:
 
 
 def _starts_day(starts_at: dt.datetime, tz: dt.tzinfo, now: dt.datetime) -> str:
-    """"today" or "tomorrow" when true in the event's timezone at `now` (the send time), else "":
+    """ "today" or "tomorrow" when true in the event's timezone at `now` (the send time), else "":
     a reminder sent at 07:00 for an event at 20:00 the same day says "today", not "tomorrow"."""
     days = (starts_at.astimezone(tz).date() - now.astimezone(tz).date()).days
     return {0: "today", 1: "tomorrow"}.get(days, "")

@@ -69,9 +69,16 @@ def _job_lock(name: str) -> Iterator[bool]:
 
 def _heartbeat(job: Job, started: Any, duration_ms: int, result: dict[str, Any], error: str) -> None:
     try:
-        SchedulerHeartbeat.objects.update_or_create(name=job.name, defaults={
-            "last_started_at": started, "last_finished_at": timezone.now(), "last_duration_ms": duration_ms,
-            "last_result": result, "last_error": error})
+        SchedulerHeartbeat.objects.update_or_create(
+            name=job.name,
+            defaults={
+                "last_started_at": started,
+                "last_finished_at": timezone.now(),
+                "last_duration_ms": duration_ms,
+                "last_result": result,
+                "last_error": error,
+            },
+        )
     except Exception:  # noqa: BLE001 - the database is down: the job has already logged it
         log.warning("scheduler.heartbeat_failed", job=job.name, error_code="scheduler_job_failed")
 
@@ -101,22 +108,32 @@ def scheduler_run_job(*, job: Job, now: Any = None) -> JobRun:
             except Exception as error:  # one failing job must not stop the others
                 duration_ms = int((time.monotonic() - clock) * 1000)
                 metrics.SCHEDULER_JOB_FAILURES.labels(task=job.name).inc()
-                log.error("scheduler.job_failed", job=job.name, error_code="scheduler_job_failed",
-                          error=f"{type(error).__name__}: {error}", exc_info=True)
+                log.error(
+                    "scheduler.job_failed",
+                    job=job.name,
+                    error_code="scheduler_job_failed",
+                    error=f"{type(error).__name__}: {error}",
+                    exc_info=True,
+                )
                 _heartbeat(job, started, duration_ms, {}, traceback.format_exc(limit=20))
                 return JobRun("failed", {})
     except Exception as error:  # noqa: BLE001 - the lock itself failed: the database is unreachable
         metrics.SCHEDULER_JOB_FAILURES.labels(task=job.name).inc()
-        log.error("scheduler.job_failed", job=job.name, error_code="scheduler_job_failed",
-                  error=f"{type(error).__name__}: {error}")
+        log.error(
+            "scheduler.job_failed",
+            job=job.name,
+            error_code="scheduler_job_failed",
+            error=f"{type(error).__name__}: {error}",
+        )
         return JobRun("failed", {})
     metrics.SCHEDULER_LAST_RUN.labels(task=job.name).set(time.time())
     duration_ms = int((time.monotonic() - clock) * 1000)
     _heartbeat(job, started, duration_ms, result, "")
     # Idle rounds are the normal case (every few seconds): logged at DEBUG, so a quiet pipeline stays
     # quiet and a line means something happened.
-    (log.info if did_something(result) else log.debug)("scheduler.job_ran", job=job.name, duration_ms=duration_ms,
-                                                        **result)
+    (log.info if did_something(result) else log.debug)(
+        "scheduler.job_ran", job=job.name, duration_ms=duration_ms, **result
+    )
     return JobRun("ran", result)
 
 

@@ -51,13 +51,20 @@ def notification_replay_summary(notifications: QuerySet[Notification]) -> dict[s
 
     One GROUP BY, not a walk over the rows: "every row matching the filters" may be thousands.
     """
-    groups = list(notifications.order_by().values("kind", "channel", "status").annotate(count=Count("id"))
-                  .order_by("kind", "channel", "status"))
+    groups = list(
+        notifications.order_by()
+        .values("kind", "channel", "status")
+        .annotate(count=Count("id"))
+        .order_by("kind", "channel", "status")
+    )
     return {"total": sum(group["count"] for group in groups), "groups": groups}
 
 
 def notifications_of_registration(*, registration_id: int) -> list[Notification]:
     """A registration's notifications with every attempt and every replay (the attendee's story)."""
-    return list(Notification.objects.filter(registration_id=registration_id).defer("context")
-                .prefetch_related("attempt_log", "replays")
-                .order_by("created_at"))
+    return list(
+        Notification.objects.filter(registration_id=registration_id)
+        .defer("context")
+        .prefetch_related("attempt_log", "replays")
+        .order_by("created_at")
+    )

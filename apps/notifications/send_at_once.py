@@ -49,13 +49,20 @@ def _send_one(notification_id: str) -> str:
         outcome = notification_send(notification_id=notification_id).outcome
     except (ProviderTransientError, NotificationBusy) as error:
         # Logged by sending.py with its error code; the actor retries from here (a rate limit: when asked).
-        delay = (rate_limit_delay_ms(error.retry_after) if isinstance(error, ProviderRateLimitedError)
-                 else retry_backoff_ms(0))
+        delay = (
+            rate_limit_delay_ms(error.retry_after)
+            if isinstance(error, ProviderRateLimitedError)
+            else retry_backoff_ms(0)
+        )
         outbox_due_in(notification_id, dt.timedelta(milliseconds=delay))
         return "retrying"
     except Exception as error:  # noqa: BLE001 - a bug or a database hiccup: the actor's retries take it
-        log.error("notification.send_at_once_failed", error_code="send_at_once_failed",
-                  notification_id=notification_id, error=f"{type(error).__name__}: {error}"[:300])
+        log.error(
+            "notification.send_at_once_failed",
+            error_code="send_at_once_failed",
+            notification_id=notification_id,
+            error=f"{type(error).__name__}: {error}"[:300],
+        )
         try:
             outbox_due_in(notification_id, dt.timedelta(0))
         except Exception:  # noqa: BLE001 - the database is away: the row falls due after the grace

@@ -102,8 +102,14 @@ _STALE_REASON = (
     "CASE WHEN n.kind <> %s AND r.status = %s THEN %s "
     "WHEN n.kind IN (%s, %s) AND r.event_starts_at <= {now} THEN %s ELSE '' END"
 )
-_STALE_PARAMS = [Notification.Kind.CANCELLATION, Registration.Status.CANCELLED, "registration_cancelled",
-                 Notification.Kind.REMINDER_24H, Notification.Kind.REMINDER_1H, "event_started"]
+_STALE_PARAMS = [
+    Notification.Kind.CANCELLATION,
+    Registration.Status.CANCELLED,
+    "registration_cancelled",
+    Notification.Kind.REMINDER_24H,
+    Notification.Kind.REMINDER_1H,
+    "event_started",
+]
 STALE_MESSAGES = {
     "registration_cancelled": "Not sent: the registration was cancelled after this notification was created.",
     "event_started": "Not sent: the event has already started.",
@@ -120,8 +126,9 @@ def _claim_statement(vendor: str) -> str:
     # PostgreSQL needs the columns qualified (the registration's have the same names); SQLite's
     # RETURNING sees only the updated table, and refuses a qualified name.
     prefix = "n." if vendor == "postgresql" else ""
-    columns = ", ".join(f"{prefix}{connection.ops.quote_name(field.column)}"
-                        for field in Notification._meta.concrete_fields)
+    columns = ", ".join(
+        f"{prefix}{connection.ops.quote_name(field.column)}" for field in Notification._meta.concrete_fields
+    )
     return (
         f"UPDATE {_TABLE} AS n SET status = CASE WHEN ({reason}) = '' THEN %s ELSE %s END, "
         f"claimed_at = {now}, attempts = attempts + CASE WHEN ({reason}) = '' THEN 1 ELSE 0 END, "
@@ -147,32 +154,60 @@ def _claim(notification_id: str) -> Notification | None:
     """
     postgres = connection.vendor == "postgresql"
     now = [] if postgres else [timezone.now()]
-    stale_claim = (settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS if postgres
-                   else timezone.now() - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS))
+    stale_claim = (
+        settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS
+        if postgres
+        else timezone.now() - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
+    )
     reason = [*_STALE_PARAMS[:5], *now, _STALE_PARAMS[5]]
     with connection.cursor() as cursor:
-        cursor.execute(_claim_statement(connection.vendor), [
-            *reason, Status.SENDING, Status.CANCELLED, *now, *reason, *reason, *reason, *now,
-            Notification._meta.pk.get_db_prep_value(notification_id, connection), *CLAIMABLE, Status.SENDING,
-            stale_claim])
+        cursor.execute(
+            _claim_statement(connection.vendor),
+            [
+                *reason,
+                Status.SENDING,
+                Status.CANCELLED,
+                *now,
+                *reason,
+                *reason,
+                *reason,
+                *now,
+                Notification._meta.pk.get_db_prep_value(notification_id, connection),
+                *CLAIMABLE,
+                Status.SENDING,
+                stale_claim,
+            ],
+        )
         return sql.fetch_instance(Notification, cursor)
 
 
 def _attempt(
-    notification: Notification, *, started: dt.datetime, duration: float, outcome: str, provider: str,
-    error: Exception | None = None, provider_message_id: str = "",
+    notification: Notification,
+    *,
+    started: dt.datetime,
+    duration: float,
+    outcome: str,
+    provider: str,
+    error: Exception | None = None,
+    provider_message_id: str = "",
 ) -> NotificationAttempt:
     return NotificationAttempt(
-        notification=notification, number=notification.attempts, started_at=started,
-        duration_ms=int(duration * 1000), outcome=outcome, provider=provider,
-        error_code=getattr(error, "code", "") if error else "", error_message=str(error)[:2000] if error else "",
+        notification=notification,
+        number=notification.attempts,
+        started_at=started,
+        duration_ms=int(duration * 1000),
+        outcome=outcome,
+        provider=provider,
+        error_code=getattr(error, "code", "") if error else "",
+        error_message=str(error)[:2000] if error else "",
         provider_message_id=provider_message_id,
     )
 
 
 def _count_attempt(attempt: NotificationAttempt, channel: str) -> None:
-    metrics.NOTIFICATION_ATTEMPTS.labels(channel=channel, provider=attempt.provider, outcome=attempt.outcome,
-                                         error_code=attempt.error_code).inc()
+    metrics.NOTIFICATION_ATTEMPTS.labels(
+        channel=channel, provider=attempt.provider, outcome=attempt.outcome, error_code=attempt.error_code
+    ).inc()
 
 
 def _record_attempt(notification: Notification, **fields: Any) -> None:
@@ -184,10 +219,9 @@ def _record_attempt(notification: Notification, **fields: Any) -> None:
 def _finish(notification: Notification, status: str, **fields: Any) -> bool:
     """Leave `sending`, fenced by the claim: only while the row is still this claim's (`sending`
     with this claim's attempt number); a worker whose claim was taken over changes nothing."""
-    updated = Notification.objects.filter(id=notification.id, status=Status.SENDING,
-                                          attempts=notification.attempts).update(
-        status=status, updated_at=timezone.now(), **fields
-    )
+    updated = Notification.objects.filter(
+        id=notification.id, status=Status.SENDING, attempts=notification.attempts
+    ).update(status=status, updated_at=timezone.now(), **fields)
     if updated and status == Status.SENT:
         metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
     return bool(updated)
@@ -224,8 +258,7 @@ _SENT_RETRY_SECONDS = (0.05, 0.2, 0.5, 1.0, 2.0)
 _CLAIM_MARGIN_SECONDS = 5.0
 
 
-def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now: dt.datetime,
-               claimed: float) -> bool:
+def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now: dt.datetime, claimed: float) -> bool:
     """Commit `sent` (see _SENT_SET); returns whether the attempt row went with it.
 
     The provider has the message: nothing here hands the claim back. The full statement, then
@@ -236,15 +269,32 @@ def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now:
     """
     if connection.vendor != "postgresql":
         with _single_statement():
-            _finish(notification, Status.SENT, sent_at=now, provider=attempt.provider,
-                    provider_message_id=attempt.provider_message_id, last_error_code="", last_error_message="")
+            _finish(
+                notification,
+                Status.SENT,
+                sent_at=now,
+                provider=attempt.provider,
+                provider_message_id=attempt.provider_message_id,
+                last_error_code="",
+                last_error_message="",
+            )
             outbox_discard(notification.id)
         return False
     notification_id = Notification._meta.pk.get_db_prep_value(notification.id, connection)
-    sent = [Status.SENT, now, now, attempt.provider, attempt.provider_message_id, notification_id, Status.SENDING,
-            notification.attempts]
-    tries = [(_mark_sent_statement(True), [notification_id, *sql.values(attempt), *sent], True),
-             (_mark_sent_statement(False), [notification_id, *sent], False)]
+    sent = [
+        Status.SENT,
+        now,
+        now,
+        attempt.provider,
+        attempt.provider_message_id,
+        notification_id,
+        Status.SENDING,
+        notification.attempts,
+    ]
+    tries = [
+        (_mark_sent_statement(True), [notification_id, *sql.values(attempt), *sent], True),
+        (_mark_sent_statement(False), [notification_id, *sent], False),
+    ]
     for statement, params, with_attempt in tries:
         try:
             with _single_statement(), connection.cursor() as cursor:
@@ -266,8 +316,10 @@ def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now:
             _sent_write_failed(notification, error)
             pause = next(pauses, _SENT_RETRY_SECONDS[-1])
             if time.monotonic() + pause > deadline:
-                raise SentNotRecorded(f"The provider accepted notification {notification.id}, and `sent` could "
-                                      f"not be written before its claim expires: {type(error).__name__}") from error
+                raise SentNotRecorded(
+                    f"The provider accepted notification {notification.id}, and `sent` could "
+                    f"not be written before its claim expires: {type(error).__name__}"
+                ) from error
             time.sleep(pause)
             continue
         _count_sent(notification, updated)
@@ -275,8 +327,12 @@ def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now:
 
 
 def _sent_write_failed(notification: Notification, error: DatabaseError) -> None:
-    log.error("notification.bookkeeping_failed", error_code="notification_bookkeeping_failed",
-              error=f"{type(error).__name__}: {error}"[:300], notification_id=str(notification.id))
+    log.error(
+        "notification.bookkeeping_failed",
+        error_code="notification_bookkeeping_failed",
+        error=f"{type(error).__name__}: {error}"[:300],
+        notification_id=str(notification.id),
+    )
     if not connection.in_atomic_block and not connection.is_usable():
         connection.close()  # the next statement connects again
 
@@ -326,15 +382,24 @@ def notification_send(*, notification_id: str) -> SendResult:
     except (ProviderTransientError, NotificationBusy):
         raise
     except SentNotRecorded as error:  # the provider has it: never handed back for a resend
-        log.error("notification.sent_not_recorded", error_code=error.code, error=error.message[:300],
-                  notification_id=notification_id, attempt=notification.attempts)
+        log.error(
+            "notification.sent_not_recorded",
+            error_code=error.code,
+            error=error.message[:300],
+            notification_id=notification_id,
+            attempt=notification.attempts,
+        )
         raise
     except Exception as error:
         # A bug or a database hiccup after the claim: hand the row back to the retries rather
         # than leave it `sending` until the claim times out. Guarded on `sending`: a row already
         # recorded `sent` stays sent.
-        _finish(notification, Status.RETRYING, last_error_code="actor_failed",
-                last_error_message=f"{type(error).__name__}: {error}"[:2000])
+        _finish(
+            notification,
+            Status.RETRYING,
+            last_error_code="actor_failed",
+            last_error_message=f"{type(error).__name__}: {error}"[:2000],
+        )
         raise
 
 
@@ -342,34 +407,60 @@ def _cancelled_at_send(notification: Notification) -> SendResult:
     """The claim found the message stale (_STALE_REASON) and made the row `cancelled`: say why, for staff."""
     reason = notification.last_error_code
     Notification.objects.filter(id=notification.id, status=Status.CANCELLED).update(
-        last_error_message=STALE_MESSAGES.get(reason, reason))
+        last_error_message=STALE_MESSAGES.get(reason, reason)
+    )
     outbox_discard(notification.id)
     metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.CANCELLED).inc()
-    log.info("notification.cancelled_at_send", notification_id=str(notification.id), kind=notification.kind,
-             channel=notification.channel, reason=reason)
+    log.info(
+        "notification.cancelled_at_send",
+        notification_id=str(notification.id),
+        kind=notification.kind,
+        channel=notification.channel,
+        reason=reason,
+    )
     return SendResult(outcome="cancelled", notification_id=str(notification.id))
 
 
 def _send_claimed(notification: Notification, claimed: float) -> SendResult:
-    log_context = {"notification_id": str(notification.id), "kind": notification.kind,
-                   "channel": notification.channel, "recipient": _masked(notification),
-                   "attempt": notification.attempts}
+    log_context = {
+        "notification_id": str(notification.id),
+        "kind": notification.kind,
+        "channel": notification.channel,
+        "recipient": _masked(notification),
+        "attempt": notification.attempts,
+    }
     started, clock = timezone.now(), time.perf_counter()
     try:
         if not notification.recipient:
-            raise ProviderPermanentError("The registration has no recipient for this channel.",
-                                         code="invalid_recipient")
+            raise ProviderPermanentError(
+                "The registration has no recipient for this channel.", code="invalid_recipient"
+            )
         providers = providers_for(notification.channel)
         rendered = rendering.render(kind=notification.kind, channel=notification.channel, context=notification.context)
     except ProviderPermanentError as error:
-        _record_attempt(notification, started=started, duration=time.perf_counter() - clock,
-                        outcome=NotificationAttempt.Outcome.PERMANENT_ERROR, provider=notification.channel, error=error)
-        notification_mark_dead(notification_id=str(notification.id), error_code=error.code,
-                               error_message=error.message, provider=notification.channel,
-                               claim=notification.attempts)
+        _record_attempt(
+            notification,
+            started=started,
+            duration=time.perf_counter() - clock,
+            outcome=NotificationAttempt.Outcome.PERMANENT_ERROR,
+            provider=notification.channel,
+            error=error,
+        )
+        notification_mark_dead(
+            notification_id=str(notification.id),
+            error_code=error.code,
+            error_message=error.message,
+            provider=notification.channel,
+            claim=notification.attempts,
+        )
         return SendResult(outcome="dead", notification_id=str(notification.id))
-    message = OutgoingMessage(notification_id=str(notification.id), recipient=notification.recipient,
-                              subject=rendered.subject, text=rendered.text, html=rendered.html)
+    message = OutgoingMessage(
+        notification_id=str(notification.id),
+        recipient=notification.recipient,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+    )
     misconfigured_error: ProviderError | None = None
     for _ in range(len(providers)):  # a misconfigured provider hands the same send to the next one
         route = _route(providers)
@@ -383,12 +474,17 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
     else:  # every provider turned out misconfigured in this very send (no new permit is asked for:
         # one would claim a probe nobody makes)
         route = Blocked(retry_in=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS, misconfigured=True)
-    return _defer(notification, blocked=route, providers=providers, tried=misconfigured_error,
-                  log_context=log_context)
+    return _defer(notification, blocked=route, providers=providers, tried=misconfigured_error, log_context=log_context)
 
 
-def _send_once(notification: Notification, provider: Provider, permit: Permit, message: OutgoingMessage,
-               log_context: dict[str, Any], claimed: float) -> SendResult | ProviderError:
+def _send_once(
+    notification: Notification,
+    provider: Provider,
+    permit: Permit,
+    message: OutgoingMessage,
+    log_context: dict[str, Any],
+    claimed: float,
+) -> SendResult | ProviderError:
     """One provider call. Returns the result, raises a temporary failure, or returns the error when
     the provider turned out misconfigured (its breaker is now open as such: route again)."""
     started, clock = timezone.now(), time.perf_counter()
@@ -397,51 +493,107 @@ def _send_once(notification: Notification, provider: Provider, permit: Permit, m
     except ProviderError as raised:
         error = raised
     except Exception as unexpected:  # noqa: BLE001 - a provider's unexpected error: retrying is safe
-        error = classification.provider_error(classification.UNCLASSIFIED,
-                                              f"Unexpected {type(unexpected).__name__}: {unexpected}")
+        error = classification.provider_error(
+            classification.UNCLASSIFIED, f"Unexpected {type(unexpected).__name__}: {unexpected}"
+        )
     else:
-        return _record_sent(notification, provider, permit, provider_message_id=provider_message_id,
-                            started=started, duration=time.perf_counter() - clock, log_context=log_context,
-                            claimed=claimed)
+        return _record_sent(
+            notification,
+            provider,
+            permit,
+            provider_message_id=provider_message_id,
+            started=started,
+            duration=time.perf_counter() - clock,
+            log_context=log_context,
+            claimed=claimed,
+        )
     duration = time.perf_counter() - clock
     failure = classification.failure_class_of(error)
-    if circuit_breaker_record(provider=provider.name, permit=permit, failure_class=failure,
-                              reason=f"{error.code}: {error.message}"):
+    if circuit_breaker_record(
+        provider=provider.name, permit=permit, failure_class=failure, reason=f"{error.code}: {error.message}"
+    ):
         notifications_wake_deferred(channel=notification.channel)  # a probe answered: the provider works
     # An unknown outcome ends like a permanent failure (dead, for staff), never retried: the provider
     # may have the message (ProviderOutcomeUnknownError).
     permanent = failure in (FailureClass.MESSAGE_PERMANENT, FailureClass.OUTCOME_UNKNOWN)
-    _record_attempt(notification, started=started, duration=duration, provider=provider.name, error=error,
-                    outcome=NotificationAttempt.Outcome.PERMANENT_ERROR if permanent
-                    else NotificationAttempt.Outcome.TRANSIENT_ERROR)
+    _record_attempt(
+        notification,
+        started=started,
+        duration=duration,
+        provider=provider.name,
+        error=error,
+        outcome=NotificationAttempt.Outcome.PERMANENT_ERROR
+        if permanent
+        else NotificationAttempt.Outcome.TRANSIENT_ERROR,
+    )
     if permanent:
-        notification_mark_dead(notification_id=str(notification.id), error_code=error.code,
-                               error_message=error.message, provider=provider.name, claim=notification.attempts)
+        notification_mark_dead(
+            notification_id=str(notification.id),
+            error_code=error.code,
+            error_message=error.message,
+            provider=provider.name,
+            claim=notification.attempts,
+        )
         if isinstance(error, ProviderOutcomeUnknownError):
-            log.error("notification.outcome_unknown", error_code=error.code, error=error.message[:300],
-                      provider=provider.name, **log_context)
+            log.error(
+                "notification.outcome_unknown",
+                error_code=error.code,
+                error=error.message[:300],
+                provider=provider.name,
+                **log_context,
+            )
         return SendResult(outcome="dead", notification_id=str(notification.id))
     if failure == FailureClass.PROVIDER_MISCONFIGURED:
-        log.error("notification.provider_misconfigured", error_code=error.code, error=error.message,
-                  provider=provider.name, **log_context)
+        log.error(
+            "notification.provider_misconfigured",
+            error_code=error.code,
+            error=error.message,
+            provider=provider.name,
+            **log_context,
+        )
         return error
-    _finish(notification, Status.RETRYING, last_error_code=error.code, last_error_message=error.message[:2000],
-            provider=provider.name)
+    _finish(
+        notification,
+        Status.RETRYING,
+        last_error_code=error.code,
+        last_error_message=error.message[:2000],
+        provider=provider.name,
+    )
     metrics.NOTIFICATION_RETRIES.labels(channel=notification.channel).inc()
-    log.warning("notification.transient_failure", error_code=error.code, error=error.message,
-                failure_class=str(failure), provider=provider.name, **log_context)
+    log.warning(
+        "notification.transient_failure",
+        error_code=error.code,
+        error=error.message,
+        failure_class=str(failure),
+        provider=provider.name,
+        **log_context,
+    )
     if isinstance(error, ProviderTransientError):
         raise error
     raise ProviderTransientError(error.message, code=error.code) from error
 
 
-def _record_sent(notification: Notification, provider: Provider, permit: Permit, *, provider_message_id: str,
-                 started: dt.datetime, duration: float, log_context: dict[str, Any], claimed: float) -> SendResult:
+def _record_sent(
+    notification: Notification,
+    provider: Provider,
+    permit: Permit,
+    *,
+    provider_message_id: str,
+    started: dt.datetime,
+    duration: float,
+    log_context: dict[str, Any],
+    claimed: float,
+) -> SendResult:
     """`sent` first, committed with its attempt row and nothing else; then the bookkeeping, whose
     failure is logged and never re-sends (the provider has the message)."""
-    attempt = _attempt(notification, started=started, duration=duration, outcome=NotificationAttempt.Outcome.SENT,
-                       provider=provider.name,
-                       provider_message_id=provider_message_id[:NotificationAttempt.provider_message_id.field.max_length])
+    attempt = _attempt(
+        notification,
+        started=started,
+        duration=duration,
+        outcome=NotificationAttempt.Outcome.SENT,
+        provider=provider.name,
+        provider_message_id=provider_message_id[: NotificationAttempt.provider_message_id.field.max_length],
+    )
     now = timezone.now()
     attempt_recorded = _mark_sent(notification, attempt, now=now, claimed=claimed)
     log.info("notification.sent", duration_ms=int(duration * 1000), provider=provider.name, **log_context)
@@ -455,16 +607,28 @@ def _record_sent(notification: Notification, provider: Provider, permit: Permit,
         metrics.NOTIFICATION_SEND_SECONDS.labels(channel=notification.channel).observe(duration)
         if notification.source_received_at:
             metrics.NOTIFICATION_END_TO_END_SECONDS.labels(
-                kind=notification.kind, channel=notification.channel,
+                kind=notification.kind,
+                channel=notification.channel,
             ).observe((now - notification.source_received_at).total_seconds())
     except Exception as error:  # noqa: BLE001 - the message is out and recorded sent; only history is missing
-        log.error("notification.bookkeeping_failed", error_code="notification_bookkeeping_failed",
-                  error=f"{type(error).__name__}: {error}"[:300], provider=provider.name, **log_context)
+        log.error(
+            "notification.bookkeeping_failed",
+            error_code="notification_bookkeeping_failed",
+            error=f"{type(error).__name__}: {error}"[:300],
+            provider=provider.name,
+            **log_context,
+        )
     return SendResult(outcome="sent", notification_id=str(notification.id))
 
 
-def _defer(notification: Notification, *, blocked: Blocked, providers: list[Provider],
-           tried: ProviderError | None, log_context: dict[str, Any]) -> SendResult:
+def _defer(
+    notification: Notification,
+    *,
+    blocked: Blocked,
+    providers: list[Provider],
+    tried: ProviderError | None,
+    log_context: dict[str, Any],
+) -> SendResult:
     """Every provider's breaker is refusing: hand the claim back (no attempt used unless a provider
     was called in this run) and let the send wait in PostgreSQL, with no outbox row of its own.
 
@@ -480,25 +644,41 @@ def _defer(notification: Notification, *, blocked: Blocked, providers: list[Prov
     now = timezone.now()
     misconfigured = blocked.misconfigured or tried is not None
     if not misconfigured and horizon_passed(notification, now):
-        notification_mark_dead(notification_id=str(notification.id), error_code="circuit_open",
-                               error_message=f"Circuit breaker of {names} open past the retry horizon.",
-                               claim=notification.attempts, attempts=F("attempts") - 1)
+        notification_mark_dead(
+            notification_id=str(notification.id),
+            error_code="circuit_open",
+            error_message=f"Circuit breaker of {names} open past the retry horizon.",
+            claim=notification.attempts,
+            attempts=F("attempts") - 1,
+        )
         return SendResult(outcome="dead", notification_id=str(notification.id))
     error_code = tried.code if tried else ("provider_misconfigured" if misconfigured else "circuit_open")
     retry_in = dt.timedelta(seconds=blocked.retry_in + random.uniform(0, 1))
     with transaction.atomic():
         released = _finish(
-            notification, Status.RETRYING if notification.attempts > 1 else Status.PENDING,
-            attempts=F("attempts") - (0 if tried else 1), claimed_at=None, next_attempt_at=None, deferred_at=now,
+            notification,
+            Status.RETRYING if notification.attempts > 1 else Status.PENDING,
+            attempts=F("attempts") - (0 if tried else 1),
+            claimed_at=None,
+            next_attempt_at=None,
+            deferred_at=now,
             last_error_code=error_code,
-            last_error_message=(f"Waiting: {tried.message}" if tried else f"Waiting: circuit breaker of {names} "
-                                f"{'misconfigured' if misconfigured else 'open'}.")[:2000],
+            last_error_message=(
+                f"Waiting: {tried.message}"
+                if tried
+                else f"Waiting: circuit breaker of {names} {'misconfigured' if misconfigured else 'open'}."
+            )[:2000],
         )
         if released and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
             queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
     metrics.NOTIFICATION_DEFERRALS.labels(channel=notification.channel).inc()
-    log.info("notification.deferred", error_code=error_code, provider=names,
-             probe_in_seconds=round(retry_in.total_seconds(), 1), **log_context)
+    log.info(
+        "notification.deferred",
+        error_code=error_code,
+        provider=names,
+        probe_in_seconds=round(retry_in.total_seconds(), 1),
+        **log_context,
+    )
     # A breaker that closed between our check and our COMMIT has woken the others already.
     if any(circuit_breaker_lets_through(provider=provider.name) for provider in providers):
         notifications_wake_deferred(channel=notification.channel)
@@ -520,9 +700,12 @@ def notifications_probe(*, channel: str) -> str:
         return "not_configured"  # e.g. SMS switched off meanwhile; each waiting send dies on its own try
     circuit_breaker_probe_started(provider=providers[0].name)
     with transaction.atomic():
-        waiting = (Notification.objects.select_for_update(skip_locked=True)
-                   .filter(channel=channel, deferred_at__isnull=False, status__in=CLAIMABLE)
-                   .order_by("deferred_at").first())
+        waiting = (
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(channel=channel, deferred_at__isnull=False, status__in=CLAIMABLE)
+            .order_by("deferred_at")
+            .first()
+        )
         if waiting is not None:
             Notification.objects.filter(id=waiting.id).update(deferred_at=None)
     if waiting is None:

@@ -56,8 +56,13 @@ def notification_create(
     try:
         with transaction.atomic():
             notification = Notification.objects.create(
-                registration=registration, kind=kind, channel=channel, dedupe_key=dedupe_key,
-                recipient=recipient_for(channel, context), context=context, correlation_id=correlation_id,
+                registration=registration,
+                kind=kind,
+                channel=channel,
+                dedupe_key=dedupe_key,
+                recipient=recipient_for(channel, context),
+                context=context,
+                correlation_id=correlation_id,
                 source_received_at=source_received_at,
             )
     except IntegrityError:
@@ -90,21 +95,41 @@ def notifications_create_missing(
     these kinds for it meanwhile; the unique constraint remains the guarantee.
     """
     if existing is None:
-        existing = set() if known_none else set(Notification.objects.filter(registration_id=registration_id)
-                                                  .values_list("kind", "channel", "dedupe_key"))
+        existing = (
+            set()
+            if known_none
+            else set(
+                Notification.objects.filter(registration_id=registration_id).values_list(
+                    "kind", "channel", "dedupe_key"
+                )
+            )
+        )
     new = [
-        Notification(registration_id=registration_id, kind=kind, channel=channel, dedupe_key=dedupe_key,
-                     recipient=recipient_for(channel, state), context=state, correlation_id=correlation_id,
-                     source_received_at=source_received_at)
-        for kind, dedupe_key, state in wanted for channel in channels_for(kind, state)
+        Notification(
+            registration_id=registration_id,
+            kind=kind,
+            channel=channel,
+            dedupe_key=dedupe_key,
+            recipient=recipient_for(channel, state),
+            context=state,
+            correlation_id=correlation_id,
+            source_received_at=source_received_at,
+        )
+        for kind, dedupe_key, state in wanted
+        for channel in channels_for(kind, state)
         if (kind, channel, dedupe_key) not in existing
     ]
     if new:
         sql.insert_many(new)
         grace = dt.timedelta(seconds=settings.NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS) if send_at_once else None
-        queueing.enqueue_sends([queueing.send_message_fields(notification, delay=grace,
-                                                             message_id=notification.id if send_at_once else None)
-                                for notification in new])
+        queueing.enqueue_sends(
+            [
+                queueing.send_message_fields(
+                    notification, delay=grace, message_id=notification.id if send_at_once else None
+                )
+                for notification in new
+            ]
+        )
     return new
 
 
@@ -117,14 +142,17 @@ def notifications_cancel_pending(*, registration: Any, kinds: tuple[str, ...]) -
     cancelled = 0
     for notification_id, kind, channel in pending.values_list("id", "kind", "channel"):
         if Notification.objects.filter(id=notification_id, status__in=CLAIMABLE).update(
-                status=Status.CANCELLED, next_attempt_at=None, deferred_at=None, updated_at=timezone.now()):
+            status=Status.CANCELLED, next_attempt_at=None, deferred_at=None, updated_at=timezone.now()
+        ):
             metrics.NOTIFICATIONS.labels(kind=kind, channel=channel, status=Status.CANCELLED).inc()
             cancelled += 1
     return cancelled
 
 
-SUPERSEDED_MESSAGE = ("The registration changed again before this was sent; the newest update (or none, when "
-                      "the attendee was told this already or it was cancelled) states it as it is.")
+SUPERSEDED_MESSAGE = (
+    "The registration changed again before this was sent; the newest update (or none, when "
+    "the attendee was told this already or it was cancelled) states it as it is."
+)
 
 
 def notifications_supersede(*, registration_id: int, kind: str, keep: list[str]) -> int:
@@ -137,15 +165,23 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
     call is already out. Runs in the caller's transaction (the apply, which holds the
     registration's row lock); if the process dies before COMMIT nothing changed.
     """
-    cancelled = (Notification.objects
-                 .filter(registration_id=registration_id, kind=kind, status__in=CLAIMABLE)
-                 .exclude(dedupe_key__in=keep)
-                 .update(status=Status.CANCELLED, last_error_code="superseded", last_error_message=SUPERSEDED_MESSAGE,
-                         next_attempt_at=None, deferred_at=None, updated_at=timezone.now()))
+    cancelled = (
+        Notification.objects.filter(registration_id=registration_id, kind=kind, status__in=CLAIMABLE)
+        .exclude(dedupe_key__in=keep)
+        .update(
+            status=Status.CANCELLED,
+            last_error_code="superseded",
+            last_error_message=SUPERSEDED_MESSAGE,
+            next_attempt_at=None,
+            deferred_at=None,
+            updated_at=timezone.now(),
+        )
+    )
     if cancelled:
         # Updates go by e-mail only (channels.py); the label names the channel all the same.
         metrics.NOTIFICATIONS.labels(kind=kind, channel=Notification.Channel.EMAIL, status=Status.CANCELLED).inc(
-            cancelled)
+            cancelled
+        )
     return cancelled
 
 
@@ -171,8 +207,11 @@ def replay_refusal(notification: Notification, *, now: dt.datetime) -> str:
     registration = notification.registration
     if notification.kind != Notification.Kind.CANCELLATION and registration.status == registration.Status.CANCELLED:
         return "registration_cancelled"
-    if (notification.kind in (Notification.Kind.REMINDER_24H, Notification.Kind.REMINDER_1H)
-            and registration.event_starts_at is not None and registration.event_starts_at <= now):
+    if (
+        notification.kind in (Notification.Kind.REMINDER_24H, Notification.Kind.REMINDER_1H)
+        and registration.event_starts_at is not None
+        and registration.event_starts_at <= now
+    ):
         return "event_started"
     return ""
 
@@ -205,15 +244,24 @@ def notification_replay(
     if (user is None) == (not command):
         raise ValueError("a replay is made either by a user or by a command")
     statuses = [Status.DEAD] + ([Status.SENT] if include_sent else [])
-    notification = (Notification.objects.select_for_update(of=("self",)).select_related("registration")
-                    .filter(id=notification_id, status__in=statuses).first())
+    notification = (
+        Notification.objects.select_for_update(of=("self",))
+        .select_related("registration")
+        .filter(id=notification_id, status__in=statuses)
+        .first()
+    )
     if notification is None:
         return ReplayResult(queued=False)
     now = timezone.now()
     refused = replay_refusal(notification, now=now)
     if refused:
-        log.info("notification.replay_refused", notification_id=str(notification.id), reason=refused,
-                 kind=notification.kind, channel=notification.channel)
+        log.info(
+            "notification.replay_refused",
+            notification_id=str(notification.id),
+            reason=refused,
+            kind=notification.kind,
+            channel=notification.channel,
+        )
         return ReplayResult(queued=False, refused=refused)
     Notification.objects.filter(id=notification.id).update(
         status=Status.PENDING, claimed_at=None, next_attempt_at=None, deferred_at=None, replayed_at=now, updated_at=now
@@ -221,11 +269,22 @@ def notification_replay(
     queueing.enqueue_send(notification)
     actor = user.get_username() if user is not None else f"{command} (os user {os_user or 'unknown'})"
     NotificationReplay.objects.create(
-        notification=notification, replayed_at=now, reason=reason,
+        notification=notification,
+        replayed_at=now,
+        reason=reason,
         actor_type=NotificationReplay.Actor.USER if user is not None else NotificationReplay.Actor.COMMAND,
-        user=user, actor=actor[:200], previous_status=notification.status,
-        previous_error_code=notification.last_error_code, previous_attempts=notification.attempts,
+        user=user,
+        actor=actor[:200],
+        previous_status=notification.status,
+        previous_error_code=notification.last_error_code,
+        previous_attempts=notification.attempts,
     )
-    log.info("notification.replayed", notification_id=str(notification.id), previous_status=notification.status,
-             actor=mask_email(actor) if "@" in actor else actor, kind=notification.kind, channel=notification.channel)
+    log.info(
+        "notification.replayed",
+        notification_id=str(notification.id),
+        previous_status=notification.status,
+        actor=mask_email(actor) if "@" in actor else actor,
+        kind=notification.kind,
+        channel=notification.channel,
+    )
     return ReplayResult(queued=True)

@@ -33,25 +33,41 @@ def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
     return retries_so_far < settings.NOTIFICATION_MAX_RETRIES
 
 
-@dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.DEAD_LETTER_ACTOR,
-                max_retries=settings.APPLY_MAX_RETRIES, min_backoff=1000, max_backoff=MAX_BACKOFF_MS)
+@dramatiq.actor(
+    queue_name=queueing.QUEUE_NAME,
+    actor_name=queueing.DEAD_LETTER_ACTOR,
+    max_retries=settings.APPLY_MAX_RETRIES,
+    min_backoff=1000,
+    max_backoff=MAX_BACKOFF_MS,
+)
 def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str, Any] | None = None) -> None:
     """Called by the Retries middleware (`on_retry_exhausted`) when a send will not be retried:
     schedules a retry round, or marks the notification dead past the retry horizon."""
     notification_retries_exhausted(notification_id=message_data["kwargs"]["notification_id"])
 
 
-@dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.PROBE_ACTOR,
-                max_retries=settings.APPLY_MAX_RETRIES, min_backoff=1000, max_backoff=MAX_BACKOFF_MS,
-                time_limit=send_time_limit_ms())
+@dramatiq.actor(
+    queue_name=queueing.QUEUE_NAME,
+    actor_name=queueing.PROBE_ACTOR,
+    max_retries=settings.APPLY_MAX_RETRIES,
+    min_backoff=1000,
+    max_backoff=MAX_BACKOFF_MS,
+    time_limit=send_time_limit_ms(),
+)
 def notification_probe(channel: str) -> None:
     """The one probe of a channel whose breakers are all open: see sending.notifications_probe."""
     notifications_probe(channel=channel)
 
 
-@dramatiq.actor(queue_name=queueing.QUEUE_NAME, actor_name=queueing.SEND_ACTOR, retry_when=retry_transient,
-                min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS,
-                time_limit=send_time_limit_ms(), on_retry_exhausted=notification_dead_letter.actor_name)
+@dramatiq.actor(
+    queue_name=queueing.QUEUE_NAME,
+    actor_name=queueing.SEND_ACTOR,
+    retry_when=retry_transient,
+    min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS,
+    max_backoff=MAX_BACKOFF_MS,
+    time_limit=send_time_limit_ms(),
+    on_retry_exhausted=notification_dead_letter.actor_name,
+)
 def notification_send_actor(notification_id: str) -> None:
     try:
         notification_send(notification_id=notification_id)
@@ -64,4 +80,3 @@ def notification_send_actor(notification_id: str) -> None:
         if isinstance(error, ProviderRateLimitedError):  # the provider said when: Retry-After, bounded
             delay = rate_limit_delay_ms(error.retry_after)
         raise dramatiq.Retry(f"{error.code}: {error.message}", delay=delay) from error
-

@@ -42,7 +42,8 @@ def message_redelivery_count(*, message_id: str, queue_name: str, actor_name: st
                 cursor.execute(_COUNT_REDELIVERY, [message_id, queue_name, actor_name])
                 return cursor.fetchone()[0]
         row, _ = MessageRedelivery.objects.select_for_update().get_or_create(
-            message_id=message_id, defaults={"queue_name": queue_name, "actor_name": actor_name})
+            message_id=message_id, defaults={"queue_name": queue_name, "actor_name": actor_name}
+        )
         row.redeliveries += 1
         row.save(update_fields=["redeliveries"])
         return row.redeliveries
@@ -64,14 +65,21 @@ class PoisonMessageGuard(Middleware):
             return
         from django.conf import settings
 
-        redeliveries = message_redelivery_count(message_id=message.message_id, queue_name=message.queue_name,
-                                                actor_name=message.actor_name)
+        redeliveries = message_redelivery_count(
+            message_id=message.message_id, queue_name=message.queue_name, actor_name=message.actor_name
+        )
         deliveries = redeliveries + 1
         if deliveries <= settings.BROKER_MAX_DELIVERIES:
             return
         message_redelivery_reject(message_id=message.message_id)
-        log.error("worker.poison_message", error_code="poison_message", message_id=message.message_id,
-                  actor=message.actor_name, queue=message.queue_name, deliveries=deliveries,
-                  limit=settings.BROKER_MAX_DELIVERIES)
+        log.error(
+            "worker.poison_message",
+            error_code="poison_message",
+            message_id=message.message_id,
+            actor=message.actor_name,
+            queue=message.queue_name,
+            deliveries=deliveries,
+            limit=settings.BROKER_MAX_DELIVERIES,
+        )
         message.fail()  # failed: the consumer nacks it without requeue, to the dead-letter queue
         raise SkipMessage(f"delivered {deliveries} times")

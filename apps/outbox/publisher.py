@@ -130,8 +130,10 @@ class ConfirmingPublisher:
             self._node = (self._node + 1) % len(self._nodes)  # the next batch tries another node first
             raise BrokerUnavailable(f"{len(self._pending)} of {len(messages)} messages unconfirmed: {reason}")
         if self._rejected:  # connection is still fine; every tag is settled
-            raise MessagesRejected(f"{len(self._rejected)} messages rejected: {'; '.join(self._rejected[:5])}",
-                                   rejected_ids=set(self._rejected_ids))
+            raise MessagesRejected(
+                f"{len(self._rejected)} messages rejected: {'; '.join(self._rejected[:5])}",
+                rejected_ids=set(self._rejected_ids),
+            )
 
     def close(self) -> None:
         self._discard()
@@ -155,8 +157,9 @@ class ConfirmingPublisher:
             reason = self._connect(params)
             if reason is None:
                 if reasons:
-                    logger.info("Connected to RabbitMQ node %s:%s after %d failed", params.host, params.port,
-                                len(reasons))
+                    logger.info(
+                        "Connected to RabbitMQ node %s:%s after %d failed", params.host, params.port, len(reasons)
+                    )
                 return
             reasons.append(f"{params.host}:{params.port}: {reason}")
             self._node = (self._node + 1) % len(self._nodes)

@@ -55,8 +55,13 @@ class BrokerEnqueuePublisher:
 
 def _to_outgoing(row: OutboxMessage | _DueRow) -> OutgoingMessage:
     message = dramatiq.Message(
-        queue_name=row.queue_name, actor_name=row.actor_name, args=(), kwargs=row.kwargs, options=row.options,
-        message_id=str(row.id), message_timestamp=int(row.created_at.timestamp() * 1000),
+        queue_name=row.queue_name,
+        actor_name=row.actor_name,
+        args=(),
+        kwargs=row.kwargs,
+        options=row.options,
+        message_id=str(row.id),
+        message_timestamp=int(row.created_at.timestamp() * 1000),
     )
     return OutgoingMessage(queue_name=row.queue_name, body=message.encode(), message_id=str(row.id))
 
@@ -74,13 +79,17 @@ class _DueRow:
 _TABLE = OutboxMessage._meta.db_table
 # PostgreSQL: the batch's two statements as plain SQL, built once; compiling them through the ORM
 # was half the relay's CPU at a steady 100 webhooks/s (a batch of two or three rows each time).
-_SELECT_DUE = (f"SELECT id, queue_name, actor_name, kwargs, options, created_at FROM {_TABLE} "
-               "WHERE published_at IS NULL AND available_at <= %s ORDER BY available_at LIMIT %s "
-               "FOR UPDATE SKIP LOCKED")
+_SELECT_DUE = (
+    f"SELECT id, queue_name, actor_name, kwargs, options, created_at FROM {_TABLE} "
+    "WHERE published_at IS NULL AND available_at <= %s ORDER BY available_at LIMIT %s "
+    "FOR UPDATE SKIP LOCKED"
+)
 _MARK_PUBLISHED = f"UPDATE {_TABLE} SET published_at = %s WHERE id = ANY(%s)"
-_BACK_OFF_REJECTED = (f"UPDATE {_TABLE} SET publish_attempts = publish_attempts + 1, "
-                      "available_at = %s + make_interval(secs => LEAST(%s * power(2, publish_attempts), %s)) "
-                      "WHERE id = ANY(%s) AND published_at IS NULL RETURNING id, publish_attempts")
+_BACK_OFF_REJECTED = (
+    f"UPDATE {_TABLE} SET publish_attempts = publish_attempts + 1, "
+    "available_at = %s + make_interval(secs => LEAST(%s * power(2, publish_attempts), %s)) "
+    "WHERE id = ANY(%s) AND published_at IS NULL RETURNING id, publish_attempts"
+)
 
 
 def _lock_due(batch_size: int) -> Sequence[OutboxMessage | _DueRow]:
@@ -93,8 +102,10 @@ def _lock_due(batch_size: int) -> Sequence[OutboxMessage | _DueRow]:
         )
     with connection.cursor() as cursor:
         cursor.execute(_SELECT_DUE, [timezone.now(), batch_size])
-        return [_DueRow(row_id, queue, actor, json.loads(kwargs), json.loads(options), created_at)
-                for row_id, queue, actor, kwargs, options, created_at in cursor.fetchall()]
+        return [
+            _DueRow(row_id, queue, actor, json.loads(kwargs), json.loads(options), created_at)
+            for row_id, queue, actor, kwargs, options, created_at in cursor.fetchall()
+        ]
 
 
 def _mark_published(ids: list[uuid.UUID], at: dt.datetime) -> None:
@@ -110,9 +121,10 @@ def _back_off_rejected(ids: list[uuid.UUID], at: dt.datetime) -> dict[uuid.UUID,
     if connection.vendor != "postgresql":
         attempts = {}
         for row in OutboxMessage.objects.filter(id__in=ids, published_at__isnull=True):
-            delay = min(REJECTED_FIRST_BACKOFF_SECONDS * 2 ** row.publish_attempts, REJECTED_MAX_BACKOFF_SECONDS)
-            OutboxMessage.objects.filter(id=row.id).update(publish_attempts=row.publish_attempts + 1,
-                                                           available_at=at + dt.timedelta(seconds=delay))
+            delay = min(REJECTED_FIRST_BACKOFF_SECONDS * 2**row.publish_attempts, REJECTED_MAX_BACKOFF_SECONDS)
+            OutboxMessage.objects.filter(id=row.id).update(
+                publish_attempts=row.publish_attempts + 1, available_at=at + dt.timedelta(seconds=delay)
+            )
             attempts[row.id] = row.publish_attempts + 1
         return attempts
     with connection.cursor() as cursor:
@@ -146,9 +158,13 @@ def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
         if rejected:
             attempts = _back_off_rejected([row.id for row in rows if str(row.id) in rejected], confirmed_at)
             metrics.OUTBOX_REJECTED.inc(len(attempts))
-            log.error("relay.message_rejected", error_code="outbox_message_rejected",
-                      outbox_ids=sorted(str(row_id) for row_id in attempts), attempts=sorted(attempts.values()),
-                      queues=sorted({row.queue_name for row in rows if str(row.id) in rejected}))
+            log.error(
+                "relay.message_rejected",
+                error_code="outbox_message_rejected",
+                outbox_ids=sorted(str(row_id) for row_id in attempts),
+                attempts=sorted(attempts.values()),
+                queues=sorted({row.queue_name for row in rows if str(row.id) in rejected}),
+            )
             rows = [row for row in rows if str(row.id) not in rejected]
             if not rows:
                 return 0
@@ -159,8 +175,11 @@ def outbox_publish_batch(*, publisher: Publisher, batch_size: int) -> int:
     for row in rows:
         metrics.OUTBOX_COMMIT_TO_PUBLISH.observe((confirmed_at - row.created_at).total_seconds())
     # One line per batch, not per row; the correlation ids make each webhook's story searchable.
-    log.info("relay.published", count=len(rows),
-             correlation_ids=sorted({row.options.get("correlation_id") for row in rows} - {None}))
+    log.info(
+        "relay.published",
+        count=len(rows),
+        correlation_ids=sorted({row.options.get("correlation_id") for row in rows} - {None}),
+    )
     return len(rows)
 
 
@@ -216,9 +235,16 @@ class Waiter:
 
 
 class Relay:
-    def __init__(self, *, publisher: Publisher, batch_size: int, poll_seconds: float,
-                 stop: threading.Event | None = None, backlog_every_seconds: float = 5.0,
-                 coalesce_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        batch_size: int,
+        poll_seconds: float,
+        stop: threading.Event | None = None,
+        backlog_every_seconds: float = 5.0,
+        coalesce_seconds: float = 0.0,
+    ) -> None:
         self.publisher = publisher
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds

@@ -70,4 +70,5 @@ def outbox_discard(message_id: uuid.UUID | str) -> bool:
 def outbox_due_in(message_id: uuid.UUID | str, delay: dt.timedelta) -> int:
     """Make a waiting row due after `delay` from now (earlier or later than it was)."""
     return OutboxMessage.objects.filter(id=message_id, published_at__isnull=True).update(
-        available_at=timezone.now() + delay)
+        available_at=timezone.now() + delay
+    )

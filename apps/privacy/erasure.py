@@ -86,8 +86,10 @@ class _Needles:
     def scrub(self, value: Any) -> Any:
         """A JSON value with personal fields blanked and any mention of a needle replaced."""
         if isinstance(value, dict):
-            return {key: "" if key in PERSONAL_FIELDS and isinstance(item, str) else self.scrub(item)
-                    for key, item in value.items()}
+            return {
+                key: "" if key in PERSONAL_FIELDS and isinstance(item, str) else self.scrub(item)
+                for key, item in value.items()
+            }
         if isinstance(value, list):
             return [self.scrub(item) for item in value]
         if isinstance(value, str):
@@ -109,16 +111,23 @@ def _events_mentioning(needles: _Needles) -> set[Any]:
             variants = {needle.encode(), needle.lower().encode(), needle.upper().encode()}
             if connection.vendor == "postgresql":
                 body = " OR ".join(["position(%s::bytea in raw_body) > 0"] * len(variants))
-                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s ESCAPE '\\' "
-                               f"OR errors::text ILIKE %s ESCAPE '\\' OR {body}", [like, like, *variants])
+                cursor.execute(
+                    f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s ESCAPE '\\' "
+                    f"OR errors::text ILIKE %s ESCAPE '\\' OR {body}",
+                    [like, like, *variants],
+                )
             else:
                 body = " OR ".join(["instr(raw_body, %s) > 0"] * len(variants))
-                cursor.execute(f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s ESCAPE '\\' "
-                               f"OR errors LIKE %s ESCAPE '\\' OR {body}", [like, like, *variants])
+                cursor.execute(
+                    f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s ESCAPE '\\' "
+                    f"OR errors LIKE %s ESCAPE '\\' OR {body}",
+                    [like, like, *variants],
+                )
             candidates.update(WebhookEvent._meta.pk.to_python(row[0]) for row in cursor.fetchall())
     found = set()
     for event_id, raw_body, payload, errors in WebhookEvent.objects.filter(id__in=candidates).values_list(
-            "id", "raw_body", "payload", "errors"):
+        "id", "raw_body", "payload", "errors"
+    ):
         texts = (bytes(raw_body).decode(errors="replace"), json.dumps(payload), json.dumps(errors))
         if any(needles.found_in(text) for text in texts):
             found.add(event_id)
@@ -130,8 +139,9 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
     """Redact everything stored about the person with this e-mail address; see the module docstring."""
     email = normalise_email(email)
     mentioning = _events_mentioning(_Needles([email]))
-    matching = Registration.objects.filter(Q(email__iexact=email) | Q(events__data__email__iexact=email)
-                                           | Q(events__webhook_event_id__in=mentioning))
+    matching = Registration.objects.filter(
+        Q(email__iexact=email) | Q(events__data__email__iexact=email) | Q(events__webhook_event_id__in=mentioning)
+    )
     # Locked: an apply of the same registration waits for the erasure (and then sees it).
     registrations = list(Registration.objects.select_for_update().filter(pk__in=matching.values("pk")))
     registration_ids = [registration.pk for registration in registrations]
@@ -140,7 +150,8 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
     phones |= {normalise_phone(event.data.get("phone")) for event in registration_events if event.data.get("phone")}
     needles = _Needles([email, *sorted(phones)])
     names = {registration.first_name for registration in registrations} | {
-        registration.last_name for registration in registrations}
+        registration.last_name for registration in registrations
+    }
     names |= {event.data.get(key) for event in registration_events for key in ("first_name", "last_name")}
     names = {name.strip() for name in names if isinstance(name, str) and len(name.strip()) >= MIN_NAME_LENGTH}
     in_free_text = _Needles([*needles.values, *sorted(names)])
@@ -151,36 +162,54 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
         event_ids |= _events_mentioning(_Needles(sorted(phones)))
     redactions = []
     for event_id, payload, errors in WebhookEvent.objects.filter(id__in=event_ids).values_list(
-            "id", "payload", "errors"):
-        redactions.append(Redaction(
-            event_id=event_id, payload=redacted_payload(payload, reason="erasure", drop=tuple(needles.values)),
-            errors={"redacted": "erasure"} if errors is not None and needles.found_in(str(errors)) else None))
+        "id", "payload", "errors"
+    ):
+        redactions.append(
+            Redaction(
+                event_id=event_id,
+                payload=redacted_payload(payload, reason="erasure", drop=tuple(needles.values)),
+                errors={"redacted": "erasure"} if errors is not None and needles.found_in(str(errors)) else None,
+            )
+        )
     counts = {"webhook_events": webhook_events_redact(redactions=redactions)}
 
     for event in registration_events:
         event.data = needles.scrub(event.data)
     counts["registration_events"] = RegistrationEvent.objects.bulk_update(registration_events, ["data"])
     counts["registrations"] = Registration.objects.filter(pk__in=registration_ids).update(
-        email="", phone="", first_name="", last_name="", status=Registration.Status.CANCELLED,
-        updated_at=timezone.now())
+        email="", phone="", first_name="", last_name="", status=Registration.Status.CANCELLED, updated_at=timezone.now()
+    )
 
-    notifications = _notifications_erase(registration_ids=registration_ids, email=email, phones=phones,
-                                         needles=needles)
+    notifications = _notifications_erase(registration_ids=registration_ids, email=email, phones=phones, needles=needles)
     counts["notifications"] = len(notifications)
     counts["notifications_cancelled"] = sum(1 for n in notifications if n.status == Notification.Status.CANCELLED)
 
-    counts["notification_attempts"] = _scrub(NotificationAttempt.objects.filter(
-        Q(notification__in=notifications) | Q(error_message__icontains=email)), "error_message", needles)
-    counts["failed_applies"] = _scrub(FailedApply.objects.filter(
-        Q(webhook_event_id__in=event_ids) | Q(error_message__icontains=email)), "error_message", needles)
+    counts["notification_attempts"] = _scrub(
+        NotificationAttempt.objects.filter(Q(notification__in=notifications) | Q(error_message__icontains=email)),
+        "error_message",
+        needles,
+    )
+    counts["failed_applies"] = _scrub(
+        FailedApply.objects.filter(Q(webhook_event_id__in=event_ids) | Q(error_message__icontains=email)),
+        "error_message",
+        needles,
+    )
     # Audits: what staff wrote when replaying or re-applying may name the person in any way.
-    counts["replay_audits"] = _scrub(NotificationReplay.objects.filter(
-        Q(notification__in=notifications) | Q(reason__icontains=email)), "reason", in_free_text)
-    counts["reapply_audits"] = _scrub(ApplyReapply.objects.filter(
-        Q(event_id__in=event_ids) | Q(reason__icontains=email)), "reason", in_free_text)
+    counts["replay_audits"] = _scrub(
+        NotificationReplay.objects.filter(Q(notification__in=notifications) | Q(reason__icontains=email)),
+        "reason",
+        in_free_text,
+    )
+    counts["reapply_audits"] = _scrub(
+        ApplyReapply.objects.filter(Q(event_id__in=event_ids) | Q(reason__icontains=email)), "reason", in_free_text
+    )
 
-    record = ErasureRecord.objects.create(email_sha256=email_digest(email), erased_at=timezone.now(),
-                                          requested_by=requested_by or getpass.getuser(), counts=counts)
+    record = ErasureRecord.objects.create(
+        email_sha256=email_digest(email),
+        erased_at=timezone.now(),
+        requested_by=requested_by or getpass.getuser(),
+        counts=counts,
+    )
     log.info("privacy.erased", email=mask_email(email), erasure_id=record.pk, **counts)
     return record
 
@@ -193,8 +222,9 @@ def _scrub(rows: QuerySet[Any], column: str, needles: _Needles) -> int:
     return rows.model.objects.bulk_update(rows_read, [column])
 
 
-def _notifications_erase(*, registration_ids: list[int], email: str, phones: set[str],
-                         needles: _Needles) -> list[Notification]:
+def _notifications_erase(
+    *, registration_ids: list[int], email: str, phones: set[str], needles: _Needles
+) -> list[Notification]:
     """Lock the person's notifications (in id order, so two erasures cannot deadlock), cancel those
     still waiting with a guarded UPDATE, then blank what they carry. Returns them as they now are.
 
@@ -203,12 +233,22 @@ def _notifications_erase(*, registration_ids: list[int], email: str, phones: set
     a claim after the lock waits for COMMIT and then finds the row `cancelled`.
     """
     chosen = Notification.objects.filter(
-        Q(registration_id__in=registration_ids) | Q(recipient__iexact=email) | Q(recipient__in=phones))
-    ids = list(Notification.objects.select_for_update().filter(pk__in=chosen.values("pk"))
-               .order_by("pk").values_list("pk", flat=True))
+        Q(registration_id__in=registration_ids) | Q(recipient__iexact=email) | Q(recipient__in=phones)
+    )
+    ids = list(
+        Notification.objects.select_for_update()
+        .filter(pk__in=chosen.values("pk"))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     Notification.objects.filter(pk__in=ids, status__in=WAITING).update(
-        status=Notification.Status.CANCELLED, last_error_code="erased", last_error_message=ERASED_REASON,
-        next_attempt_at=None, deferred_at=None, updated_at=timezone.now())
+        status=Notification.Status.CANCELLED,
+        last_error_code="erased",
+        last_error_message=ERASED_REASON,
+        next_attempt_at=None,
+        deferred_at=None,
+        updated_at=timezone.now(),
+    )
     notifications = list(Notification.objects.filter(pk__in=ids).order_by("pk"))
     for notification in notifications:
         notification.recipient = ""

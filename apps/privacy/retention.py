@@ -38,17 +38,22 @@ def _delete_in_batches(queryset: QuerySet[Model], *, batch_size: int) -> int:
 def _redact_applied_events(*, received_before: dt.datetime, batch_size: int) -> int:
     """Only applied events: an accepted event not applied yet (or waiting as a FailedApply) still
     needs its payload to be applied; a rejected one is what staff look at to help the portal."""
-    pending = (WebhookEvent.objects.filter(received_at__lt=received_before, registration_event__isnull=False)
-               .exclude(payload__has_key="redacted").order_by("received_at"))
+    pending = (
+        WebhookEvent.objects.filter(received_at__lt=received_before, registration_event__isnull=False)
+        .exclude(payload__has_key="redacted")
+        .order_by("received_at")
+    )
     redacted = 0
     while True:
         batch = list(pending.values_list("id", "payload")[:batch_size])
         if not batch:
             return redacted
-        redacted += webhook_events_redact(redactions=[
-            Redaction(event_id=event_id, payload=redacted_payload(payload, reason="retention"))
-            for event_id, payload in batch
-        ])
+        redacted += webhook_events_redact(
+            redactions=[
+                Redaction(event_id=event_id, payload=redacted_payload(payload, reason="retention"))
+                for event_id, payload in batch
+            ]
+        )
 
 
 def data_retention_run(*, now: dt.datetime) -> dict[str, int]:
@@ -61,17 +66,24 @@ def data_retention_run(*, now: dt.datetime) -> dict[str, int]:
     def cutoff(days: int) -> dt.datetime | None:
         return now - dt.timedelta(days=days) if days > 0 else None
 
-    result = {"outbox_published_deleted": 0, "processed_messages_deleted": 0, "rate_windows_deleted": 0,
-              "event_bodies_redacted": 0}
+    result = {
+        "outbox_published_deleted": 0,
+        "processed_messages_deleted": 0,
+        "rate_windows_deleted": 0,
+        "event_bodies_redacted": 0,
+    }
     if (before := cutoff(settings.RETENTION_OUTBOX_PUBLISHED_DAYS)) is not None:
         result["outbox_published_deleted"] = _delete_in_batches(
-            OutboxMessage.objects.filter(published_at__lt=before), batch_size=batch_size)
+            OutboxMessage.objects.filter(published_at__lt=before), batch_size=batch_size
+        )
     if (before := cutoff(settings.RETENTION_PROCESSED_MESSAGES_DAYS)) is not None:
         result["processed_messages_deleted"] = _delete_in_batches(
-            ProcessedMessage.objects.filter(processed_at__lt=before), batch_size=batch_size)
+            ProcessedMessage.objects.filter(processed_at__lt=before), batch_size=batch_size
+        )
     if (before := cutoff(settings.RETENTION_RATE_WINDOWS_DAYS)) is not None:
         result["rate_windows_deleted"] = _delete_in_batches(
-            RateWindow.objects.filter(window_start__lt=before), batch_size=batch_size)
+            RateWindow.objects.filter(window_start__lt=before), batch_size=batch_size
+        )
     if (before := cutoff(settings.RETENTION_EVENT_BODIES_DAYS)) is not None:
         result["event_bodies_redacted"] = _redact_applied_events(received_before=before, batch_size=batch_size)
     log.info("retention.done", **result)

@@ -120,8 +120,7 @@ class ApplyReapplyInline(admin.TabularInline):
 def _event_link(event_id: object, exists: bool) -> str:
     if not exists:
         return format_html("{} (no such event)", event_id)
-    return format_html('<a href="{}">{}</a>', reverse("admin:webhooks_webhookevent_change", args=[event_id]),
-                       event_id)
+    return format_html('<a href="{}">{}</a>', reverse("admin:webhooks_webhookevent_change", args=[event_id]), event_id)
 
 
 @admin.register(FailedApply)
@@ -129,13 +128,21 @@ class FailedApplyAdmin(ReadOnlyAdmin):
     """Accepted webhook events whose apply failed for good (docs/failures.md). Read-only; the one way
     to act on them is the `reapply` action, which needs `registrations.reapply_failedapply`."""
 
-    list_display = ("last_failed_at", "event", "error_code", "attempts", "failures", "resolved_at",
-                    "last_reapplied_at")
+    list_display = ("last_failed_at", "event", "error_code", "attempts", "failures", "resolved_at", "last_reapplied_at")
     list_filter = (ResolvedFilter, "error_code", "last_failed_at")
     search_fields = ("=event_id", "=webhook_event__delivery_id")
     date_hierarchy = "last_failed_at"
-    fields = ("event", "error_code", "error_message_block", "attempts", "failures", "first_failed_at",
-              "last_failed_at", "last_reapplied_at", "resolved_at")
+    fields = (
+        "event",
+        "error_code",
+        "error_message_block",
+        "attempts",
+        "failures",
+        "first_failed_at",
+        "last_failed_at",
+        "last_reapplied_at",
+        "resolved_at",
+    )
     readonly_fields = fields
     inlines = [ApplyReapplyInline]
     actions = ["reapply"]
@@ -151,28 +158,36 @@ class FailedApplyAdmin(ReadOnlyAdmin):
     def has_reapply_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("registrations.reapply_failedapply")
 
-    @admin.action(description="Re-apply the selected failed webhook events (asks for a reason)",
-                  permissions=["reapply"])
+    @admin.action(
+        description="Re-apply the selected failed webhook events (asks for a reason)", permissions=["reapply"]
+    )
     def reapply(self, request: HttpRequest, queryset: QuerySet[FailedApply]) -> TemplateResponse | None:
         """First POST: a confirmation page asking for a reason; second POST (confirm + reason): one
         outbox row and one audit record per event."""
         reason = request.POST.get("reason", "").strip()
         if request.POST.get("confirm") != "yes" or not reason:
-            context = {**self.admin_site.each_context(request), "opts": self.model._meta, "queryset": queryset,
-                       "action_checkbox_name": ACTION_CHECKBOX_NAME, "reason": reason,
-                       "error": "Give a reason." if request.POST.get("confirm") == "yes" else "",
-                       "title": "Re-apply failed webhook events"}
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "queryset": queryset,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "reason": reason,
+                "error": "Give a reason." if request.POST.get("confirm") == "yes" else "",
+                "title": "Re-apply failed webhook events",
+            }
             return TemplateResponse(request, "admin/registrations/failedapply/reapply_confirmation.html", context)
         queued, refused = 0, []
         for event_id in queryset.values_list("event_id", flat=True):
             try:
-                webhook_event_reapply(event_id=str(event_id), reason=reason, via=ApplyReapply.Via.ADMIN,
-                                      user=request.user)
+                webhook_event_reapply(
+                    event_id=str(event_id), reason=reason, via=ApplyReapply.Via.ADMIN, user=request.user
+                )
                 queued += 1
             except ReapplyRefused as error:
                 refused.append(error.message)
-        self.message_user(request, f"Queued {queued} event(s) for re-apply." +
-                          (f" Refused: {'; '.join(refused)}" if refused else ""))
+        self.message_user(
+            request, f"Queued {queued} event(s) for re-apply." + (f" Refused: {'; '.join(refused)}" if refused else "")
+        )
         return None
 
 
@@ -190,5 +205,9 @@ class ApplyReapplyAdmin(ReadOnlyAdmin):
 
     @admin.display(description="webhook event")
     def event(self, obj: ApplyReapply) -> str:
-        return format_html('<a href="{}?q={}">{}</a>', reverse("admin:registrations_failedapply_changelist"),
-                           obj.event_id, obj.event_id)
+        return format_html(
+            '<a href="{}?q={}">{}</a>',
+            reverse("admin:registrations_failedapply_changelist"),
+            obj.event_id,
+            obj.event_id,
+        )

@@ -26,8 +26,11 @@ from apps.registrations.selectors import registration_ids_matching, registration
 class AttendeeStoryMixin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         return [
-            path("<path:object_id>/story/", self.admin_site.admin_view(self.story_view),
-                 name="registrations_registration_story"),
+            path(
+                "<path:object_id>/story/",
+                self.admin_site.admin_view(self.story_view),
+                name="registrations_registration_story",
+            ),
             *super().get_urls(),
         ]
 
@@ -41,11 +44,13 @@ class AttendeeStoryMixin(admin.ModelAdmin):
 
     @admin.display(description="story")
     def story_link(self, registration: Registration) -> str:
-        return format_html('<a href="{}">story</a>', reverse("admin:registrations_registration_story",
-                                                               args=[registration.pk]))
+        return format_html(
+            '<a href="{}">story</a>', reverse("admin:registrations_registration_story", args=[registration.pk])
+        )
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Registration],
-                           search_term: str) -> tuple[QuerySet[Registration], bool]:
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Registration], search_term: str
+    ) -> tuple[QuerySet[Registration], bool]:
         """The usual search fields, plus an exact notification id, webhook event id or delivery id."""
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         named = registration_ids_matching(search_term)

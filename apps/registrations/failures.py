@@ -55,8 +55,9 @@ REAPPLY_OPTION = "reapply"
 
 def _enqueue_apply(event_id: str, *, reapply: bool = False) -> OutboxMessage:
     actor_name, queue_name = _apply_actor()
-    fields = outbox_message_fields(actor_name=actor_name, queue_name=queue_name, kwargs={"event_id": event_id},
-                                   correlation_id=event_id)
+    fields = outbox_message_fields(
+        actor_name=actor_name, queue_name=queue_name, kwargs={"event_id": event_id}, correlation_id=event_id
+    )
     if reapply:
         fields["options"] = {**fields["options"], REAPPLY_OPTION: True}
     return outbox_insert(fields)
@@ -73,19 +74,36 @@ def failed_apply_record(*, event_id: str, error_code: str, error_message: str, a
     now = timezone.now()
     event_id = str(uuid.UUID(str(event_id)))
     exists = WebhookEvent.objects.filter(id=event_id).exists()
-    failed, created = FailedApply.objects.select_for_update().get_or_create(event_id=event_id, defaults={
-        "webhook_event_id": event_id if exists else None, "error_code": error_code,
-        "error_message": error_message[:MAX_ERROR_MESSAGE], "attempts": attempts, "first_failed_at": now,
-        "last_failed_at": now,
-    })
+    failed, created = FailedApply.objects.select_for_update().get_or_create(
+        event_id=event_id,
+        defaults={
+            "webhook_event_id": event_id if exists else None,
+            "error_code": error_code,
+            "error_message": error_message[:MAX_ERROR_MESSAGE],
+            "attempts": attempts,
+            "first_failed_at": now,
+            "last_failed_at": now,
+        },
+    )
     if not created:
         FailedApply.objects.filter(pk=failed.pk).update(
-            error_code=error_code, error_message=error_message[:MAX_ERROR_MESSAGE],
-            attempts=F("attempts") + attempts, failures=F("failures") + 1, last_failed_at=now, resolved_at=None)
+            error_code=error_code,
+            error_message=error_message[:MAX_ERROR_MESSAGE],
+            attempts=F("attempts") + attempts,
+            failures=F("failures") + 1,
+            last_failed_at=now,
+            resolved_at=None,
+        )
         failed.refresh_from_db()
     metrics.FAILED_APPLIES.labels(error_code=error_code).inc()
-    log.error("registration.apply_failed", event_id=event_id, error_code=error_code, attempts=failed.attempts,
-              failures=failed.failures, error=error_message[:300])
+    log.error(
+        "registration.apply_failed",
+        event_id=event_id,
+        error_code=error_code,
+        attempts=failed.attempts,
+        failures=failed.failures,
+        error=error_message[:300],
+    )
     return failed
 
 
@@ -98,15 +116,17 @@ def failed_apply_resolve(*, event_id: str, now: dt.datetime | None = None) -> bo
     recorded (rare: the relay republished it) applies the event without resolving: re-apply it once.
     """
     resolved = FailedApply.objects.filter(event_id=event_id, resolved_at__isnull=True).update(
-        resolved_at=now or timezone.now())
+        resolved_at=now or timezone.now()
+    )
     if resolved:
         log.info("registration.failed_apply_resolved", event_id=str(event_id))
     return bool(resolved)
 
 
 @transaction.atomic
-def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: User | None = None,
-                          os_user: str = "") -> ApplyReapply:
+def webhook_event_reapply(
+    *, event_id: str, reason: str, via: str, user: User | None = None, os_user: str = ""
+) -> ApplyReapply:
     """Queue one more apply of the event through the outbox, with its audit record, in one transaction.
 
     Safe twice: a second apply of an applied event is `already_applied` (no change, no notification).
@@ -125,18 +145,30 @@ def webhook_event_reapply(*, event_id: str, reason: str, via: str, user: User | 
     now = timezone.now()
     if failed is not None:
         FailedApply.objects.filter(pk=failed.pk).update(last_reapplied_at=now)
-    audit = ApplyReapply.objects.create(event_id=event_id, failed_apply=failed, via=via, user=user,
-                                        os_user=os_user, reason=reason.strip(), outbox_message_id=message.id,
-                                        created_at=now)
-    log.info("registration.reapply_queued", event_id=event_id, via=via, actor=audit.actor,
-             outbox_message_id=str(message.id))
+    audit = ApplyReapply.objects.create(
+        event_id=event_id,
+        failed_apply=failed,
+        via=via,
+        user=user,
+        os_user=os_user,
+        reason=reason.strip(),
+        outbox_message_id=message.id,
+        created_at=now,
+    )
+    log.info(
+        "registration.reapply_queued", event_id=event_id, via=via, actor=audit.actor, outbox_message_id=str(message.id)
+    )
     return audit
 
 
 def failed_applies_unresolved() -> list[str]:
     """Event ids of every failed apply not resolved yet (what `reapply_events --all` re-applies)."""
-    return [str(event_id) for event_id in FailedApply.objects.filter(resolved_at__isnull=True)
-            .order_by("first_failed_at").values_list("event_id", flat=True)]
+    return [
+        str(event_id)
+        for event_id in FailedApply.objects.filter(resolved_at__isnull=True)
+        .order_by("first_failed_at")
+        .values_list("event_id", flat=True)
+    ]
 
 
 def webhook_events_rescue_unapplied(*, now: dt.datetime | None = None) -> int:
@@ -152,18 +184,24 @@ def webhook_events_rescue_unapplied(*, now: dt.datetime | None = None) -> int:
     """
     now = now or timezone.now()
     cutoff = now - dt.timedelta(seconds=settings.APPLY_SWEEP_AFTER_SECONDS)
-    candidates = [str(event_id) for event_id in (
-        WebhookEvent.objects.filter(status=WebhookEvent.Status.ACCEPTED, received_at__lt=cutoff)
-        .filter(~Exists(RegistrationEvent.objects.filter(webhook_event_id=OuterRef("id"))))
-        .filter(~Exists(FailedApply.objects.filter(event_id=OuterRef("id"), resolved_at__isnull=True)))
-        .order_by("received_at").values_list("id", flat=True)[:settings.APPLY_SWEEP_BATCH_SIZE])]
+    candidates = [
+        str(event_id)
+        for event_id in (
+            WebhookEvent.objects.filter(status=WebhookEvent.Status.ACCEPTED, received_at__lt=cutoff)
+            .filter(~Exists(RegistrationEvent.objects.filter(webhook_event_id=OuterRef("id"))))
+            .filter(~Exists(FailedApply.objects.filter(event_id=OuterRef("id"), resolved_at__isnull=True)))
+            .order_by("received_at")
+            .values_list("id", flat=True)[: settings.APPLY_SWEEP_BATCH_SIZE]
+        )
+    ]
     if not candidates:
         return 0
     actor_name, _ = _apply_actor()
     waiting: set[str] = set()
     newest_published: dict[str, dt.datetime] = {}
-    for kwargs, published_at in (OutboxMessage.objects.filter(actor_name=actor_name, kwargs__event_id__in=candidates)
-                                 .values_list("kwargs", "published_at")):
+    for kwargs, published_at in OutboxMessage.objects.filter(
+        actor_name=actor_name, kwargs__event_id__in=candidates
+    ).values_list("kwargs", "published_at"):
         event_id = kwargs["event_id"]
         if published_at is None:
             waiting.add(event_id)
@@ -176,7 +214,11 @@ def webhook_events_rescue_unapplied(*, now: dt.datetime | None = None) -> int:
         with transaction.atomic():
             message = _enqueue_apply(event_id)
         metrics.WEBHOOK_EVENTS_RESCUED.inc()
-        log.warning("registration.apply_rescued", event_id=event_id, error_code="apply_rescued",
-                    outbox_message_id=str(message.id))
+        log.warning(
+            "registration.apply_rescued",
+            event_id=event_id,
+            error_code="apply_rescued",
+            outbox_message_id=str(message.id),
+        )
         rescued += 1
     return rescued

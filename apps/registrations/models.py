@@ -15,8 +15,9 @@ class Registration(models.Model):
         CANCELLED = "cancelled"
 
     # Indexed by the unique constraint, which leads with it.
-    portal = models.ForeignKey("webhooks.Portal", on_delete=models.PROTECT, related_name="registrations",
-                               db_index=False)
+    portal = models.ForeignKey(
+        "webhooks.Portal", on_delete=models.PROTECT, related_name="registrations", db_index=False
+    )
     external_id = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     version = models.PositiveIntegerField(default=0, help_text="Number of domain events applied.")
@@ -73,8 +74,9 @@ class RegistrationEvent(models.Model):
     type = models.CharField(max_length=16, choices=Type.choices)
     occurred_at = models.DateTimeField()
     data = models.JSONField()
-    webhook_event = models.OneToOneField("webhooks.WebhookEvent", on_delete=models.PROTECT,
-                                         related_name="registration_event")
+    webhook_event = models.OneToOneField(
+        "webhooks.WebhookEvent", on_delete=models.PROTECT, related_name="registration_event"
+    )
     recorded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -105,8 +107,9 @@ class FailedApply(models.Model):
     """
 
     event_id = models.UUIDField(unique=True, help_text="The webhook event the failed message named.")
-    webhook_event = models.OneToOneField("webhooks.WebhookEvent", on_delete=models.PROTECT, null=True, blank=True,
-                                         related_name="failed_apply")
+    webhook_event = models.OneToOneField(
+        "webhooks.WebhookEvent", on_delete=models.PROTECT, null=True, blank=True, related_name="failed_apply"
+    )
     error_code = models.CharField(max_length=64, db_index=True)
     error_message = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0, help_text="Apply tries made, over every failure recorded.")
@@ -134,11 +137,13 @@ class ApplyReapply(models.Model):
         COMMAND = "command"
 
     event_id = models.UUIDField(db_index=True)
-    failed_apply = models.ForeignKey(FailedApply, on_delete=models.PROTECT, null=True, blank=True,
-                                     related_name="reapplies")
+    failed_apply = models.ForeignKey(
+        FailedApply, on_delete=models.PROTECT, null=True, blank=True, related_name="reapplies"
+    )
     via = models.CharField(max_length=16, choices=Via.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
-                             related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     os_user = models.CharField(max_length=150, blank=True, default="")
     reason = models.TextField()
     outbox_message_id = models.UUIDField(help_text="The outbox row that carries the new apply message.")

@@ -20,8 +20,17 @@ TYPE_RANK = {"created": 0, "updated": 1, "cancelled": 2}
 # What the attendee sees: a change here (and only here) is worth an `update` message.
 VISIBLE_FIELDS = ("first_name", "last_name", "event_name", "event_starts_at", "event_venue")
 DATA_FIELDS = (
-    "email", "phone", "first_name", "last_name", "role", "locale",
-    "event_external_id", "event_name", "event_starts_at", "event_timezone", "event_venue",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "role",
+    "locale",
+    "event_external_id",
+    "event_name",
+    "event_starts_at",
+    "event_timezone",
+    "event_venue",
 )
 
 
@@ -46,14 +55,20 @@ def flatten_payload(data: dict[str, Any]) -> dict[str, Any]:
     event, attendee = data.get("event"), data.get("attendee")
     if event:
         flat.update(
-            event_external_id=event["id"], event_name=event["name"], event_starts_at=event["starts_at"],
-            event_timezone=event["timezone"], event_venue=event.get("venue") or "",
+            event_external_id=event["id"],
+            event_name=event["name"],
+            event_starts_at=event["starts_at"],
+            event_timezone=event["timezone"],
+            event_venue=event.get("venue") or "",
         )
     if attendee:
         flat.update(
-            email=normalise_email(attendee["email"]), phone=normalise_phone(attendee.get("phone")),
+            email=normalise_email(attendee["email"]),
+            phone=normalise_phone(attendee.get("phone")),
             first_name=attendee["first_name"],
-            last_name=attendee.get("last_name") or "", role=attendee["role"], locale=attendee.get("locale") or "en",
+            last_name=attendee.get("last_name") or "",
+            role=attendee["role"],
+            locale=attendee.get("locale") or "en",
         )
     return flat
 

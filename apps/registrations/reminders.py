@@ -41,9 +41,16 @@ def _context(registration: Registration) -> dict[str, Any]:
 def _remind(*, registration_id: int, kind: str, start: dt.datetime, end: dt.datetime) -> list[Notification]:
     """One registration, one transaction: the row lock orders this against registration_apply, so a
     cancellation either comes first (no reminder) or cancels the reminder just created."""
-    registration = Registration.objects.select_for_update().filter(
-        id=registration_id, status=Registration.Status.ACTIVE, event_starts_at__gt=start, event_starts_at__lte=end,
-    ).first()
+    registration = (
+        Registration.objects.select_for_update()
+        .filter(
+            id=registration_id,
+            status=Registration.Status.ACTIVE,
+            event_starts_at__gt=start,
+            event_starts_at__lte=end,
+        )
+        .first()
+    )
     if registration is None:
         return []
     context = _context(registration)
@@ -65,9 +72,17 @@ def reminders_create(*, now: dt.datetime | None = None) -> dict[str, list[Notifi
     created: dict[str, list[Notification]] = {}
     for kind, (start, end) in reminder_windows(now).items():
         already = Notification.objects.filter(registration=OuterRef("pk"), kind=kind)
-        due = (Registration.objects.filter(status=Registration.Status.ACTIVE, event_starts_at__gt=start,
-                                           event_starts_at__lte=end)
-               .filter(~Exists(already)).order_by("event_starts_at").values_list("id", flat=True))
-        created[kind] = [n for registration_id in list(due)
-                         for n in _remind(registration_id=registration_id, kind=kind, start=start, end=end)]
+        due = (
+            Registration.objects.filter(
+                status=Registration.Status.ACTIVE, event_starts_at__gt=start, event_starts_at__lte=end
+            )
+            .filter(~Exists(already))
+            .order_by("event_starts_at")
+            .values_list("id", flat=True)
+        )
+        created[kind] = [
+            n
+            for registration_id in list(due)
+            for n in _remind(registration_id=registration_id, kind=kind, start=start, end=end)
+        ]
     return created

@@ -74,12 +74,15 @@ def webhook_events_of_registration(registration: Registration) -> list[WebhookEv
     needs an index on (portal_id, (payload #> '{data,registration_id}')) to stay fast at a million
     events (webhook_event_payload_reg_idx, migration webhooks 0006; docs/performance.md has the figures).
     """
-    applied_ids = list(RegistrationEvent.objects.filter(registration=registration)
-                       .values_list("webhook_event_id", flat=True))
+    applied_ids = list(
+        RegistrationEvent.objects.filter(registration=registration).values_list("webhook_event_id", flat=True)
+    )
     applied = list(WebhookEvent.objects.filter(id__in=applied_ids))
-    others = list(WebhookEvent.objects.filter(portal_id=registration.portal_id,
-                                              payload__data__registration_id=registration.external_id)
-                  .exclude(id__in=applied_ids))
+    others = list(
+        WebhookEvent.objects.filter(
+            portal_id=registration.portal_id, payload__data__registration_id=registration.external_id
+        ).exclude(id__in=applied_ids)
+    )
     return sorted(applied + others, key=lambda event: event.received_at)
 
 
@@ -91,46 +94,91 @@ def registration_story(*, registration: Registration) -> RegistrationStory:
     deliveries = webhook_events_of_registration(registration)
     for event in deliveries:
         rejected = event.status == WebhookEvent.Status.REJECTED
-        entries.append(StoryEntry(
-            at=event.received_at, source="delivery", title=f"Webhook delivery {event.delivery_id} ({event.type})",
-            status=event.status, error_code="invalid_payload" if rejected else "",
-            message=json.dumps(event.errors, indent=1, ensure_ascii=False) if event.errors else "",
-            details=[("event id", str(event.id)), ("portal", registration.portal.slug)], body=_raw_body(event.raw_body),
-        ))
+        entries.append(
+            StoryEntry(
+                at=event.received_at,
+                source="delivery",
+                title=f"Webhook delivery {event.delivery_id} ({event.type})",
+                status=event.status,
+                error_code="invalid_payload" if rejected else "",
+                message=json.dumps(event.errors, indent=1, ensure_ascii=False) if event.errors else "",
+                details=[("event id", str(event.id)), ("portal", registration.portal.slug)],
+                body=_raw_body(event.raw_body),
+            )
+        )
     for domain_event in RegistrationEvent.objects.filter(registration=registration).order_by("version"):
-        entries.append(StoryEntry(
-            at=domain_event.recorded_at, source="event", title=f"Applied: {domain_event.type} (version "
-            f"{domain_event.version})", details=[("portal's timestamp", domain_event.occurred_at.isoformat()),
-                                                 ("from event", str(domain_event.webhook_event_id))]))
+        entries.append(
+            StoryEntry(
+                at=domain_event.recorded_at,
+                source="event",
+                title=f"Applied: {domain_event.type} (version {domain_event.version})",
+                details=[
+                    ("portal's timestamp", domain_event.occurred_at.isoformat()),
+                    ("from event", str(domain_event.webhook_event_id)),
+                ],
+            )
+        )
     for failed in FailedApply.objects.filter(webhook_event__in=[event.id for event in deliveries]):
-        entries.append(StoryEntry(
-            at=failed.last_failed_at, source="failed_apply", title=f"Apply failed for event {failed.webhook_event_id}",
-            status="resolved" if failed.resolved_at else "unresolved", error_code=failed.error_code,
-            message=failed.error_message, details=[("attempts", str(failed.attempts))]))
+        entries.append(
+            StoryEntry(
+                at=failed.last_failed_at,
+                source="failed_apply",
+                title=f"Apply failed for event {failed.webhook_event_id}",
+                status="resolved" if failed.resolved_at else "unresolved",
+                error_code=failed.error_code,
+                message=failed.error_message,
+                details=[("attempts", str(failed.attempts))],
+            )
+        )
     notifications = notifications_of_registration(registration_id=registration.pk)
     for notification in notifications:
         label = f"{notification.kind}/{notification.channel}"
-        entries.append(StoryEntry(
-            # What was true then (decided, to be sent): the current status is in the notifications
-            # table above, and the rows below say how it got there.
-            at=notification.created_at, source="notification", title=f"Notification {label} decided",
-            status="created", notification_id=str(notification.id),
-            details=[("recipient", notification.recipient), ("attempts", str(notification.attempts))]))
-        for attempt in notification.attempt_log.all():
-            entries.append(StoryEntry(
-                at=attempt.started_at, source="attempt", title=f"{label}: attempt {attempt.number}",
-                status=attempt.outcome, error_code=attempt.error_code, message=attempt.error_message,
+        entries.append(
+            StoryEntry(
+                # What was true then (decided, to be sent): the current status is in the notifications
+                # table above, and the rows below say how it got there.
+                at=notification.created_at,
+                source="notification",
+                title=f"Notification {label} decided",
+                status="created",
                 notification_id=str(notification.id),
-                details=[("provider", attempt.provider or "-"), ("duration", f"{attempt.duration_ms} ms")]
-                + ([("provider message id", attempt.provider_message_id)] if attempt.provider_message_id else [])))
+                details=[("recipient", notification.recipient), ("attempts", str(notification.attempts))],
+            )
+        )
+        for attempt in notification.attempt_log.all():
+            entries.append(
+                StoryEntry(
+                    at=attempt.started_at,
+                    source="attempt",
+                    title=f"{label}: attempt {attempt.number}",
+                    status=attempt.outcome,
+                    error_code=attempt.error_code,
+                    message=attempt.error_message,
+                    notification_id=str(notification.id),
+                    details=[("provider", attempt.provider or "-"), ("duration", f"{attempt.duration_ms} ms")]
+                    + ([("provider message id", attempt.provider_message_id)] if attempt.provider_message_id else []),
+                )
+            )
         for replay in notification.replays.all():
-            entries.append(StoryEntry(
-                at=replay.replayed_at, source="replay", title=f"{label}: replayed by {replay.actor}",
-                status=f"was {replay.previous_status}", error_code=replay.previous_error_code,
-                message=replay.reason, notification_id=str(notification.id)))
+            entries.append(
+                StoryEntry(
+                    at=replay.replayed_at,
+                    source="replay",
+                    title=f"{label}: replayed by {replay.actor}",
+                    status=f"was {replay.previous_status}",
+                    error_code=replay.previous_error_code,
+                    message=replay.reason,
+                    notification_id=str(notification.id),
+                )
+            )
     entries.sort(key=lambda entry: entry.at)
-    return RegistrationStory(registration=registration, timezone=_zone(registration.event_timezone),
-                             entries=entries, notifications=notifications, deliveries=len(deliveries))
+    return RegistrationStory(
+        registration=registration,
+        timezone=_zone(registration.event_timezone),
+        entries=entries,
+        notifications=notifications,
+        deliveries=len(deliveries),
+    )
 
 
 def registration_ids_matching(term: str) -> set[int]:
@@ -156,11 +204,13 @@ def registration_ids_matching(term: str) -> set[int]:
     if as_uuid is not None:
         events += WebhookEvent.objects.filter(id=as_uuid).values_list("id", "portal_id", "payload")
     for event_id, portal_id, payload in events:
-        matched.update(RegistrationEvent.objects.filter(webhook_event_id=event_id)
-                       .values_list("registration_id", flat=True))
+        matched.update(
+            RegistrationEvent.objects.filter(webhook_event_id=event_id).values_list("registration_id", flat=True)
+        )
         data = payload.get("data") if isinstance(payload, dict) else None
         external_id = data.get("registration_id") if isinstance(data, dict) else None
         if isinstance(external_id, str):
-            matched.update(Registration.objects.filter(portal_id=portal_id, external_id=external_id)
-                           .values_list("id", flat=True))
+            matched.update(
+                Registration.objects.filter(portal_id=portal_id, external_id=external_id).values_list("id", flat=True)
+            )
     return matched

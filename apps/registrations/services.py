@@ -61,8 +61,10 @@ def _domain_event(event: RegistrationEvent) -> projection.DomainEvent:
     return projection.DomainEvent(type=event.type, occurred_at=event.occurred_at.isoformat(), data=event.data)
 
 
-_MARK_PROCESSED = (f"INSERT INTO {ProcessedMessage._meta.db_table} (message_id, processed_at) VALUES (%s, %s) "
-                   "ON CONFLICT (message_id) DO NOTHING RETURNING message_id")
+_MARK_PROCESSED = (
+    f"INSERT INTO {ProcessedMessage._meta.db_table} (message_id, processed_at) VALUES (%s, %s) "
+    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+)
 _EVENT_COLUMNS = ("portal_id", "type", "status", "payload", "received_at")
 # PostgreSQL: record the message id and read the event in one round trip (the LEFT JOIN answers
 # even when the event does not exist).
@@ -96,8 +98,16 @@ def _mark_processed_and_read(message_id: str, event_id: uuid.UUID) -> tuple[bool
     return first, event
 
 
-_REGISTRATION_COLUMNS = ("portal_id", "external_id", "version", *projection.DATA_FIELDS, "status", "last_event_at",
-                         "created_at", "updated_at")
+_REGISTRATION_COLUMNS = (
+    "portal_id",
+    "external_id",
+    "version",
+    *projection.DATA_FIELDS,
+    "status",
+    "last_event_at",
+    "created_at",
+    "updated_at",
+)
 # Insert the registration as its first event makes it, or lock the existing row: one statement
 # either way. `xmax = 0` holds only for a row this statement inserted (an updated row carries our
 # transaction id), which tells the two apart without a second round trip.
@@ -153,8 +163,9 @@ def _projection_fields(state: dict[str, Any]) -> dict[str, Any]:
 _WAITING = (Notification.Status.PENDING, Notification.Status.RETRYING)
 
 
-def _without_restated_update(wanted: list[tuple[str, str, dict[str, Any]]],
-                             existing: list[tuple[str, str, str, str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+def _without_restated_update(
+    wanted: list[tuple[str, str, dict[str, Any]]], existing: list[tuple[str, str, str, str, Any]]
+) -> list[tuple[str, str, dict[str, Any]]]:
     """The wanted notifications without a new update that would say what the attendee was told
     already: a change back before the first update went out, or an older update that arrived late
     and moved the last visible change to another event.
@@ -165,21 +176,30 @@ def _without_restated_update(wanted: list[tuple[str, str, dict[str, Any]]],
     (its `created` event arrived last): the updates are the story of changes, and the last of them
     must state the final state. `existing` is (kind, channel, dedupe_key, status, context) in
     creation order."""
-    updates = [context for kind, _, _, status, context in existing
-               if kind == Notification.Kind.UPDATE and status not in (*_WAITING, Notification.Status.CANCELLED)]
-    told = updates or [context for kind, _, _, status, context in existing
-                       if kind == Notification.Kind.CONFIRMATION and status != Notification.Status.CANCELLED]
+    updates = [
+        context
+        for kind, _, _, status, context in existing
+        if kind == Notification.Kind.UPDATE and status not in (*_WAITING, Notification.Status.CANCELLED)
+    ]
+    told = updates or [
+        context
+        for kind, _, _, status, context in existing
+        if kind == Notification.Kind.CONFIRMATION and status != Notification.Status.CANCELLED
+    ]
     if not told:
         return wanted
     last_told = projection.visible_digest(told[-1])
     known = {(kind, key) for kind, _, key, _, _ in existing}
-    return [(kind, key, state) for kind, key, state in wanted
-            if kind != Notification.Kind.UPDATE or (kind, key) in known
-            or projection.visible_digest(state) != last_told]
+    return [
+        (kind, key, state)
+        for kind, key, state in wanted
+        if kind != Notification.Kind.UPDATE or (kind, key) in known or projection.visible_digest(state) != last_told
+    ]
 
 
-def _update_keys_renewed(wanted: list[tuple[str, str, dict[str, Any]]],
-                         existing: list[tuple[str, str, str, str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+def _update_keys_renewed(
+    wanted: list[tuple[str, str, dict[str, Any]]], existing: list[tuple[str, str, str, str, Any]]
+) -> list[tuple[str, str, dict[str, Any]]]:
     """The wanted update under a key it can still be created with. Late deliveries can make an
     event the last visible change, then not (an older one arrives), then again (one between
     them arrives); its update was superseded (`cancelled`) in between and must be created anew:
@@ -189,18 +209,20 @@ def _update_keys_renewed(wanted: list[tuple[str, str, dict[str, Any]]],
     for kind, key, state in wanted:
         if kind == Notification.Kind.UPDATE:
             family = [key, *(f"{key}/{number}" for number in range(2, len(taken) + 3))]
-            key = next(candidate for candidate in family
-                       if taken.get(candidate, "") != Notification.Status.CANCELLED)
+            key = next(candidate for candidate in family if taken.get(candidate, "") != Notification.Status.CANCELLED)
         renewed.append((kind, key, state))
     return renewed
 
 
-def _stale_updates(wanted: list[tuple[str, str, dict[str, Any]]], existing: list[tuple[str, str, str, str, Any]]
-                   ) -> bool:
+def _stale_updates(
+    wanted: list[tuple[str, str, dict[str, Any]]], existing: list[tuple[str, str, str, str, Any]]
+) -> bool:
     """Whether an update still waiting to be sent is not the one the log wants now (so must be superseded)."""
     keep = {key for kind, key, _ in wanted if kind == Notification.Kind.UPDATE}
-    return any(kind == Notification.Kind.UPDATE and status in _WAITING and key not in keep
-               for kind, _, key, status, _ in existing)
+    return any(
+        kind == Notification.Kind.UPDATE and status in _WAITING and key not in keep
+        for kind, _, key, status, _ in existing
+    )
 
 
 @transaction.atomic
@@ -239,17 +261,32 @@ def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = F
     data = projection.flatten_payload(payload["data"])
     first = projection.DomainEvent(type=event_type, occurred_at=occurred_at.isoformat(), data=data)
     registration_id, created_now = _insert_or_lock_registration(
-        portal_id=webhook_event["portal_id"], external_id=payload["data"]["registration_id"],
-        first_state=projection.fold([first]) or {})
-    logged = [] if created_now else list(RegistrationEvent.objects.filter(registration_id=registration_id)
-                                         .values_list("type", "occurred_at", "data", "webhook_event_id"))
+        portal_id=webhook_event["portal_id"],
+        external_id=payload["data"]["registration_id"],
+        first_state=projection.fold([first]) or {},
+    )
+    logged = (
+        []
+        if created_now
+        else list(
+            RegistrationEvent.objects.filter(registration_id=registration_id).values_list(
+                "type", "occurred_at", "data", "webhook_event_id"
+            )
+        )
+    )
     if any(row[3] == webhook_event["id"] for row in logged):
         return ApplyResult(outcome="already_applied", registration_id=registration_id)
 
-    sql.insert(RegistrationEvent(
-        registration_id=registration_id, version=len(logged) + 1, type=event_type, occurred_at=occurred_at,
-        data=data, webhook_event_id=webhook_event["id"],
-    ))
+    sql.insert(
+        RegistrationEvent(
+            registration_id=registration_id,
+            version=len(logged) + 1,
+            type=event_type,
+            occurred_at=occurred_at,
+            data=data,
+            webhook_event_id=webhook_event["id"],
+        )
+    )
     events = [projection.DomainEvent(type=t, occurred_at=at.isoformat(), data=data) for t, at, data, _ in logged]
     events.append(first)
     state = projection.fold(events)
@@ -258,26 +295,45 @@ def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = F
         Registration.objects.filter(pk=registration_id).update(
             **_projection_fields(state), version=len(events), updated_at=timezone.now()
         )
-    existing = [] if created_now else list(
-        Notification.objects.filter(registration_id=registration_id).order_by("created_at")
-        .values_list("kind", "channel", "dedupe_key", "status", "context"))
-    wanted = _without_restated_update(_update_keys_renewed(projection.desired_notifications(events), existing),
-                                      existing)
+    existing = (
+        []
+        if created_now
+        else list(
+            Notification.objects.filter(registration_id=registration_id)
+            .order_by("created_at")
+            .values_list("kind", "channel", "dedupe_key", "status", "context")
+        )
+    )
+    wanted = _without_restated_update(
+        _update_keys_renewed(projection.desired_notifications(events), existing), existing
+    )
     created = notifications_create_missing(
-        registration_id=registration_id, wanted=wanted,
-        correlation_id=str(webhook_event["id"]), source_received_at=webhook_event["received_at"],
-        known_none=created_now, existing={(kind, channel, key) for kind, channel, key, _, _ in existing},
+        registration_id=registration_id,
+        wanted=wanted,
+        correlation_id=str(webhook_event["id"]),
+        source_received_at=webhook_event["received_at"],
+        known_none=created_now,
+        existing={(kind, channel, key) for kind, channel, key, _, _ in existing},
         send_at_once=send_at_once,
     )
     if _stale_updates(wanted, existing):
-        notifications_supersede(registration_id=registration_id, kind=Notification.Kind.UPDATE,
-                                keep=[key for kind, key, _ in wanted if kind == Notification.Kind.UPDATE])
+        notifications_supersede(
+            registration_id=registration_id,
+            kind=Notification.Kind.UPDATE,
+            keep=[key for kind, key, _ in wanted if kind == Notification.Kind.UPDATE],
+        )
     if state["status"] == Registration.Status.CANCELLED and not created_now:
         notifications_cancel_pending(registration=registration_id, kinds=REMINDER_KINDS)
-    log.info("registration.applied", registration=payload["data"]["registration_id"], version=len(events),
-             type=webhook_event["type"], notifications=len(created))
-    return ApplyResult(outcome="applied", registration_id=registration_id,
-                       notification_ids=tuple(n.id for n in created))
+    log.info(
+        "registration.applied",
+        registration=payload["data"]["registration_id"],
+        version=len(events),
+        type=webhook_event["type"],
+        notifications=len(created),
+    )
+    return ApplyResult(
+        outcome="applied", registration_id=registration_id, notification_ids=tuple(n.id for n in created)
+    )
 
 
 @transaction.atomic
@@ -298,5 +354,8 @@ def registration_drift(*, registration: Registration) -> dict[str, tuple[Any, An
     events = list(registration.events.all())
     state = projection.fold(_domain_event(e) for e in events)
     expected: dict[str, Any] = {**(_projection_fields(state) if state is not None else {}), "version": len(events)}
-    return {field: (getattr(registration, field), value) for field, value in expected.items()
-            if getattr(registration, field) != value}
+    return {
+        field: (getattr(registration, field), value)
+        for field, value in expected.items()
+        if getattr(registration, field) != value
+    }

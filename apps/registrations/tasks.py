@@ -26,8 +26,7 @@ from eventplatform import metrics
 from eventplatform.broker import MAX_BACKOFF_MS
 
 # Deterministic errors of our own code or data: retrying the same message cannot make them pass.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (LookupError, TypeError, ValueError, AttributeError,
-                                                     AssertionError)
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (LookupError, TypeError, ValueError, AttributeError, AssertionError)
 
 
 def apply_retry_when(retries_so_far: int, exception: BaseException) -> bool:
@@ -40,8 +39,13 @@ def _last_line(traceback_text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-@dramatiq.actor(queue_name="registrations", actor_name="webhook_event_dead_letter", max_retries=10,
-                min_backoff=1000, max_backoff=60_000)
+@dramatiq.actor(
+    queue_name="registrations",
+    actor_name="webhook_event_dead_letter",
+    max_retries=10,
+    min_backoff=1000,
+    max_backoff=60_000,
+)
 def webhook_event_dead_letter(message_data: dict[str, Any], retry_info: dict[str, Any] | None = None) -> None:
     """Called by the Retries middleware (`on_retry_exhausted`) when an apply will not be retried:
     records it as a FailedApply, with the last error and the tries made.
@@ -54,31 +58,45 @@ def webhook_event_dead_letter(message_data: dict[str, Any], retry_info: dict[str
     event_id = message_data.get("kwargs", {}).get("event_id") or message_data["args"][0]
     retries = (retry_info or {}).get("retries", options.get("retries", 1) - 1)
     traceback_text = options.get("traceback", "")
-    failed_apply_record(event_id=event_id, error_code="apply_retries_exhausted",
-                        error_message=f"{_last_line(traceback_text)}\n\n{traceback_text}".strip(),
-                        attempts=retries + 1)
+    failed_apply_record(
+        event_id=event_id,
+        error_code="apply_retries_exhausted",
+        error_message=f"{_last_line(traceback_text)}\n\n{traceback_text}".strip(),
+        attempts=retries + 1,
+    )
 
 
-@dramatiq.actor(queue_name=APPLY_ACTOR["queue_name"], actor_name=APPLY_ACTOR["actor_name"], retry_when=apply_retry_when,
-                min_backoff=settings.APPLY_MIN_BACKOFF_MS,
-                max_backoff=min(settings.APPLY_MAX_BACKOFF_MS, MAX_BACKOFF_MS),
-                # it sends what it created (send_at_once.py), one message per channel at most: Dramatiq's
-                # TimeLimit must not interrupt a send (apps/notifications/checks.py)
-                time_limit=2 * send_time_limit_ms(),
-                on_retry_exhausted=webhook_event_dead_letter.actor_name)
+@dramatiq.actor(
+    queue_name=APPLY_ACTOR["queue_name"],
+    actor_name=APPLY_ACTOR["actor_name"],
+    retry_when=apply_retry_when,
+    min_backoff=settings.APPLY_MIN_BACKOFF_MS,
+    max_backoff=min(settings.APPLY_MAX_BACKOFF_MS, MAX_BACKOFF_MS),
+    # it sends what it created (send_at_once.py), one message per channel at most: Dramatiq's
+    # TimeLimit must not interrupt a send (apps/notifications/checks.py)
+    time_limit=2 * send_time_limit_ms(),
+    on_retry_exhausted=webhook_event_dead_letter.actor_name,
+)
 def webhook_event_apply(event_id: str) -> None:
     message = CurrentMessage.get_current_message()
     attempts = (message.options.get("retries", 0) if message else 0) + 1
     try:
-        result = registration_apply(event_id=event_id, message_id=message.message_id if message else event_id,
-                                    send_at_once=settings.NOTIFICATION_SEND_AT_ONCE)
+        result = registration_apply(
+            event_id=event_id,
+            message_id=message.message_id if message else event_id,
+            send_at_once=settings.NOTIFICATION_SEND_AT_ONCE,
+        )
     except EventNotFound as error:
         failed_apply_record(event_id=event_id, error_code=error.code, error_message=error.message, attempts=attempts)
         return
     except PERMANENT_ERRORS as error:
         # registration_apply rolled back; the message is acknowledged: the FailedApply is its record.
-        failed_apply_record(event_id=event_id, error_code="apply_error", attempts=attempts,
-                            error_message=f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=20)}")
+        failed_apply_record(
+            event_id=event_id,
+            error_code="apply_error",
+            attempts=attempts,
+            error_message=f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=20)}",
+        )
         return
     # Only a re-apply can meet an unresolved FailedApply; without a message (called directly) we cannot
     # tell, so look. The hot path of every other apply is spared the UPDATE.

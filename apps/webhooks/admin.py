@@ -55,8 +55,9 @@ class PortalSecretForm(forms.ModelForm):
             field.disabled = True
             field.widget = MaskedSecretWidget()
         else:
-            field.widget = forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "size": 52,
-                                                  "placeholder": "whsec_…"})
+            field.widget = forms.TextInput(
+                attrs={"autocomplete": "off", "spellcheck": "false", "size": 52, "placeholder": "whsec_…"}
+            )
             field.help_text = "whsec_ and base64 of at least 16 bytes; or use the portal list's “rotate secret”."
 
     def clean_secret(self) -> str:
@@ -89,8 +90,11 @@ class PortalAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Portal]:
         active = PortalSecret.objects.filter(active=True).order_by("created_at")
-        return super().get_queryset(request).prefetch_related(Prefetch("secrets", queryset=active,
-                                                                       to_attr="active_secret_list"))
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("secrets", queryset=active, to_attr="active_secret_list"))
+        )
 
     @admin.display(description="active secrets")
     def active_secrets(self, obj: Portal) -> str:
@@ -107,8 +111,11 @@ class PortalAdmin(admin.ModelAdmin):
     def has_rotate_secret_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.rotate_portal_secret")
 
-    @admin.action(description="Rotate secret (New secret for a portal without one): add a new signing secret; "
-                              "old ones stay active", permissions=["rotate_secret"])
+    @admin.action(
+        description="Rotate secret (New secret for a portal without one): add a new signing secret; "
+        "old ones stay active",
+        permissions=["rotate_secret"],
+    )
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Portal]) -> TemplateResponse:
         return self._new_secrets_page(request, list(queryset.order_by("slug")))
 
@@ -117,21 +124,32 @@ class PortalAdmin(admin.ModelAdmin):
         rotated = []
         for portal in portals:
             secret = portal_secret_rotate(portal=portal)
-            log.info("portal.secret_rotated", portal=portal.slug, secret=mask_secret(secret),
-                     user_id=request.user.pk)
+            log.info("portal.secret_rotated", portal=portal.slug, secret=mask_secret(secret), user_id=request.user.pk)
             rotated.append((portal, secret, portal.secrets.filter(active=True).count()))
-        response = TemplateResponse(request, "admin/webhooks/portal/rotated_secrets.html", {
-            **self.admin_site.each_context(request), "title": "New signing secrets", "rotated": rotated,
-            "opts": self.model._meta,
-        })
+        response = TemplateResponse(
+            request,
+            "admin/webhooks/portal/rotated_secrets.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "New signing secrets",
+                "rotated": rotated,
+                "opts": self.model._meta,
+            },
+        )
         # Shown once: neither the browser nor a proxy keeps a copy.
         response["Cache-Control"] = "no-store"
         return response
 
     # --- one portal's page: "Rotate secret", or "New secret" when it has no active one
     def get_urls(self) -> list[Any]:
-        return [path("<path:object_id>/new-secret/", self.admin_site.admin_view(self.new_secret_view),
-                     name="webhooks_portal_new_secret"), *super().get_urls()]
+        return [
+            path(
+                "<path:object_id>/new-secret/",
+                self.admin_site.admin_view(self.new_secret_view),
+                name="webhooks_portal_new_secret",
+            ),
+            *super().get_urls(),
+        ]
 
     def new_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST only (a GET, a prefetch or a crawler, must not create secrets)."""
@@ -140,8 +158,9 @@ class PortalAdmin(admin.ModelAdmin):
             raise PermissionDenied
         return self._new_secrets_page(request, [portal])
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         portal = self.get_object(request, object_id)
         extra = {**(extra_context or {})}
         if portal is not None and self.has_rotate_secret_permission(request):
@@ -167,18 +186,22 @@ class PortalAdmin(admin.ModelAdmin):
         has_data = Q()
         for relation in Portal._meta.related_objects:
             if relation.on_delete is models.PROTECT:
-                has_data |= Exists(relation.related_model._base_manager.filter(
-                    **{relation.field.name: OuterRef("pk")}))
+                has_data |= Exists(relation.related_model._base_manager.filter(**{relation.field.name: OuterRef("pk")}))
         return list(queryset.filter(has_data).order_by("slug").values_list("slug", flat=True))
 
     def _data_kept_message(self, request: HttpRequest, slugs: list[str]) -> None:
-        messages.warning(request, (
-            f"Not deleted: {', '.join(slugs)} {'has' if len(slugs) == 1 else 'have'} received webhooks or "
-            "registrations, and that data is kept (the event log and what was sent). To stop a portal, untick "
-            "“Active” on its page and save: its webhooks are then answered 404 unknown_portal."))
+        messages.warning(
+            request,
+            (
+                f"Not deleted: {', '.join(slugs)} {'has' if len(slugs) == 1 else 'have'} received webhooks or "
+                "registrations, and that data is kept (the event log and what was sent). To stop a portal, untick "
+                "“Active” on its page and save: its webhooks are then answered 404 unknown_portal."
+            ),
+        )
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-                    ) -> HttpResponse:
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         slugs = self._portals_with_data(Portal.objects.filter(pk=object_id)) if object_id.isdigit() else []
         if slugs and self.has_view_or_change_permission(request):
             self._data_kept_message(request, slugs)
@@ -191,8 +214,9 @@ class PortalAdmin(admin.ModelAdmin):
             actions["delete_selected"] = (self.delete_portals, "delete_selected", actions["delete_selected"][2])
         return actions
 
-    def delete_portals(self, modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Portal]
-                       ) -> HttpResponse | None:
+    def delete_portals(
+        self, modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Portal]
+    ) -> HttpResponse | None:
         """Django's bulk delete, unless a selected portal has data: then nothing is deleted and the
         message says why (instead of a page of protected objects or "no permission")."""
         slugs = self._portals_with_data(queryset)
@@ -208,8 +232,17 @@ class WebhookEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_filter = ("status", ("type", fixed_values_filter(lambda: EVENT_TYPES)), "portal", "received_at")
     search_fields = ("=id", "=delivery_id")
     list_select_related = ("portal",)
-    readonly_fields = ("id", "portal", "delivery_id", "type", "status", "received_at", "pretty_payload",
-                       "raw_body_as_received", "errors")
+    readonly_fields = (
+        "id",
+        "portal",
+        "delivery_id",
+        "type",
+        "status",
+        "received_at",
+        "pretty_payload",
+        "raw_body_as_received",
+        "errors",
+    )
     exclude = ("raw_body", "payload")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEvent]:

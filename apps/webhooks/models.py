@@ -80,8 +80,11 @@ class WebhookEvent(models.Model):
             # the payload's registration id: `payload__data__registration_id=` compiles to
             # `payload #> '{data,registration_id}'` on PostgreSQL, which this expression index answers
             # (migration 0006 builds it on PostgreSQL only, concurrently; SQLite scans its small table).
-            models.Index(F("portal"), KeyTransform("registration_id", KeyTransform("data", "payload")),
-                         name="webhook_event_payload_reg_idx"),
+            models.Index(
+                F("portal"),
+                KeyTransform("registration_id", KeyTransform("data", "payload")),
+                name="webhook_event_payload_reg_idx",
+            ),
         ]
         ordering = ["-received_at"]
 

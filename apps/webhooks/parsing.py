@@ -93,11 +93,13 @@ def parse_delivery(body: bytes) -> ParsedDelivery:
     if not storable:
         # The type goes to a text column, which refuses NUL too; the raw body keeps it all.
         event_type = event_type if _storable_text(event_type) else ""
-        return ParsedDelivery(payload=None, event_type=event_type[:64], errors={
-            "non_field_errors": ["Text contains NUL characters or unpaired surrogates."]})
+        return ParsedDelivery(
+            payload=None,
+            event_type=event_type[:64],
+            errors={"non_field_errors": ["Text contains NUL characters or unpaired surrogates."]},
+        )
     if not isinstance(payload, dict):
-        return ParsedDelivery(payload=payload, errors={"non_field_errors": ["Expected a JSON object."]},
-                              event_type="")
+        return ParsedDelivery(payload=payload, errors={"non_field_errors": ["Expected a JSON object."]}, event_type="")
     try:
         validated = _validator().run_validation(payload)
     except ValidationError as error:

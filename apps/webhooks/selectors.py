@@ -40,8 +40,9 @@ def portal_cache_clear() -> None:
 
 def _load_portal(slug: str) -> tuple[Portal, list[str]] | None:
     rows = list(
-        Portal.objects.filter(slug=slug, active=True)
-        .values_list("id", "slug", "name", "rate_limit_per_minute", "secrets__secret", "secrets__active")
+        Portal.objects.filter(slug=slug, active=True).values_list(
+            "id", "slug", "name", "rate_limit_per_minute", "secrets__secret", "secrets__active"
+        )
     )
     if not rows:
         return None

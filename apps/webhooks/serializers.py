@@ -60,9 +60,14 @@ class EventSerializer(serializers.Serializer):
             local = starts_at.replace(tzinfo=zone)
             round_trip = local.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
             if round_trip != starts_at:
-                raise serializers.ValidationError({"starts_at": [
-                    f"{starts_at.isoformat()} does not exist in {attrs['timezone']} (a daylight-saving gap); "
-                    "give the UTC offset."]})
+                raise serializers.ValidationError(
+                    {
+                        "starts_at": [
+                            f"{starts_at.isoformat()} does not exist in {attrs['timezone']} (a daylight-saving gap); "
+                            "give the UTC offset."
+                        ]
+                    }
+                )
             starts_at = local
         attrs["starts_at"] = starts_at.astimezone(dt.UTC)
         return attrs
@@ -70,8 +75,14 @@ class EventSerializer(serializers.Serializer):
 
 class AttendeeSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    phone = PhoneField(E164, allow_null=True, allow_blank=True, required=False, default=None,
-                                   error_messages={"invalid": "Phone must be E.164, e.g. +4915112345678."})
+    phone = PhoneField(
+        E164,
+        allow_null=True,
+        allow_blank=True,
+        required=False,
+        default=None,
+        error_messages={"invalid": "Phone must be E.164, e.g. +4915112345678."},
+    )
     first_name = serializers.CharField(max_length=150)
     last_name = serializers.CharField(max_length=150, allow_blank=True)
     role = serializers.ChoiceField(choices=ROLES)
@@ -104,6 +115,7 @@ class WebhookPayloadSerializer(serializers.Serializer):
 def normalised_payload(payload: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
     """The payload with every field the schema knows replaced by its validated, normalised value
     (JSON types: datetimes as UTC ISO 8601); fields the schema does not know are kept as sent."""
+
     def plain(value: Any) -> Any:
         return value.astimezone(dt.UTC).isoformat() if isinstance(value, dt.datetime) else value
 
@@ -113,6 +125,8 @@ def normalised_payload(payload: dict[str, Any], validated: dict[str, Any]) -> di
     data["registration_id"] = validated["data"]["registration_id"]
     for part in ("event", "attendee"):
         if part in validated["data"]:
-            data[part] = {**payload["data"][part],
-                          **{name: plain(value) for name, value in validated["data"][part].items()}}
+            data[part] = {
+                **payload["data"][part],
+                **{name: plain(value) for name, value in validated["data"][part].items()},
+            }
     return result

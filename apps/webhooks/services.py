@@ -68,18 +68,38 @@ def webhook_event_record(
     event_id = uuid.uuid4()
     accepted = status == WebhookEvent.Status.ACCEPTED
     event_values = [
-        event_id.hex if connection.vendor == "sqlite" else event_id, portal.pk, delivery_id, event_type[:64], status,
-        raw_body, None if payload is None else json.dumps(payload), None if errors is None else json.dumps(errors),
+        event_id.hex if connection.vendor == "sqlite" else event_id,
+        portal.pk,
+        delivery_id,
+        event_type[:64],
+        status,
+        raw_body,
+        None if payload is None else json.dumps(payload),
+        None if errors is None else json.dumps(errors),
         timezone.now(),
     ]
-    outbox = outbox_message_fields(kwargs={"event_id": str(event_id)}, correlation_id=str(event_id),
-                                   actor_name=APPLY_ACTOR["actor_name"], queue_name=APPLY_ACTOR["queue_name"])
+    outbox = outbox_message_fields(
+        kwargs={"event_id": str(event_id)},
+        correlation_id=str(event_id),
+        actor_name=APPLY_ACTOR["actor_name"],
+        queue_name=APPLY_ACTOR["queue_name"],
+    )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_INSERT_EVENT_AND_OUTBOX, [
-                *event_values, outbox["id"], outbox["actor_name"], outbox["queue_name"], json.dumps(outbox["kwargs"]),
-                json.dumps(outbox["options"]), outbox["created_at"], outbox["available_at"], accepted,
-            ])
+            cursor.execute(
+                _INSERT_EVENT_AND_OUTBOX,
+                [
+                    *event_values,
+                    outbox["id"],
+                    outbox["actor_name"],
+                    outbox["queue_name"],
+                    json.dumps(outbox["kwargs"]),
+                    json.dumps(outbox["options"]),
+                    outbox["created_at"],
+                    outbox["available_at"],
+                    accepted,
+                ],
+            )
             inserted = cursor.fetchone() is not None
     else:
         inserted = _insert_event_then_outbox(event_values, outbox if accepted else None)

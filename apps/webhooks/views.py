@@ -102,7 +102,8 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
 def _stored_answer(recorded: RecordedEvent, *, portal_label: str, event_type: str) -> Answer:
     if recorded.status == "rejected":
         response = error_response(
-            "invalid_payload", "The delivery is signed but does not follow the schema; it is kept as rejected.",
+            "invalid_payload",
+            "The delivery is signed but does not follow the schema; it is kept as rejected.",
             details={"event_id": str(recorded.event_id), "duplicate": recorded.duplicate, "fields": recorded.errors},
         )
         return Answer(response, "invalid_payload", portal_label, event_type)
@@ -128,8 +129,13 @@ def webhook_receive(request: HttpRequest, portal_slug: str) -> JsonResponse:
     response = answer.response
     if response.status_code >= 400:
         # Both values come from the sender: bounded here so a log line stays a line.
-        log.warning("webhook.rejected", error_code=answer.outcome, portal=portal_slug[:64],
-                    status=response.status_code, delivery_id=request.headers.get("webhook-id", "")[:255] or None)
+        log.warning(
+            "webhook.rejected",
+            error_code=answer.outcome,
+            portal=portal_slug[:64],
+            status=response.status_code,
+            delivery_id=request.headers.get("webhook-id", "")[:255] or None,
+        )
         response._has_been_logged = True  # logged once, here: django.request would log it again (as library_warning)
     metrics.WEBHOOK_REQUESTS.labels(portal=answer.portal_label, type=answer.event_type, outcome=answer.outcome).inc()
     return response
@@ -148,16 +154,20 @@ def _handle(request: HttpRequest, portal_slug: str) -> Answer:
     # portal's own allowance for the minute (its deliveries get 429 and are retried later).
     retry_after = portal_rate_limit_hit(portal=portal)
     if retry_after is not None:
-        return _error("rate_limited", "Too many requests for this portal.", portal_label=label,
-                      **{"Retry-After": str(retry_after)})
+        return _error(
+            "rate_limited",
+            "Too many requests for this portal.",
+            portal_label=label,
+            **{"Retry-After": str(retry_after)},
+        )
     try:
         body = _read_body(request, settings.WEBHOOK_MAX_BODY_BYTES)
     except BodyTooLarge:
-        return _error("payload_too_large", f"Body exceeds {settings.WEBHOOK_MAX_BODY_BYTES} bytes.",
-                      portal_label=label)
+        return _error("payload_too_large", f"Body exceeds {settings.WEBHOOK_MAX_BODY_BYTES} bytes.", portal_label=label)
     except LengthRequired:
-        return _error("length_required", "This server cannot read a chunked body; send Content-Length.",
-                      portal_label=label)
+        return _error(
+            "length_required", "This server cannot read a chunked body; send Content-Length.", portal_label=label
+        )
     try:
         delivery_id, _ = signature.verify(
             headers=request.headers, body=body, secrets=secrets, tolerance_seconds=settings.WEBHOOK_TOLERANCE_SECONDS
@@ -170,12 +180,17 @@ def _handle(request: HttpRequest, portal_slug: str) -> Answer:
     except MalformedJson as error:
         return _error(error.code, error.message, portal_label=label)
     recorded = webhook_event_record(
-        portal=portal, delivery_id=delivery_id, event_type=parsed.event_type, raw_body=body, payload=parsed.payload,
+        portal=portal,
+        delivery_id=delivery_id,
+        event_type=parsed.event_type,
+        raw_body=body,
+        payload=parsed.payload,
         errors=parsed.errors,
     )
     structlog.contextvars.bind_contextvars(event_id=str(recorded.event_id), correlation_id=str(recorded.event_id))
-    log.info("webhook.duplicate" if recorded.duplicate else "webhook.stored", type=parsed.event_type,
-             status=recorded.status)
+    log.info(
+        "webhook.duplicate" if recorded.duplicate else "webhook.stored", type=parsed.event_type, status=recorded.status
+    )
     return _stored_answer(recorded, portal_label=label, event_type=metric_type_label(parsed.event_type))
 
 

@@ -222,8 +222,9 @@ NOTIFICATION_BREAKER_COOLDOWN_SECONDS = env.float("NOTIFICATION_BREAKER_COOLDOWN
 NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS = env.float("NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS", default=60.0)
 # A breaker opened as misconfigured (wrong password, revoked key) is probed this often until a probe
 # succeeds; sends wait meanwhile (never dead). docs/notifications.md.
-NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS = env.float("NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS",
-                                                             default=60.0)
+NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS = env.float(
+    "NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS", default=60.0
+)
 # The apply actor sends the notifications it created right after its COMMIT; their outbox rows
 # become due this long after, should the worker die first (apps/notifications/send_at_once.py).
 # Off: every send goes through the relay to the notification_send actor (workers that apply never

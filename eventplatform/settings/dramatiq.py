@@ -47,9 +47,14 @@ else:
     DRAMATIQ_BROKER = {
         "BROKER": "eventplatform.broker.ClusterRabbitmqBroker",
         # Workers confirm nothing themselves: every message they enqueue goes through the outbox.
-        "OPTIONS": {"url": BROKER_URLS, "confirm_delivery": True, "queue_type": BROKER_QUEUE_TYPE,
-                    "delivery_limit": BROKER_QUORUM_DELIVERY_LIMIT,
-                    "blocked_connection_timeout": BROKER_BLOCKED_CONNECTION_TIMEOUT, "heartbeat": BROKER_HEARTBEAT},
+        "OPTIONS": {
+            "url": BROKER_URLS,
+            "confirm_delivery": True,
+            "queue_type": BROKER_QUEUE_TYPE,
+            "delivery_limit": BROKER_QUORUM_DELIVERY_LIMIT,
+            "blocked_connection_timeout": BROKER_BLOCKED_CONNECTION_TIMEOUT,
+            "heartbeat": BROKER_HEARTBEAT,
+        },
         "MIDDLEWARE": DRAMATIQ_MIDDLEWARE,
     }
 

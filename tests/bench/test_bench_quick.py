@@ -34,7 +34,12 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     # signal by its id should the run hang; nothing is ever stopped by name.
     process = subprocess.Popen(
         [sys.executable, "bench/run.py", "--quick", "--db-name", name, "--vhost", name, "--json-out", str(out)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=TIMEOUT_SECONDS)

@@ -16,11 +16,20 @@ import pytest
 from bench.stack import database_drop, database_exists
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ["notification list", "notification list, status=dead", "notification list, search e-mail",
-         "notification list, search registration id", "notification change page", "registration change page",
-         "attendee story page", "registration list, search e-mail", "registration list, search delivery id",
-         "registration list, search rejected delivery id", "registration list, search notification id",
-         "status page"]
+PAGES = [
+    "notification list",
+    "notification list, status=dead",
+    "notification list, search e-mail",
+    "notification list, search registration id",
+    "notification change page",
+    "registration change page",
+    "attendee story page",
+    "registration list, search e-mail",
+    "registration list, search delivery id",
+    "registration list, search rejected delivery id",
+    "registration list, search notification id",
+    "status page",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +41,25 @@ def test_support_pages_bench_seeds_and_times_every_page(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "bench.support_pages", "--rows", "2000", "--requests", "3", "--db-name", name,
-             "--json-out", str(out)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "bench.support_pages",
+                "--rows",
+                "2000",
+                "--requests",
+                "3",
+                "--db-name",
+                name,
+                "--json-out",
+                str(out),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         leftover = database_exists(name)
     finally:
         database_drop(name)

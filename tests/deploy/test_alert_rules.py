@@ -129,12 +129,20 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
         match = re.fullmatch(r"alertname:\s*(\w+)", line)
         if not match:
             continue
-        expectation = next(following for following in lines[number + 1:] if following.startswith("exp_alerts:"))
+        expectation = next(following for following in lines[number + 1 :] if following.startswith("exp_alerts:"))
         (quiet if expectation.replace(" ", "") == "exp_alerts:[]" else firing).add(match.group(1))
     alerts = set(alert_names())
     assert len(alerts) == len(alert_names()), "duplicate alert names in alerts.yml"
-    assert alerts >= {"OutboxLagHigh", "DeadLettersRising", "DeliverySuccessRateLow", "QueueDepthGrowing",
-                      "CircuitBreakerOpen", "RelayDown", "WorkersDown", "WebDown"}
+    assert alerts >= {
+        "OutboxLagHigh",
+        "DeadLettersRising",
+        "DeliverySuccessRateLow",
+        "QueueDepthGrowing",
+        "CircuitBreakerOpen",
+        "RelayDown",
+        "WorkersDown",
+        "WebDown",
+    }
     assert not alerts - firing, f"alerts never shown firing in alerts_test.yml: {sorted(alerts - firing)}"
     assert not alerts - quiet, f"alerts never shown quiet in alerts_test.yml: {sorted(alerts - quiet)}"
 
@@ -145,8 +153,11 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 def test_metrics_module_defines_collectors() -> None:
     # Guards the name check below against passing vacuously (e.g. if the module stopped using
     # prometheus_client's classes).
-    assert {"eventplatform_webhook_requests_total", "eventplatform_outbox_lag_seconds",
-            "eventplatform_notification_end_to_end_seconds_bucket"} <= exported_series_names()
+    assert {
+        "eventplatform_webhook_requests_total",
+        "eventplatform_outbox_lag_seconds",
+        "eventplatform_notification_end_to_end_seconds_bucket",
+    } <= exported_series_names()
 
 
 def test_dashboard_uses_only_exported_metrics() -> None:
@@ -180,7 +191,10 @@ def test_dashboard_selects_its_datasource_through_a_variable() -> None:
 def test_every_metric_is_documented() -> None:
     documented = metric_names_in(METRICS_DOC.read_text())
     # Documented under the name one types into Prometheus: a Counter with its `_total`.
-    expected = {family.name + ("_total" if family.type == "counter" else "")
-                for collector in defined_collectors() for family in collector.describe()}
+    expected = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for collector in defined_collectors()
+        for family in collector.describe()
+    }
     missing = (expected | RABBITMQ_EXPORTER_METRICS) - documented
     assert not missing, f"docs/metrics.md does not describe: {sorted(missing)}"

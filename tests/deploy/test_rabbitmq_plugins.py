@@ -31,15 +31,17 @@ def get(url: str, *, auth: tuple[str, str] | None = None) -> str:
 @pytest.fixture(scope="module")
 def ensured() -> str:
     # Idempotent: run on a machine where the plugins are already on, it changes nothing.
-    result = subprocess.run(["bash", "deploy/ensure-services.sh"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        ["bash", "deploy/ensure-services.sh"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
 def test_ensure_services_enables_the_management_and_prometheus_plugins(ensured: str) -> None:
-    enabled = subprocess.run(["rabbitmq-plugins", "-q", "list", "-E", "-m"], capture_output=True, text=True,
-                             timeout=120, check=True).stdout.split()
+    enabled = subprocess.run(
+        ["rabbitmq-plugins", "-q", "list", "-E", "-m"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split()
     assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(enabled)
 
 
@@ -51,8 +53,11 @@ def test_the_management_api_answers(ensured: str) -> None:
 
 def test_rabbitmqs_own_metrics_include_everything_the_dashboard_and_alerts_read(ensured: str) -> None:
     exported = set(re.findall(r"^(rabbitmq_[a-z_]+)", get("http://127.0.0.1:15692/metrics"), re.MULTILINE))
-    assert {"rabbitmq_connections", "rabbitmq_queue_messages_ready", "rabbitmq_global_messages_received_total"} \
-        <= exported
+    assert {
+        "rabbitmq_connections",
+        "rabbitmq_queue_messages_ready",
+        "rabbitmq_global_messages_received_total",
+    } <= exported
     dashboard_names = set(re.findall(r"rabbitmq_[a-z_]+", DASHBOARD.read_text())) - {"rabbitmq_prometheus"}
     assert len(dashboard_names) >= 8, "the dashboard shows RabbitMQ's own metrics"
     alert_names = set(re.findall(r"rabbitmq_alarms_[a-z_]+", ALERTS.read_text()))

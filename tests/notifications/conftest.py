@@ -56,11 +56,18 @@ def fast_retries(settings) -> Any:
 
 def context_for(registration: Registration, **overrides: Any) -> dict[str, Any]:
     context = {
-        "status": "active", "email": registration.email, "phone": registration.phone,
-        "first_name": registration.first_name, "last_name": registration.last_name, "role": registration.role,
-        "locale": registration.locale, "event_external_id": "EV-7", "event_name": registration.event_name,
+        "status": "active",
+        "email": registration.email,
+        "phone": registration.phone,
+        "first_name": registration.first_name,
+        "last_name": registration.last_name,
+        "role": registration.role,
+        "locale": registration.locale,
+        "event_external_id": "EV-7",
+        "event_name": registration.event_name,
         "event_starts_at": registration.event_starts_at.isoformat() if registration.event_starts_at else "",
-        "event_timezone": registration.event_timezone, "event_venue": registration.event_venue,
+        "event_timezone": registration.event_timezone,
+        "event_venue": registration.event_venue,
     }
     context.update(overrides)
     return context
@@ -71,9 +78,17 @@ def make_registration(portal) -> Callable[..., Registration]:
     counter = iter(range(1, 1_000_000))
 
     def make(**fields: Any) -> Registration:
-        values = {"external_id": f"R-{next(counter)}", "email": "ada@example.org", "phone": "+4915112345678",
-                  "first_name": "Ada", "last_name": "Lovelace", "event_name": "PyData Berlin",
-                  "event_starts_at": "2030-12-03T08:00:00Z", "event_timezone": "Europe/Berlin", "event_venue": "bcc"}
+        values = {
+            "external_id": f"R-{next(counter)}",
+            "email": "ada@example.org",
+            "phone": "+4915112345678",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "event_name": "PyData Berlin",
+            "event_starts_at": "2030-12-03T08:00:00Z",
+            "event_timezone": "Europe/Berlin",
+            "event_venue": "bcc",
+        }
         values.update(fields)
         registration = Registration.objects.create(portal=portal, **values)
         registration.refresh_from_db()
@@ -86,12 +101,20 @@ def make_registration(portal) -> Callable[..., Registration]:
 def make_notification(make_registration: Callable[..., Registration]) -> Callable[..., Notification]:
     """A notification created as the pipeline creates them: with its outbox row, in one transaction."""
 
-    def make(kind: str = "confirmation", channel: str = "email", registration: Registration | None = None,
-             **context_overrides: Any) -> Notification:
+    def make(
+        kind: str = "confirmation",
+        channel: str = "email",
+        registration: Registration | None = None,
+        **context_overrides: Any,
+    ) -> Notification:
         registration = registration or make_registration()
         with transaction.atomic():
-            notification = notification_create(registration=registration, kind=kind, channel=channel,
-                                               context=context_for(registration, **context_overrides))
+            notification = notification_create(
+                registration=registration,
+                kind=kind,
+                channel=channel,
+                context=context_for(registration, **context_overrides),
+            )
         assert notification is not None
         return notification
 
@@ -111,8 +134,9 @@ class InProcessPipeline:
         self.broker.flush_all()  # nothing left over from an earlier test
         self._stop = threading.Event()
         self._relay = threading.Thread(target=self._relay_loop, name="test-relay", daemon=True)
-        self.worker = dramatiq.Worker(self.broker, worker_threads=worker_threads, queues={"notifications"},
-                                      worker_timeout=100)  # polls often: delayed retries come back on time
+        self.worker = dramatiq.Worker(
+            self.broker, worker_threads=worker_threads, queues={"notifications"}, worker_timeout=100
+        )  # polls often: delayed retries come back on time
 
     def _relay_loop(self) -> None:
         publisher = build_publisher()
@@ -141,5 +165,3 @@ def pipeline(fast_retries) -> Iterator[InProcessPipeline]:
     running = InProcessPipeline().start()
     yield running
     running.stop()
-
-

@@ -23,8 +23,11 @@ ALLOWED = Permit(allowed=True)
 
 def fail(provider: str = "email", times: int = 1) -> None:
     for _ in range(times):
-        circuit_breaker_record(provider=provider, permit=circuit_breaker_permit(provider=provider),
-                               failure_class=FailureClass.PROVIDER_DOWN)
+        circuit_breaker_record(
+            provider=provider,
+            permit=circuit_breaker_permit(provider=provider),
+            failure_class=FailureClass.PROVIDER_DOWN,
+        )
 
 
 def breaker(provider: str = "email") -> CircuitBreaker:
@@ -135,8 +138,7 @@ def test_an_open_breaker_defers_the_send_without_using_an_attempt(
 
     notification.refresh_from_db()
     assert result.outcome == "deferred"
-    assert (notification.status, notification.attempts, notification.last_error_code) == ("pending", 0,
-                                                                                          "circuit_open")
+    assert (notification.status, notification.attempts, notification.last_error_code) == ("pending", 0, "circuit_open")
     assert notification.claimed_at is None and notification.attempt_log.count() == 0
     assert email_via_smtp.handler.refused == 0 and email_via_smtp.messages == []
     # It waits in PostgreSQL: no outbox row of its own (only its creation's), one probe for the channel

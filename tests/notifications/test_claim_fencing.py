@@ -40,19 +40,27 @@ def send_as_dramatiq_would(notifications: list[Notification], *, rounds: int = 3
 @pytest.fixture
 def refusing_trigger() -> Callable[[str, str], None]:
     """A statement-level trigger that refuses `operation` on `table` (rolled back with the test)."""
+
     def install(table: str, operation: str) -> None:
         with connection.cursor() as cursor:
-            cursor.execute("CREATE OR REPLACE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                           "$$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$")
-            cursor.execute(f"CREATE TRIGGER test_refuse_{operation.lower()} BEFORE {operation} ON {table} "
-                           "FOR EACH STATEMENT EXECUTE FUNCTION test_refuse()")
+            cursor.execute(
+                "CREATE OR REPLACE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$"
+            )
+            cursor.execute(
+                f"CREATE TRIGGER test_refuse_{operation.lower()} BEFORE {operation} ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION test_refuse()"
+            )
+
     return install
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("refused", [("outbox",), ("outbox", "attempt")], ids=["outbox-delete", "outbox-and-attempt"])
 def test_sent_is_recorded_when_the_bookkeeping_with_it_is_refused(
-    refused: tuple[str, ...], email_via_smtp: SmtpServer, make_notification: Make,
+    refused: tuple[str, ...],
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
     refusing_trigger: Callable[[str, str], None],
 ) -> None:
     # Given a deploy whose trigger (or permission) refuses the outbox DELETE (and the attempt row)
@@ -65,8 +73,9 @@ def test_sent_is_recorded_when_the_bookkeeping_with_it_is_refused(
     send_as_dramatiq_would(notifications)
     # Then each e-mail arrived exactly once, and each is recorded `sent`
     assert collections.Counter(email_via_smtp.ids()) == {str(n.id): 1 for n in notifications}
-    assert set(Notification.objects.filter(id__in=[n.id for n in notifications])
-               .values_list("status", "attempts")) == {(Status.SENT, 1)}
+    assert set(Notification.objects.filter(id__in=[n.id for n in notifications]).values_list("status", "attempts")) == {
+        (Status.SENT, 1)
+    }
 
 
 @pytest.fixture
@@ -80,7 +89,9 @@ def short_lock_timeout() -> Iterator[None]:
 
 @pytest.mark.django_db(transaction=True)
 def test_sent_waits_out_a_lock_held_on_the_row_and_is_not_sent_twice(
-    email_via_smtp: SmtpServer, make_notification: Make, short_lock_timeout: None,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
+    short_lock_timeout: None,
 ) -> None:
     # Given another session (the relay, a staff action) holds the row's lock for 2 s just as the
     # provider accepts the message, and our statements give up on a lock after 300 ms
@@ -94,8 +105,9 @@ def test_sent_waits_out_a_lock_held_on_the_row_and_is_not_sent_twice(
             other = connections.create_connection("default")
             with other.cursor() as cursor:
                 cursor.execute("BEGIN")
-                cursor.execute(f"SELECT 1 FROM {Notification._meta.db_table} WHERE id = %s FOR UPDATE",
-                               [notification.id])
+                cursor.execute(
+                    f"SELECT 1 FROM {Notification._meta.db_table} WHERE id = %s FOR UPDATE", [notification.id]
+                )
                 locked.set()
                 released.wait(2)
                 cursor.execute("COMMIT")
@@ -116,8 +128,9 @@ def test_sent_waits_out_a_lock_held_on_the_row_and_is_not_sent_twice(
 
 
 @pytest.mark.django_db
-def test_a_worker_whose_claim_was_taken_over_changes_nothing(email_via_smtp: SmtpServer,
-                                                             make_notification: Make) -> None:
+def test_a_worker_whose_claim_was_taken_over_changes_nothing(
+    email_via_smtp: SmtpServer, make_notification: Make
+) -> None:
     # Given worker A claimed the row (attempt 1), and after the claim timeout worker B claimed it (attempt 2)
     notification = make_notification()
     claim_a = sending._claim(str(notification.id))
@@ -127,8 +140,9 @@ def test_a_worker_whose_claim_was_taken_over_changes_nothing(email_via_smtp: Smt
     assert not sending._finish(claim_a, Status.RETRYING, last_error_code="smtp_timeout")
     attempt = sending._attempt(claim_a, started=timezone.now(), duration=0.1, outcome="sent", provider="email")
     sending._mark_sent(claim_a, attempt, now=timezone.now(), claimed=0.0)
-    assert not notification_mark_dead(notification_id=str(notification.id), error_code="smtp_permanent",
-                                      error_message="550", claim=claim_a.attempts)
+    assert not notification_mark_dead(
+        notification_id=str(notification.id), error_code="smtp_permanent", error_message="550", claim=claim_a.attempts
+    )
     # Then B's claim stands untouched
     notification.refresh_from_db()
     assert (notification.status, notification.attempts, notification.last_error_code) == (Status.SENDING, 2, "")
@@ -143,7 +157,11 @@ def _db_now() -> dt.datetime:
 @pytest.mark.django_db
 @pytest.mark.parametrize("skew", [dt.timedelta(hours=1), dt.timedelta(minutes=-10)], ids=["ahead", "behind"])
 def test_claims_are_judged_by_the_databases_clock(
-    settings, monkeypatch, skew: dt.timedelta, email_via_smtp: SmtpServer, make_notification: Make,
+    settings,
+    monkeypatch,
+    skew: dt.timedelta,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
 ) -> None:
     # Given this worker's clock is off (an hour ahead, or ten minutes behind)
     real_now = timezone.now
@@ -164,7 +182,9 @@ def test_claims_are_judged_by_the_databases_clock(
 
 @pytest.mark.django_db
 def test_the_rescue_sweep_judges_a_live_claim_by_the_databases_clock(
-    settings, monkeypatch, make_notification: Make,
+    settings,
+    monkeypatch,
+    make_notification: Make,
 ) -> None:
     # Given a claim the database made a moment ago on a notification past its retry horizon (a
     # skewed clock that thinks the claim stale would kill it while its worker is sending), and a
@@ -187,17 +207,23 @@ def test_the_rescue_sweep_judges_a_live_claim_by_the_databases_clock(
 
 @pytest.mark.django_db
 def test_sent_refused_for_the_whole_claim_keeps_the_claim_and_sends_nothing_again(
-    settings, email_via_smtp: SmtpServer, make_notification: Make,
+    settings,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
 ) -> None:
     # Given the database refuses `sent` (every write of it) for as long as the claim lasts (7 s here)
     settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS = 7
     notification = make_notification()
     with connection.cursor() as cursor:
-        cursor.execute("CREATE FUNCTION test_refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                       "IF NEW.status = 'sent' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; "
-                       "RETURN NEW; END $$")
-        cursor.execute(f"CREATE TRIGGER test_refuse_sent BEFORE UPDATE ON {Notification._meta.db_table} "
-                       "FOR EACH ROW EXECUTE FUNCTION test_refuse_sent()")
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.status = 'sent' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_refuse_sent BEFORE UPDATE ON {Notification._meta.db_table} "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_sent()"
+        )
     # When it is sent: the provider accepts, and `sent` is retried until the claim is about to expire
     with pytest.raises(SentNotRecorded):
         notification_send(notification_id=str(notification.id))

@@ -37,10 +37,17 @@ send("update")
 
 def test_the_claim_and_its_staleness_check_run_on_sqlite(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
-    env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", DATA_DIR=str(tmp_path),
-               EMAIL_URL="memorymail://", LOG_LEVEL="WARNING")
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    env.update(
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.development",
+        DATA_DIR=str(tmp_path),
+        EMAIL_URL="memorymail://",
+        LOG_LEVEL="WARNING",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-2:] == ["confirmation sent sent - 1",
-                                                       "update cancelled cancelled registration_cancelled 0"]
+    assert result.stdout.strip().splitlines()[-2:] == [
+        "confirmation sent sent - 1",
+        "update cancelled cancelled registration_cancelled 0",
+    ]

@@ -35,8 +35,15 @@ Scenario = Callable[[], Iterator[Callable[[], str]]]  # sets the server up, yiel
 
 
 @contextmanager
-def aiosmtpd(stage: str | None = None, reply: str = "", *, auth: bool = False, greylist: int = 0,
-             data_delay: float | None = 0.0, **options: Any) -> Iterator[Callable[[], str]]:
+def aiosmtpd(
+    stage: str | None = None,
+    reply: str = "",
+    *,
+    auth: bool = False,
+    greylist: int = 0,
+    data_delay: float | None = 0.0,
+    **options: Any,
+) -> Iterator[Callable[[], str]]:
     server = SmtpServer(auth=auth).start()
     server.handler.data_delay = data_delay
     try:
@@ -65,8 +72,13 @@ def nothing_listening(protocol: str) -> Iterator[Callable[[], str]]:
     if protocol == "smtp":
         yield lambda: smtp(port).send(MESSAGE)
     elif protocol == "sms":
-        yield lambda: TwilioSmsProvider(base_url=f"http://127.0.0.1:{port}", account_sid="AC_test",
-                                        auth_token="token", sender="+4930123456", timeout=2).send(SMS)
+        yield lambda: TwilioSmsProvider(
+            base_url=f"http://127.0.0.1:{port}",
+            account_sid="AC_test",
+            auth_token="token",
+            sender="+4930123456",
+            timeout=2,
+        ).send(SMS)
     else:
         yield lambda: esp(f"http://127.0.0.1:{port}").send(MESSAGE)
 
@@ -79,23 +91,37 @@ def silent_after_data() -> Iterator[Callable[[], str]]:
 
 
 @contextmanager
-def sms(status: int | None = None, body: dict | None = None, *, token: str = "token", headers: dict | None = None,
-        answer_delay: float = 0.0, listing_status: int | None = None) -> Iterator[Callable[[], str]]:
+def sms(
+    status: int | None = None,
+    body: dict | None = None,
+    *,
+    token: str = "token",
+    headers: dict | None = None,
+    answer_delay: float = 0.0,
+    listing_status: int | None = None,
+) -> Iterator[Callable[[], str]]:
     api = SmsApi().start()
     api.answer_delay, api.listing_status = answer_delay, listing_status
     try:
         if status:
-            api.scripted_replies.append((status, body or {"code": 20000 + status, "message": "scripted"},
-                                         headers or {}))
-        yield lambda: TwilioSmsProvider(base_url=api.url, account_sid="AC_test", auth_token=token,
-                                        sender="+4930123456", timeout=1 if answer_delay else 5).send(SMS)
+            api.scripted_replies.append(
+                (status, body or {"code": 20000 + status, "message": "scripted"}, headers or {})
+            )
+        yield lambda: TwilioSmsProvider(
+            base_url=api.url,
+            account_sid="AC_test",
+            auth_token=token,
+            sender="+4930123456",
+            timeout=1 if answer_delay else 5,
+        ).send(SMS)
     finally:
         api.stop()
 
 
 def esp(url: str) -> EmailProvider:
-    return EmailProvider("esp", backend="anymail.backends.postmark.EmailBackend", server_token="pm-test",
-                         api_url=url + "/")
+    return EmailProvider(
+        "esp", backend="anymail.backends.postmark.EmailBackend", server_token="pm-test", api_url=url + "/"
+    )
 
 
 @contextmanager
@@ -108,34 +134,44 @@ def postmark(status: int, body: dict, headers: dict | None = None) -> Iterator[C
         api.stop()
 
 
-INACTIVE = ("You tried to send to a recipient that has been marked as inactive.\n Found inactive addresses: "
-            "ada@example.org.\n Inactive recipients are ones that have generated a hard bounce or a spam complaint.")
+INACTIVE = (
+    "You tried to send to a recipient that has been marked as inactive.\n Found inactive addresses: "
+    "ada@example.org.\n Inactive recipients are ones that have generated a hard bounce or a spam complaint."
+)
 
 # (protocol, the row's example) -> how to make a real server answer that way.
 SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
-    ("smtp", "no reply to the final '.' within EMAIL_DATA_TIMEOUT_SECONDS, or the connection closed before it"):
-        silent_after_data,
+    (
+        "smtp",
+        "no reply to the final '.' within EMAIL_DATA_TIMEOUT_SECONDS, or the connection closed before it",
+    ): silent_after_data,
     ("smtp", "connection refused / reset / closed"): lambda: nothing_listening("smtp"),
     ("smtp", "no answer within EMAIL_TIMEOUT"): lambda: scripted(None),
     ("smtp", "TLS handshake failed, STARTTLS not offered"): lambda: aiosmtpd(use_tls=True),
     ("smtp", "421 service not available (any stage)"): lambda: aiosmtpd("RCPT", "421 4.3.2 Service shutting down"),
     ("smtp", "454 TLS not available"): lambda: scripted("220 scripted ESMTP", use_tls=True),
     ("smtp", "454 temporary authentication failure"): lambda: aiosmtpd(
-        "AUTH", "454 4.7.0 Temporary authentication failure", auth=True),
+        "AUTH", "454 4.7.0 Temporary authentication failure", auth=True
+    ),
     ("smtp", "4xx greeting"): lambda: scripted("450 4.3.2 Not accepting connections now"),
     ("smtp", "554 greeting: no service for us (our IP)"): lambda: scripted("554 5.7.1 No SMTP service for you"),
     ("smtp", "AUTH not offered by the server"): lambda: aiosmtpd(username="events", password="secret"),
     ("smtp", "535 5.7.8 credentials invalid"): lambda: aiosmtpd(
-        "AUTH", "535 5.7.8 Authentication credentials invalid", auth=True),
+        "AUTH", "535 5.7.8 Authentication credentials invalid", auth=True
+    ),
     ("smtp", "530 5.7.0 authentication required (MAIL/RCPT)"): lambda: aiosmtpd(
-        "MAIL", "530 5.7.0 Authentication required"),
+        "MAIL", "530 5.7.0 Authentication required"
+    ),
     ("smtp", "554 5.7.1 relay access denied"): lambda: aiosmtpd(
-        "RCPT", "554 5.7.1 <ada@example.org>: Relay access denied"),
+        "RCPT", "554 5.7.1 <ada@example.org>: Relay access denied"
+    ),
     ("smtp", "554 5.7.1 (policy: we may not send here)"): lambda: aiosmtpd("RCPT", "554 5.7.1 Access denied"),
     ("smtp", "451 at MAIL FROM: server cannot take mail"): lambda: aiosmtpd(
-        "MAIL", "451 4.3.0 Mail server temporarily rejected message"),
+        "MAIL", "451 4.3.0 Mail server temporarily rejected message"
+    ),
     ("smtp", "553/554 at MAIL FROM: our sender refused"): lambda: aiosmtpd(
-        "MAIL", "553 5.7.1 Sender address rejected: not owned by user"),
+        "MAIL", "553 5.7.1 Sender address rejected: not owned by user"
+    ),
     ("smtp", "450/451 greylisting, mailbox busy"): lambda: aiosmtpd(greylist=1),
     ("smtp", "452 mailbox full (552 at RCPT means 452)"): lambda: aiosmtpd("RCPT", "452 4.2.2 Mailbox full"),
     ("smtp", "550 5.1.1 no such user"): lambda: aiosmtpd("RCPT", "550 5.1.1 No such user here"),
@@ -144,11 +180,14 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ("smtp", "554 content rejected (spam, virus)"): lambda: aiosmtpd("DATA", "554 5.7.1 Message rejected as spam"),
     ("smtp", "any other 4xx"): lambda: aiosmtpd("DATA", "471 4.7.0 Local policy violation"),
     ("smtp", "any other 5xx"): lambda: aiosmtpd("DATA", "551 5.7.1 User not local"),
-    ("sms", "request sent, no answer in SMS_TIMEOUT_SECONDS, and the message listing could not be asked whether "
-     "it arrived"): lambda: sms(answer_delay=3, listing_status=503),
+    (
+        "sms",
+        "request sent, no answer in SMS_TIMEOUT_SECONDS, and the message listing could not be asked whether it arrived",
+    ): lambda: sms(answer_delay=3, listing_status=503),
     ("sms", "timeout, connection refused"): lambda: nothing_listening("sms"),
     ("sms", "429 with Retry-After: this send waits that long"): lambda: sms(
-        429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "2"}),
+        429, {"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "2"}
+    ),
     ("sms", "429, 5xx"): lambda: sms(503),
     ("sms", "Twilio 20003 authentication failed"): lambda: sms(token="wrong-token"),
     ("sms", "401/403"): lambda: sms(403, {"code": 20403, "message": "Forbidden"}),
@@ -160,12 +199,15 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ("esp", "AnymailRecipientsRefused"): lambda: postmark(422, {"ErrorCode": 406, "Message": INACTIVE}),
     ("esp", "ESP API unreachable (no HTTP status)"): lambda: nothing_listening("esp"),
     ("esp", "429 with Retry-After: this send waits that long"): lambda: postmark(
-        429, {"ErrorCode": 0, "Message": "Rate limit exceeded"}, {"Retry-After": "2"}),
+        429, {"ErrorCode": 0, "Message": "Rate limit exceeded"}, {"Retry-After": "2"}
+    ),
     ("esp", "429, 5xx"): lambda: postmark(503, {"ErrorCode": 0, "Message": "Service unavailable"}),
     ("esp", "401/403: API key wrong or revoked"): lambda: postmark(
-        401, {"ErrorCode": 10, "Message": "Bad or missing Server API token"}),
+        401, {"ErrorCode": 10, "Message": "Bad or missing Server API token"}
+    ),
     ("esp", "any other 4xx (the message is invalid)"): lambda: postmark(
-        422, {"ErrorCode": 300, "Message": "Invalid email request"}),
+        422, {"ErrorCode": 300, "Message": "Invalid email request"}
+    ),
 }
 
 

@@ -27,8 +27,9 @@ def test_console_sms_takes_part_and_prints_the_message(settings) -> None:
     provider = providers.providers_for("sms")[0]
     assert isinstance(provider, ConsoleSmsProvider)
     out = io.StringIO()
-    message_id = ConsoleSmsProvider(out).send(OutgoingMessage(notification_id="n-1", recipient="+4915112345678",
-                                                              subject="", text="Ada, you are registered."))
+    message_id = ConsoleSmsProvider(out).send(
+        OutgoingMessage(notification_id="n-1", recipient="+4915112345678", subject="", text="Ada, you are registered.")
+    )
     assert message_id.startswith("console-")
     assert "SMS To: +4915112345678" in out.getvalue() and "Ada, you are registered." in out.getvalue()
 

@@ -61,13 +61,18 @@ def test_twenty_greylisted_messages_are_retried_each_on_its_own_and_never_open_t
 
     # When they are all sent at once
     ids = [n.id for n in notifications]
-    wait_until(lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 20, timeout=60,
-               what="all twenty delivered")
+    wait_until(
+        lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 20,
+        timeout=60,
+        what="all twenty delivered",
+    )
     elapsed = time.monotonic() - started
 
     # Then each was refused twice, delivered on its third try, once; the breaker never opened
-    print(f"\n20 greylisted x2: 20 delivered in {elapsed:.1f} s (backoffs 1-2 s then 2-4 s; "
-          f"a breaker-bound run would need ~20 cool-downs = 200 s)")
+    print(
+        f"\n20 greylisted x2: 20 delivered in {elapsed:.1f} s (backoffs 1-2 s then 2-4 s; "
+        f"a breaker-bound run would need ~20 cool-downs = 200 s)"
+    )
     assert sorted(delivered_ids(email_via_smtp)) == sorted(str(i) for i in ids)
     assert email_via_smtp.handler.refused_by_stage["RCPT"] == 40
     assert set(Notification.objects.filter(id__in=ids).values_list("attempts", flat=True)) == {3}
@@ -88,11 +93,17 @@ def test_a_wrong_password_makes_everything_wait_never_dead_and_all_go_out_soon_a
     ids = [n.id for n in notifications]
 
     # When the first send finds out, the breaker says so at once and everything waits
-    wait_until(lambda: CircuitBreaker.objects.filter(provider="email", state__in=["misconfigured", "half_open"],
-                                                     reason__startswith="smtp_auth_failed").exists(),
-               what="the breaker to open as misconfigured")
-    wait_until(lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 10,
-               timeout=30, what="every send waiting")
+    wait_until(
+        lambda: CircuitBreaker.objects.filter(
+            provider="email", state__in=["misconfigured", "half_open"], reason__startswith="smtp_auth_failed"
+        ).exists(),
+        what="the breaker to open as misconfigured",
+    )
+    wait_until(
+        lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 10,
+        timeout=30,
+        what="every send waiting",
+    )
     assert metrics.BREAKER_MISCONFIGURED.labels(provider="email")._value.get() == 1
     time.sleep(7)  # several probe intervals of a misconfigured provider
     waiting = Notification.objects.filter(id__in=ids)
@@ -108,9 +119,11 @@ def test_a_wrong_password_makes_everything_wait_never_dead_and_all_go_out_soon_a
 
     # Then all went out, once each, nothing died, the breaker is closed, at most 2 outbox rows each
     rows = send_rows_per_notification(notifications)
-    print(f"\n535 for ~9 s then fixed: 10 delivered {after_fix:.1f} s after the fix, 0 dead, "
-          f"{logins_during_outage} refused logins during the outage, max {max(rows.values())} send rows per "
-          f"notification, {OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()} probe rows")
+    print(
+        f"\n535 for ~9 s then fixed: 10 delivered {after_fix:.1f} s after the fix, 0 dead, "
+        f"{logins_during_outage} refused logins during the outage, max {max(rows.values())} send rows per "
+        f"notification, {OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()} probe rows"
+    )
     assert sorted(delivered_ids(auth_smtp)) == sorted(str(i) for i in ids)
     assert after_fix < 60
     # the first sends (up to the two worker threads), then one probe per 2 s interval
@@ -135,7 +148,9 @@ def test_a_misconfigured_primary_hands_the_same_send_to_the_fallback(
         notification.refresh_from_db()
         assert (notification.provider, notification.attempts) == ("email_fallback", 1)
         assert [(a.provider, a.error_code) for a in notification.attempt_log.order_by("id")] == [
-            ("email", "smtp_auth_failed"), ("email_fallback", "")]
+            ("email", "smtp_auth_failed"),
+            ("email_fallback", ""),
+        ]
         assert len(fallback.messages) == 1 and auth_smtp.messages == []
         assert CircuitBreaker.objects.get(provider="email").state == "misconfigured"
     finally:
@@ -151,21 +166,27 @@ def test_an_outage_over_many_cooldowns_costs_at_most_two_outbox_rows_per_notific
     email_via_smtp.handler.always["MAIL"] = "421 4.3.2 Service shutting down"
     notifications = [make_notification() for _ in range(20)]
     ids = [n.id for n in notifications]
-    wait_until(lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 20,
-               timeout=30, what="every send waiting for the breaker")
+    wait_until(
+        lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 20,
+        timeout=30,
+        what="every send waiting for the breaker",
+    )
     time.sleep(10)
 
     # When it comes back
     del email_via_smtp.handler.always["MAIL"]
-    wait_until(lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 20, timeout=60,
-               what="all twenty sent")
+    wait_until(
+        lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 20, timeout=60, what="all twenty sent"
+    )
 
     # Then each went out once, and the outage wrote no row per notification per cool-down
     rows = send_rows_per_notification(notifications)
     probes = OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()
-    print(f"\noutage of ~10 cool-downs: send rows per notification max {max(rows.values())}, "
-          f"total {sum(rows.values())} for 20; {probes} probe rows for the channel; "
-          f"{email_via_smtp.handler.refused} refusals")
+    print(
+        f"\noutage of ~10 cool-downs: send rows per notification max {max(rows.values())}, "
+        f"total {sum(rows.values())} for 20; {probes} probe rows for the channel; "
+        f"{email_via_smtp.handler.refused} refusals"
+    )
     assert sorted(delivered_ids(email_via_smtp)) == sorted(str(i) for i in ids)
     assert max(rows.values()) <= 2
     assert probes <= 15
@@ -177,15 +198,21 @@ def test_an_error_after_the_provider_accepted_never_sends_again(
     # Given recording the attempt fails after the provider accepted (a trigger refusing the INSERT)
     table = "notifications_notificationattempt"
     with connection.cursor() as cursor:
-        cursor.execute("CREATE FUNCTION refuse_attempt() RETURNS trigger LANGUAGE plpgsql AS "
-                       "$$ BEGIN RAISE EXCEPTION 'bookkeeping is down'; END $$")
-        cursor.execute(f"CREATE TRIGGER refuse_attempt BEFORE INSERT ON {table} FOR EACH ROW "
-                       "WHEN (NEW.outcome = 'sent') EXECUTE FUNCTION refuse_attempt()")
+        cursor.execute(
+            "CREATE FUNCTION refuse_attempt() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'bookkeeping is down'; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER refuse_attempt BEFORE INSERT ON {table} FOR EACH ROW "
+            "WHEN (NEW.outcome = 'sent') EXECUTE FUNCTION refuse_attempt()"
+        )
     try:
         notification = make_notification()
         # When it is sent
-        wait_until(lambda: Notification.objects.filter(id=notification.id, status="sent").exists(),
-                   what="the notification to be recorded sent")
+        wait_until(
+            lambda: Notification.objects.filter(id=notification.id, status="sent").exists(),
+            what="the notification to be recorded sent",
+        )
         time.sleep(2)  # a hand-back as `retrying` would be retried within this (50-200 ms backoffs)
     finally:
         with connection.cursor() as cursor:
@@ -250,8 +277,10 @@ def test_a_rejected_sms_token_waits_and_is_sent_once_the_account_accepts_it(
     reset_providers()
     notifications = [make_notification(channel="sms") for _ in range(3)]
     ids = [n.id for n in notifications]
-    wait_until(lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 3,
-               what="every SMS waiting")
+    wait_until(
+        lambda: Notification.objects.filter(id__in=ids, deferred_at__isnull=False).count() == 3,
+        what="every SMS waiting",
+    )
     assert CircuitBreaker.objects.get(provider="sms").reason.startswith("sms_auth_failed")
     time.sleep(3)
     assert not Notification.objects.filter(id__in=ids, status="dead").exists() and sms_via_api.received == []
@@ -260,7 +289,10 @@ def test_a_rejected_sms_token_waits_and_is_sent_once_the_account_accepts_it(
     sms_via_api.auth_token = "rotated-token"
 
     # Then every SMS goes out once and the breaker closes
-    wait_until(lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 3, timeout=30,
-               what="the SMS after the fix")
+    wait_until(
+        lambda: Notification.objects.filter(id__in=ids, status="sent").count() == 3,
+        timeout=30,
+        what="the SMS after the fix",
+    )
     assert len(sms_via_api.received) == 3
     assert CircuitBreaker.objects.get(provider="sms").state == "closed"

@@ -42,8 +42,12 @@ def json_log() -> Iterator[io.StringIO]:
 
 
 def test_send_failure_and_dead_letter_log_lines_carry_no_personal_data(
-    settings, json_log: io.StringIO, email_via_smtp: SmtpServer, sms_via_api: SmsApi,
-    make_notification: Callable[..., Notification], make_registration: Callable[..., object],
+    settings,
+    json_log: io.StringIO,
+    email_via_smtp: SmtpServer,
+    sms_via_api: SmsApi,
+    make_notification: Callable[..., Notification],
+    make_registration: Callable[..., object],
 ) -> None:
     registration = make_registration(email=EMAIL, phone=PHONE, first_name=FIRST, last_name=LAST)
     sent_email = make_notification(registration=registration)
@@ -70,8 +74,12 @@ def test_send_failure_and_dead_letter_log_lines_carry_no_personal_data(
 
     lines = json_log.getvalue().splitlines()
     events = " ".join(lines)
-    for event in ("notification.sent", "notification.transient_failure", "notification.dead",
-                  "notification.outcome_unknown"):
+    for event in (
+        "notification.sent",
+        "notification.transient_failure",
+        "notification.dead",
+        "notification.outcome_unknown",
+    ):
         assert event in events, f"{event} not logged: the test would prove nothing"
     assert EMAIL.split("@")[0] not in events
     assert PHONE not in events and PHONE[1:] not in events

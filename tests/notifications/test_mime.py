@@ -20,14 +20,22 @@ from hypothesis import strategies as st
 from apps.notifications import mime
 
 BOUNDARY = "=_" + "5" * 32
-FIXED = {"X-Eventplatform-Notification-Id": "9b1d3c1e-0000-4000-8000-000000000001",
-         "Message-ID": "<171.1.2@eventplatform.local>", "Date": "Tue, 01 Dec 2026 13:36:57 -0000"}
+FIXED = {
+    "X-Eventplatform-Notification-Id": "9b1d3c1e-0000-4000-8000-000000000001",
+    "Message-ID": "<171.1.2@eventplatform.local>",
+    "Date": "Tue, 01 Dec 2026 13:36:57 -0000",
+}
 
 
-def _email(subject="Your registration is confirmed", text="Hello Ada,\n\nsee you there.\n",
-           html: str | None = "<p>Hello Ada,</p>\n", to=("ada@example.org",), headers=None, **kwargs):
-    message = EmailMultiAlternatives(subject=subject, body=text, to=list(to), headers=headers or dict(FIXED),
-                                     **kwargs)
+def _email(
+    subject="Your registration is confirmed",
+    text="Hello Ada,\n\nsee you there.\n",
+    html: str | None = "<p>Hello Ada,</p>\n",
+    to=("ada@example.org",),
+    headers=None,
+    **kwargs,
+):
+    message = EmailMultiAlternatives(subject=subject, body=text, to=list(to), headers=headers or dict(FIXED), **kwargs)
     if html is not None:
         message.attach_alternative(html, "text/html")
     return message
@@ -43,42 +51,65 @@ def _parsed(raw: bytes):
     # Stripped: Django folds a long encoded subject right after "Subject:", which parses with a
     # leading space; ours starts on the first line.
     headers = [(name.lower(), str(value).strip()) for name, value in message.items() if name.lower() != "content-type"]
-    parts = [(part.get_content_type(), part.get_content_charset(), part["Content-Transfer-Encoding"],
-              part.get_payload(decode=True)) for part in message.walk() if not part.is_multipart()]
+    parts = [
+        (
+            part.get_content_type(),
+            part.get_content_charset(),
+            part["Content-Transfer-Encoding"],
+            part.get_payload(decode=True),
+        )
+        for part in message.walk()
+        if not part.is_multipart()
+    ]
     return message.get_content_type(), sorted(headers), parts
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("text only", _email(html=None)),
-    ("text and html", _email()),
-    ("non-ASCII bodies (8bit)", _email(text="Grüße, Zoë!\n", html="<p>Grüße, Zoë!</p>")),
-    ("CRLF, CR and LF in the body", _email(text="one\r\ntwo\rthree\nfour", html="<p>\r\n</p>\r")),
-    ("no trailing newline, dots and From at line starts", _email(text="From here\n.\n..x", html=None)),
-    ("a line of exactly 998 bytes", _email(text="x" * 998 + "\nend")),
-    ("no Date or Message-ID given", _email(headers={"X-Eventplatform-Notification-Id": "n-1"})),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("text only", _email(html=None)),
+        ("text and html", _email()),
+        ("non-ASCII bodies (8bit)", _email(text="Grüße, Zoë!\n", html="<p>Grüße, Zoë!</p>")),
+        ("CRLF, CR and LF in the body", _email(text="one\r\ntwo\rthree\nfour", html="<p>\r\n</p>\r")),
+        ("no trailing newline, dots and From at line starts", _email(text="From here\n.\n..x", html=None)),
+        ("a line of exactly 998 bytes", _email(text="x" * 998 + "\nend")),
+        ("no Date or Message-ID given", _email(headers={"X-Eventplatform-Notification-Id": "n-1"})),
+    ],
+)
 def test_plain_messages_are_byte_for_byte_djangos(case, message, monkeypatch):
     monkeypatch.setattr(mime, "formatdate", lambda localtime=False: "Tue, 01 Dec 2026 13:36:57 -0000")
     monkeypatch.setattr(mime, "make_msgid", lambda domain=None: "<fixed@eventplatform.local>")
-    with mock.patch("django.core.mail.message.formatdate", return_value="Tue, 01 Dec 2026 13:36:57 -0000"), \
-            mock.patch("django.core.mail.message.make_msgid", return_value="<fixed@eventplatform.local>"):
+    with (
+        mock.patch("django.core.mail.message.formatdate", return_value="Tue, 01 Dec 2026 13:36:57 -0000"),
+        mock.patch("django.core.mail.message.make_msgid", return_value="<fixed@eventplatform.local>"),
+    ):
         expected = _django_bytes(message)
     ours = mime._plain_bytes(message, BOUNDARY)
     assert ours is not None, case
     assert ours == expected, case
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("long ASCII subject", _email(subject="You are registered: PyData Berlin 2026: Data, Science and the Python "
-                                          "Community, the conference for everyone")),
-    ("non-ASCII subject", _email(subject="Anmeldung bestätigt: Größte Konferenz Süddeutschlands 2026 in München, "
-                                         "Straße der Einheit")),
-    ("non-ASCII display name", _email(to=("Zoë Çelik <zoe@example.org>",))),
-    ("IDN domain", _email(to=("ada@bücher.example",))),
-    ("two recipients", _email(to=("ada@example.org", "Grace <grace@example.org>"))),
-    ("non-ASCII sender name", _email(from_email="Événements <no-reply@eventplatform.local>")),
-    ("a long word in the subject", _email(subject="x" * 120 + " tail")),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (
+            "long ASCII subject",
+            _email(
+                subject="You are registered: PyData Berlin 2026: Data, Science and the Python "
+                "Community, the conference for everyone"
+            ),
+        ),
+        (
+            "non-ASCII subject",
+            _email(subject="Anmeldung bestätigt: Größte Konferenz Süddeutschlands 2026 in München, Straße der Einheit"),
+        ),
+        ("non-ASCII display name", _email(to=("Zoë Çelik <zoe@example.org>",))),
+        ("IDN domain", _email(to=("ada@bücher.example",))),
+        ("two recipients", _email(to=("ada@example.org", "Grace <grace@example.org>"))),
+        ("non-ASCII sender name", _email(from_email="Événements <no-reply@eventplatform.local>")),
+        ("a long word in the subject", _email(subject="x" * 120 + " tail")),
+    ],
+)
 def test_folded_and_encoded_headers_parse_as_djangos(case, message):
     ours = mime._plain_bytes(message, BOUNDARY)
     assert ours is not None, case
@@ -88,15 +119,18 @@ def test_folded_and_encoded_headers_parse_as_djangos(case, message):
         assert len(line) <= mime.MAX_HEADER_LINE or b" " not in line.split(b": ", 1)[-1].strip(), (case, line)
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("a body line over 998 bytes (quoted-printable)", _email(text="y" * 999)),
-    ("an attachment", _email(attachments=[("a.txt", "hi", "text/plain")])),
-    ("a Cc", _email(cc=["c@example.org"])),
-    ("a Reply-To", _email(reply_to=["r@example.org"])),
-    ("a second alternative", _email()),
-    ("a From header override", _email(headers={**FIXED, "From": "other@example.org"})),
-    ("a non-UTF-8 charset", _email(html=None)),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("a body line over 998 bytes (quoted-printable)", _email(text="y" * 999)),
+        ("an attachment", _email(attachments=[("a.txt", "hi", "text/plain")])),
+        ("a Cc", _email(cc=["c@example.org"])),
+        ("a Reply-To", _email(reply_to=["r@example.org"])),
+        ("a second alternative", _email()),
+        ("a From header override", _email(headers={**FIXED, "From": "other@example.org"})),
+        ("a non-UTF-8 charset", _email(html=None)),
+    ],
+)
 def test_other_shapes_are_left_to_django(case, message):
     if case == "a second alternative":
         message.attach_alternative("<p>again</p>", "text/html")
@@ -129,9 +163,11 @@ _words = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), m
 
 
 @settings(max_examples=150, deadline=None)
-@given(subject=st.lists(_words, min_size=1, max_size=12).map(" ".join),
-       text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=400),
-       html=st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)))
+@given(
+    subject=st.lists(_words, min_size=1, max_size=12).map(" ".join),
+    text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=400),
+    html=st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)),
+)
 def test_any_subject_and_bodies_parse_as_djangos(subject, text, html):
     subject = " ".join(subject.split()) or "x"  # as rendering.render gives it
     message = _email(subject=subject, text=text, html=html)
@@ -144,8 +180,19 @@ def test_a_plain_address_is_what_sanitize_address_returns_for_it(address):
     assert mime.envelope_address(address) == sanitize_address(address, "utf-8")
 
 
-@pytest.mark.parametrize("address", ["ada", "ada@", "@example.org", "ada@@example.org", "ada@exa mple.org",
-                                     "ada@" + "x" * 64 + ".org", "a..b@example.org", ".ada@example.org"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ada",
+        "ada@",
+        "@example.org",
+        "ada@@example.org",
+        "ada@exa mple.org",
+        "ada@" + "x" * 64 + ".org",
+        "a..b@example.org",
+        ".ada@example.org",
+    ],
+)
 def test_other_addresses_get_djangos_answer(address):
     try:
         expected = sanitize_address(address, "utf-8")

@@ -29,28 +29,35 @@ def deliver(client: Client, body: dict) -> WebhookEvent:
     return WebhookEvent.objects.get(pk=response.json()["event_id"])
 
 
-@pytest.mark.parametrize(("raw", "normal"), [
-    ("ada@example.org\r\n", "ada@example.org"),
-    ("  ada@example.org  ", "ada@example.org"),
-    ("\tAda.Lovelace@Example.ORG\n", "Ada.Lovelace@example.org"),  # the local part is kept as given
-])
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("ada@example.org\r\n", "ada@example.org"),
+        ("  ada@example.org  ", "ada@example.org"),
+        ("\tAda.Lovelace@Example.ORG\n", "Ada.Lovelace@example.org"),  # the local part is kept as given
+    ],
+)
 def test_normalise_email(raw: str, normal: str) -> None:
     assert normalise_email(raw) == normal and normalise_email(normal) == normal
     assert email_key(raw) == normal.lower()
 
 
-@pytest.mark.parametrize(("raw", "normal"), [
-    ("+4915112345678\n", "+4915112345678"),
-    (" +49 151 1234 5678 ", "+4915112345678"),
-    ("+49 (151) 1234-56.78", "+4915112345678"),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("+4915112345678\n", "+4915112345678"),
+        (" +49 151 1234 5678 ", "+4915112345678"),
+        ("+49 (151) 1234-56.78", "+4915112345678"),
+        (None, ""),
+    ],
+)
 def test_normalise_phone(raw: str | None, normal: str) -> None:
     assert normalise_phone(raw) == normal
 
 
 def test_padded_address_and_phone_are_stored_applied_and_sent_trimmed(
-        client: Client, portal: Portal, email_via_smtp: SmtpServer, sms_via_api: SmsApi) -> None:
+    client: Client, portal: Portal, email_via_smtp: SmtpServer, sms_via_api: SmsApi
+) -> None:
     # Given: a portal pads the address with spaces and a CRLF, the phone with a newline and spaces
     event = deliver(client, payload("R-PAD", email="  Ada@Example.ORG \r\n", phone="+49 151 1234 5678\n"))
 
@@ -64,8 +71,10 @@ def test_padded_address_and_phone_are_stored_applied_and_sent_trimmed(
     registration = Registration.objects.get(external_id="R-PAD")
     assert (registration.email, registration.phone) == ("Ada@example.org", "+4915112345678")
     notifications = list(Notification.objects.filter(registration=registration))
-    assert {(n.channel, n.recipient) for n in notifications} == {("email", "Ada@example.org"),
-                                                                  ("sms", "+4915112345678")}
+    assert {(n.channel, n.recipient) for n in notifications} == {
+        ("email", "Ada@example.org"),
+        ("sms", "+4915112345678"),
+    }
     for notification in notifications:
         assert notification_send(notification_id=str(notification.id)).outcome == "sent"
 
@@ -80,8 +89,9 @@ def test_an_event_stored_raw_before_normalising_applies_with_the_validated_value
     from apps.webhooks.services import webhook_event_record
 
     body = payload("R-OLD", email="ada@example.org\r\n", phone="+4915112345678\n")
-    recorded = webhook_event_record(portal=portal, delivery_id="old-1", event_type=body["type"],
-                                    raw_body=encode(body), payload=body)
+    recorded = webhook_event_record(
+        portal=portal, delivery_id="old-1", event_type=body["type"], raw_body=encode(body), payload=body
+    )
     assert registration_apply(event_id=str(recorded.event_id), message_id=uuid.uuid4().hex).outcome == "applied"
     registration = Registration.objects.get(external_id="R-OLD")
     assert (registration.email, registration.phone) == ("ada@example.org", "+4915112345678")

@@ -47,8 +47,11 @@ def test_two_transient_failures_then_success_is_sent_after_three_attempts(
     wait_until(lambda: finished(notification), what="the notification to finish")
 
     assert (notification.status, notification.attempts, notification.last_error_code) == ("sent", 3, "")
-    assert history(notification) == [(1, "transient_error", "smtp_message_deferred"),
-                                     (2, "transient_error", "smtp_service_unavailable"), (3, "sent", "")]
+    assert history(notification) == [
+        (1, "transient_error", "smtp_message_deferred"),
+        (2, "transient_error", "smtp_service_unavailable"),
+        (3, "sent", ""),
+    ]
     assert [m["X-Eventplatform-Notification-Id"] for m in email_via_smtp.messages] == [str(notification.id)]
     assert notification.attempt_log.get(number=3).provider_message_id == notification.provider_message_id != ""
 
@@ -62,14 +65,19 @@ def test_sms_transient_failures_are_retried_too(
     wait_until(lambda: finished(notification), what="the SMS to finish")
 
     assert (notification.status, notification.attempts) == ("sent", 3)
-    assert history(notification) == [(1, "transient_error", "sms_transient"), (2, "transient_error", "sms_transient"),
-                                     (3, "sent", "")]
+    assert history(notification) == [
+        (1, "transient_error", "sms_transient"),
+        (2, "transient_error", "sms_transient"),
+        (3, "sent", ""),
+    ]
     assert [m["To"] for m in sms_via_api.received] == ["+4915112345678"]
     assert notification.provider_message_id.startswith("SM")
 
 
-@pytest.mark.parametrize(("reply", "code"), [("550 5.1.1 mailbox unavailable", "smtp_message_rejected"),
-                                             ("554 5.7.1 rejected", "smtp_message_rejected")])
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [("550 5.1.1 mailbox unavailable", "smtp_message_rejected"), ("554 5.7.1 rejected", "smtp_message_rejected")],
+)
 def test_permanent_failure_is_dead_after_one_attempt_with_its_code(
     email_via_smtp: SmtpServer, pipeline: InProcessPipeline, make_notification: Make, reply: str, code: str
 ) -> None:
@@ -110,8 +118,9 @@ def test_retry_rounds_through_the_outbox_outlast_dramatiqs_retries(
     # Then it is delivered on the 6th try, in the 3rd round, and never marked dead on the way
     assert (notification.status, notification.attempts, notification.next_attempt_at) == ("sent", 6, None)
     assert [outcome for _, outcome, _ in history(notification)] == ["transient_error"] * 5 + ["sent"]
-    sends = OutboxMessage.objects.filter(actor_name="notification_send",
-                                         kwargs__notification_id=str(notification.id)).order_by("created_at")
+    sends = OutboxMessage.objects.filter(
+        actor_name="notification_send", kwargs__notification_id=str(notification.id)
+    ).order_by("created_at")
     assert sends.count() == 3  # the creation's row and two rounds
     first, *rounds = sends
     assert all((row.available_at - row.created_at).total_seconds() >= 0.99 for row in rounds)
@@ -130,7 +139,10 @@ def test_past_the_retry_horizon_exhausted_retries_make_it_dead(
     wait_until(lambda: finished(notification), what="the notification to finish")
 
     assert (notification.status, notification.attempts, notification.last_error_code) == (
-        "dead", 2, "smtp_message_deferred")
+        "dead",
+        2,
+        "smtp_message_deferred",
+    )
     assert notification.last_error_message.startswith("Retries exhausted")
 
 
@@ -159,7 +171,8 @@ def test_provider_down_opens_the_breaker_defers_without_calling_it_and_delivers_
 
     # Then everything is delivered exactly once, nothing died, the breaker closed again
     assert sorted(m["X-Eventplatform-Notification-Id"] for m in email_via_smtp.messages) == sorted(
-        str(n.id) for n in notifications)
+        str(n.id) for n in notifications
+    )
     assert CircuitBreaker.objects.get(provider="email").state == "closed"
     # Deferrals used no attempts: the attempt count equals the history's length for each.
     for notification in waiting:
@@ -184,7 +197,6 @@ def test_while_the_primary_is_open_the_fallback_provider_sends(
         assert len(fallback.messages) == 1 and email_via_smtp.messages == []
     finally:
         fallback.stop()
-
 
 
 def test_a_replayed_dead_notification_is_delivered(

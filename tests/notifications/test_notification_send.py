@@ -41,8 +41,10 @@ def rounds(notification: Notification) -> list[OutboxMessage]:
 
 def dead_letter(notification: Notification) -> None:
     """What the Retries middleware sends when a message's retries are exhausted."""
-    notification_dead_letter({"kwargs": {"notification_id": str(notification.id)}, "options": {"retries": 5}},
-                             {"retries": 5, "max_retries": 5})
+    notification_dead_letter(
+        {"kwargs": {"notification_id": str(notification.id)}, "options": {"retries": 5}},
+        {"retries": 5, "max_retries": 5},
+    )
 
 
 def test_email_carries_the_notification_id_header_and_is_recorded(email_via_smtp: SmtpServer, make: Make) -> None:
@@ -65,17 +67,23 @@ def test_the_attempt_row_is_committed_with_sent(email_via_smtp: SmtpServer, make
     assert (attempt.number, attempt.outcome, attempt.provider) == (1, "sent", "email")
     notification.refresh_from_db()
     assert attempt.provider_message_id == notification.provider_message_id
-    writes = [q["sql"] for q in queries.captured_queries
-              if q["sql"].startswith(("INSERT", "UPDATE", "WITH")) and "circuitbreaker" not in q["sql"]]
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(("INSERT", "UPDATE", "WITH")) and "circuitbreaker" not in q["sql"]
+    ]
     assert len(writes) == 2, writes  # the claim, then `sent` with its attempt row (the breaker's row is new here)
 
 
 def test_an_attempt_row_the_database_refuses_never_keeps_sent_from_committing(
-    email_via_smtp: SmtpServer, make: Make,
+    email_via_smtp: SmtpServer,
+    make: Make,
 ) -> None:
     with connection.cursor() as cursor:  # rolled back with the test's transaction
-        cursor.execute(f"ALTER TABLE {NotificationAttempt._meta.db_table} "
-                       "ADD CONSTRAINT test_refuse_sent CHECK (outcome <> 'sent')")
+        cursor.execute(
+            f"ALTER TABLE {NotificationAttempt._meta.db_table} "
+            "ADD CONSTRAINT test_refuse_sent CHECK (outcome <> 'sent')"
+        )
     notification = make()
     with capture_logs() as logs:
         assert send(notification) == "sent"
@@ -88,15 +96,17 @@ def test_an_attempt_row_the_database_refuses_never_keeps_sent_from_committing(
     assert send(notification) == "skipped"  # and it is not sent again
 
 
-def test_a_transient_failure_leaves_it_retrying_and_raises_for_dramatiq(email_via_smtp: SmtpServer,
-                                                                        make: Make) -> None:
+def test_a_transient_failure_leaves_it_retrying_and_raises_for_dramatiq(email_via_smtp: SmtpServer, make: Make) -> None:
     email_via_smtp.handler.scripted_replies.append("451 4.3.0 later")
     notification = make()
     with pytest.raises(ProviderTransientError):
         send(notification)
     notification.refresh_from_db()
-    assert (notification.status, notification.attempts, notification.last_error_code) == ("retrying", 1,
-                                                                                          "smtp_message_deferred")
+    assert (notification.status, notification.attempts, notification.last_error_code) == (
+        "retrying",
+        1,
+        "smtp_message_deferred",
+    )
 
 
 def test_smtp_server_down_is_provider_down(settings, make: Make) -> None:
@@ -111,8 +121,11 @@ def test_no_recipient_is_dead_at_once(email_via_smtp: SmtpServer, make: Make) ->
     notification = make(channel="sms", phone="")
     assert send(notification) == "dead"
     notification.refresh_from_db()
-    assert (notification.status, notification.last_error_code, notification.attempts) == ("dead", "invalid_recipient",
-                                                                                          1)
+    assert (notification.status, notification.last_error_code, notification.attempts) == (
+        "dead",
+        "invalid_recipient",
+        1,
+    )
 
 
 def test_sms_not_configured_is_dead_with_its_code(make: Make) -> None:
@@ -162,8 +175,9 @@ def test_an_unexpected_error_after_the_claim_hands_the_row_back(monkeypatch, mak
 def test_dead_letter_schedules_a_round_while_younger_than_the_horizon(settings, make: Make) -> None:
     settings.NOTIFICATION_ROUND_DELAY_SECONDS = 1800
     notification = make()
-    Notification.objects.filter(id=notification.id).update(status="retrying", attempts=9,
-                                                           last_error_code="smtp_transient")
+    Notification.objects.filter(id=notification.id).update(
+        status="retrying", attempts=9, last_error_code="smtp_transient"
+    )
     dead_letter(notification)
 
     notification.refresh_from_db()
@@ -181,8 +195,12 @@ def test_dead_letter_marks_it_dead_past_the_horizon(settings, make: Make) -> Non
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 3600
     notification = make()
     Notification.objects.filter(id=notification.id).update(
-        status="retrying", attempts=9, last_error_code="smtp_transient", last_error_message="SMTP 451: later",
-        created_at=timezone.now() - dt.timedelta(hours=2))
+        status="retrying",
+        attempts=9,
+        last_error_code="smtp_transient",
+        last_error_message="SMTP 451: later",
+        created_at=timezone.now() - dt.timedelta(hours=2),
+    )
     dead_letter(notification)
 
     notification.refresh_from_db()
@@ -195,7 +213,8 @@ def test_a_replay_restarts_the_horizon(settings, make: Make) -> None:
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 3600
     notification = make()
     Notification.objects.filter(id=notification.id).update(
-        status="retrying", created_at=timezone.now() - dt.timedelta(hours=2), replayed_at=timezone.now())
+        status="retrying", created_at=timezone.now() - dt.timedelta(hours=2), replayed_at=timezone.now()
+    )
     dead_letter(notification)
     notification.refresh_from_db()
     assert notification.status == "retrying" and len(rounds(notification)) == 1
@@ -237,14 +256,18 @@ def test_rows_whose_retry_message_was_lost_get_a_round(settings, make: Make) -> 
     Notification.objects.filter(id=lost.id).update(status="retrying", updated_at=long_ago)
     crashed = make()
     Notification.objects.filter(id=crashed.id).update(
-        status="sending", updated_at=long_ago,
-        claimed_at=long_ago - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS))
+        status="sending",
+        updated_at=long_ago,
+        claimed_at=long_ago - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS),
+    )
     busy = make()  # retried a minute ago: its retry message is still on its way
-    Notification.objects.filter(id=busy.id).update(status="retrying",
-                                                   updated_at=timezone.now() - dt.timedelta(minutes=1))
+    Notification.objects.filter(id=busy.id).update(
+        status="retrying", updated_at=timezone.now() - dt.timedelta(minutes=1)
+    )
     waiting = make()  # a round is scheduled
-    Notification.objects.filter(id=waiting.id).update(status="retrying", updated_at=long_ago,
-                                                      next_attempt_at=timezone.now() + dt.timedelta(minutes=10))
+    Notification.objects.filter(id=waiting.id).update(
+        status="retrying", updated_at=long_ago, next_attempt_at=timezone.now() + dt.timedelta(minutes=10)
+    )
 
     out = io.StringIO()
     call_command("send_reminders", stdout=out)

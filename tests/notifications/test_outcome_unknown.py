@@ -39,7 +39,9 @@ def statuses(notifications: list[Notification]) -> collections.Counter[tuple[str
 
 
 def test_a_server_slow_to_answer_the_final_dot_gets_each_email_once(
-    settings, email_via_smtp: SmtpServer, make_notification: Make,
+    settings,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
 ) -> None:
     # Given a server that takes 1.5 s to answer the end of DATA (content scanning), longer than
     # EMAIL_TIMEOUT (1 s) and well within the data timeout
@@ -57,7 +59,9 @@ def test_a_server_slow_to_answer_the_final_dot_gets_each_email_once(
 
 
 def test_no_reply_to_the_final_dot_is_outcome_unknown_and_never_sent_again(
-    settings, email_via_smtp: SmtpServer, make_notification: Make,
+    settings,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
 ) -> None:
     # Given a server that takes the whole message and never answers the final "."
     settings.EMAIL_TIMEOUT, settings.EMAIL_DATA_TIMEOUT_SECONDS = 1, 1.5
@@ -82,17 +86,20 @@ def slow_sms(settings, sms_via_api: SmsApi) -> SmsApi:
 
 
 def test_an_sms_answered_too_late_is_found_in_the_providers_listing_and_sent_once(
-    slow_sms: SmsApi, make_notification: Make, make_registration: Callable[..., object],
+    slow_sms: SmsApi,
+    make_notification: Make,
+    make_registration: Callable[..., object],
 ) -> None:
-    notifications = [make_notification(channel="sms", registration=make_registration(phone=f"+491511234560{i}"))
-                     for i in range(5)]
+    notifications = [
+        make_notification(channel="sms", registration=make_registration(phone=f"+491511234560{i}")) for i in range(5)
+    ]
     send_with_retries(notifications)
-    assert collections.Counter(form["To"] for form in slow_sms.received) == {
-        f"+491511234560{i}": 1 for i in range(5)}
+    assert collections.Counter(form["To"] for form in slow_sms.received) == {f"+491511234560{i}": 1 for i in range(5)}
     assert statuses(notifications) == {("sent", ""): 5}
     assert slow_sms.listings == 5
-    sids = set(Notification.objects.filter(id__in=[n.id for n in notifications])
-               .values_list("provider_message_id", flat=True))
+    sids = set(
+        Notification.objects.filter(id__in=[n.id for n in notifications]).values_list("provider_message_id", flat=True)
+    )
     assert sids == set(slow_sms.sids)  # the provider's own sid, read from the listing
 
 

@@ -32,21 +32,26 @@ SMS = OutgoingMessage(notification_id="n-2", recipient="+4915112345678", subject
 
 
 def smtp_provider(server: SmtpServer) -> EmailProvider:
-    return EmailProvider(backend="django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=server.port,
-                         timeout=5)
+    return EmailProvider(
+        backend="django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=server.port, timeout=5
+    )
 
 
 def sms_provider(api: SmsApi) -> TwilioSmsProvider:
-    return TwilioSmsProvider(base_url=api.url, account_sid="AC_test", auth_token="token", sender="+4930123456",
-                             timeout=5)
+    return TwilioSmsProvider(
+        base_url=api.url, account_sid="AC_test", auth_token="token", sender="+4930123456", timeout=5
+    )
 
 
-@pytest.mark.parametrize(("reply", "error", "code"), [
-    ("451 4.3.0 try later", ProviderTransientError, "smtp_message_deferred"),
-    ("421 4.7.0 too busy", ProviderDownError, "smtp_service_unavailable"),
-    ("550 5.1.1 no such user", ProviderPermanentError, "smtp_message_rejected"),
-    ("552 5.3.4 too big", ProviderPermanentError, "smtp_message_too_large"),
-])
+@pytest.mark.parametrize(
+    ("reply", "error", "code"),
+    [
+        ("451 4.3.0 try later", ProviderTransientError, "smtp_message_deferred"),
+        ("421 4.7.0 too busy", ProviderDownError, "smtp_service_unavailable"),
+        ("550 5.1.1 no such user", ProviderPermanentError, "smtp_message_rejected"),
+        ("552 5.3.4 too big", ProviderPermanentError, "smtp_message_too_large"),
+    ],
+)
 def test_smtp_replies_are_sorted(smtp_server: SmtpServer, reply: str, error: type, code: str) -> None:
     smtp_server.handler.scripted_replies.append(reply)
     provider = smtp_provider(smtp_server)
@@ -84,35 +89,42 @@ class SigningBackend(SmtpEmailBackend):
 
 
 def test_djangos_smtp_backend_gets_our_bytes_and_a_subclass_its_own_methods(smtp_server: SmtpServer) -> None:
-    message = OutgoingMessage(notification_id="n-3", recipient="ada@example.org", subject="Hi", text="Hello\n",
-                              html="<p>Hello</p>")
+    message = OutgoingMessage(
+        notification_id="n-3", recipient="ada@example.org", subject="Hi", text="Hello\n", html="<p>Hello</p>"
+    )
     smtp_provider(smtp_server).send(message)
     signing = EmailProvider(backend=f"{__name__}.SigningBackend", host="127.0.0.1", port=smtp_server.port, timeout=5)
     signing.send(message)
     plain, signed = smtp_server.messages
     assert plain["X-Signed-By"] is None and signed["X-Signed-By"] == "subclass"
     for received in (plain, signed):
-        assert received["X-Eventplatform-Notification-Id"] == "n-3" and received.get_content_type() == \
-            "multipart/alternative"
+        assert (
+            received["X-Eventplatform-Notification-Id"] == "n-3"
+            and received.get_content_type() == "multipart/alternative"
+        )
 
 
 def test_a_malformed_address_is_permanent(smtp_server: SmtpServer) -> None:
-    bad = OutgoingMessage(notification_id="n-3", recipient="ada@example.org\r\nBcc: x@example.org", subject="Hi",
-                          text="Hello")
+    bad = OutgoingMessage(
+        notification_id="n-3", recipient="ada@example.org\r\nBcc: x@example.org", subject="Hi", text="Hello"
+    )
     with pytest.raises(ProviderPermanentError) as raised:
         smtp_provider(smtp_server).send(bad)
     assert raised.value.code == "invalid_recipient"
     assert smtp_server.messages == []
 
 
-@pytest.mark.parametrize(("status", "error", "code"), [
-    (429, ProviderTransientError, "sms_transient"),
-    (500, ProviderTransientError, "sms_transient"),
-    (503, ProviderTransientError, "sms_transient"),
-    (400, ProviderPermanentError, "sms_permanent"),
-    (401, ProviderMisconfiguredError, "sms_auth_failed"),
-    (404, ProviderMisconfiguredError, "sms_misconfigured"),
-])
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (429, ProviderTransientError, "sms_transient"),
+        (500, ProviderTransientError, "sms_transient"),
+        (503, ProviderTransientError, "sms_transient"),
+        (400, ProviderPermanentError, "sms_permanent"),
+        (401, ProviderMisconfiguredError, "sms_auth_failed"),
+        (404, ProviderMisconfiguredError, "sms_misconfigured"),
+    ],
+)
 def test_sms_api_statuses_are_sorted(sms_api: SmsApi, status: int, error: type, code: str) -> None:
     sms_api.scripted_statuses.append(status)
     with pytest.raises(error) as raised:
@@ -150,16 +162,19 @@ def api_error(message: str, status: int) -> AnymailAPIError:
     return AnymailAPIError(message, status_code=status, response=response)
 
 
-@pytest.mark.parametrize(("error", "kind", "code"), [
-    (api_error("rate", 429), ProviderTransientError, "esp_transient"),
-    (api_error("down", 502), ProviderTransientError, "esp_transient"),
-    (AnymailAPIError("no connection"), ProviderTransientError, "esp_transient"),
-    (api_error("bad key", 401), ProviderMisconfiguredError, "esp_auth_failed"),
-    (api_error("bad message", 422), ProviderPermanentError, "esp_permanent"),
-    (AnymailRecipientsRefused("bounced"), ProviderPermanentError, "invalid_recipient"),
-    (AnymailRequestsAPIError("timeout"), ProviderTransientError, "esp_transient"),
-    (KeyError("bug"), ProviderTransientError, "provider_error"),
-])
+@pytest.mark.parametrize(
+    ("error", "kind", "code"),
+    [
+        (api_error("rate", 429), ProviderTransientError, "esp_transient"),
+        (api_error("down", 502), ProviderTransientError, "esp_transient"),
+        (AnymailAPIError("no connection"), ProviderTransientError, "esp_transient"),
+        (api_error("bad key", 401), ProviderMisconfiguredError, "esp_auth_failed"),
+        (api_error("bad message", 422), ProviderPermanentError, "esp_permanent"),
+        (AnymailRecipientsRefused("bounced"), ProviderPermanentError, "invalid_recipient"),
+        (AnymailRequestsAPIError("timeout"), ProviderTransientError, "esp_transient"),
+        (KeyError("bug"), ProviderTransientError, "provider_error"),
+    ],
+)
 def test_esp_errors_are_sorted_by_anymails_class_and_status(error: Exception, kind: type, code: str) -> None:
     sorted_error = _esp_error(error)
     assert isinstance(sorted_error, kind) and sorted_error.code == code and code in CATALOGUE

@@ -20,8 +20,15 @@ UTC = dt.UTC
 
 
 def context(starts_at: str, locale: str = "en", tz: str = "Europe/Berlin") -> dict[str, str]:
-    return {"first_name": "Ada", "role": "attendee", "locale": locale, "event_name": "PyData Berlin",
-            "event_starts_at": starts_at, "event_timezone": tz, "event_venue": "bcc"}
+    return {
+        "first_name": "Ada",
+        "role": "attendee",
+        "locale": locale,
+        "event_name": "PyData Berlin",
+        "event_starts_at": starts_at,
+        "event_timezone": tz,
+        "event_venue": "bcc",
+    }
 
 
 # (event start, send time, en word, de word); Berlin is UTC+1 in December
@@ -37,8 +44,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("starts_at", "now", "en", "de"), CASES)
-def test_reminder_24h_says_today_or_tomorrow_in_the_event_timezone(starts_at: str, now: dt.datetime, en: str,
-                                                                   de: str) -> None:
+def test_reminder_24h_says_today_or_tomorrow_in_the_event_timezone(
+    starts_at: str, now: dt.datetime, en: str, de: str
+) -> None:
     english = render(kind="reminder_24h", channel="email", context=context(starts_at), now=now)
     assert english.subject == f"Reminder: PyData Berlin starts {en}"
     assert f"this event starts {en}." in english.text and f"starts {en}." in english.html
@@ -50,8 +58,12 @@ def test_reminder_24h_says_today_or_tomorrow_in_the_event_timezone(starts_at: st
 
 def test_a_reminder_further_away_names_its_day() -> None:
     """Not reachable by the 24 h window, but a delayed or replayed one must not lie either."""
-    rendered = render(kind="reminder_24h", channel="email", context=context("2026-12-06T08:00:00+00:00"),
-                      now=dt.datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
+    rendered = render(
+        kind="reminder_24h",
+        channel="email",
+        context=context("2026-12-06T08:00:00+00:00"),
+        now=dt.datetime(2026, 12, 3, 9, 0, tzinfo=UTC),
+    )
     assert rendered.subject == "Reminder: PyData Berlin starts on Sunday, 6 December"
 
 
@@ -64,13 +76,14 @@ def _zone_where_it_is_about_noon(now: dt.datetime) -> str:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("hours_ahead", "word"), [(2, "today"), (20, "tomorrow")])
-def test_sent_reminders_arrive_saying_today_or_tomorrow(email_via_smtp: SmtpServer,
-                                                        make_registration: Callable[..., Registration],
-                                                        hours_ahead: int, word: str) -> None:
+def test_sent_reminders_arrive_saying_today_or_tomorrow(
+    email_via_smtp: SmtpServer, make_registration: Callable[..., Registration], hours_ahead: int, word: str
+) -> None:
     now = timezone.now()
     zone = _zone_where_it_is_about_noon(now)
-    registration = make_registration(event_starts_at=now + dt.timedelta(hours=hours_ahead), event_timezone=zone,
-                                     phone="")
+    registration = make_registration(
+        event_starts_at=now + dt.timedelta(hours=hours_ahead), event_timezone=zone, phone=""
+    )
     reminders_create(now=now)
     reminder = Notification.objects.get(registration=registration, kind="reminder_24h")
     assert notification_send(notification_id=str(reminder.id)).outcome == "sent"

@@ -17,9 +17,17 @@ from apps.notifications.templatetags import event_dates
 from tests.support.smtp import SmtpServer
 
 KINDS = [kind for kind, _ in Notification.Kind.choices]
-CONTEXT = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.org", "event_name": "PyData Berlin",
-           "event_starts_at": "2026-12-03T08:00:00+00:00", "event_timezone": "Europe/Berlin", "event_venue": "bcc",
-           "role": "attendee", "locale": "en"}
+CONTEXT = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "email": "ada@example.org",
+    "event_name": "PyData Berlin",
+    "event_starts_at": "2026-12-03T08:00:00+00:00",
+    "event_timezone": "Europe/Berlin",
+    "event_venue": "bcc",
+    "role": "attendee",
+    "locale": "en",
+}
 
 
 def rendered(kind: str = "confirmation", channel: str = "email", **overrides: str):
@@ -59,8 +67,9 @@ def test_a_remembered_start_time_keeps_each_locales_names() -> None:
 
 
 @pytest.mark.parametrize("language", ["en", "de"])
-@pytest.mark.parametrize("value", [dt.datetime(2026, 12, 3, 9, 0), dt.datetime(2027, 5, 1, 23, 59), dt.date(2026, 1, 2),
-                                   None, ""])
+@pytest.mark.parametrize(
+    "value", [dt.datetime(2026, 12, 3, 9, 0), dt.datetime(2027, 5, 1, 23, 59), dt.date(2026, 1, 2), None, ""]
+)
 @pytest.mark.parametrize("fmt", ["l, j F Y, H:i", "l, j. F Y, H:i", "H:i", None])
 def test_event_dates_gives_what_djangos_date_gives(language, value, fmt) -> None:
     def outcome(date_filter):
@@ -99,8 +108,10 @@ def test_crlf_and_html_in_names_add_no_header_and_no_markup_to_the_sent_email(
 ) -> None:
     # Given a registration whose names try header injection and HTML injection
     notification = make_notification(
-        first_name="Ada\r\nBcc: evil@example.org", last_name="<b>Lovelace</b>",
-        event_name="PyData\r\nX-Injected: yes\nBcc: evil@example.org", event_venue='<img src="x" onerror="alert(1)">',
+        first_name="Ada\r\nBcc: evil@example.org",
+        last_name="<b>Lovelace</b>",
+        event_name="PyData\r\nX-Injected: yes\nBcc: evil@example.org",
+        event_venue='<img src="x" onerror="alert(1)">',
     )
     # When it is sent through a real SMTP conversation
     assert notification_send(notification_id=str(notification.id)).outcome == "sent"
@@ -108,8 +119,16 @@ def test_crlf_and_html_in_names_add_no_header_and_no_markup_to_the_sent_email(
     (message,) = email_via_smtp.messages
     assert message["Bcc"] is None and message["X-Injected"] is None
     assert message.get_all("To") == ["ada@example.org"]
-    assert set(message.keys()) == {"Content-Type", "MIME-Version", "Subject", "From", "To", "Date", "Message-ID",
-                                   "X-Eventplatform-Notification-Id"}
+    assert set(message.keys()) == {
+        "Content-Type",
+        "MIME-Version",
+        "Subject",
+        "From",
+        "To",
+        "Date",
+        "Message-ID",
+        "X-Eventplatform-Notification-Id",
+    }
     assert message["Subject"] == "You are registered: PyData X-Injected: yes Bcc: evil@example.org"
     html = html_part(message)
     assert "<img" not in html and "&lt;img" in html and "Ada Bcc: evil@example.org" in html

@@ -29,7 +29,8 @@ def replay(*args: str, reason: str = "test replay") -> str:
 
 def set_state(notification: Notification, status: str, error_code: str = "", hours_ago: float = 0) -> Notification:
     Notification.objects.filter(id=notification.id).update(
-        status=status, last_error_code=error_code, updated_at=timezone.now() - dt.timedelta(hours=hours_ago))
+        status=status, last_error_code=error_code, updated_at=timezone.now() - dt.timedelta(hours=hours_ago)
+    )
     notification.refresh_from_db()
     return notification
 
@@ -111,7 +112,10 @@ def test_reason_is_required_and_the_command_is_recorded_as_actor(make_notificati
     assert audit.actor_type == "command" and audit.user is None
     assert audit.actor == f"replay_notifications (os user {getpass.getuser()})"
     assert (audit.reason, audit.previous_status, audit.previous_error_code) == (
-        "mail server fixed, ticket 4711", "dead", "smtp_permanent")
+        "mail server fixed, ticket 4711",
+        "dead",
+        "smtp_permanent",
+    )
 
 
 def test_a_skipped_notification_gets_no_audit_row(make_notification: Make) -> None:

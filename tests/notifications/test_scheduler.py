@@ -32,21 +32,35 @@ def heartbeat(name: str) -> dt.datetime | None:
 @pytest.mark.django_db(transaction=True)
 def test_send_reminders_every_second_sends_what_is_due_beats_and_stops_on_sigterm(portal: Portal) -> None:
     port = free_port()
-    scheduler = ManagedProcess("scheduler", [sys.executable, "manage.py", "send_reminders", "--every", "1",
-                                             "--metrics-port", str(port)], process_env())
+    scheduler = ManagedProcess(
+        "scheduler",
+        [sys.executable, "manage.py", "send_reminders", "--every", "1", "--metrics-port", str(port)],
+        process_env(),
+    )
     # A second scheduler at the same time (safe concurrently: the job locks keep them from doubling work)
-    second = ManagedProcess("scheduler-2", [sys.executable, "manage.py", "send_reminders", "--every", "1",
-                                            "--metrics-port", "0"], process_env())
+    second = ManagedProcess(
+        "scheduler-2",
+        [sys.executable, "manage.py", "send_reminders", "--every", "1", "--metrics-port", "0"],
+        process_env(),
+    )
     try:
         wait_until(lambda: heartbeat("reminders"), timeout=60, what="the first round")
         first_beat = heartbeat("reminders")
         # Given a registration that becomes due while the scheduler runs
         starts_at = timezone.now() + dt.timedelta(minutes=30)
-        Registration.objects.create(portal=portal, external_id="R-SOON", email="ada@example.org",
-                                    event_name="PyData Berlin", event_starts_at=starts_at)
+        Registration.objects.create(
+            portal=portal,
+            external_id="R-SOON",
+            email="ada@example.org",
+            event_name="PyData Berlin",
+            event_starts_at=starts_at,
+        )
         # Then a later round creates its reminder, and the heartbeat advances
-        wait_until(lambda: Notification.objects.filter(registration__external_id="R-SOON", kind="reminder_1h").exists(),
-                   timeout=60, what="the reminder")
+        wait_until(
+            lambda: Notification.objects.filter(registration__external_id="R-SOON", kind="reminder_1h").exists(),
+            timeout=60,
+            what="the reminder",
+        )
         wait_until(lambda: heartbeat("reminders") > first_beat, timeout=30, what="the heartbeat to advance")
         for name in ("notifications_rescue_stalled", "webhook_events_rescue_unapplied"):
             assert heartbeat(name) is not None, name

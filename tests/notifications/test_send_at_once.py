@@ -35,8 +35,14 @@ class RecordingPublisher:
 
 def created_event(portal: Portal, registration_id: str = "R-1") -> WebhookEvent:
     return WebhookEvent.objects.create(
-        portal=portal, delivery_id=f"msg_{registration_id}", type="registration.created", status="accepted",
-        raw_body=b"", payload=payload(registration_id, phone=None), received_at=timezone.now())
+        portal=portal,
+        delivery_id=f"msg_{registration_id}",
+        type="registration.created",
+        status="accepted",
+        raw_body=b"",
+        payload=payload(registration_id, phone=None),
+        received_at=timezone.now(),
+    )
 
 
 def send_rows() -> list[OutboxMessage]:
@@ -45,7 +51,8 @@ def send_rows() -> list[OutboxMessage]:
 
 @pytest.mark.django_db
 def test_the_apply_actor_sends_what_it_created_and_discards_the_outbox_row(
-        portal: Portal, email_via_smtp: SmtpServer) -> None:
+    portal: Portal, email_via_smtp: SmtpServer
+) -> None:
     webhook_event_apply(str(created_event(portal).id))
 
     (notification,) = Notification.objects.all()
@@ -57,7 +64,8 @@ def test_the_apply_actor_sends_what_it_created_and_discards_the_outbox_row(
 
 @pytest.mark.django_db
 def test_a_temporary_failure_hands_the_send_to_the_actor_after_the_first_backoff(
-        portal: Portal, email_via_smtp: SmtpServer, settings) -> None:
+    portal: Portal, email_via_smtp: SmtpServer, settings
+) -> None:
     settings.NOTIFICATION_MIN_BACKOFF_MS = 2000
     email_via_smtp.handler.scripted_replies.append("451 4.7.1 Greylisted, try again later")
     before = timezone.now()
@@ -75,7 +83,8 @@ def test_a_temporary_failure_hands_the_send_to_the_actor_after_the_first_backoff
 
 @pytest.mark.django_db
 def test_a_worker_dying_after_the_commit_leaves_a_row_the_relay_publishes_after_the_grace(
-        portal: Portal, email_via_smtp: SmtpServer, settings) -> None:
+    portal: Portal, email_via_smtp: SmtpServer, settings
+) -> None:
     settings.NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS = 10
     # The apply committed with send_at_once, and the process died before sending anything.
     result = registration_apply(event_id=str(created_event(portal).id), message_id="m-1", send_at_once=True)
@@ -95,7 +104,8 @@ def test_a_worker_dying_after_the_commit_leaves_a_row_the_relay_publishes_after_
 
 @pytest.mark.django_db
 def test_a_row_the_relay_published_first_is_kept_and_its_message_sends_nothing(
-        portal: Portal, email_via_smtp: SmtpServer) -> None:
+    portal: Portal, email_via_smtp: SmtpServer
+) -> None:
     result = registration_apply(event_id=str(created_event(portal).id), message_id="m-1", send_at_once=True)
     (notification_id,) = result.notification_ids
     OutboxMessage.objects.filter(id=notification_id).update(published_at=timezone.now())  # a slow send
@@ -108,7 +118,8 @@ def test_a_row_the_relay_published_first_is_kept_and_its_message_sends_nothing(
 
 @pytest.mark.django_db
 def test_switched_off_every_send_goes_through_the_outbox_at_once(
-        portal: Portal, email_via_smtp: SmtpServer, settings) -> None:
+    portal: Portal, email_via_smtp: SmtpServer, settings
+) -> None:
     settings.NOTIFICATION_SEND_AT_ONCE = False
     webhook_event_apply(str(created_event(portal).id))
 

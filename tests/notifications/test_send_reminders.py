@@ -25,8 +25,10 @@ def starting_in(make_registration: MakeRegistration, delta: dt.timedelta, **fiel
 
 
 def reminders() -> set[tuple[str, str, str]]:
-    return {(n.registration.external_id, n.kind, n.channel) for n in
-            Notification.objects.filter(kind__startswith="reminder").select_related("registration")}
+    return {
+        (n.registration.external_id, n.kind, n.channel)
+        for n in Notification.objects.filter(kind__startswith="reminder").select_related("registration")
+    }
 
 
 @pytest.mark.django_db
@@ -41,8 +43,11 @@ def test_each_window_gets_its_reminder(make_registration: MakeRegistration) -> N
 
     created = reminders_create()
 
-    assert reminders() == {(soon.external_id, "reminder_1h", "email"), (tomorrow.external_id, "reminder_24h", "email"),
-                           (edge_1h.external_id, "reminder_1h", "email")}
+    assert reminders() == {
+        (soon.external_id, "reminder_1h", "email"),
+        (tomorrow.external_id, "reminder_24h", "email"),
+        (edge_1h.external_id, "reminder_1h", "email"),
+    }
     assert {kind: len(items) for kind, items in created.items()} == {"reminder_24h": 1, "reminder_1h": 2}
     reminder = Notification.objects.get(registration=tomorrow)
     assert OutboxMessage.objects.filter(kwargs__notification_id=str(reminder.id)).count() == 1
@@ -58,9 +63,12 @@ def test_sms_only_for_the_one_hour_reminder_when_a_phone_is_given_and_sms_is_con
     tomorrow = starting_in(make_registration, dt.timedelta(hours=20))
     no_phone = starting_in(make_registration, dt.timedelta(minutes=30), phone="")
     reminders_create()
-    assert reminders() == {(soon.external_id, "reminder_1h", "email"), (soon.external_id, "reminder_1h", "sms"),
-                           (tomorrow.external_id, "reminder_24h", "email"),
-                           (no_phone.external_id, "reminder_1h", "email")}
+    assert reminders() == {
+        (soon.external_id, "reminder_1h", "email"),
+        (soon.external_id, "reminder_1h", "sms"),
+        (tomorrow.external_id, "reminder_24h", "email"),
+        (no_phone.external_id, "reminder_1h", "email"),
+    }
     assert Notification.objects.get(registration=soon, channel="sms").recipient == "+4915112345678"
 
 
@@ -71,8 +79,10 @@ def test_windows_are_configurable(settings, make_registration: MakeRegistration)
     in_90_min = starting_in(make_registration, dt.timedelta(minutes=90), phone="")
     in_40_h = starting_in(make_registration, dt.timedelta(hours=40), phone="")
     reminders_create()
-    assert reminders() == {(in_90_min.external_id, "reminder_1h", "email"),
-                           (in_40_h.external_id, "reminder_24h", "email")}
+    assert reminders() == {
+        (in_90_min.external_id, "reminder_1h", "email"),
+        (in_40_h.external_id, "reminder_24h", "email"),
+    }
 
 
 @pytest.mark.django_db
@@ -96,8 +106,10 @@ def test_a_24h_reminder_already_sent_does_not_stop_the_1h_one(make_registration:
     registration = starting_in(make_registration, dt.timedelta(hours=5), phone="")
     reminders_create()
     reminders_create(now=timezone.now() + dt.timedelta(hours=4, minutes=30))
-    assert reminders() == {(registration.external_id, "reminder_24h", "email"),
-                           (registration.external_id, "reminder_1h", "email")}
+    assert reminders() == {
+        (registration.external_id, "reminder_24h", "email"),
+        (registration.external_id, "reminder_1h", "email"),
+    }
 
 
 @pytest.mark.django_db(transaction=True)

@@ -25,8 +25,12 @@ def test_fetch_instance_reads_a_returned_row_as_objects_raw_does(make_notificati
     notification = make_notification(first_name="Zoë", locale="de")
     now = timezone.now()
     Notification.objects.filter(id=notification.id).update(
-        context={**notification.context, "nested": {"list": [1, 2.5, None, "ü"]}}, source_received_at=now,
-        claimed_at=now - dt.timedelta(seconds=3), attempts=2, last_error_message="x" * 300)
+        context={**notification.context, "nested": {"list": [1, 2.5, None, "ü"]}},
+        source_received_at=now,
+        claimed_at=now - dt.timedelta(seconds=3),
+        attempts=2,
+        last_error_message="x" * 300,
+    )
     statement = f"UPDATE {Notification._meta.db_table} SET updated_at = updated_at WHERE id = %s RETURNING *"
     with connection.cursor() as cursor:
         cursor.execute(statement, [notification.id])

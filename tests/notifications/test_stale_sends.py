@@ -37,7 +37,10 @@ def cancel(registration: Registration) -> None:
 
 @pytest.mark.parametrize("kind", ["confirmation", "update", "reminder_24h", "reminder_1h"])
 def test_nothing_but_the_cancellation_is_sent_for_a_cancelled_registration(
-    kind: str, email_via_smtp: SmtpServer, make_notification: Make, make_registration: Callable[..., Registration],
+    kind: str,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
+    make_registration: Callable[..., Registration],
 ) -> None:
     registration = make_registration(event_starts_at=timezone.now() + dt.timedelta(days=3))
     stale = make_notification(kind=kind, registration=registration)
@@ -54,7 +57,10 @@ def test_nothing_but_the_cancellation_is_sent_for_a_cancelled_registration(
 
 @pytest.mark.parametrize("kind", ["reminder_24h", "reminder_1h"])
 def test_a_reminder_after_its_event_started_is_not_sent(
-    kind: str, email_via_smtp: SmtpServer, make_notification: Make, make_registration: Callable[..., Registration],
+    kind: str,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
+    make_registration: Callable[..., Registration],
 ) -> None:
     registration = make_registration(event_starts_at=timezone.now() - dt.timedelta(minutes=5))
     reminder = make_notification(kind=kind, registration=registration)
@@ -66,7 +72,9 @@ def test_a_reminder_after_its_event_started_is_not_sent(
 
 
 def test_a_reminder_before_its_event_and_a_confirmation_of_an_active_registration_are_sent(
-    email_via_smtp: SmtpServer, make_notification: Make, make_registration: Callable[..., Registration],
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
+    make_registration: Callable[..., Registration],
 ) -> None:
     registration = make_registration(event_starts_at=timezone.now() + dt.timedelta(minutes=30))
     reminder = make_notification(kind="reminder_1h", registration=registration)
@@ -76,7 +84,8 @@ def test_a_reminder_before_its_event_and_a_confirmation_of_an_active_registratio
 
 
 def test_a_confirmation_held_back_by_a_mail_outage_is_not_sent_after_the_cancellation(
-    portal, email_via_smtp: SmtpServer,
+    portal,
+    email_via_smtp: SmtpServer,
 ) -> None:
     starts = (timezone.now() + dt.timedelta(days=7)).isoformat()
     # Given a registration whose confirmation could not be sent: the mail server is down
@@ -87,8 +96,11 @@ def test_a_confirmation_held_back_by_a_mail_outage_is_not_sent_after_the_cancell
     with pytest.raises(ProviderTransientError):
         send(confirmation)
     # ... and then cancelled, its cancellation sent once the server is back
-    cancelled = deliver(portal, encode(payload("R-77", event_type="registration.cancelled", phone=None,
-                                               starts_at=starts)), "msg_cancelled")
+    cancelled = deliver(
+        portal,
+        encode(payload("R-77", event_type="registration.cancelled", phone=None, starts_at=starts)),
+        "msg_cancelled",
+    )
     registration_apply(event_id=str(cancelled["event_id"]), message_id="m-cancelled")
     cancellation = Notification.objects.get(registration__external_id="R-77", kind="cancellation")
     email_via_smtp.restart()
@@ -107,7 +119,10 @@ def replayer(db):
 
 
 def test_a_replay_of_a_stale_notification_is_refused_saying_why(
-    replayer, email_via_smtp: SmtpServer, make_notification: Make, make_registration: Callable[..., Registration],
+    replayer,
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
+    make_registration: Callable[..., Registration],
 ) -> None:
     registration = make_registration(event_starts_at=timezone.now() - dt.timedelta(hours=1))
     reminder = make_notification(kind="reminder_1h", registration=registration)
@@ -122,13 +137,18 @@ def test_a_replay_of_a_stale_notification_is_refused_saying_why(
         assert notification.status == "dead" and not notification.replays.exists()
     Registration.objects.filter(id=registration.id).update(status=Registration.Status.ACTIVE)
     result = notification_replay(notification_id=reminder.id, reason="mail fixed", user=replayer)
-    assert (bool(result), result.refused, result.message) == (False, "event_started",
-                                                             "Not replayed: the event has already started.")
+    assert (bool(result), result.refused, result.message) == (
+        False,
+        "event_started",
+        "Not replayed: the event has already started.",
+    )
     assert notification_replay(notification_id=confirmation.id, reason="mail fixed", user=replayer)
 
 
 def test_replay_notifications_prints_why_it_refused(
-    email_via_smtp: SmtpServer, make_notification: Make, make_registration: Callable[..., Registration],
+    email_via_smtp: SmtpServer,
+    make_notification: Make,
+    make_registration: Callable[..., Registration],
 ) -> None:
     registration = make_registration(event_starts_at=timezone.now() + dt.timedelta(days=1))
     confirmation = make_notification(kind="confirmation", registration=registration)

@@ -17,7 +17,11 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_broker_url_lists_split_on_commas_semicolons_and_spaces() -> None:
     assert split_broker_urls(" amqp://a:1/v, amqp://b:2/v;amqp://c:3/v \n amqp://d:4/v ") == [
-        "amqp://a:1/v", "amqp://b:2/v", "amqp://c:3/v", "amqp://d:4/v"]
+        "amqp://a:1/v",
+        "amqp://b:2/v",
+        "amqp://c:3/v",
+        "amqp://d:4/v",
+    ]
     assert split_broker_urls("") == []
 
 
@@ -47,8 +51,9 @@ def queue_types(vhost: str) -> dict[str, tuple[str, str]]:
 def test_quorum_declares_queue_delay_and_dead_letter_queues_and_the_relay_publishes_to_them(vhost) -> None:
     # Given a dead first node and a live second one, and BROKER_QUEUE_TYPE=quorum
     urls = [amqp_url(vhost, port=free_port()), amqp_url(vhost)]
-    broker = ClusterRabbitmqBroker(url=",".join(urls), queue_type="quorum", delivery_limit=7,
-                                   confirm_delivery=True, middleware=[])
+    broker = ClusterRabbitmqBroker(
+        url=",".join(urls), queue_type="quorum", delivery_limit=7, confirm_delivery=True, middleware=[]
+    )
     publisher = ConfirmingPublisher(urls, declare_queue=lambda name: broker.declare_queue(name, ensure=True))
     try:
         # When the relay publishes to a queue nothing declared yet
@@ -60,7 +65,10 @@ def test_quorum_declares_queue_delay_and_dead_letter_queues_and_the_relay_publis
     # Then all three queues are quorum queues; only the main queue has a delivery limit
     types = queue_types(vhost)
     assert {name: kind for name, (kind, _) in types.items()} == {
-        "orders": "quorum", "orders.DQ": "quorum", "orders.XQ": "quorum"}
+        "orders": "quorum",
+        "orders.DQ": "quorum",
+        "orders.XQ": "quorum",
+    }
     assert "x-delivery-limit" in types["orders"][1] and "x-delivery-limit" not in types["orders.DQ"][1]
     assert "x-dead-letter-routing-key" in types["orders.DQ"][1]
     assert counts == (3, 0, 0)
@@ -73,4 +81,7 @@ def test_classic_stays_classic(vhost) -> None:
     finally:
         broker.close()
     assert {name: kind for name, (kind, _) in queue_types(vhost).items()} == {
-        "plain": "classic", "plain.DQ": "classic", "plain.XQ": "classic"}
+        "plain": "classic",
+        "plain.DQ": "classic",
+        "plain.XQ": "classic",
+    }

@@ -42,9 +42,23 @@ def test_a_message_killing_its_worker_runs_at_most_the_limit_and_is_dead_lettere
     # A supervisor restarts the worker each time the message kills it (Dramatiq's main process
     # stops when one of its worker processes dies).
     for _ in range(WORKER_STARTS):
-        worker = ManagedProcess("worker", [sys.executable, "-m", "eventplatform.dramatiq_main", "django_dramatiq.setup",
-                                           "tests.support.crash_actor", "--processes", "1", "--threads", "1",
-                                           "--queues", crash_actor.QUEUE], env)
+        worker = ManagedProcess(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "eventplatform.dramatiq_main",
+                "django_dramatiq.setup",
+                "tests.support.crash_actor",
+                "--processes",
+                "1",
+                "--threads",
+                "1",
+                "--queues",
+                crash_actor.QUEUE,
+            ],
+            env,
+        )
         try:
             wait_until(lambda w=worker: not w.alive() or dead_lettered(), timeout=60, what="a crash or a dead letter")
             time.sleep(0.5)

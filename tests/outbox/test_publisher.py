@@ -37,8 +37,6 @@ def amqp_url(vhost: str, port: int = RABBIT[1]) -> str:
     return f"amqp://guest:guest@127.0.0.1:{port}/{quote(vhost, safe='')}"
 
 
-
-
 def messages(queue: str, n: int, size: int = 64) -> list[OutgoingMessage]:
     return [OutgoingMessage(queue, b'{"p":"' + b"x" * size + b'"}', str(uuid.uuid4())) for _ in range(n)]
 
@@ -244,8 +242,9 @@ def test_fails_over_to_the_next_node_and_back(vhost, queue):
     first, second = TcpProxy(), TcpProxy()
     first.start()
     second.start()
-    pub = ConfirmingPublisher([amqp_url(vhost, port=first.port), amqp_url(vhost, port=second.port)],
-                              confirm_timeout=2.0)
+    pub = ConfirmingPublisher(
+        [amqp_url(vhost, port=first.port), amqp_url(vhost, port=second.port)], confirm_timeout=2.0
+    )
     try:
         pub.publish_batch(messages(queue, 50))
         first.stop()  # the node in use dies

@@ -45,11 +45,18 @@ def cluster() -> Iterator[RabbitCluster]:
 
 
 def test_quorum_pipeline_loses_nothing_and_doubles_nothing_when_a_node_stops(
-    portal, smtp_server: SmtpServer, cluster: RabbitCluster,
+    portal,
+    smtp_server: SmtpServer,
+    cluster: RabbitCluster,
 ) -> None:
     cluster.add_vhost("eventplatform")
-    env = process_env(EMAIL_URL=smtp_server.url, BROKER_URL=cluster.broker_url("eventplatform"),
-                      BROKER_QUEUE_TYPE="quorum", RELAY_METRICS_PORT="0", dramatiq_prom_port=str(free_port()))
+    env = process_env(
+        EMAIL_URL=smtp_server.url,
+        BROKER_URL=cluster.broker_url("eventplatform"),
+        BROKER_QUEUE_TYPE="quorum",
+        RELAY_METRICS_PORT="0",
+        dramatiq_prom_port=str(free_port()),
+    )
     processes: list[ManagedProcess] = [start_relay(env), start_worker(env, processes=2, threads=2)]
     relay, worker = processes
     first = cluster.nodes[0]
@@ -64,8 +71,14 @@ def test_quorum_pipeline_loses_nothing_and_doubles_nothing_when_a_node_stops(
                 print(f"node {first.name} stopped in {time.monotonic() - stop_started:.1f} s")
             body = encode(payload(f"R-CLUSTER-{number}", email=f"guest{number}@example.org", phone=None))
             parsed = parse_delivery(body)
-            webhook_event_record(portal=portal, delivery_id=f"msg_cluster_{number}", event_type=parsed.event_type,
-                                 raw_body=body, payload=parsed.payload, errors=parsed.errors)
+            webhook_event_record(
+                portal=portal,
+                delivery_id=f"msg_cluster_{number}",
+                event_type=parsed.event_type,
+                raw_body=body,
+                payload=parsed.payload,
+                errors=parsed.errors,
+            )
             time.sleep(0.2)
 
         def all_sent() -> bool:
@@ -75,8 +88,10 @@ def test_quorum_pipeline_loses_nothing_and_doubles_nothing_when_a_node_stops(
             wait_until(all_sent, timeout=180, interval=1, what=f"{WEBHOOKS} sent notifications")
         except TimeoutError:
             statuses = collections.Counter(Notification.objects.values_list("status", flat=True))
-            raise AssertionError(f"{statuses}, e-mails {len(smtp_server.messages)}\n"
-                                 + "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in processes)) from None
+            raise AssertionError(
+                f"{statuses}, e-mails {len(smtp_server.messages)}\n"
+                + "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in processes)
+            ) from None
         elapsed = time.monotonic() - started
         time.sleep(5)  # a duplicate would arrive within this window
 
@@ -84,8 +99,10 @@ def test_quorum_pipeline_loses_nothing_and_doubles_nothing_when_a_node_stops(
         messages = smtp_server.messages
         ids = [m["X-Eventplatform-Notification-Id"] for m in messages]
         duplicates = {i: n for i, n in collections.Counter(ids).items() if n > 1}
-        print(f"{WEBHOOKS} webhooks -> {len(messages)} e-mails in {elapsed:.0f} s with one node stopped; "
-              f"duplicates: {len(duplicates)}")
+        print(
+            f"{WEBHOOKS} webhooks -> {len(messages)} e-mails in {elapsed:.0f} s with one node stopped; "
+            f"duplicates: {len(duplicates)}"
+        )
         assert duplicates == {}
         assert len(messages) == WEBHOOKS
         assert sorted(m["To"] for m in messages) == sorted(f"guest{n}@example.org" for n in range(WEBHOOKS))
@@ -94,8 +111,9 @@ def test_quorum_pipeline_loses_nothing_and_doubles_nothing_when_a_node_stops(
         # The stop reached both: their connections to the first node were closed under them.
         assert "CONNECTION_FORCED" in relay.output() and "Restarting consumer" in worker.output()
         # And the queues really are replicated quorum queues, on the surviving nodes
-        listed = rabbitmqctl(cluster.nodes[1].name, "list_queues", "--no-table-headers", "-p", "eventplatform",
-                             "name", "type").stdout
+        listed = rabbitmqctl(
+            cluster.nodes[1].name, "list_queues", "--no-table-headers", "-p", "eventplatform", "name", "type"
+        ).stdout
         types = dict(line.split("\t") for line in listed.splitlines() if "\t" in line)
         for queue in ("registrations", "notifications"):
             for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):

@@ -53,14 +53,21 @@ def relays() -> Iterator[list[ManagedProcess]]:
 def test_two_relays_publish_each_of_5000_rows_exactly_once(relays: list[ManagedProcess]) -> None:
     # Given 5,000 unpublished rows for a queue no worker consumes
     now = timezone.now()
-    rows = [OutboxMessage(actor_name="relay_probe", queue_name="relay_probe", kwargs={"n": n}, created_at=now,
-                          available_at=now) for n in range(5000)]
+    rows = [
+        OutboxMessage(
+            actor_name="relay_probe", queue_name="relay_probe", kwargs={"n": n}, created_at=now, available_at=now
+        )
+        for n in range(5000)
+    ]
     OutboxMessage.objects.bulk_create(rows, batch_size=1000)
     # When two relays drain them at the same time
     env = process_env(RELAY_METRICS_PORT="0")
     relays += [start_relay(env), start_relay(env)]
-    wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=120,
-               what="all rows published")
+    wait_until(
+        lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(),
+        timeout=120,
+        what="all rows published",
+    )
     # Then every row reached RabbitMQ exactly once
     ids = drain("relay_probe", expect=5000)
     assert len(ids) == 5000, f"{len(ids)} messages, {len(set(ids))} distinct"
@@ -81,15 +88,19 @@ def test_broker_outage_loses_nothing_and_relay_resumes_by_itself(portal, relays:
     def send(n: int) -> None:
         for _ in range(n):
             body = encode(payload(f"R-OUT-{len(sent)}", phone=None))
-            response = requests.post(f"{base_url}/webhooks/pretix/", data=body, headers=signed_headers(body),
-                                     timeout=10)
+            response = requests.post(
+                f"{base_url}/webhooks/pretix/", data=body, headers=signed_headers(body), timeout=10
+            )
             assert response.status_code == 202, response.text
             sent.append(response.json()["event_id"])
 
     try:
         send(20)
-        wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=30,
-                   what="the first rows published")
+        wait_until(
+            lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(),
+            timeout=30,
+            what="the first rows published",
+        )
         rabbitmqctl("stop_app")
         try:
             # While RabbitMQ is down, webhooks are still accepted: the outbox holds them.
@@ -99,8 +110,11 @@ def test_broker_outage_loses_nothing_and_relay_resumes_by_itself(portal, relays:
         finally:
             rabbitmqctl("start_app")
             rabbitmqctl("await_startup")
-        wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=90,
-                   what="the relay to resume by itself")
+        wait_until(
+            lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(),
+            timeout=90,
+            what="the relay to resume by itself",
+        )
     finally:
         web.stop()
     ids = drain("registrations", expect=50)

@@ -25,10 +25,15 @@ def test_a_returned_row_is_backed_off_and_the_rest_of_its_batches_are_published(
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url(vhost)))
     connection.channel().queue_declare(queue, durable=True)
     now = timezone.now()
-    bad = OutboxMessage.objects.create(queue_name="no_such_queue", actor_name="nothing",
-                                       available_at=now - dt.timedelta(minutes=1))
-    good = [OutboxMessage.objects.create(queue_name=queue, actor_name="nothing",
-                                         available_at=now - dt.timedelta(seconds=30 - i)) for i in range(20)]
+    bad = OutboxMessage.objects.create(
+        queue_name="no_such_queue", actor_name="nothing", available_at=now - dt.timedelta(minutes=1)
+    )
+    good = [
+        OutboxMessage.objects.create(
+            queue_name=queue, actor_name="nothing", available_at=now - dt.timedelta(seconds=30 - i)
+        )
+        for i in range(20)
+    ]
     publisher = ConfirmingPublisher(amqp_url(vhost), confirm_timeout=5.0)
     rejected_before = metrics.OUTBOX_REJECTED._value.get()
     try:

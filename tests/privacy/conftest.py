@@ -18,11 +18,24 @@ MakeEvent = Callable[..., WebhookEvent]
 
 @pytest.fixture
 def make_event(portal: Portal) -> MakeEvent:
-    def make(body: dict[str, Any], *, received_at: dt.datetime, apply: bool = True,
-             status: str = WebhookEvent.Status.ACCEPTED, errors: Any = None) -> WebhookEvent:
+    def make(
+        body: dict[str, Any],
+        *,
+        received_at: dt.datetime,
+        apply: bool = True,
+        status: str = WebhookEvent.Status.ACCEPTED,
+        errors: Any = None,
+    ) -> WebhookEvent:
         event = WebhookEvent.objects.create(
-            portal=portal, delivery_id=f"msg_{uuid.uuid4().hex}", type=body.get("type", ""), status=status,
-            raw_body=json.dumps(body).encode(), payload=body, errors=errors, received_at=received_at)
+            portal=portal,
+            delivery_id=f"msg_{uuid.uuid4().hex}",
+            type=body.get("type", ""),
+            status=status,
+            raw_body=json.dumps(body).encode(),
+            payload=body,
+            errors=errors,
+            received_at=received_at,
+        )
         if apply:
             assert registration_apply(event_id=str(event.id), message_id=uuid.uuid4().hex).outcome == "applied"
         return event

@@ -24,8 +24,11 @@ DAY = dt.timedelta(days=1)
 
 def outbox(*, published_days_ago: float | None) -> OutboxMessage:
     return OutboxMessage.objects.create(
-        queue_name="registrations", actor_name="x", kwargs={},
-        published_at=None if published_days_ago is None else NOW - published_days_ago * DAY)
+        queue_name="registrations",
+        actor_name="x",
+        kwargs={},
+        published_at=None if published_days_ago is None else NOW - published_days_ago * DAY,
+    )
 
 
 def processed(days_ago: float) -> str:
@@ -42,8 +45,9 @@ def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, p
     ProcessedMessage.objects.all().delete()
     old_published = [outbox(published_days_ago=8) for _ in range(5)]
     young_published = outbox(published_days_ago=6)
-    old_unpublished = OutboxMessage.objects.create(queue_name="q", actor_name="x", kwargs={},
-                                                   created_at=NOW - 30 * DAY, available_at=NOW - 30 * DAY)
+    old_unpublished = OutboxMessage.objects.create(
+        queue_name="q", actor_name="x", kwargs={}, created_at=NOW - 30 * DAY, available_at=NOW - 30 * DAY
+    )
     old_ids, young_id = [processed(31) for _ in range(3)], processed(29)
     old_window = RateWindow.objects.create(portal=portal, window_start=NOW - 2 * DAY, count=3)
     young_window = RateWindow.objects.create(portal=portal, window_start=NOW - dt.timedelta(hours=2), count=3)
@@ -52,8 +56,9 @@ def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, p
 
     assert result["outbox_published_deleted"] == 5
     assert not OutboxMessage.objects.filter(pk__in=[m.pk for m in old_published]).exists()
-    assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {young_published.pk, old_unpublished.pk}, \
+    assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {young_published.pk, old_unpublished.pk}, (
         "an unpublished row is never deleted, however old"
+    )
     assert result["processed_messages_deleted"] == 3
     assert set(ProcessedMessage.objects.values_list("pk", flat=True)) == {young_id}
     assert not ProcessedMessage.objects.filter(pk__in=old_ids).exists()
@@ -66,12 +71,18 @@ def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, p
 
 def test_only_applied_events_past_the_retention_lose_body_and_payload(settings, make_event) -> None:
     settings.RETENTION_EVENT_BODIES_DAYS, settings.RETENTION_BATCH_SIZE = 90, 1
-    old_applied = [make_event(payload(f"R-OLD-{n}", email=f"old{n}@example.org"), received_at=NOW - 91 * DAY)
-                   for n in range(2)]
+    old_applied = [
+        make_event(payload(f"R-OLD-{n}", email=f"old{n}@example.org"), received_at=NOW - 91 * DAY) for n in range(2)
+    ]
     young_applied = make_event(payload("R-YOUNG"), received_at=NOW - 89 * DAY)
     old_unapplied = make_event(payload("R-WAITING"), received_at=NOW - 91 * DAY, apply=False)
-    old_rejected = make_event(payload("R-BAD", role="boss"), received_at=NOW - 91 * DAY, apply=False,
-                              status=WebhookEvent.Status.REJECTED, errors={"data": {"attendee": {"role": ["bad"]}}})
+    old_rejected = make_event(
+        payload("R-BAD", role="boss"),
+        received_at=NOW - 91 * DAY,
+        apply=False,
+        status=WebhookEvent.Status.REJECTED,
+        errors={"data": {"attendee": {"role": ["bad"]}}},
+    )
     before = {e.pk: RegistrationEvent.objects.get(webhook_event=e).data for e in old_applied}
 
     assert data_retention_run(now=NOW)["event_bodies_redacted"] == 2

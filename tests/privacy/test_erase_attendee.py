@@ -32,12 +32,12 @@ LONGER_EMAIL, LONGER_PHONE = "x" + EMAIL, PHONE + "9"
 def deliver(body: dict) -> WebhookEvent:
     """Through the real intake view, as a portal sends it."""
     raw = encode(body)
-    headers = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed_headers(raw).items()
-               if k != "content-type"}
+    headers = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed_headers(raw).items() if k != "content-type"}
     response = Client().post("/webhooks/pretix/", data=raw, content_type="application/json", **headers)
     assert response.status_code in (202, 422), response.content
-    return WebhookEvent.objects.get(pk=response.json()["event_id"] if response.status_code == 202
-                                    else WebhookEvent.objects.latest("received_at").pk)
+    return WebhookEvent.objects.get(
+        pk=response.json()["event_id"] if response.status_code == 202 else WebhookEvent.objects.latest("received_at").pk
+    )
 
 
 def apply(event: WebhookEvent) -> None:
@@ -53,8 +53,10 @@ def tables_mentioning(needle: str) -> dict[str, int]:
         for table in connection.introspection.table_names():
             cursor.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text ~* %s', [whole])
             count = cursor.fetchone()[0]
-            cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-                           "AND data_type = 'bytea'", [table])
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND data_type = 'bytea'",
+                [table],
+            )
             for (column,) in cursor.fetchall():
                 cursor.execute(f'SELECT count(*) FROM "{table}" WHERE encode("{column}", \'escape\') ~* %s', [whole])
                 count += cursor.fetchone()[0]
@@ -68,22 +70,41 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     # person, an attempt and a failed apply whose error messages name them, and a bystander
     created = deliver(payload("R-ERASE", email=EMAIL, phone=PHONE, first_name="Ada"))
     apply(created)
-    updated = deliver(payload("R-ERASE", event_type="registration.updated", email=EMAIL, phone=NEW_PHONE,
-                              first_name="Ada", event_name="PyData Berlin 2026"))
+    updated = deliver(
+        payload(
+            "R-ERASE",
+            event_type="registration.updated",
+            email=EMAIL,
+            phone=NEW_PHONE,
+            first_name="Ada",
+            event_name="PyData Berlin 2026",
+        )
+    )
     apply(updated)
     deliver(payload("R-ERASE-2", email=EMAIL.upper(), phone=PHONE, role="boss"))  # 422, kept as rejected
     waiting = deliver(payload("R-ERASE-3", email=EMAIL, phone=None))  # accepted, its apply failed for good
-    FailedApply.objects.create(webhook_event=waiting, event_id=waiting.id, error_code="apply_error",
-                               error_message=f"no luck for {EMAIL}",
-                               first_failed_at=timezone.now(), last_failed_at=timezone.now())
+    FailedApply.objects.create(
+        webhook_event=waiting,
+        event_id=waiting.id,
+        error_code="apply_error",
+        error_message=f"no luck for {EMAIL}",
+        first_failed_at=timezone.now(),
+        last_failed_at=timezone.now(),
+    )
     bystander = deliver(payload("R-OTHER", email=OTHER_EMAIL, phone=OTHER_PHONE, first_name="Grace"))
     apply(bystander)
     lookalike = deliver(payload("R-LOOKALIKE", email=LONGER_EMAIL, phone=LONGER_PHONE, first_name="Xada"))
     apply(lookalike)
     notification = Notification.objects.filter(registration__external_id="R-ERASE", channel="email").first()
     NotificationAttempt.objects.create(
-        notification=notification, number=1, started_at=timezone.now(), duration_ms=3, outcome="permanent_error",
-        error_code="invalid_recipient", error_message=f"SMTP 550 for the recipient: <{EMAIL}> unknown")
+        notification=notification,
+        number=1,
+        started_at=timezone.now(),
+        duration_ms=3,
+        outcome="permanent_error",
+        error_code="invalid_recipient",
+        error_message=f"SMTP 550 for the recipient: <{EMAIL}> unknown",
+    )
     for needle in (EMAIL, PHONE, NEW_PHONE, LONGER_EMAIL):
         assert "webhooks_webhookevent" in tables_mentioning(needle), f"the search finds {needle} before the erasure"
 
@@ -97,8 +118,9 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     registration = Registration.objects.get(external_id="R-ERASE")
     assert (registration.email, registration.phone, registration.first_name) == ("", "", "")
     assert registration.status == Registration.Status.CANCELLED
-    assert not Notification.objects.filter(registration=registration, status="pending").exists(), \
+    assert not Notification.objects.filter(registration=registration, status="pending").exists(), (
         "nothing more is sent to someone erased"
+    )
     assert set(Notification.objects.filter(registration=registration).values_list("recipient", flat=True)) == {""}
     event = WebhookEvent.objects.get(pk=created.pk)
     assert bytes(event.raw_body) == b"" and event.payload["redacted"] == "erasure"
@@ -106,12 +128,15 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     # ... the bystander is untouched ...
     other = Registration.objects.get(external_id="R-OTHER")
     assert (other.email, other.phone, other.status) == (OTHER_EMAIL, OTHER_PHONE, "active")
-    assert json.loads(bytes(WebhookEvent.objects.get(pk=bystander.pk).raw_body))["data"]["attendee"]["email"] \
+    assert (
+        json.loads(bytes(WebhookEvent.objects.get(pk=bystander.pk).raw_body))["data"]["attendee"]["email"]
         == OTHER_EMAIL
+    )
     assert Notification.objects.filter(registration=other, status="pending").exists()
     lookalike_registration = Registration.objects.get(external_id="R-LOOKALIKE")
-    assert (lookalike_registration.email, lookalike_registration.phone) == (LONGER_EMAIL, LONGER_PHONE), \
+    assert (lookalike_registration.email, lookalike_registration.phone) == (LONGER_EMAIL, LONGER_PHONE), (
         "an address that merely contains the erased one is someone else's"
+    )
     assert bytes(WebhookEvent.objects.get(pk=lookalike.pk).raw_body), "their delivery is untouched"
     assert set(tables_mentioning(LONGER_EMAIL)) >= {"webhooks_webhookevent", "registrations_registration"}
     # ... and the erasure is recorded without the address.

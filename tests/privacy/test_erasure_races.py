@@ -30,8 +30,10 @@ EMAIL, PHONE = "ada.race@example.org", "+4915112345678"
 
 def _dsn() -> str:
     settings = connection.settings_dict
-    return (f"host={settings['HOST'] or '127.0.0.1'} port={settings['PORT'] or 5432} dbname={settings['NAME']} "
-            f"user={settings['USER']}")
+    return (
+        f"host={settings['HOST'] or '127.0.0.1'} port={settings['PORT'] or 5432} dbname={settings['NAME']} "
+        f"user={settings['USER']}"
+    )
 
 
 @pytest.fixture
@@ -74,7 +76,9 @@ def _wait_until_blocked(session: psycopg.Connection, timeout: float = 10.0) -> N
         while time.monotonic() < deadline:
             waiting = observer.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-                "AND pid <> %s", [session.info.backend_pid]).fetchone()[0]
+                "AND pid <> %s",
+                [session.info.backend_pid],
+            ).fetchone()[0]
             if waiting:
                 return
             time.sleep(0.02)
@@ -82,14 +86,17 @@ def _wait_until_blocked(session: psycopg.Connection, timeout: float = 10.0) -> N
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_row_that_became_sent_meanwhile_is_not_written_back_to_sending(portal: Portal, client,
-                                                                         worker: psycopg.Connection) -> None:
+def test_a_row_that_became_sent_meanwhile_is_not_written_back_to_sending(
+    portal: Portal, client, worker: psycopg.Connection
+) -> None:
     # Given: a worker claimed the e-mail (committed) and is recording `sent` (not committed yet)
     registration = _registration(portal, client)
     notification = Notification.objects.get(registration=registration, channel="email")
     Notification.objects.filter(pk=notification.pk).update(status="sending", claimed_at=timezone.now())
-    worker.execute("UPDATE notifications_notification SET status = 'sent', sent_at = now() "
-                   "WHERE id = %s AND status = 'sending'", [notification.pk])
+    worker.execute(
+        "UPDATE notifications_notification SET status = 'sent', sent_at = now() WHERE id = %s AND status = 'sending'",
+        [notification.pk],
+    )
     # When: the erasure runs into the worker's row lock, and the worker commits
     thread, errors = _erase_in_thread()
     _wait_until_blocked(worker)
@@ -103,14 +110,17 @@ def test_a_row_that_became_sent_meanwhile_is_not_written_back_to_sending(portal:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_committed_during_the_erasure_keeps_its_true_status(portal: Portal, client,
-                                                                     worker: psycopg.Connection) -> None:
+def test_a_claim_committed_during_the_erasure_keeps_its_true_status(
+    portal: Portal, client, worker: psycopg.Connection
+) -> None:
     # Given: a worker is claiming the pending e-mail (its claim not committed yet)
     registration = _registration(portal, client)
     notification = Notification.objects.get(registration=registration, channel="email")
-    claimed = worker.execute("UPDATE notifications_notification SET status = 'sending', claimed_at = now() "
-                             "WHERE id = %s AND status IN ('pending', 'retrying') RETURNING recipient",
-                             [notification.pk]).fetchone()
+    claimed = worker.execute(
+        "UPDATE notifications_notification SET status = 'sending', claimed_at = now() "
+        "WHERE id = %s AND status IN ('pending', 'retrying') RETURNING recipient",
+        [notification.pk],
+    ).fetchone()
     assert claimed == (EMAIL,)
     # When: the erasure starts, then the claim commits, then the worker records its send
     thread, errors = _erase_in_thread()
@@ -120,8 +130,9 @@ def test_a_claim_committed_during_the_erasure_keeps_its_true_status(portal: Port
     assert not errors, errors
     notification.refresh_from_db()
     assert notification.status == "sending", "the send was already out: not marked cancelled as if it had not gone"
-    sent = worker.execute("UPDATE notifications_notification SET status = 'sent' WHERE id = %s AND status = 'sending'",
-                          [notification.pk]).rowcount
+    sent = worker.execute(
+        "UPDATE notifications_notification SET status = 'sent' WHERE id = %s AND status = 'sending'", [notification.pk]
+    ).rowcount
     worker.commit()
     # Then: the worker's guarded `sent` still finds its row, and the address is gone
     assert sent == 1
@@ -130,8 +141,9 @@ def test_a_claim_committed_during_the_erasure_keeps_its_true_status(portal: Port
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_after_the_erasure_locked_the_row_finds_it_cancelled(portal: Portal, client,
-                                                                      worker: psycopg.Connection) -> None:
+def test_a_claim_after_the_erasure_locked_the_row_finds_it_cancelled(
+    portal: Portal, client, worker: psycopg.Connection
+) -> None:
     # Given: the erasure holds its locks (held back at its last statement by a lock on its record table)
     registration = _registration(portal, client)
     ids = list(Notification.objects.filter(registration=registration).values_list("pk", flat=True))
@@ -145,9 +157,13 @@ def test_a_claim_after_the_erasure_locked_the_row_finds_it_cancelled(portal: Por
         def claim() -> None:
             with psycopg.connect(_dsn(), autocommit=True) as session:
                 for pk in ids:
-                    claims.append(session.execute(
-                        "UPDATE notifications_notification SET status = 'sending' "
-                        "WHERE id = %s AND status IN ('pending', 'retrying') RETURNING recipient", [pk]).fetchone())
+                    claims.append(
+                        session.execute(
+                            "UPDATE notifications_notification SET status = 'sending' "
+                            "WHERE id = %s AND status IN ('pending', 'retrying') RETURNING recipient",
+                            [pk],
+                        ).fetchone()
+                    )
 
         claimer = threading.Thread(target=claim)
         claimer.start()
@@ -165,16 +181,22 @@ def test_a_claim_after_the_erasure_locked_the_row_finds_it_cancelled(portal: Por
 
 
 @pytest.mark.django_db
-def test_waiting_notifications_end_cancelled_with_a_reason_and_others_keep_their_status(portal: Portal,
-                                                                                       client) -> None:
+def test_waiting_notifications_end_cancelled_with_a_reason_and_others_keep_their_status(portal: Portal, client) -> None:
     registration = _registration(portal, client)
     statuses = {"pending": "cancelled", "retrying": "cancelled", "sent": "sent", "dead": "dead", "sending": "sending"}
     rows = {}
     for number, status in enumerate(statuses):
         rows[status] = Notification.objects.create(
-            registration=registration, kind="update", channel="email", dedupe_key=f"k{number}", status=status,
-            recipient=EMAIL, context={"email": EMAIL}, last_error_message=f"earlier: <{EMAIL}>",
-            deferred_at=timezone.now() if status == "pending" else None)  # pending and deferred (breaker open)
+            registration=registration,
+            kind="update",
+            channel="email",
+            dedupe_key=f"k{number}",
+            status=status,
+            recipient=EMAIL,
+            context={"email": EMAIL},
+            last_error_message=f"earlier: <{EMAIL}>",
+            deferred_at=timezone.now() if status == "pending" else None,
+        )  # pending and deferred (breaker open)
     attendee_erase(email=EMAIL)
     for status, expected in statuses.items():
         row = Notification.objects.get(pk=rows[status].pk)
@@ -189,18 +211,39 @@ def test_free_text_in_replay_and_reapply_audits_is_scrubbed(portal: Portal, clie
     registration = _registration(portal, client)
     notification = Notification.objects.filter(registration=registration).first()
     reason = f"Ada Lovelace ({EMAIL}, {PHONE}) asked on the phone; Lovelace said so"
-    replay = NotificationReplay.objects.create(notification=notification, replayed_at=timezone.now(),
-                                               actor_type="command", actor="replay_notifications", reason=reason,
-                                               previous_status="dead")
+    replay = NotificationReplay.objects.create(
+        notification=notification,
+        replayed_at=timezone.now(),
+        actor_type="command",
+        actor="replay_notifications",
+        reason=reason,
+        previous_status="dead",
+    )
     event_id = registration.events.get().webhook_event_id
-    reapply = ApplyReapply.objects.create(event_id=event_id, via="command", os_user="ops", reason=reason,
-                                          outbox_message_id=uuid.uuid4(), created_at=timezone.now())
-    elsewhere = ApplyReapply.objects.create(event_id=uuid.uuid4(), via="command", os_user="ops",
-                                            reason=f"mail from {EMAIL.upper()}", outbox_message_id=uuid.uuid4(),
-                                            created_at=timezone.now())
-    unrelated = ApplyReapply.objects.create(event_id=uuid.uuid4(), via="command", os_user="ops",
-                                            reason="Ada from grace@example.org", outbox_message_id=uuid.uuid4(),
-                                            created_at=timezone.now())
+    reapply = ApplyReapply.objects.create(
+        event_id=event_id,
+        via="command",
+        os_user="ops",
+        reason=reason,
+        outbox_message_id=uuid.uuid4(),
+        created_at=timezone.now(),
+    )
+    elsewhere = ApplyReapply.objects.create(
+        event_id=uuid.uuid4(),
+        via="command",
+        os_user="ops",
+        reason=f"mail from {EMAIL.upper()}",
+        outbox_message_id=uuid.uuid4(),
+        created_at=timezone.now(),
+    )
+    unrelated = ApplyReapply.objects.create(
+        event_id=uuid.uuid4(),
+        via="command",
+        os_user="ops",
+        reason="Ada from grace@example.org",
+        outbox_message_id=uuid.uuid4(),
+        created_at=timezone.now(),
+    )
 
     call_command("erase_attendee", EMAIL, stdout=io.StringIO())
 
@@ -227,5 +270,4 @@ def test_erase_finds_a_registration_submitted_with_padding(portal: Portal, clien
     # Then: found, and its pending notification is not sent
     registration = Registration.objects.get(external_id="R-PADDED")
     assert (registration.email, registration.phone, registration.status) == ("", "", "cancelled")
-    assert set(Notification.objects.filter(registration=registration).values_list("status", flat=True)) == {
-        "cancelled"}
+    assert set(Notification.objects.filter(registration=registration).values_list("status", flat=True)) == {"cancelled"}

@@ -35,29 +35,44 @@ def refused(sql: str, params: list[object], *, flag: bool) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("sql", "extra"), [
-    ("UPDATE webhooks_webhookevent SET type = 'registration.cancelled' WHERE id = %s", []),
-    ("UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb, status = 'rejected' WHERE id = %s",
-     [REDACTED]),
-    ("UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb, delivery_id = 'other' WHERE id = %s",
-     [REDACTED]),
-    ("UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb WHERE id = %s",
-     [json.dumps({"type": "registration.cancelled"})]),  # a rewrite, not a redaction
-    ("UPDATE webhooks_webhookevent SET raw_body = 'x', payload = %s::jsonb WHERE id = %s", [REDACTED]),
-    ("UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb, errors = '{\"x\": 1}' WHERE id = %s",
-     [REDACTED]),
-    ("DELETE FROM webhooks_webhookevent WHERE id = %s", []),
-])
-def test_anything_but_a_redaction_is_refused_even_with_the_flag(event: WebhookEvent, sql: str,
-                                                                 extra: list[object]) -> None:
+@pytest.mark.parametrize(
+    ("sql", "extra"),
+    [
+        ("UPDATE webhooks_webhookevent SET type = 'registration.cancelled' WHERE id = %s", []),
+        (
+            "UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb, status = 'rejected' WHERE id = %s",
+            [REDACTED],
+        ),
+        (
+            "UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb, delivery_id = 'other' WHERE id = %s",
+            [REDACTED],
+        ),
+        (
+            "UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb WHERE id = %s",
+            [json.dumps({"type": "registration.cancelled"})],
+        ),  # a rewrite, not a redaction
+        ("UPDATE webhooks_webhookevent SET raw_body = 'x', payload = %s::jsonb WHERE id = %s", [REDACTED]),
+        (
+            "UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb, errors = '{\"x\": 1}' WHERE id = %s",
+            [REDACTED],
+        ),
+        ("DELETE FROM webhooks_webhookevent WHERE id = %s", []),
+    ],
+)
+def test_anything_but_a_redaction_is_refused_even_with_the_flag(
+    event: WebhookEvent, sql: str, extra: list[object]
+) -> None:
     assert refused(sql, [*extra, event.id], flag=True)
     event.refresh_from_db()
     assert bytes(event.raw_body) and event.payload["type"] == "registration.created"
 
 
 def test_a_redaction_without_the_transactions_flag_is_refused(event: WebhookEvent) -> None:
-    assert refused("UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb WHERE id = %s",
-                   [REDACTED, event.id], flag=False)
+    assert refused(
+        "UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb WHERE id = %s",
+        [REDACTED, event.id],
+        flag=False,
+    )
 
 
 def test_the_redaction_service_passes_and_the_flag_ends_with_its_transaction(event: WebhookEvent) -> None:
@@ -65,6 +80,9 @@ def test_the_redaction_service_passes_and_the_flag_ends_with_its_transaction(eve
     event.refresh_from_db()
     assert bytes(event.raw_body) == b"" and event.payload == {"redacted": "test"}
     # The next transaction on the same connection has no flag: a second redaction by hand is refused.
-    assert refused("UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb WHERE id = %s",
-                   [json.dumps({"redacted": "again"}), event.id], flag=False)
+    assert refused(
+        "UPDATE webhooks_webhookevent SET raw_body = '', payload = %s::jsonb WHERE id = %s",
+        [json.dumps({"redacted": "again"}), event.id],
+        flag=False,
+    )
     assert refused("DELETE FROM webhooks_webhookevent WHERE id = %s", [event.id], flag=True)

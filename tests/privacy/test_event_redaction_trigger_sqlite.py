@@ -42,8 +42,9 @@ print("after", bytes(event.raw_body), event.payload)
 def test_sqlite_allows_the_redaction_and_refuses_everything_else(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
     env.update(DJANGO_SETTINGS_MODULE="eventplatform.settings.development", DATA_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert (lines["type"], lines["status"], lines["rewrite"], lines["delete"]) == ("True",) * 4

@@ -30,16 +30,32 @@ from tests.support.webhooks import payload
 pytestmark = pytest.mark.django_db
 
 
-def accepted_event(portal: Portal, *, received_at: dt.datetime | None = None, body: dict[str, Any] | None = None,
-                   published_at: dt.datetime | None = None, outbox: bool = True) -> WebhookEvent:
+def accepted_event(
+    portal: Portal,
+    *,
+    received_at: dt.datetime | None = None,
+    body: dict[str, Any] | None = None,
+    published_at: dt.datetime | None = None,
+    outbox: bool = True,
+) -> WebhookEvent:
     """An accepted event and its apply message, as the intake stores them (published when given)."""
     body = body or payload(f"R-{uuid.uuid4().hex[:8]}", phone=None)
-    event = WebhookEvent.objects.create(portal=portal, delivery_id=f"msg_{uuid.uuid4().hex}", type=body["type"],
-                                        status="accepted", raw_body=b"{}", payload=body,
-                                        received_at=received_at or timezone.now())
+    event = WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id=f"msg_{uuid.uuid4().hex}",
+        type=body["type"],
+        status="accepted",
+        raw_body=b"{}",
+        payload=body,
+        received_at=received_at or timezone.now(),
+    )
     if outbox:
-        OutboxMessage.objects.create(actor_name="webhook_event_apply", queue_name="registrations",
-                                     kwargs={"event_id": str(event.id)}, published_at=published_at)
+        OutboxMessage.objects.create(
+            actor_name="webhook_event_apply",
+            queue_name="registrations",
+            kwargs={"event_id": str(event.id)},
+            published_at=published_at,
+        )
     return event
 
 
@@ -56,7 +72,11 @@ def test_an_event_that_does_not_exist_is_recorded_at_once_and_a_repeat_updates_t
     webhook_event_apply.fn(event_id=missing)
     failed = FailedApply.objects.get(event_id=missing)
     assert (failed.error_code, failed.webhook_event_id, failed.attempts, failed.failures) == (
-        "event_not_found", None, 2, 2)
+        "event_not_found",
+        None,
+        2,
+        2,
+    )
     assert failed.resolved_at is None
 
 
@@ -75,9 +95,15 @@ def test_a_bug_that_will_never_pass_is_recorded_at_once_and_nothing_is_half_appl
 
 def test_the_dead_letter_actor_records_exhausted_retries_with_the_last_error(portal: Portal) -> None:
     event = accepted_event(portal)
-    message = {"args": [], "kwargs": {"event_id": str(event.id)},
-               "options": {"retries": 4, "traceback": "Traceback (most recent call last):\n  ...\n"
-                                                      "django.db.utils.OperationalError: server closed the connection"}}
+    message = {
+        "args": [],
+        "kwargs": {"event_id": str(event.id)},
+        "options": {
+            "retries": 4,
+            "traceback": "Traceback (most recent call last):\n  ...\n"
+            "django.db.utils.OperationalError: server closed the connection",
+        },
+    }
     webhook_event_dead_letter.fn(message, {"retries": 3, "max_retries": 3})
     failed = FailedApply.objects.get(event_id=event.id)
     assert (failed.error_code, failed.attempts) == ("apply_retries_exhausted", 4)
@@ -86,8 +112,7 @@ def test_the_dead_letter_actor_records_exhausted_retries_with_the_last_error(por
 
 def test_a_successful_apply_resolves_the_failed_apply(portal: Portal) -> None:
     event = accepted_event(portal)
-    failed_apply_record(event_id=str(event.id), error_code="apply_retries_exhausted", error_message="down",
-                        attempts=21)
+    failed_apply_record(event_id=str(event.id), error_code="apply_retries_exhausted", error_message="down", attempts=21)
     webhook_event_apply.fn(event_id=str(event.id))
     assert FailedApply.objects.get(event_id=event.id).resolved_at is not None
     assert RegistrationEvent.objects.filter(webhook_event=event).count() == 1
@@ -98,12 +123,9 @@ def test_a_successful_apply_resolves_the_failed_apply(portal: Portal) -> None:
 
 def test_reapply_goes_through_the_outbox_with_an_audit_record_and_is_safe_twice(portal: Portal) -> None:
     event = accepted_event(portal, published_at=timezone.now())
-    failed_apply_record(event_id=str(event.id), error_code="apply_retries_exhausted", error_message="down",
-                        attempts=21)
-    first = webhook_event_reapply(event_id=str(event.id), reason="PostgreSQL is back", via="command",
-                                  os_user="ops")
-    second = webhook_event_reapply(event_id=str(event.id), reason="again, to be sure", via="command",
-                                   os_user="ops")
+    failed_apply_record(event_id=str(event.id), error_code="apply_retries_exhausted", error_message="down", attempts=21)
+    first = webhook_event_reapply(event_id=str(event.id), reason="PostgreSQL is back", via="command", os_user="ops")
+    second = webhook_event_reapply(event_id=str(event.id), reason="again, to be sure", via="command", os_user="ops")
     assert apply_messages(event) == 3  # the intake's, and one per re-apply
     assert first.outbox_message_id != second.outbox_message_id
     row = OutboxMessage.objects.get(id=first.outbox_message_id, published_at__isnull=True)
@@ -120,8 +142,15 @@ def test_reapply_goes_through_the_outbox_with_an_audit_record_and_is_safe_twice(
 
 
 def test_reapply_refuses_what_cannot_be_applied(portal: Portal) -> None:
-    rejected = WebhookEvent.objects.create(portal=portal, delivery_id="msg_rejected", type="registration.created",
-                                           status="rejected", raw_body=b"{}", payload={}, received_at=timezone.now())
+    rejected = WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id="msg_rejected",
+        type="registration.created",
+        status="rejected",
+        raw_body=b"{}",
+        payload={},
+        received_at=timezone.now(),
+    )
     with pytest.raises(ReapplyRefused):
         webhook_event_reapply(event_id=str(rejected.id), reason="x", via="command")
     with pytest.raises(ReapplyRefused):
@@ -144,7 +173,8 @@ def test_reapply_events_command_all_records_the_command_and_os_user(portal: Port
     audits = ApplyReapply.objects.all()
     assert {a.event_id for a in audits} == {e.id for e in events}
     assert {(a.via, a.os_user, a.reason, a.user_id) for a in audits} == {
-        ("command", getpass.getuser(), "bug fixed in 1.4.2", None)}
+        ("command", getpass.getuser(), "bug fixed in 1.4.2", None)
+    }
     with pytest.raises(CommandError):
         call_command("reapply_events", str(uuid.uuid4()), "--reason", "typo")
     with pytest.raises(CommandError):
@@ -165,8 +195,12 @@ def staff_client(*codenames: str) -> Client:
 @pytest.fixture
 def failed(portal: Portal) -> FailedApply:
     event = accepted_event(portal, published_at=timezone.now())
-    return failed_apply_record(event_id=str(event.id), error_code="apply_retries_exhausted",
-                               error_message="OperationalError: the database system is shutting down", attempts=21)
+    return failed_apply_record(
+        event_id=str(event.id),
+        error_code="apply_retries_exhausted",
+        error_message="OperationalError: the database system is shutting down",
+        attempts=21,
+    )
 
 
 def test_staff_with_view_permission_alone_sees_failed_applies_but_cannot_reapply(failed: FailedApply) -> None:
@@ -180,24 +214,31 @@ def test_staff_with_view_permission_alone_sees_failed_applies_but_cannot_reapply
     detail = client.get(f"/admin/registrations/failedapply/{failed.pk}/change/")
     assert detail.status_code == 200
     assert f"/admin/webhooks/webhookevent/{failed.event_id}/change/" in detail.text
-    client.post("/admin/registrations/failedapply/", {
-        "action": "reapply", "_selected_action": [failed.pk], "confirm": "yes", "reason": "sneaky"})
+    client.post(
+        "/admin/registrations/failedapply/",
+        {"action": "reapply", "_selected_action": [failed.pk], "confirm": "yes", "reason": "sneaky"},
+    )
     assert not ApplyReapply.objects.exists()
     assert apply_messages(failed.webhook_event) == 1
 
 
 def test_reapply_action_asks_for_a_reason_then_queues_and_shows_the_audit(failed: FailedApply) -> None:
     client = staff_client("view_failedapply", "reapply_failedapply")
-    confirmation = client.post("/admin/registrations/failedapply/", {
-        "action": "reapply", "_selected_action": [failed.pk]})
+    confirmation = client.post(
+        "/admin/registrations/failedapply/", {"action": "reapply", "_selected_action": [failed.pk]}
+    )
     assert confirmation.status_code == 200 and 'name="reason"' in confirmation.text
     assert not ApplyReapply.objects.exists(), "nothing happens before the confirmation"
-    empty = client.post("/admin/registrations/failedapply/", {
-        "action": "reapply", "_selected_action": [failed.pk], "confirm": "yes", "reason": " "})
+    empty = client.post(
+        "/admin/registrations/failedapply/",
+        {"action": "reapply", "_selected_action": [failed.pk], "confirm": "yes", "reason": " "},
+    )
     assert "Give a reason." in empty.text and not ApplyReapply.objects.exists()
 
-    done = client.post("/admin/registrations/failedapply/", {
-        "action": "reapply", "_selected_action": [failed.pk], "confirm": "yes", "reason": "database restored"})
+    done = client.post(
+        "/admin/registrations/failedapply/",
+        {"action": "reapply", "_selected_action": [failed.pk], "confirm": "yes", "reason": "database restored"},
+    )
     assert done.status_code == 302
     audit = ApplyReapply.objects.get()
     assert (audit.via, audit.reason, audit.failed_apply_id) == ("admin", "database restored", failed.pk)
@@ -214,8 +255,9 @@ def test_rebuild_needs_its_own_permission(portal: Portal) -> None:
     registration.refresh_from_db()
     assert registration.version == 5, "a view-only user could rebuild"
     rebuilder = staff_client("view_registration", "rebuild_registration")
-    response = rebuilder.post("/admin/registrations/registration/", {
-        "action": "rebuild", "_selected_action": [registration.pk]})
+    response = rebuilder.post(
+        "/admin/registrations/registration/", {"action": "rebuild", "_selected_action": [registration.pk]}
+    )
     assert response.status_code == 302
     registration.refresh_from_db()
     assert registration.version == 0  # folded from its (empty) event log

@@ -19,8 +19,15 @@ pytestmark = pytest.mark.django_db
 
 def applied(portal: Portal, registration_id: str, **fields: str) -> Registration:
     body = payload(registration_id, phone=None, **fields)
-    event = WebhookEvent.objects.create(portal=portal, delivery_id=f"msg_{uuid.uuid4().hex}", type=body["type"],
-                                        status="accepted", raw_body=b"{}", payload=body, received_at=timezone.now())
+    event = WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id=f"msg_{uuid.uuid4().hex}",
+        type=body["type"],
+        status="accepted",
+        raw_body=b"{}",
+        payload=body,
+        received_at=timezone.now(),
+    )
     registration_apply(event_id=str(event.id), message_id=str(uuid.uuid4()))
     return Registration.objects.get(portal=portal, external_id=registration_id)
 
@@ -51,8 +58,11 @@ def test_a_corrupted_projection_is_reported_with_exit_1_and_left_as_it_is(portal
     assert code == 1
     drift_lines = [line for line in output.splitlines() if line.startswith("drift ")]
     assert len(drift_lines) == 1 and drift_lines[0].startswith("drift pretix/R-V2:")
-    for expected in ("email: stored 'mallory@example.org', from events 'grace@example.org'",
-                     "status: stored 'cancelled', from events 'active'", "version: stored 7, from events 1"):
+    for expected in (
+        "email: stored 'mallory@example.org', from events 'grace@example.org'",
+        "status: stored 'cancelled', from events 'active'",
+        "version: stored 7, from events 1",
+    ):
         assert expected in drift_lines[0]
     assert "verified 2 registration(s): 1 drifted" in output
     corrupted.refresh_from_db()

@@ -45,12 +45,15 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
 
     def version(minute: int, event_type: str) -> dict[str, Any]:
         return payload(
-            "R-PROP", event_type=event_type, phone=draw(st.sampled_from([None, "+4915112345678", "+4915199999999"])),
+            "R-PROP",
+            event_type=event_type,
+            phone=draw(st.sampled_from([None, "+4915112345678", "+4915199999999"])),
             email=draw(st.sampled_from(["ada@example.org", "ada@work.example"])),
             first_name=f"Ada{minute}",  # a new name: a state the attendee has not seen
             event_name=draw(st.sampled_from(["PyData Berlin", "DjangoCon"])),
             starts_at=draw(st.sampled_from(["2026-12-03T09:00:00+01:00", "2026-12-04T09:00:00+01:00"])),
-            venue=draw(st.sampled_from([None, "bcc"])), role=draw(st.sampled_from(["attendee", "speaker"])),
+            venue=draw(st.sampled_from([None, "bcc"])),
+            role=draw(st.sampled_from(["attendee", "speaker"])),
             timestamp=(BASE + dt.timedelta(minutes=minute)).isoformat(),
         )
 
@@ -61,8 +64,9 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     for minute in range(1, draw(st.integers(0, 3)) + 1):
         events.append(resend(events[-1], minute) if draw(st.booleans()) else version(minute, "registration.updated"))
     if draw(st.booleans()):
-        cancelled = dict(events[-1], type="registration.cancelled",
-                         timestamp=(BASE + dt.timedelta(minutes=len(events))).isoformat())
+        cancelled = dict(
+            events[-1], type="registration.cancelled", timestamp=(BASE + dt.timedelta(minutes=len(events))).isoformat()
+        )
         events.append(cancelled)
     return events
 
@@ -70,8 +74,12 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
 @st.composite
 def messy_deliveries(draw: st.DrawFn, events: int) -> list[Delivery]:
     """Every event at least once, plus duplicates of three sorts, in any order."""
-    extra = draw(st.lists(st.tuples(st.integers(0, events - 1),
-                                    st.sampled_from(["same_message", "new_message", "new_delivery"])), max_size=5))
+    extra = draw(
+        st.lists(
+            st.tuples(st.integers(0, events - 1), st.sampled_from(["same_message", "new_message", "new_delivery"])),
+            max_size=5,
+        )
+    )
     deliveries = [Delivery(n) for n in range(events)] + [Delivery(n, how) for n, how in extra]
     order = draw(st.permutations(deliveries))
     # A duplicate delivered before its original is just the original arriving first.
@@ -91,8 +99,14 @@ def outcome(portal: Portal, events: list[dict[str, Any]], deliveries: list[Deliv
             if delivery.how in ("first", "new_delivery"):
                 body = events[delivery.event]
                 event = WebhookEvent.objects.create(
-                    portal=portal, delivery_id=f"msg_{uuid.uuid4().hex}", type=body["type"], status="accepted",
-                    raw_body=b"", payload=body, received_at=timezone.now())
+                    portal=portal,
+                    delivery_id=f"msg_{uuid.uuid4().hex}",
+                    type=body["type"],
+                    status="accepted",
+                    raw_body=b"",
+                    payload=body,
+                    received_at=timezone.now(),
+                )
                 records[delivery.event] = (event, str(uuid.uuid4()))
             event, message_id = records[delivery.event]
             if delivery.how == "new_message":
@@ -105,8 +119,11 @@ def outcome(portal: Portal, events: list[dict[str, Any]], deliveries: list[Deliv
         going = Notification.objects.filter(registration=registration).exclude(status="cancelled")
         notifications = sorted((n.kind, n.channel, n.dedupe_key, n.status, n.recipient) for n in going)
         going_ids = {str(n.id) for n in going}
-        sends = sum(1 for kwargs in OutboxMessage.objects.filter(actor_name="notification_send")
-                    .values_list("kwargs", flat=True) if kwargs["notification_id"] in going_ids)
+        sends = sum(
+            1
+            for kwargs in OutboxMessage.objects.filter(actor_name="notification_send").values_list("kwargs", flat=True)
+            if kwargs["notification_id"] in going_ids
+        )
         transaction.set_rollback(True)
     return state, notifications, sends
 
@@ -132,21 +149,44 @@ def django_settings(settings: Any) -> Any:
 
 @pytest.mark.django_db
 def test_a_cancellation_cancels_pending_reminders_but_not_sent_ones(portal: Portal) -> None:
-    created = WebhookEvent.objects.create(portal=portal, delivery_id="msg_1", type="registration.created",
-                                          status="accepted", raw_body=b"", received_at=timezone.now(),
-                                          payload=payload("R-1", phone=None, timestamp=BASE.isoformat()))
+    created = WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id="msg_1",
+        type="registration.created",
+        status="accepted",
+        raw_body=b"",
+        received_at=timezone.now(),
+        payload=payload("R-1", phone=None, timestamp=BASE.isoformat()),
+    )
     registration_apply(event_id=str(created.id), message_id="m1")
     registration = Registration.objects.get(external_id="R-1")
     for kind, status in (("reminder_24h", "sent"), ("reminder_1h", "pending")):
-        Notification.objects.create(registration=registration, kind=kind, channel="email", status=status,
-                                    recipient="ada@example.org", context={})
-    cancel_body = payload("R-1", event_type="registration.cancelled", phone=None,
-                          timestamp=(BASE + dt.timedelta(minutes=1)).isoformat())
-    cancelled = WebhookEvent.objects.create(portal=portal, delivery_id="msg_2", type="registration.cancelled",
-                                            status="accepted", raw_body=b"", received_at=timezone.now(),
-                                            payload=cancel_body)
+        Notification.objects.create(
+            registration=registration,
+            kind=kind,
+            channel="email",
+            status=status,
+            recipient="ada@example.org",
+            context={},
+        )
+    cancel_body = payload(
+        "R-1", event_type="registration.cancelled", phone=None, timestamp=(BASE + dt.timedelta(minutes=1)).isoformat()
+    )
+    cancelled = WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id="msg_2",
+        type="registration.cancelled",
+        status="accepted",
+        raw_body=b"",
+        received_at=timezone.now(),
+        payload=cancel_body,
+    )
     registration_apply(event_id=str(cancelled.id), message_id="m2")
 
     statuses = dict(Notification.objects.filter(registration=registration).values_list("kind", "status"))
-    assert statuses == {"confirmation": "pending", "cancellation": "pending", "reminder_24h": "sent",
-                        "reminder_1h": "cancelled"}
+    assert statuses == {
+        "confirmation": "pending",
+        "cancellation": "pending",
+        "reminder_24h": "sent",
+        "reminder_1h": "cancelled",
+    }

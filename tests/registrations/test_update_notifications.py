@@ -43,10 +43,22 @@ def smtp(settings: Any, smtp_server: SmtpServer) -> SmtpServer:
     return smtp_server
 
 
-def version(registration_id: str, minute: int, *, venue: str, event_type: str = "registration.updated",
-            starts_at: str = "2026-12-03T09:00:00+01:00") -> dict[str, Any]:
-    return payload(registration_id, event_type=event_type, venue=venue, phone=None, starts_at=starts_at,
-                   timestamp=(BASE + dt.timedelta(minutes=minute)).isoformat())
+def version(
+    registration_id: str,
+    minute: int,
+    *,
+    venue: str,
+    event_type: str = "registration.updated",
+    starts_at: str = "2026-12-03T09:00:00+01:00",
+) -> dict[str, Any]:
+    return payload(
+        registration_id,
+        event_type=event_type,
+        venue=venue,
+        phone=None,
+        starts_at=starts_at,
+        timestamp=(BASE + dt.timedelta(minutes=minute)).isoformat(),
+    )
 
 
 def deliver(portal: Portal, body: dict[str, Any]) -> None:
@@ -54,15 +66,21 @@ def deliver(portal: Portal, body: dict[str, Any]) -> None:
     raw = encode(body)
     parsed = parse_delivery(raw)
     assert parsed.errors is None, parsed.errors
-    recorded = webhook_event_record(portal=portal, delivery_id=f"d-{next(_deliveries)}", event_type=parsed.event_type,
-                                    raw_body=raw, payload=parsed.payload)
+    recorded = webhook_event_record(
+        portal=portal,
+        delivery_id=f"d-{next(_deliveries)}",
+        event_type=parsed.event_type,
+        raw_body=raw,
+        payload=parsed.payload,
+    )
     assert registration_apply(event_id=str(recorded.event_id), message_id=uuid.uuid4().hex).outcome == "applied"
 
 
 def send_waiting(registration_id: str) -> None:
     """What the workers would do next: send every notification still waiting, oldest first."""
-    for notification in Notification.objects.filter(registration__external_id=registration_id,
-                                                    status__in=("pending", "retrying")).order_by("created_at"):
+    for notification in Notification.objects.filter(
+        registration__external_id=registration_id, status__in=("pending", "retrying")
+    ).order_by("created_at"):
         notification_send(notification_id=str(notification.id))
 
 
@@ -88,8 +106,10 @@ def test_alpha_bravo_alpha_bravo_sends_three_updates_the_last_naming_bravo(porta
 
 
 def test_the_same_start_written_with_another_offset_sends_nothing(portal: Portal, smtp: SmtpServer) -> None:
-    deliver(portal, version("R-OFFSET", 0, venue="Alpha", event_type="registration.created",
-                            starts_at="2026-12-03T09:00:00+01:00"))
+    deliver(
+        portal,
+        version("R-OFFSET", 0, venue="Alpha", event_type="registration.created", starts_at="2026-12-03T09:00:00+01:00"),
+    )
     deliver(portal, version("R-OFFSET", 1, venue="Alpha", starts_at="2026-12-03T08:00:00Z"))
     deliver(portal, version("R-OFFSET", 2, venue="Alpha", starts_at="2026-12-03T10:00:00+02:00"))
     send_waiting("R-OFFSET")
@@ -99,14 +119,25 @@ def test_the_same_start_written_with_another_offset_sends_nothing(portal: Portal
 
 def test_the_projection_compares_instants_not_how_they_are_written() -> None:
     """Events stored before the intake normalised carry the portal's own offsets."""
-    def event(minute: int, event_type: str, starts_at: str) -> projection.DomainEvent:
-        data = {"event_name": "PyData", "event_starts_at": starts_at, "event_venue": "bcc", "first_name": "Ada",
-                "last_name": "L", "email": "ada@example.org"}
-        return projection.DomainEvent(type=event_type, occurred_at=(BASE + dt.timedelta(minutes=minute)).isoformat(),
-                                      data=data)
 
-    events = [event(0, "created", "2026-12-03T09:00:00+01:00"), event(1, "updated", "2026-12-03T08:00:00Z"),
-              event(2, "updated", "2026-12-03T08:00:00+00:00")]
+    def event(minute: int, event_type: str, starts_at: str) -> projection.DomainEvent:
+        data = {
+            "event_name": "PyData",
+            "event_starts_at": starts_at,
+            "event_venue": "bcc",
+            "first_name": "Ada",
+            "last_name": "L",
+            "email": "ada@example.org",
+        }
+        return projection.DomainEvent(
+            type=event_type, occurred_at=(BASE + dt.timedelta(minutes=minute)).isoformat(), data=data
+        )
+
+    events = [
+        event(0, "created", "2026-12-03T09:00:00+01:00"),
+        event(1, "updated", "2026-12-03T08:00:00Z"),
+        event(2, "updated", "2026-12-03T08:00:00+00:00"),
+    ]
     assert [kind for kind, _, _ in projection.desired_notifications(events)] == ["confirmation"]
 
 
@@ -147,9 +178,12 @@ def test_an_update_superseded_then_wanted_again_is_created_anew(portal: Portal, 
     then again (u3 arrives between them). Its update was superseded meanwhile; it comes back as a
     new row, and the attendee hears the final venue."""
     venues = ["Alpha", "Alpha", "Bravo", "Alpha", "Bravo"]
-    bodies = [version("R-AGAIN", minute, venue=venue,
-                      event_type="registration.created" if minute == 0 else "registration.updated")
-              for minute, venue in enumerate(venues)]
+    bodies = [
+        version(
+            "R-AGAIN", minute, venue=venue, event_type="registration.created" if minute == 0 else "registration.updated"
+        )
+        for minute, venue in enumerate(venues)
+    ]
     for index in (0, 1, 4, 2, 3):
         deliver(portal, bodies[index])
     send_waiting("R-AGAIN")
@@ -162,8 +196,9 @@ _registrations = itertools.count()
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_delivery_order_ends_with_the_last_update_stating_the_final_state(portal: Portal,
-                                                                              data: st.DataObject) -> None:
+def test_any_delivery_order_ends_with_the_last_update_stating_the_final_state(
+    portal: Portal, data: st.DataObject
+) -> None:
     """Property: created, then 1-4 updates each naming a venue (repeats and returns allowed), delivered
     in any order, the workers sending whatever waits at random moments in between. The last update
     e-mail that arrives (if any) names the final venue; and when the final venue differs from the
@@ -171,9 +206,15 @@ def test_any_delivery_order_ends_with_the_last_update_stating_the_final_state(po
     cancellation e-mail, not an update, is then the last word) and duplicates (test_registration_apply)."""
     registration_id = f"R-PROP-{next(_registrations)}"
     venues = data.draw(st.lists(st.sampled_from(VENUES), min_size=2, max_size=5), label="venues")
-    bodies = [version(registration_id, minute, venue=venue,
-                      event_type="registration.created" if minute == 0 else "registration.updated")
-              for minute, venue in enumerate(venues)]
+    bodies = [
+        version(
+            registration_id,
+            minute,
+            venue=venue,
+            event_type="registration.created" if minute == 0 else "registration.updated",
+        )
+        for minute, venue in enumerate(venues)
+    ]
     order = data.draw(st.permutations(range(len(bodies))), label="order")
     sends = data.draw(st.lists(st.booleans(), min_size=len(bodies), max_size=len(bodies)), label="send after")
     mail.outbox.clear()
@@ -185,8 +226,9 @@ def test_any_delivery_order_ends_with_the_last_update_stating_the_final_state(po
     send_waiting(registration_id)
 
     kinds = {str(n.id): n.kind for n in Notification.objects.filter(registration__external_id=registration_id)}
-    arrived = [(kinds[message.extra_headers["X-Eventplatform-Notification-Id"]], message.body)
-               for message in mail.outbox]
+    arrived = [
+        (kinds[message.extra_headers["X-Eventplatform-Notification-Id"]], message.body) for message in mail.outbox
+    ]
     updates = [body for kind, body in arrived if kind == "update"]
     final = venues[-1]
     if updates:

@@ -47,8 +47,9 @@ def test_status_page_works_on_sqlite_with_the_in_process_broker(tmp_path: Path) 
     env.update(DATA_DIR=str(tmp_path), LOG_LEVEL="WARNING", DJANGO_SETTINGS_MODULE="eventplatform.settings.base")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
-    result = subprocess.run([*manage, "shell", "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [*manage, "shell", "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     assert lines["status"] == "200 embedded broker"

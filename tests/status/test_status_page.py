@@ -33,23 +33,40 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 def staff(client: Client) -> Client:
     """A support user: staff with view permissions only (what the status page's links lead to)."""
     user = User.objects.create_user("support", "support@example.org", "pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_",
-                                                        content_type__app_label__in=["notifications", "webhooks"]))
+    user.user_permissions.set(
+        Permission.objects.filter(
+            codename__startswith="view_", content_type__app_label__in=["notifications", "webhooks"]
+        )
+    )
     client.force_login(user)
     return client
 
 
 def _event(portal: Portal, *, status: str, received_at: dt.datetime) -> WebhookEvent:
-    return WebhookEvent.objects.create(portal=portal, delivery_id=f"msg_{uuid.uuid4().hex}",
-                                       type="registration.created", status=status, raw_body=b"{}", payload={},
-                                       received_at=received_at)
+    return WebhookEvent.objects.create(
+        portal=portal,
+        delivery_id=f"msg_{uuid.uuid4().hex}",
+        type="registration.created",
+        status=status,
+        raw_body=b"{}",
+        payload={},
+        received_at=received_at,
+    )
 
 
-def _notification(registration: Registration, *, status: str, updated_at: dt.datetime, code: str = "",
-                  kind: str = "confirmation") -> Notification:
+def _notification(
+    registration: Registration, *, status: str, updated_at: dt.datetime, code: str = "", kind: str = "confirmation"
+) -> Notification:
     notification = Notification.objects.create(
-        registration=registration, kind=kind, channel="email", dedupe_key=uuid.uuid4().hex, status=status,
-        recipient="ada@example.org", context={}, last_error_code=code)
+        registration=registration,
+        kind=kind,
+        channel="email",
+        dedupe_key=uuid.uuid4().hex,
+        status=status,
+        recipient="ada@example.org",
+        context={},
+        last_error_code=code,
+    )
     Notification.objects.filter(id=notification.id).update(updated_at=updated_at)  # auto_now: set it afterwards
     return notification
 
@@ -83,18 +100,28 @@ def test_staff_see_window_counts_that_match_the_seeded_rows(staff: Client, porta
         _notification(registration, status="sent", updated_at=recent)
     _notification(registration, status="sent", updated_at=old)
     _notification(registration, status="retrying", updated_at=recent)
-    dead_recent = [_notification(registration, status="dead", updated_at=recent, code="smtp_permanent")
-                   for _ in range(2)]
+    dead_recent = [
+        _notification(registration, status="dead", updated_at=recent, code="smtp_permanent") for _ in range(2)
+    ]
     _notification(registration, status="dead", updated_at=earlier, code="sms_permanent")
     _notification(registration, status="dead", updated_at=old, code="smtp_permanent")
     failed_event = _event(portal, status="accepted", received_at=old)
-    FailedApply.objects.create(webhook_event=failed_event, event_id=failed_event.id, error_code="actor_failed",
-                               first_failed_at=earlier,
-                               last_failed_at=earlier)
+    FailedApply.objects.create(
+        webhook_event=failed_event,
+        event_id=failed_event.id,
+        error_code="actor_failed",
+        first_failed_at=earlier,
+        last_failed_at=earlier,
+    )
     resolved_event = _event(portal, status="accepted", received_at=old)
-    FailedApply.objects.create(webhook_event=resolved_event, event_id=resolved_event.id, error_code="actor_failed",
-                               first_failed_at=recent,
-                               last_failed_at=recent, resolved_at=now)
+    FailedApply.objects.create(
+        webhook_event=resolved_event,
+        event_id=resolved_event.id,
+        error_code="actor_failed",
+        first_failed_at=recent,
+        last_failed_at=recent,
+        resolved_at=now,
+    )
 
     # When staff open the status page.
     response = staff.get("/admin/status/")
@@ -102,8 +129,9 @@ def test_staff_see_window_counts_that_match_the_seeded_rows(staff: Client, porta
     # Then each window counts exactly its rows.
     assert response.status_code == 200
     hour, day = response.context["status"].windows
-    figures = {window.label: {f.label: f.count for f in window.webhooks + window.notifications}
-               for window in (hour, day)}
+    figures = {
+        window.label: {f.label: f.count for f in window.webhooks + window.notifications} for window in (hour, day)
+    }
     assert figures["last hour"] == {"Accepted": 2, "Rejected": 1, "Sent": 3, "Retrying": 1, "Dead": 2}
     assert figures["last day"] == {"Accepted": 3, "Rejected": 1, "Sent": 3, "Retrying": 1, "Dead": 3}
     assert [(f.label, f.count) for f in hour.dead_by_code] == [("smtp_permanent", 2)]
@@ -121,16 +149,19 @@ def test_staff_see_window_counts_that_match_the_seeded_rows(staff: Client, porta
 
 def test_outbox_backlog_breakers_and_scheduler(staff: Client) -> None:
     now = timezone.now()
-    OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send",
-                                 available_at=now - dt.timedelta(seconds=90))
+    OutboxMessage.objects.create(
+        queue_name="notifications", actor_name="notification_send", available_at=now - dt.timedelta(seconds=90)
+    )
     OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send")
-    OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send",
-                                 available_at=now + dt.timedelta(hours=1))  # a durable delay: not due
+    OutboxMessage.objects.create(
+        queue_name="notifications", actor_name="notification_send", available_at=now + dt.timedelta(hours=1)
+    )  # a durable delay: not due
     OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send", published_at=now)
     opened = now - dt.timedelta(minutes=7)
     CircuitBreaker.objects.create(provider="smtp", state="open", consecutive_failures=5, opened_at=opened)
-    CircuitBreaker.objects.create(provider="twilio", state="misconfigured", opened_at=opened,
-                                  reason="sms_auth_failed: 401 Authenticate")
+    CircuitBreaker.objects.create(
+        provider="twilio", state="misconfigured", opened_at=opened, reason="sms_auth_failed: 401 Authenticate"
+    )
     CircuitBreaker.objects.create(provider="fallback", state="closed")
 
     status = staff.get("/admin/status/").context["status"]
@@ -147,11 +178,12 @@ def test_outbox_backlog_breakers_and_scheduler(staff: Client) -> None:
 def test_scheduler_never_run_then_stale_then_fresh(staff: Client) -> None:
     html = staff.get("/admin/status/").content.decode()
     section = html.index('id="status-scheduler"')
-    assert "never" in html[section:html.index("</section>", section)]
+    assert "never" in html[section : html.index("</section>", section)]
 
     long_ago = timezone.now() - dt.timedelta(seconds=settings.STATUS_SCHEDULER_STALE_SECONDS + 60)
-    SchedulerHeartbeat.objects.create(name="send_reminders", last_started_at=long_ago, last_finished_at=long_ago,
-                                      last_duration_ms=40)
+    SchedulerHeartbeat.objects.create(
+        name="send_reminders", last_started_at=long_ago, last_finished_at=long_ago, last_duration_ms=40
+    )
     [row] = staff.get("/admin/status/").context["status"].scheduler
     assert (row.name, row.last_run_at, row.stale) == ("send_reminders", long_ago, True)
 
@@ -166,21 +198,27 @@ def test_chart_has_a_bar_pair_per_five_minutes_with_the_seeded_counts(staff: Cli
     notification = _notification(registration, status="sent", updated_at=now)
     start = chart_start(now)
     # Given 2 sent and 1 failed attempt in the last bucket, 1 sent in the first, 1 outside the chart.
-    attempts = [(now, "sent"), (now, "sent"), (now, "transient_error"), (start + dt.timedelta(seconds=30), "sent"),
-                (start - dt.timedelta(minutes=1), "sent")]
+    attempts = [
+        (now, "sent"),
+        (now, "sent"),
+        (now, "transient_error"),
+        (start + dt.timedelta(seconds=30), "sent"),
+        (start - dt.timedelta(minutes=1), "sent"),
+    ]
     for number, (started_at, outcome) in enumerate(attempts, start=1):
-        NotificationAttempt.objects.create(notification=notification, number=number, started_at=started_at,
-                                           duration_ms=5, outcome=outcome)
+        NotificationAttempt.objects.create(
+            notification=notification, number=number, started_at=started_at, duration_ms=5, outcome=outcome
+        )
 
     html = staff.get("/admin/status/").content.decode()
     begin = html.index('<svg xmlns="http://www.w3.org/2000/svg" class="status-chart"')
-    svg = ET.fromstring(html[begin:html.index("</svg>", begin) + len("</svg>")])
+    svg = ET.fromstring(html[begin : html.index("</svg>", begin) + len("</svg>")])
     sent = [int(rect.get("data-count")) for rect in svg.iter(f"{SVG_NS}rect") if rect.get("class") == "sent"]
     failed = [int(rect.get("data-count")) for rect in svg.iter(f"{SVG_NS}rect") if rect.get("class") == "failed"]
     assert len(sent) == len(failed) == 24 * 12
     assert (sent[0], sent[-1], failed[-1]) == (1, 2, 1)
     assert sum(sent) == 3 and sum(failed) == 1
-    chart_section = html[html.index('id="status-chart"'):]
+    chart_section = html[html.index('id="status-chart"') :]
     assert "<script" not in chart_section and "src=" not in chart_section  # drawn on the server, no CDN
 
 
@@ -214,8 +252,9 @@ def test_embedded_mode_shows_the_in_process_broker(staff: Client, settings) -> N
     previous = dramatiq.get_broker()
     stub = StubBroker()
     stub.declare_queue("notifications")
-    stub.enqueue(dramatiq.Message(queue_name="notifications", actor_name="notification_send", args=(), kwargs={},
-                                  options={}))
+    stub.enqueue(
+        dramatiq.Message(queue_name="notifications", actor_name="notification_send", args=(), kwargs={}, options={})
+    )
     dramatiq.set_broker(stub)
     try:
         response = staff.get("/admin/status/")

@@ -16,8 +16,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.1,
-               what: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.1, what: str = "condition"
+) -> object:
     """Poll until `predicate` returns something truthy, and return it; TimeoutError after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

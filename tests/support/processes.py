@@ -23,12 +23,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def process_env(**overrides: str) -> dict[str, str]:
     """The environment of a child: this run's test database and RabbitMQ vhost."""
     settings_dict = connection.settings_dict
-    database_url = (f"postgres://{settings_dict['USER'] or 'postgres'}@{settings_dict['HOST'] or '127.0.0.1'}:"
-                    f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}")
+    database_url = (
+        f"postgres://{settings_dict['USER'] or 'postgres'}@{settings_dict['HOST'] or '127.0.0.1'}:"
+        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+    )
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="eventplatform.settings.test", DATABASE_URL=database_url, LOG_FORMAT="json",
-        LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="eventplatform.settings.test",
+        DATABASE_URL=database_url,
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
     return env
@@ -41,8 +46,12 @@ PRODUCTION_SECRET_KEY = "k3y-for-tests-of-production-settings-0123456789-abcdefg
 def production_env(**overrides: str) -> dict[str, str]:
     """The environment of a child started as an operator starts it: no settings module chosen
     (so production settings), every variable production requires set, this run's database/vhost."""
-    env = process_env(SECRET_KEY=PRODUCTION_SECRET_KEY, BROKER_URL=os.environ["BROKER_URL"],
-                      EMAIL_URL="smtp://127.0.0.1:2525", ALLOWED_HOSTS="127.0.0.1,testserver")
+    env = process_env(
+        SECRET_KEY=PRODUCTION_SECRET_KEY,
+        BROKER_URL=os.environ["BROKER_URL"],
+        EMAIL_URL="smtp://127.0.0.1:2525",
+        ALLOWED_HOSTS="127.0.0.1,testserver",
+    )
     for name in ("DJANGO_SETTINGS_MODULE", "SENTRY_DSN"):
         env.pop(name, None)
     env.update(overrides)
@@ -98,8 +107,22 @@ class ManagedProcess:
 
 def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess, str]:
     port = free_port()
-    web = ManagedProcess("web", [sys.executable, "-m", "gunicorn", "eventplatform.wsgi", "--bind",
-                                 f"127.0.0.1:{port}", "--workers", str(workers), "--graceful-timeout", "5"], env)
+    web = ManagedProcess(
+        "web",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "eventplatform.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--graceful-timeout",
+            "5",
+        ],
+        env,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_ok(f"{base_url}/healthz") or not web.alive(), timeout=30, what="gunicorn")
@@ -114,5 +137,8 @@ def start_relay(env: dict[str, str]) -> ManagedProcess:
 
 
 def start_worker(env: dict[str, str], *, processes: int = 1, threads: int = 4) -> ManagedProcess:
-    return ManagedProcess("worker", [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes),
-                                     "--threads", str(threads)], env)
+    return ManagedProcess(
+        "worker",
+        [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
+        env,
+    )

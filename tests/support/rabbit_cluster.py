@@ -25,10 +25,12 @@ from tests.support.polling import free_port
 RABBITMQCTL_TIMEOUT = 120
 
 
-def rabbitmqctl(node: str, *args: str, timeout: float = RABBITMQCTL_TIMEOUT,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", "-q", "-n", node, *args], capture_output=True, text=True,
-                          timeout=timeout, check=check)
+def rabbitmqctl(
+    node: str, *args: str, timeout: float = RABBITMQCTL_TIMEOUT, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["rabbitmqctl", "-q", "-n", node, *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
 
 
 @dataclass
@@ -54,17 +56,20 @@ class Node:
             "loopback_users = none\n"
             # Small machine, several nodes: no disk/memory alarms from the shared load.
             "disk_free_limit.absolute = 50MB\n"
-            "vm_memory_high_watermark.relative = 0.8\n")
+            "vm_memory_high_watermark.relative = 0.8\n"
+        )
         (self.base / "rabbitmq-env.conf").write_text("ERL_EPMD_ADDRESS=127.0.0.1\n")
         (self.base / "enabled_plugins").write_text("[].\n")
         env = dict(os.environ)
         env.update(
-            RABBITMQ_NODENAME=self.name, RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_NODENAME=self.name,
+            RABBITMQ_DIST_PORT=str(self.dist_port),
             RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
             RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
-            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"), RABBITMQ_LOG_BASE=str(self.base / "log"),
+            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.base / "log"),
             RABBITMQ_PID_FILE=str(self.base / "node.pid"),
             RABBITMQ_PLUGINS_EXPAND_DIR=str(self.base / "plugins-expand"),
             ERL_EPMD_ADDRESS="127.0.0.1",
@@ -72,12 +77,14 @@ class Node:
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.base)], check=True)
         with self.log.open("wb") as out:
             # Its own process group: the fallback stop signals exactly this node's processes.
-            self.process = subprocess.Popen(["rabbitmq-server"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                ["rabbitmq-server"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def wait_running(self, timeout: float = 90) -> None:
-        rabbitmqctl(self.name, "wait", "--timeout", str(int(timeout)), str(self.base / "node.pid"),
-                    timeout=timeout + 30)
+        rabbitmqctl(
+            self.name, "wait", "--timeout", str(int(timeout)), str(self.base / "node.pid"), timeout=timeout + 30
+        )
         rabbitmqctl(self.name, "await_startup", "--timeout", str(int(timeout)), timeout=timeout + 30)
 
     def stop(self) -> None:
@@ -104,8 +111,15 @@ class RabbitCluster:
         self.base = Path(tempfile.mkdtemp(prefix="ep-rabbit-cluster-"))
         os.chmod(self.base, 0o755)
         suffix = f"{os.getpid()}-{self.base.name[-6:]}".replace("_", "")
-        self.nodes = [Node(name=f"ep-test-{chr(ord('a') + i)}-{suffix}@localhost", port=free_port(),
-                           dist_port=free_port(), base=self.base / chr(ord("a") + i)) for i in range(size)]
+        self.nodes = [
+            Node(
+                name=f"ep-test-{chr(ord('a') + i)}-{suffix}@localhost",
+                port=free_port(),
+                dist_port=free_port(),
+                base=self.base / chr(ord("a") + i),
+            )
+            for i in range(size)
+        ]
 
     def start(self) -> RabbitCluster:
         started = time.monotonic()

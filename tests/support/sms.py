@@ -66,10 +66,11 @@ class SmsApi:
                 query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 with api.lock:
                     api.listings += 1
-                    listed = [{"sid": sid, "to": form["To"], "from": form["From"], "body": form["Body"],
-                               "status": "sent"}
-                              for sid, form in zip(api.sids, api.received, strict=True)
-                              if "To" in form and form["To"] == query.get("To")]
+                    listed = [
+                        {"sid": sid, "to": form["To"], "from": form["From"], "body": form["Body"], "status": "sent"}
+                        for sid, form in zip(api.sids, api.received, strict=True)
+                        if "To" in form and form["To"] == query.get("To")
+                    ]
                 if api.listing_status:
                     self._answer(api.listing_status, {"code": 20500, "message": "listing failed"})
                 else:

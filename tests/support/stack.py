@@ -31,10 +31,16 @@ from tests.support.webhooks import encode, payload, signed_headers
 
 # Fast retries and a short claim lease, so each scenario settles in seconds rather than minutes (the
 # lease is shorter than a send may take, which the claim check refuses outside these tests).
-FAST = {"APPLY_MIN_BACKOFF_MS": "200", "APPLY_MAX_BACKOFF_MS": "1000", "NOTIFICATION_MIN_BACKOFF_MS": "200",
-        "NOTIFICATION_MAX_BACKOFF_MS": "2000", "NOTIFICATION_CLAIM_TIMEOUT_SECONDS": "5",
-        "SILENCED_SYSTEM_CHECKS": "notifications.E001",
-        "RELAY_METRICS_PORT": "0", "LOG_LEVEL": "WARNING"}
+FAST = {
+    "APPLY_MIN_BACKOFF_MS": "200",
+    "APPLY_MAX_BACKOFF_MS": "1000",
+    "NOTIFICATION_MIN_BACKOFF_MS": "200",
+    "NOTIFICATION_MAX_BACKOFF_MS": "2000",
+    "NOTIFICATION_CLAIM_TIMEOUT_SECONDS": "5",
+    "SILENCED_SYSTEM_CHECKS": "notifications.E001",
+    "RELAY_METRICS_PORT": "0",
+    "LOG_LEVEL": "WARNING",
+}
 
 
 class Stack:
@@ -77,8 +83,12 @@ class Stack:
 
     def post(self, registration_id: str, delivery_id: str) -> requests.Response:
         body = encode(payload(registration_id, email=f"{registration_id.lower()}@example.org", phone=None))
-        return requests.post(f"{self.base_url}/webhooks/pretix/", data=body, timeout=10,
-                             headers=signed_headers(body, delivery_id=delivery_id))
+        return requests.post(
+            f"{self.base_url}/webhooks/pretix/",
+            data=body,
+            timeout=10,
+            headers=signed_headers(body, delivery_id=delivery_id),
+        )
 
     def deliver(self, registration_id: str, statuses: collections.Counter[int]) -> None:
         """As a portal does: the same delivery again until it is acknowledged with a 2xx."""
@@ -94,8 +104,9 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"{registration_id} was never accepted")
 
-    def send_in_background(self, registration_ids: list[str], statuses: collections.Counter[int],
-                           pause: float = 0.0, concurrency: int = 8) -> concurrent.futures.Future[None]:
+    def send_in_background(
+        self, registration_ids: list[str], statuses: collections.Counter[int], pause: float = 0.0, concurrency: int = 8
+    ) -> concurrent.futures.Future[None]:
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
 
         def run() -> None:
@@ -121,7 +132,11 @@ class Stack:
 def wait_for_emails(stack: Stack, smtp: SmtpServer, count: int, timeout: float = 150) -> None:
     """Until `count` distinct notifications reached the SMTP server; on timeout, the processes' logs."""
     try:
-        wait_until(lambda: len(emails_by_notification(smtp)) >= count, timeout=timeout, interval=0.5,
-                   what=f"{count} distinct e-mails")
+        wait_until(
+            lambda: len(emails_by_notification(smtp)) >= count,
+            timeout=timeout,
+            interval=0.5,
+            what=f"{count} distinct e-mails",
+        )
     except TimeoutError:
         raise AssertionError(f"{len(emails_by_notification(smtp))} of {count} e-mails\n{stack.logs()}") from None

@@ -28,10 +28,12 @@ pytestmark = pytest.mark.django_db
 URL = "/webhooks/pretix/"
 
 
-def post(client: Client, body: bytes, headers: dict[str, str], *, content_type: str = "application/json",
-         url: str = URL):
-    return client.post(url, data=body, content_type=content_type,
-                       headers={k: v for k, v in headers.items() if k != "content-type"})
+def post(
+    client: Client, body: bytes, headers: dict[str, str], *, content_type: str = "application/json", url: str = URL
+):
+    return client.post(
+        url, data=body, content_type=content_type, headers={k: v for k, v in headers.items() if k != "content-type"}
+    )
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -162,10 +164,17 @@ def test_a_delivery_id_sent_twice_is_401(client: Client, portal: Portal) -> None
     assert_error(post(client, body, headers), 401, "invalid_signature")
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=", "", "application/json; charset=latin-1"])
-def test_content_type_is_not_checked_the_signed_body_counts(client: Client, portal: Portal,
-                                                           content_type: str) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=",
+        "",
+        "application/json; charset=latin-1",
+    ],
+)
+def test_content_type_is_not_checked_the_signed_body_counts(client: Client, portal: Portal, content_type: str) -> None:
     body = encode(payload())
     response = post(client, body, signed_headers(body), content_type=content_type)
     assert response.status_code == 202
@@ -173,8 +182,7 @@ def test_content_type_is_not_checked_the_signed_body_counts(client: Client, port
 
 @pytest.mark.parametrize("slug", ["no.such", "x" * 300, "ünï", "a%00b"])
 def test_slugs_that_cannot_be_portals_are_404_with_the_error_body(client: Client, portal: Portal, slug: str) -> None:
-    assert_error(client.post(f"/webhooks/{slug}/", data=b"{}", content_type="application/json"), 404,
-                 "unknown_portal")
+    assert_error(client.post(f"/webhooks/{slug}/", data=b"{}", content_type="application/json"), 404, "unknown_portal")
 
 
 @pytest.mark.parametrize("path", ["/webhooks/", "/webhooks/pretix", "/webhooks/pretix/extra/", "/webhooks/a/b/c"])
@@ -193,10 +201,10 @@ def test_other_methods_are_405_with_allow(client: Client, portal: Portal, method
 def test_a_chunked_body_under_runserver_like_servers_is_411(portal: Portal) -> None:
     # Given a server that cannot decode chunked bodies (no wsgi.input_terminated), like runserver
     body = encode(payload())
-    headers = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed_headers(body).items()
-               if k != "content-type"}
-    response = Client().generic("POST", URL, data=b"", content_type="application/json",
-                                HTTP_TRANSFER_ENCODING="chunked", **headers)
+    headers = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed_headers(body).items() if k != "content-type"}
+    response = Client().generic(
+        "POST", URL, data=b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked", **headers
+    )
     assert_error(response, 411, "length_required")
 
 
@@ -206,8 +214,7 @@ def test_timestamps_at_the_edges_of_the_tolerance(client: Client, portal: Portal
     body = encode(payload("R-2"))
     assert_error(post(client, body, signed_headers(body, timestamp=0)), 401, "timestamp_out_of_tolerance")
     body = encode(payload("R-3"))
-    assert_error(post(client, body, signed_headers(body, timestamp=10**15 - 1)), 401,
-                 "timestamp_out_of_tolerance")
+    assert_error(post(client, body, signed_headers(body, timestamp=10**15 - 1)), 401, "timestamp_out_of_tolerance")
 
 
 def test_error_bodies_are_json_objects_with_code_and_message(client: Client, portal: Portal) -> None:

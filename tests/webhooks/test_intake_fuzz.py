@@ -40,19 +40,58 @@ pytestmark = pytest.mark.django_db
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 _unique = itertools.count()
 DELETE = object()
-PATHS = [("type",), ("timestamp",), ("data",), ("data", "registration_id"), ("data", "event"),
-         ("data", "event", "id"), ("data", "event", "name"), ("data", "event", "starts_at"),
-         ("data", "event", "timezone"), ("data", "event", "venue"), ("data", "attendee"),
-         ("data", "attendee", "email"), ("data", "attendee", "phone"), ("data", "attendee", "first_name"),
-         ("data", "attendee", "role"), ("data", "attendee", "locale"), ("extra",)]
-HOSTILE_TEXT = st.sampled_from(["\x00", "registration.created\x00", "\ud800", "é" * 300, "x" * 5000, "",
-                                "registration.cancelled", "registration.updated", "speaker", "+4915112345678",
-                                "Europe/Berlin", "Mars/Olympus", "2026-13-45T99:00:00Z", "ada@example.org"])
+PATHS = [
+    ("type",),
+    ("timestamp",),
+    ("data",),
+    ("data", "registration_id"),
+    ("data", "event"),
+    ("data", "event", "id"),
+    ("data", "event", "name"),
+    ("data", "event", "starts_at"),
+    ("data", "event", "timezone"),
+    ("data", "event", "venue"),
+    ("data", "attendee"),
+    ("data", "attendee", "email"),
+    ("data", "attendee", "phone"),
+    ("data", "attendee", "first_name"),
+    ("data", "attendee", "role"),
+    ("data", "attendee", "locale"),
+    ("extra",),
+]
+HOSTILE_TEXT = st.sampled_from(
+    [
+        "\x00",
+        "registration.created\x00",
+        "\ud800",
+        "é" * 300,
+        "x" * 5000,
+        "",
+        "registration.cancelled",
+        "registration.updated",
+        "speaker",
+        "+4915112345678",
+        "Europe/Berlin",
+        "Mars/Olympus",
+        "2026-13-45T99:00:00Z",
+        "ada@example.org",
+    ]
+)
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300, max_value=10**400),
-                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40), HOSTILE_TEXT)
-json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), children, max_size=4), max_leaves=15)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**300, max_value=10**400),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    HOSTILE_TEXT,
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=15,
+)
 
 
 def mutate(mutations: list[tuple[tuple[str, ...], Any]], registration_id: int) -> bytes:
@@ -76,7 +115,7 @@ def tweak(body: bytes, how: str, position: int) -> bytes:
     if how == "truncate":
         return body[:position]
     if how == "flip":
-        return body[:position] + bytes([body[position] ^ 0xFF]) + body[position + 1:] if body else body
+        return body[:position] + bytes([body[position] ^ 0xFF]) + body[position + 1 :] if body else body
     if how == "nul":
         return body[:position] + b"\x00" + body[position:]
     if how == "huge_number":
@@ -94,10 +133,17 @@ bodies = st.one_of(
     st.binary(max_size=600),
     json_values.map(lambda value: json.dumps(value).encode()),
     valid_bodies,
-    st.builds(mutate, st.lists(st.tuples(st.sampled_from(PATHS), st.one_of(json_values, st.just(DELETE))),
-                               min_size=1, max_size=3), st.integers(min_value=0, max_value=10**9)),
-    st.builds(tweak, valid_bodies, st.sampled_from(["truncate", "flip", "nul", "huge_number", "deep", "bom",
-                                                    "newline"]), st.integers(min_value=0, max_value=10**4)),
+    st.builds(
+        mutate,
+        st.lists(st.tuples(st.sampled_from(PATHS), st.one_of(json_values, st.just(DELETE))), min_size=1, max_size=3),
+        st.integers(min_value=0, max_value=10**9),
+    ),
+    st.builds(
+        tweak,
+        valid_bodies,
+        st.sampled_from(["truncate", "flip", "nul", "huge_number", "deep", "bom", "newline"]),
+        st.integers(min_value=0, max_value=10**4),
+    ),
 )
 header_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=60)
 fresh_ids = st.uuids().map(lambda u: f"msg_{u.hex}")
@@ -105,11 +151,30 @@ delivery_ids = st.one_of(fresh_ids, header_text, st.just("x" * 256))
 timestamp_offsets = st.one_of(st.integers(min_value=-250, max_value=250), st.integers(), st.just(10**400))
 drops = st.sets(st.sampled_from(["id", "timestamp"]))
 other_headers = st.dictionaries(
-    st.sampled_from(["x-junk", "transfer-encoding", "content-encoding", "accept", "x-forwarded-for",
-                     "webhook-version", "authorization"]),
-    st.one_of(header_text, st.sampled_from(["chunked", "gzip", "identity", "*/*"])), max_size=3)
-content_types = st.sampled_from(["application/json", "text/plain", "", "application/x-www-form-urlencoded",
-                                 "multipart/form-data; boundary=x", "application/json; charset=utf-16"])
+    st.sampled_from(
+        [
+            "x-junk",
+            "transfer-encoding",
+            "content-encoding",
+            "accept",
+            "x-forwarded-for",
+            "webhook-version",
+            "authorization",
+        ]
+    ),
+    st.one_of(header_text, st.sampled_from(["chunked", "gzip", "identity", "*/*"])),
+    max_size=3,
+)
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=utf-16",
+    ]
+)
 signature_kinds = st.sampled_from(["correct", "correct", "correct", "missing", "random", "garbled", "other_secret"])
 
 
@@ -135,18 +200,45 @@ def assert_error_body(response) -> str:
     return error["code"]
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(body=bodies, delivery_id=delivery_ids, offset=timestamp_offsets, timestamp_junk=header_text,
-       signature_kind=signature_kinds, signature_junk=header_text, drop=drops,
-       slug=st.sampled_from(["pretix"] * 9 + ["nobody"]), extra=other_headers, content_type=content_types,
-       junk_timestamp=st.booleans(), well_signed=st.booleans(), fresh_id=fresh_ids,
-       repeat_id=st.sampled_from([True, False, False, False]))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    body=bodies,
+    delivery_id=delivery_ids,
+    offset=timestamp_offsets,
+    timestamp_junk=header_text,
+    signature_kind=signature_kinds,
+    signature_junk=header_text,
+    drop=drops,
+    slug=st.sampled_from(["pretix"] * 9 + ["nobody"]),
+    extra=other_headers,
+    content_type=content_types,
+    junk_timestamp=st.booleans(),
+    well_signed=st.booleans(),
+    fresh_id=fresh_ids,
+    repeat_id=st.sampled_from([True, False, False, False]),
+)
 def test_random_input_never_gets_a_5xx_and_stores_only_signed_deliveries(
-    client: Client, portal: Portal, body: bytes, delivery_id: str, offset: int, timestamp_junk: str,
-    signature_kind: str, signature_junk: str, drop: set[str], slug: str, extra: dict[str, str], content_type: str,
-    junk_timestamp: bool, well_signed: bool, fresh_id: str, repeat_id: bool,
+    client: Client,
+    portal: Portal,
+    body: bytes,
+    delivery_id: str,
+    offset: int,
+    timestamp_junk: str,
+    signature_kind: str,
+    signature_junk: str,
+    drop: set[str],
+    slug: str,
+    extra: dict[str, str],
+    content_type: str,
+    junk_timestamp: bool,
+    well_signed: bool,
+    fresh_id: str,
+    repeat_id: bool,
 ) -> None:
     if well_signed:  # half the examples: every header right, so that the body is what is fuzzed
         # mostly a new id; sometimes one hypothesis drew before (the duplicate path)
@@ -164,8 +256,9 @@ def test_random_input_never_gets_a_5xx_and_stores_only_signed_deliveries(
         headers["webhook-signature"] = signature
     events_before, outbox_before = WebhookEvent.objects.count(), OutboxMessage.objects.count()
     # (PostgreSQL cannot even compare text with NUL; the intake refuses such ids before any query)
-    already_stored = "\x00" not in delivery_id and WebhookEvent.objects.filter(
-        portal=portal, delivery_id=delivery_id).exists()
+    already_stored = (
+        "\x00" not in delivery_id and WebhookEvent.objects.filter(portal=portal, delivery_id=delivery_id).exists()
+    )
 
     # generic(): the body goes out as these bytes (post() would re-encode it for a charset= parameter)
     response = client.generic("POST", f"/webhooks/{slug}/", data=body, content_type=content_type, headers=headers)
@@ -176,9 +269,17 @@ def test_random_input_never_gets_a_5xx_and_stores_only_signed_deliveries(
     code = assert_error_body(response) if status >= 400 else None
     new_events = WebhookEvent.objects.count() - events_before
     new_outbox = OutboxMessage.objects.count() - outbox_before
-    correctly_signed = (signature_kind == "correct" and signature != signature_junk and not drop
-                        and not junk_timestamp and abs(offset) <= 250 and slug == "pretix"
-                        and delivery_id.isascii() and delivery_id.isprintable() and 0 < len(delivery_id) <= 255)
+    correctly_signed = (
+        signature_kind == "correct"
+        and signature != signature_junk
+        and not drop
+        and not junk_timestamp
+        and abs(offset) <= 250
+        and slug == "pretix"
+        and delivery_id.isascii()
+        and delivery_id.isprintable()
+        and 0 < len(delivery_id) <= 255
+    )
     if status == 411:
         # `Transfer-Encoding: chunked` without a length, which this server (the test client, like
         # runserver) cannot decode: refused before anything is read, signed or not.

@@ -40,8 +40,15 @@ def connect(base_url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
 
 
-def send(base_url: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None = None,
-         *, chunks: list[bytes] | None = None) -> tuple[int, dict[str, str], bytes]:
+def send(
+    base_url: str,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None = None,
+    *,
+    chunks: list[bytes] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One request with headers exactly as given (repeats kept); `chunks` sends the body chunked."""
     conn = connect(base_url)
     try:
@@ -64,7 +71,7 @@ def send(base_url: str, method: str, path: str, headers: list[tuple[str, str]], 
 
 
 def pieces(body: bytes, size: int) -> list[bytes]:
-    return [body[i:i + size] for i in range(0, len(body), size)]
+    return [body[i : i + size] for i in range(0, len(body), size)]
 
 
 def test_a_chunked_signed_body_is_read_like_any_other_up_to_the_limit(web) -> None:
@@ -82,15 +89,17 @@ def test_a_chunked_signed_body_is_read_like_any_other_up_to_the_limit(web) -> No
     data["padding"] = "x" * (LIMIT - len(encode(data)))
     body = encode(data)
     assert len(body) == LIMIT
-    status, _, content = send(base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()),
-                              chunks=pieces(body, 1000))
+    status, _, content = send(
+        base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()), chunks=pieces(body, 1000)
+    )
     assert status == 202, content
 
     # one byte over: 413, nothing stored
     data["padding"] += "x"
     body = encode(data)
-    status, _, content = send(base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()),
-                              chunks=pieces(body, 1000))
+    status, _, content = send(
+        base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()), chunks=pieces(body, 1000)
+    )
     assert status == 413 and json.loads(content)["error"]["code"] == "payload_too_large"
     assert WebhookEvent.objects.count() == 2
 
@@ -158,8 +167,11 @@ def test_the_admin_is_styled_with_nothing_but_migrate_before_gunicorn(web) -> No
 def test_runserver_as_make_run_starts_it_serves_the_admin_styled(portal: Portal) -> None:
     # Given runserver as run_pipeline's embedded mode calls it (DEBUG off, no --insecure, no collectstatic)
     port = free_port()
-    server = ManagedProcess("runserver", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                            process_env(DEBUG="false", DATA_DIR=tempfile.mkdtemp(prefix="ep-data-")))
+    server = ManagedProcess(
+        "runserver",
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        process_env(DEBUG="false", DATA_DIR=tempfile.mkdtemp(prefix="ep-data-")),
+    )
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(f"{base_url}/healthz") or not server.alive(), timeout=60, what="runserver")
@@ -171,14 +183,17 @@ def test_runserver_as_make_run_starts_it_serves_the_admin_styled(portal: Portal)
 
 def test_storage_down_is_503_with_the_error_body_and_bounded_labels(portal: Portal) -> None:
     # Given a gunicorn whose database cannot be reached (nothing listens on its port)
-    env = process_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere",
-                      DATA_DIR=tempfile.mkdtemp(prefix="ep-data-"))
+    env = process_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere",
+        DATA_DIR=tempfile.mkdtemp(prefix="ep-data-"),
+    )
     process, base_url = start_web(env, workers=1)
     try:
         body = encode(payload("R-DOWN-1"))
         for _ in range(30):
-            status, headers, content = send(base_url, "POST", f"/webhooks/{secrets.token_hex(6)}/",
-                                            list(signed_headers(body).items()), body)
+            status, headers, content = send(
+                base_url, "POST", f"/webhooks/{secrets.token_hex(6)}/", list(signed_headers(body).items()), body
+            )
             assert status == 503 and headers["Retry-After"] == "5", content
             assert json.loads(content)["error"]["code"] == "database_unavailable"
         status, _, content = send(base_url, "POST", "/webhooks/pretix/", list(signed_headers(body).items()), body)

@@ -25,14 +25,18 @@ def post(client: Client, body: dict):
     return client.post("/webhooks/pretix/", data=raw, content_type="application/json", headers=headers)
 
 
-@pytest.mark.parametrize(("starts_at", "utc"), [
-    ("2026-12-03T09:00:00", dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)),  # winter, UTC+1
-    ("2026-07-03T09:00:00", dt.datetime(2026, 7, 3, 7, 0, tzinfo=dt.UTC)),  # summer, UTC+2
-    ("2026-12-03T09:00:00+01:00", dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)),  # an offset is kept
-    ("2026-12-03T08:00:00Z", dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)),
-])
-def test_starts_at_without_offset_is_read_in_the_event_timezone(client: Client, portal: Portal, starts_at: str,
-                                                                 utc: dt.datetime) -> None:
+@pytest.mark.parametrize(
+    ("starts_at", "utc"),
+    [
+        ("2026-12-03T09:00:00", dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)),  # winter, UTC+1
+        ("2026-07-03T09:00:00", dt.datetime(2026, 7, 3, 7, 0, tzinfo=dt.UTC)),  # summer, UTC+2
+        ("2026-12-03T09:00:00+01:00", dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)),  # an offset is kept
+        ("2026-12-03T08:00:00Z", dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)),
+    ],
+)
+def test_starts_at_without_offset_is_read_in_the_event_timezone(
+    client: Client, portal: Portal, starts_at: str, utc: dt.datetime
+) -> None:
     response = post(client, payload("R-TZ", starts_at=starts_at))
     assert response.status_code == 202, response.content
     event = WebhookEvent.objects.get(pk=response.json()["event_id"])
@@ -44,8 +48,10 @@ def test_starts_at_without_offset_is_read_in_the_event_timezone(client: Client, 
     # The confirmation says 09:00 (Berlin) for 09:00 Berlin (or its UTC equivalent)
     confirmation = Notification.objects.get(registration=registration, kind="confirmation", channel="email")
     expected_local = utc.astimezone(dt.timezone(dt.timedelta(hours=1 if utc.month == 12 else 2)))
-    assert f"{expected_local:%H:%M} (Europe/Berlin)" in render(kind="confirmation", channel="email",
-                                                               context=confirmation.context).text
+    assert (
+        f"{expected_local:%H:%M} (Europe/Berlin)"
+        in render(kind="confirmation", channel="email", context=confirmation.context).text
+    )
 
 
 def test_a_local_time_in_the_daylight_saving_gap_is_422_with_a_field_error(client: Client, portal: Portal) -> None:

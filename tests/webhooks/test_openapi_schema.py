@@ -34,9 +34,18 @@ from tests.support.processes import process_env, start_web
 from tests.support.webhooks import signed_headers
 
 OPERATION = ("/webhooks/{portal_slug}/", "post")
-INTAKE_CODES = {"malformed_json", "invalid_signature", "timestamp_out_of_tolerance", "unknown_portal",
-                "length_required", "payload_too_large", "invalid_payload", "rate_limited", "database_unavailable",
-                "method_not_allowed"}
+INTAKE_CODES = {
+    "malformed_json",
+    "invalid_signature",
+    "timestamp_out_of_tolerance",
+    "unknown_portal",
+    "length_required",
+    "payload_too_large",
+    "invalid_payload",
+    "rate_limited",
+    "database_unavailable",
+    "method_not_allowed",
+}
 EXAMPLES = 150
 
 
@@ -62,8 +71,7 @@ def test_the_schema_lists_what_the_intake_answers() -> None:
     assert codes == INTAKE_CODES and codes <= set(CATALOGUE)
     documented = set(operation["responses"])
     # every error status the intake can send on POST is documented (405 is for other methods)
-    assert {str(CATALOGUE[c].http_status) for c in INTAKE_CODES - {"method_not_allowed"}} | {"200", "202"} \
-        == documented
+    assert {str(CATALOGUE[c].http_status) for c in INTAKE_CODES - {"method_not_allowed"}} | {"200", "202"} == documented
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header" and p["required"]}
     assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
     assert tuple(schema["components"]["schemas"]["WebhookPayload"]["properties"]["type"]["enum"]) == EVENT_TYPES
@@ -81,8 +89,7 @@ def test_schemathesis_against_a_live_gunicorn(portal) -> None:
 
         # When schemathesis generates requests, some re-addressed to the real portal, some of those
         # correctly signed (else all would stop at 404 or 401), and sends them
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(), how=st.sampled_from(["signed", "signed", "unsigned", "generated"]))
         def run(case, how: str) -> None:
             sign = how == "signed"
@@ -96,13 +103,26 @@ def test_schemathesis_against_a_live_gunicorn(portal) -> None:
             headers = dict(kwargs.pop("headers", {}) or {})
             if sign:
                 headers.update(signed_headers(body, timestamp=int(time.time())))
-            response = requests.request(kwargs.pop("method"), kwargs.pop("url"), data=body, headers=headers,
-                                        params=kwargs.pop("params", None), timeout=30)
+            response = requests.request(
+                kwargs.pop("method"),
+                kwargs.pop("url"),
+                data=body,
+                headers=headers,
+                params=kwargs.pop("params", None),
+                timeout=30,
+            )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             # Then: never a 5xx, and the status, content type, headers and body as the schema says
-            case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
-                                                     content_type_conformance, response_headers_conformance,
-                                                     response_schema_conformance])
+            case.validate_response(
+                response,
+                checks=[
+                    not_a_server_error,
+                    status_code_conformance,
+                    content_type_conformance,
+                    response_headers_conformance,
+                    response_schema_conformance,
+                ],
+            )
 
         run()
         print(f"schemathesis: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")

@@ -60,9 +60,16 @@ def deliver(secret: str, registration_id: str) -> int:
 def change_form_data(portal: Portal, new_secret: str | None = None) -> dict[str, str]:
     """The portal's change form as the browser posts it: the stored secrets' rows, one new row."""
     secrets = list(portal.secrets.order_by("pk"))
-    data = {"slug": portal.slug, "name": portal.name, "active": "on", "rate_limit_per_minute": "",
-            "secrets-TOTAL_FORMS": str(len(secrets) + (new_secret is not None)),
-            "secrets-INITIAL_FORMS": str(len(secrets)), "secrets-MIN_NUM_FORMS": "0", "secrets-MAX_NUM_FORMS": "1000"}
+    data = {
+        "slug": portal.slug,
+        "name": portal.name,
+        "active": "on",
+        "rate_limit_per_minute": "",
+        "secrets-TOTAL_FORMS": str(len(secrets) + (new_secret is not None)),
+        "secrets-INITIAL_FORMS": str(len(secrets)),
+        "secrets-MIN_NUM_FORMS": "0",
+        "secrets-MAX_NUM_FORMS": "1000",
+    }
     for index, stored in enumerate(secrets):
         data[f"secrets-{index}-id"] = str(stored.pk)
         data[f"secrets-{index}-portal"] = str(portal.pk)
@@ -71,14 +78,24 @@ def change_form_data(portal: Portal, new_secret: str | None = None) -> dict[str,
         data[f"secrets-{index}-secret"] = "whsec_tampered"  # a disabled field: ignored
     if new_secret is not None:
         index = len(secrets)
-        data.update({f"secrets-{index}-portal": str(portal.pk), f"secrets-{index}-secret": new_secret,
-                     f"secrets-{index}-active": "on"})
+        data.update(
+            {
+                f"secrets-{index}-portal": str(portal.pk),
+                f"secrets-{index}-secret": new_secret,
+                f"secrets-{index}-active": "on",
+            }
+        )
     return data
 
 
 def test_secrets_are_masked_in_the_list_and_change_page_and_its_source(admin_client: Client, portal: Portal) -> None:
-    pages = (LIST_URL, change_url(portal), f"{LIST_URL}?q=pre", f"{LIST_URL}{portal.pk}/history/",
-             f"{LIST_URL}{portal.pk}/delete/")
+    pages = (
+        LIST_URL,
+        change_url(portal),
+        f"{LIST_URL}?q=pre",
+        f"{LIST_URL}{portal.pk}/history/",
+        f"{LIST_URL}{portal.pk}/delete/",
+    )
     for url in pages:
         response = admin_client.get(url)
         assert response.status_code == 200, url
@@ -97,8 +114,9 @@ def test_posting_the_change_form_cannot_alter_a_stored_secret(admin_client: Clie
 
 
 @pytest.mark.parametrize("typed", list(BAD_SECRETS))
-def test_a_secret_typed_by_hand_is_validated_like_create_portal(admin_client: Client, portal: Portal,
-                                                                typed: str) -> None:
+def test_a_secret_typed_by_hand_is_validated_like_create_portal(
+    admin_client: Client, portal: Portal, typed: str
+) -> None:
     response = admin_client.post(change_url(portal), change_form_data(portal, new_secret=typed))
     assert response.status_code == 200, "the form is shown again with the error"
     assert BAD_SECRETS[typed] in response.content.decode()
@@ -122,8 +140,9 @@ def test_a_valid_typed_secret_is_stored_then_masked_and_signs(admin_client: Clie
     assert deliver(VALID_TYPED, "R-TYPED") == 202
 
 
-def test_rotate_shows_the_new_secret_once_and_keeps_the_old_one_active(admin_client: Client, portal: Portal,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_rotate_shows_the_new_secret_once_and_keeps_the_old_one_active(
+    admin_client: Client, portal: Portal, capsys: pytest.CaptureFixture[str]
+) -> None:
     # When staff rotate the portal's secret
     response = admin_client.post(LIST_URL, {"action": "rotate_secret", "_selected_action": [str(portal.pk)]})
     assert response.status_code == 200
@@ -167,18 +186,30 @@ def test_rotate_needs_its_permission(portal: Portal) -> None:
 
 def test_rotating_several_portals_at_once(admin_client: Client, portal: Portal) -> None:
     other = Portal.objects.create(slug="eventbrite", name="Eventbrite")
-    response = admin_client.post(LIST_URL, {"action": "rotate_secret",
-                                            "_selected_action": [str(portal.pk), str(other.pk)]})
+    response = admin_client.post(
+        LIST_URL, {"action": "rotate_secret", "_selected_action": [str(portal.pk), str(other.pk)]}
+    )
     assert len(re.findall(r'class="new-secret"', response.content.decode())) == 2
     assert other.secrets.filter(active=True).count() == 1 and portal.secrets.filter(active=True).count() == 2
 
 
 def test_adding_a_portal_with_a_typed_secret(admin_client: Client, db) -> None:
     def add(secret: str):
-        return admin_client.post("/admin/webhooks/portal/add/", {
-            "slug": "tito", "name": "Tito", "active": "on", "rate_limit_per_minute": "",
-            "secrets-TOTAL_FORMS": "1", "secrets-INITIAL_FORMS": "0", "secrets-MIN_NUM_FORMS": "0",
-            "secrets-MAX_NUM_FORMS": "1000", "secrets-0-secret": secret, "secrets-0-active": "on"})
+        return admin_client.post(
+            "/admin/webhooks/portal/add/",
+            {
+                "slug": "tito",
+                "name": "Tito",
+                "active": "on",
+                "rate_limit_per_minute": "",
+                "secrets-TOTAL_FORMS": "1",
+                "secrets-INITIAL_FORMS": "0",
+                "secrets-MIN_NUM_FORMS": "0",
+                "secrets-MAX_NUM_FORMS": "1000",
+                "secrets-0-secret": secret,
+                "secrets-0-active": "on",
+            },
+        )
 
     assert add("whsec_AAAA").status_code == 200 and not Portal.objects.filter(slug="tito").exists()
     assert add(VALID_TYPED).status_code == 302
@@ -198,10 +229,19 @@ def new_secret_in(response) -> str:
 
 def test_adding_a_portal_without_a_secret_creates_its_first_one_and_shows_it_once(admin_client: Client) -> None:
     # When staff add a portal and type no secret
-    response = admin_client.post(ADD_URL, {
-        "slug": "tito", "name": "Tito", "active": "on", "rate_limit_per_minute": "",
-        "secrets-TOTAL_FORMS": "0", "secrets-INITIAL_FORMS": "0", "secrets-MIN_NUM_FORMS": "0",
-        "secrets-MAX_NUM_FORMS": "1000"})
+    response = admin_client.post(
+        ADD_URL,
+        {
+            "slug": "tito",
+            "name": "Tito",
+            "active": "on",
+            "rate_limit_per_minute": "",
+            "secrets-TOTAL_FORMS": "0",
+            "secrets-INITIAL_FORMS": "0",
+            "secrets-MIN_NUM_FORMS": "0",
+            "secrets-MAX_NUM_FORMS": "1000",
+        },
+    )
     # Then the answer shows its first secret, once, uncached
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -213,8 +253,9 @@ def test_adding_a_portal_without_a_secret_creates_its_first_one_and_shows_it_onc
     portal_cache_clear()
     body = encode(payload("R-TITO"))
     headers = {k: v for k, v in signed_headers(body, secret=secret).items() if k != "content-type"}
-    assert Client().post("/webhooks/tito/", data=body, content_type="application/json",
-                         headers=headers).status_code == 202
+    assert (
+        Client().post("/webhooks/tito/", data=body, content_type="application/json", headers=headers).status_code == 202
+    )
     # and it is never shown again
     for url in (LIST_URL, change_url(portal)):
         page = admin_client.get(url).content.decode()
@@ -246,7 +287,8 @@ def test_the_secret_button_needs_the_rotate_permission(portal: Portal) -> None:
 
 
 def test_create_portal_with_a_new_secret_for_an_existing_portal_says_it_added_a_second_active_secret(
-        portal: Portal) -> None:
+    portal: Portal,
+) -> None:
     out = io.StringIO()
     call_command("create_portal", "pretix", "--secret", VALID_TYPED, stdout=out)
     assert "added a second active secret" in out.getvalue()
@@ -262,7 +304,8 @@ def test_create_portal_with_a_new_secret_for_an_existing_portal_says_it_added_a_
 
 
 def test_deleting_a_portal_with_data_says_the_data_is_kept_and_suggests_unticking_active(
-        admin_client: Client, portal: Portal) -> None:
+    admin_client: Client, portal: Portal
+) -> None:
     # Given a portal that received a webhook
     assert deliver(SECRET, "R-KEEP") == 202
     # When a superuser opens its delete page
@@ -273,8 +316,9 @@ def test_deleting_a_portal_with_data_says_the_data_is_kept_and_suggests_untickin
     assert "data is kept" in html and "untick “Active”" in html
     assert "permission" not in html.split('class="messagelist"')[1].split("</ul>")[0]
     # And the list's bulk delete says the same and deletes nothing
-    response = admin_client.post(LIST_URL, {"action": "delete_selected", "_selected_action": [str(portal.pk)]},
-                                 follow=True)
+    response = admin_client.post(
+        LIST_URL, {"action": "delete_selected", "_selected_action": [str(portal.pk)]}, follow=True
+    )
     assert "data is kept" in response.content.decode()
     assert Portal.objects.filter(pk=portal.pk).exists()
     # A portal without data is deleted as usual
@@ -289,8 +333,10 @@ def test_the_event_page_shows_the_body_as_received_beside_the_normalised_payload
     portal_cache_clear()
     body = encode(payload("R-RAW", email="  ada@Example.ORG\r\n"))
     headers = {k: v for k, v in signed_headers(body).items() if k != "content-type"}
-    assert Client().post("/webhooks/pretix/", data=body, content_type="application/json",
-                         headers=headers).status_code == 202
+    assert (
+        Client().post("/webhooks/pretix/", data=body, content_type="application/json", headers=headers).status_code
+        == 202
+    )
     event = WebhookEvent.objects.get(delivery_id=headers["webhook-id"])
     # When support (view permission only) opens the event
     page = staff_client("view_webhookevent").get(f"/admin/webhooks/webhookevent/{event.id}/change/")

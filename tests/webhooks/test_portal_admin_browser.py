@@ -29,8 +29,10 @@ def base_url(db) -> Iterator[str]:
         web.stop()
 
 
-def test_onboarding_a_portal_shows_its_first_secret_once_then_offers_rotation(browser: object,  # noqa: F811
-                                                                              base_url: str) -> None:
+def test_onboarding_a_portal_shows_its_first_secret_once_then_offers_rotation(
+    browser: object,  # noqa: F811
+    base_url: str,
+) -> None:
     user = User.objects.create_user("onboarder", "onboarder@example.org", "correct horse", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=PORTAL_PERMISSIONS))
     page = logged_in_page(browser, base_url, "onboarder")

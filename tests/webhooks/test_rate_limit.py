@@ -36,10 +36,18 @@ def test_an_unsigned_flood_is_rate_limited_with_retry_after(client: Client, port
     # When 20 requests arrive without signature headers (and with a forged one)
     responses = []
     for index in range(FLOOD):
-        headers = {} if index % 2 else {"webhook-id": f"msg_{index}", "webhook-timestamp": str(int(time.time())),
-                                        "webhook-signature": "v1,Zm9yZ2Vk"}
-        responses.append(client.post("/webhooks/pretix/", data=encode(payload()), content_type="application/json",
-                                     headers=headers))
+        headers = (
+            {}
+            if index % 2
+            else {
+                "webhook-id": f"msg_{index}",
+                "webhook-timestamp": str(int(time.time())),
+                "webhook-signature": "v1,Zm9yZ2Vk",
+            }
+        )
+        responses.append(
+            client.post("/webhooks/pretix/", data=encode(payload()), content_type="application/json", headers=headers)
+        )
     codes = [(r.status_code, r.json()["error"]["code"]) for r in responses]
     # Then the first LIMIT are checked and refused, and every later one is refused before any check
     assert codes[:LIMIT] == [(401, "invalid_signature")] * LIMIT

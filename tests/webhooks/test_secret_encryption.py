@@ -96,11 +96,16 @@ def test_migration_0008_encrypts_existing_rows_and_reverses() -> None:
     try:
         # Given a secret stored in clear before 0008
         with connection.cursor() as cursor:
-            cursor.execute("INSERT INTO webhooks_portal (slug, name, active, created_at) "
-                           "VALUES ('legacy', 'Legacy', true, now()) RETURNING id")
+            cursor.execute(
+                "INSERT INTO webhooks_portal (slug, name, active, created_at) "
+                "VALUES ('legacy', 'Legacy', true, now()) RETURNING id"
+            )
             (portal_id,) = cursor.fetchone()
-            cursor.execute("INSERT INTO webhooks_portalsecret (portal_id, secret, active, created_at) "
-                           "VALUES (%s, %s, true, now())", [portal_id, SECRET])
+            cursor.execute(
+                "INSERT INTO webhooks_portalsecret (portal_id, secret, active, created_at) "
+                "VALUES (%s, %s, true, now())",
+                [portal_id, SECRET],
+            )
         # When 0008 runs
         executor = MigrationExecutor(connection)
         executor.migrate([("webhooks", "0008_encrypt_portal_secrets")])

@@ -53,13 +53,32 @@ def test_starts_in_90m_puts_the_event_within_the_1h_reminder_window(live_server,
 def test_an_update_carries_the_changed_fields(live_server, demo) -> None:
     out = send(demo, "--url", live_server.url, "--registration-id", "R-UPD", "--delivery-id", "msg_created")
     assert out.startswith("202") and "--registration-id R-UPD" in out, "it says how to change it"
-    out = send(demo, "--url", live_server.url, "--type", "registration.updated", "--registration-id", "R-UPD",
-               "--venue", "Room 2", "--event-name", "PyData Berlin 2", "--first-name", "Augusta",
-               "--starts-at", "2030-05-06T10:30:00+02:00", "--delivery-id", "msg_updated")
+    out = send(
+        demo,
+        "--url",
+        live_server.url,
+        "--type",
+        "registration.updated",
+        "--registration-id",
+        "R-UPD",
+        "--venue",
+        "Room 2",
+        "--event-name",
+        "PyData Berlin 2",
+        "--first-name",
+        "Augusta",
+        "--starts-at",
+        "2030-05-06T10:30:00+02:00",
+        "--delivery-id",
+        "msg_updated",
+    )
     assert out.startswith("202"), out
     data = WebhookEvent.objects.get(delivery_id="msg_updated").payload["data"]
     assert (data["event"]["venue"], data["event"]["name"], data["attendee"]["first_name"]) == (
-        "Room 2", "PyData Berlin 2", "Augusta")
+        "Room 2",
+        "PyData Berlin 2",
+        "Augusta",
+    )
     assert starts_at("msg_updated") == dt.datetime(2030, 5, 6, 8, 30, tzinfo=dt.UTC)
     # An update without a change says why no e-mail will follow
     out = send(demo, "--url", live_server.url, "--type", "registration.updated", "--registration-id", "R-UPD")

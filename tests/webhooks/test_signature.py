@@ -89,6 +89,7 @@ def test_our_sign_matches_standardwebhooks_for_any_body(body: bytes, delivery_id
     except UnicodeDecodeError:
         return
     headers = signed_headers(text.encode(), delivery_id=delivery_id)
-    ours = signature.sign(secret=SECRET, delivery_id=delivery_id, timestamp=int(headers["webhook-timestamp"]),
-                          body=text.encode())
+    ours = signature.sign(
+        secret=SECRET, delivery_id=delivery_id, timestamp=int(headers["webhook-timestamp"]), body=text.encode()
+    )
     assert ours == headers["webhook-signature"]

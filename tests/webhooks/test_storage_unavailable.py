@@ -18,8 +18,12 @@ URL = "/webhooks/pretix/"
 def _post(client: Client, delivery_id: str):
     body = encode(payload(registration_id=delivery_id))
     headers = signed_headers(body, delivery_id=delivery_id)
-    return client.post(URL, data=body, content_type="application/json",
-                       headers={k: v for k, v in headers.items() if k != "content-type"})
+    return client.post(
+        URL,
+        data=body,
+        content_type="application/json",
+        headers={k: v for k, v in headers.items() if k != "content-type"},
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -21,8 +21,12 @@ URL = "/webhooks/pretix/"
 
 
 def post(client: Client, body: bytes, headers: dict[str, str], url: str = URL):
-    return client.post(url, data=body, content_type="application/json",
-                       headers={k: v for k, v in headers.items() if k != "content-type"})
+    return client.post(
+        url,
+        data=body,
+        content_type="application/json",
+        headers={k: v for k, v in headers.items() if k != "content-type"},
+    )
 
 
 def error_code(response) -> str:
@@ -142,8 +146,9 @@ def test_schema_violation_is_422_with_field_errors_and_is_kept_as_rejected(clien
 
 
 def test_cancellation_may_carry_the_registration_id_alone(client: Client, portal: Portal) -> None:
-    body = json.dumps({"type": "registration.cancelled", "timestamp": "2026-11-27T10:00:00Z",
-                       "data": {"registration_id": "R-1"}}).encode()
+    body = json.dumps(
+        {"type": "registration.cancelled", "timestamp": "2026-11-27T10:00:00Z", "data": {"registration_id": "R-1"}}
+    ).encode()
     assert post(client, body, signed_headers(body)).status_code == 202
 
 
@@ -165,8 +170,10 @@ def test_get_is_405(client: Client, portal: Portal) -> None:
 def test_database_refuses_update_and_delete_of_events(client: Client, portal: Portal) -> None:
     body = encode(payload())
     event_id = post(client, body, signed_headers(body)).json()["event_id"]
-    for statement in ("UPDATE webhooks_webhookevent SET type = 'x' WHERE id = %s",
-                      "DELETE FROM webhooks_webhookevent WHERE id = %s"):
+    for statement in (
+        "UPDATE webhooks_webhookevent SET type = 'x' WHERE id = %s",
+        "DELETE FROM webhooks_webhookevent WHERE id = %s",
+    ):
         with pytest.raises((IntegrityError, InternalError)), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement, [event_id])
     assert WebhookEvent.objects.get(id=event_id).type == "registration.created"
@@ -197,9 +204,13 @@ def _sign_bytes(raw: bytes) -> dict[str, str]:
     from apps.webhooks.signature import sign
 
     timestamp = int(time.time())
-    return {"webhook-id": f"msg_{timestamp}_{len(raw)}", "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret=SECRET, delivery_id=f"msg_{timestamp}_{len(raw)}", timestamp=timestamp,
-                                      body=raw)}
+    return {
+        "webhook-id": f"msg_{timestamp}_{len(raw)}",
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(
+            secret=SECRET, delivery_id=f"msg_{timestamp}_{len(raw)}", timestamp=timestamp, body=raw
+        ),
+    }
 
 
 @pytest.mark.parametrize("text", ["nul \\u0000 inside", "lone \\ud800 surrogate"])

@@ -39,11 +39,12 @@ def sent_failed_chart_svg(buckets: Sequence[ChartBucket]) -> SafeString:
         sent_y = TOP + HEIGHT - sent_height
         label = escape(f"{bucket.start:%H:%M} UTC: {bucket.sent} sent, {bucket.failed} failed")
         parts.append(
-            f'<g><title>{label}</title>'
+            f"<g><title>{label}</title>"
             f'<rect class="sent" data-count="{bucket.sent}" x="{x}" y="{sent_y:.1f}" width="{BAR_WIDTH - 1}" '
             f'height="{sent_height:.1f}" fill="#2e7d32"/>'
             f'<rect class="failed" data-count="{bucket.failed}" x="{x}" y="{sent_y - failed_height:.1f}" '
-            f'width="{BAR_WIDTH - 1}" height="{failed_height:.1f}" fill="#c62828"/></g>')
+            f'width="{BAR_WIDTH - 1}" height="{failed_height:.1f}" fill="#c62828"/></g>'
+        )
         if bucket.start.minute == 0 and bucket.start.hour % 3 == 0:
             parts.append(f'<text x="{x}" y="{TOP + HEIGHT + 14}" font-size="10">{bucket.start:%H:%M}</text>')
     parts.append("</svg>")

@@ -106,8 +106,12 @@ def pipeline_status(*, now: dt.datetime | None = None) -> PipelineStatus:
     due, oldest_age = outbox_backlog()
     stale_after = settings.STATUS_SCHEDULER_STALE_SECONDS
     return PipelineStatus(
-        now=now, outbox_due=due, outbox_oldest_age_seconds=oldest_age, broker=broker_queue_depths(),
-        breakers=circuit_breakers(), scheduler=scheduler_runs(now=now, stale_after_seconds=stale_after),
+        now=now,
+        outbox_due=due,
+        outbox_oldest_age_seconds=oldest_age,
+        broker=broker_queue_depths(),
+        breakers=circuit_breakers(),
+        scheduler=scheduler_runs(now=now, stale_after_seconds=stale_after),
         scheduler_stale_after_seconds=stale_after,
         windows=[window_figures(label=label, since=now - span) for label, span in WINDOWS],
         chart=sent_and_failed_per_bucket(now=now),
@@ -135,8 +139,10 @@ def broker_queue_depths() -> Broker:
     global _collector
     with _collector_lock:
         if _collector is None or _collector[0] != settings.BROKER_URL:
-            _collector = (settings.BROKER_URL,
-                          RabbitmqQueueCollector(settings.BROKER_URL, settings.PIPELINE_QUEUES, ttl=5.0))
+            _collector = (
+                settings.BROKER_URL,
+                RabbitmqQueueCollector(settings.BROKER_URL, settings.PIPELINE_QUEUES, ttl=5.0),
+            )
         collector = _collector[1]
     depths, up = collector.snapshot()
     queues = [QueueDepth(name, messages, consumers) for name, (messages, consumers) in sorted(depths.items())]
@@ -146,10 +152,15 @@ def broker_queue_depths() -> Broker:
 def circuit_breakers() -> list[BreakerRow]:
     """Since when: `opened_at` while not closed (when the trouble began), else the last change."""
     return [
-        BreakerRow(provider=breaker.provider, state=breaker.state,
-                   since=breaker.opened_at if breaker.state != CircuitBreaker.State.CLOSED and breaker.opened_at
-                   else breaker.updated_at,
-                   consecutive_failures=breaker.consecutive_failures, reason=breaker.reason)
+        BreakerRow(
+            provider=breaker.provider,
+            state=breaker.state,
+            since=breaker.opened_at
+            if breaker.state != CircuitBreaker.State.CLOSED and breaker.opened_at
+            else breaker.updated_at,
+            consecutive_failures=breaker.consecutive_failures,
+            reason=breaker.reason,
+        )
         for breaker in CircuitBreaker.objects.order_by("provider")
     ]
 
@@ -158,10 +169,15 @@ def scheduler_runs(*, now: dt.datetime, stale_after_seconds: int) -> list[Schedu
     rows = []
     for heartbeat in scheduler_heartbeats():
         last = heartbeat.last_finished_at or heartbeat.last_started_at
-        rows.append(SchedulerRow(
-            name=heartbeat.name, last_run_at=last, duration_ms=heartbeat.last_duration_ms,
-            last_error=heartbeat.last_error,
-            stale=last is None or (now - last).total_seconds() > stale_after_seconds))
+        rows.append(
+            SchedulerRow(
+                name=heartbeat.name,
+                last_run_at=last,
+                duration_ms=heartbeat.last_duration_ms,
+                last_error=heartbeat.last_error,
+                stale=last is None or (now - last).total_seconds() > stale_after_seconds,
+            )
+        )
     return rows
 
 
@@ -175,19 +191,29 @@ def _changelist(viewname: str, **params: str) -> str | None:
 
 def window_figures(*, label: str, since: dt.datetime) -> Window:
     since_param = since.isoformat()
-    webhook_counts = dict(WebhookEvent.objects.filter(received_at__gte=since)
-                          .values_list("status").annotate(n=Count("id")).order_by())
+    webhook_counts = dict(
+        WebhookEvent.objects.filter(received_at__gte=since).values_list("status").annotate(n=Count("id")).order_by()
+    )
     webhooks = [
-        Figure(status.label, webhook_counts.get(status.value, 0),
-               _changelist("admin:webhooks_webhookevent_changelist", status__exact=status.value,
-                           received_at__gte=since_param))
+        Figure(
+            status.label,
+            webhook_counts.get(status.value, 0),
+            _changelist(
+                "admin:webhooks_webhookevent_changelist", status__exact=status.value, received_at__gte=since_param
+            ),
+        )
         for status in (WebhookEvent.Status.ACCEPTED, WebhookEvent.Status.REJECTED)
     ]
     # One pass over the (status, updated_at) index: updated_at is when the row reached its status.
-    status_rows = (Notification.objects
-                   .filter(status__in=[Notification.Status.SENT, Notification.Status.RETRYING,
-                                       Notification.Status.DEAD], updated_at__gte=since)
-                   .values_list("status", "last_error_code").annotate(n=Count("id")).order_by())
+    status_rows = (
+        Notification.objects.filter(
+            status__in=[Notification.Status.SENT, Notification.Status.RETRYING, Notification.Status.DEAD],
+            updated_at__gte=since,
+        )
+        .values_list("status", "last_error_code")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     by_status: dict[str, int] = {}
     dead_by_code: dict[str, int] = {}
     for status, code, count in status_rows:
@@ -195,24 +221,43 @@ def window_figures(*, label: str, since: dt.datetime) -> Window:
         if status == Notification.Status.DEAD:
             dead_by_code[code] = dead_by_code.get(code, 0) + count
     notifications = [
-        Figure(status.label, by_status.get(status.value, 0),
-               _changelist("admin:notifications_notification_changelist", status__exact=status.value,
-                           updated_at__gte=since_param))
+        Figure(
+            status.label,
+            by_status.get(status.value, 0),
+            _changelist(
+                "admin:notifications_notification_changelist", status__exact=status.value, updated_at__gte=since_param
+            ),
+        )
         for status in (Notification.Status.SENT, Notification.Status.RETRYING, Notification.Status.DEAD)
     ]
     dead = [
-        Figure(code or "(no code)", count,
-               _changelist("admin:notifications_notification_changelist", status__exact=Notification.Status.DEAD,
-                           last_error_code__exact=code, updated_at__gte=since_param))
+        Figure(
+            code or "(no code)",
+            count,
+            _changelist(
+                "admin:notifications_notification_changelist",
+                status__exact=Notification.Status.DEAD,
+                last_error_code__exact=code,
+                updated_at__gte=since_param,
+            ),
+        )
         for code, count in sorted(dead_by_code.items(), key=lambda item: (-item[1], item[0]))
     ]
     failed_applies = Figure(
         "failed applies (unresolved)",
         FailedApply.objects.filter(resolved_at__isnull=True, last_failed_at__gte=since).count(),
-        _changelist("admin:registrations_failedapply_changelist", resolved_at__isnull="True",
-                    last_failed_at__gte=since_param))
-    return Window(label=label, since=since, webhooks=webhooks, notifications=notifications, dead_by_code=dead,
-                  failed_applies=failed_applies)
+        _changelist(
+            "admin:registrations_failedapply_changelist", resolved_at__isnull="True", last_failed_at__gte=since_param
+        ),
+    )
+    return Window(
+        label=label,
+        since=since,
+        webhooks=webhooks,
+        notifications=notifications,
+        dead_by_code=dead,
+        failed_applies=failed_applies,
+    )
 
 
 def chart_start(now: dt.datetime) -> dt.datetime:
@@ -226,9 +271,13 @@ def sent_and_failed_per_bucket(*, now: dt.datetime) -> list[ChartBucket]:
     start = chart_start(now)
     count = int(CHART_SPAN / BUCKET)
     sent, failed = [0] * count, [0] * count
-    rows = (NotificationAttempt.objects.filter(started_at__gte=start)
-            .annotate(minute=TruncMinute("started_at")).values_list("minute", "outcome")
-            .annotate(n=Count("id")).order_by())
+    rows = (
+        NotificationAttempt.objects.filter(started_at__gte=start)
+        .annotate(minute=TruncMinute("started_at"))
+        .values_list("minute", "outcome")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     for minute, outcome, n in rows:
         index = int((minute - start) / BUCKET)
         if not 0 <= index < count:

@@ -11,6 +11,10 @@ from apps.support.status.selectors import pipeline_status
 def status_view(request: HttpRequest) -> TemplateResponse:
     """Staff only: wired through `admin.site.admin_view`, which sends anyone else to the login page."""
     status = pipeline_status()
-    context = {**admin.site.each_context(request), "title": "Pipeline status", "status": status,
-               "chart": sent_failed_chart_svg(status.chart)}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Pipeline status",
+        "status": status,
+        "chart": sent_failed_chart_svg(status.chart),
+    }
     return TemplateResponse(request, "admin/status.html", context)

@@ -34,12 +34,21 @@ class Command(BaseCommand):
     help = "Publish outbox rows to the broker (run one or more; they never publish a row twice at once)."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--batch-size", type=int, default=settings.RELAY_BATCH_SIZE,
-                            help="Rows claimed and confirmed per batch.")
-        parser.add_argument("--poll-seconds", type=float, default=settings.RELAY_POLL_SECONDS,
-                            help="Fallback poll interval when no NOTIFY arrives.")
-        parser.add_argument("--metrics-port", type=int, default=settings.RELAY_METRICS_PORT,
-                            help="Prometheus exporter port (0 disables it).")
+        parser.add_argument(
+            "--batch-size", type=int, default=settings.RELAY_BATCH_SIZE, help="Rows claimed and confirmed per batch."
+        )
+        parser.add_argument(
+            "--poll-seconds",
+            type=float,
+            default=settings.RELAY_POLL_SECONDS,
+            help="Fallback poll interval when no NOTIFY arrives.",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.RELAY_METRICS_PORT,
+            help="Prometheus exporter port (0 disables it).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.EMBEDDED_BROKER:
@@ -48,7 +57,14 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         if options["metrics_port"]:
-            start_metrics_server(options["metrics_port"], extra_collectors=(
-                RabbitmqQueueCollector(settings.BROKER_URLS, queues=settings.PIPELINE_QUEUES),))
-        Relay(publisher=build_publisher(), batch_size=options["batch_size"], poll_seconds=options["poll_seconds"],
-              coalesce_seconds=settings.RELAY_COALESCE_SECONDS, stop=stop).run()
+            start_metrics_server(
+                options["metrics_port"],
+                extra_collectors=(RabbitmqQueueCollector(settings.BROKER_URLS, queues=settings.PIPELINE_QUEUES),),
+            )
+        Relay(
+            publisher=build_publisher(),
+            batch_size=options["batch_size"],
+            poll_seconds=options["poll_seconds"],
+            coalesce_seconds=settings.RELAY_COALESCE_SECONDS,
+            stop=stop,
+        ).run()

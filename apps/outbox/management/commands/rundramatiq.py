@@ -44,9 +44,16 @@ class Command(rundramatiq.Command):
         if options["use_gevent"]:  # dramatiq-gevent has its own entry point; plain lines there
             return super().handle(*args, **options)
         self.stdout = OutputWrapper(_LogLines())
-        arguments = ["--path", *options["path"], "--processes", str(options["processes"]),
-                     "--threads", str(options["threads"]),
-                     "--worker-shutdown-timeout", str(options["worker_shutdown_timeout"])]
+        arguments = [
+            "--path",
+            *options["path"],
+            "--processes",
+            str(options["processes"]),
+            "--threads",
+            str(options["threads"]),
+            "--worker-shutdown-timeout",
+            str(options["worker_shutdown_timeout"]),
+        ]
         if options["watch_dir"]:
             arguments += ["--watch", options["watch_dir"]]
             if options["use_polling_watcher"]:
@@ -65,8 +72,13 @@ class Command(rundramatiq.Command):
             arguments.append("--use-spawn")
         # --skip-logging is implied: dramatiq_main always skips Dramatiq's plain logging set-up.
         command = [sys.executable, "-m", "eventplatform.dramatiq_main", *arguments]
-        log.info("worker.exec", processes=options["processes"], threads=options["threads"],
-                 queues=options["queues"] or "all", command=" ".join(command[1:4]))
+        log.info(
+            "worker.exec",
+            processes=options["processes"],
+            threads=options["threads"],
+            queues=options["queues"] or "all",
+            command=" ".join(command[1:4]),
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, command)

@@ -10,9 +10,11 @@ from apps.registrations.models import ApplyReapply
 
 
 class Command(BaseCommand):
-    help = ("Re-apply failed webhook events through the outbox (docs/failures.md): the given event ids, or "
-            "--all unresolved failed applies. Audited with --reason and your OS user. Safe twice: an event "
-            "already applied is left as it is.")
+    help = (
+        "Re-apply failed webhook events through the outbox (docs/failures.md): the given event ids, or "
+        "--all unresolved failed applies. Audited with --reason and your OS user. Safe twice: an event "
+        "already applied is left as it is."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="Webhook event ids to re-apply.")
@@ -29,8 +31,9 @@ class Command(BaseCommand):
         queued = refused = 0
         for event_id in event_ids:
             try:
-                audit = webhook_event_reapply(event_id=event_id, reason=options["reason"],
-                                              via=ApplyReapply.Via.COMMAND, os_user=os_user)
+                audit = webhook_event_reapply(
+                    event_id=event_id, reason=options["reason"], via=ApplyReapply.Via.COMMAND, os_user=os_user
+                )
             except (ReapplyRefused, ValueError) as error:
                 self.stderr.write(f"{event_id}: refused: {error}")
                 refused += 1

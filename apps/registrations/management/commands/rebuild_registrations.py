@@ -12,15 +12,20 @@ log = structlog.get_logger("registrations")
 
 
 class Command(BaseCommand):
-    help = ("Recompute registration projections from their event logs (all, or those given). With --verify, "
-            "change nothing: fold every event log, print each registration whose stored state differs, and "
-            "exit 1 if any does.")
+    help = (
+        "Recompute registration projections from their event logs (all, or those given). With --verify, "
+        "change nothing: fold every event log, print each registration whose stored state differs, and "
+        "exit 1 if any does."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("external_ids", nargs="*", help="Registration ids (default: all).")
         parser.add_argument("--portal", help="Only this portal's registrations.")
-        parser.add_argument("--verify", action="store_true",
-                            help="Only compare the stored projections with their folded event logs; exit 1 on drift.")
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="Only compare the stored projections with their folded event logs; exit 1 on drift.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         registrations = Registration.objects.select_related("portal").order_by("pk")
@@ -45,12 +50,20 @@ class Command(BaseCommand):
             if not drift:
                 continue
             drifted += 1
-            details = "; ".join(f"{field}: stored {stored!r}, from events {expected!r}"
-                                for field, (stored, expected) in drift.items())
+            details = "; ".join(
+                f"{field}: stored {stored!r}, from events {expected!r}" for field, (stored, expected) in drift.items()
+            )
             self.stdout.write(f"drift {registration.portal.slug}/{registration.external_id}: {details}")
-            log.warning("registration.projection_drift", registration=registration.external_id,
-                        portal=registration.portal.slug, fields=sorted(drift), error_code="projection_drift")
+            log.warning(
+                "registration.projection_drift",
+                registration=registration.external_id,
+                portal=registration.portal.slug,
+                fields=sorted(drift),
+                error_code="projection_drift",
+            )
         self.stdout.write(f"verified {checked} registration(s): {drifted} drifted")
         if drifted:
-            raise CommandError(f"{drifted} registration(s) differ from their event logs; "
-                               "run rebuild_registrations to repair them.", returncode=1)
+            raise CommandError(
+                f"{drifted} registration(s) differ from their event logs; run rebuild_registrations to repair them.",
+                returncode=1,
+            )

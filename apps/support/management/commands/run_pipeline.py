@@ -45,8 +45,10 @@ def base_url(host: str, port: int) -> str:
 
 
 def port_busy(host: str, port: int) -> CommandError:
-    return CommandError(f"Port {port} on {host} is already in use (another `make run`?). Nothing was started. "
-                        f"Choose another port: make run PORT={port + 1}")
+    return CommandError(
+        f"Port {port} on {host} is already in use (another `make run`?). Nothing was started. "
+        f"Choose another port: make run PORT={port + 1}"
+    )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -116,16 +118,25 @@ class QuietRequestHandler(WSGIRequestHandler):
 
 
 class Command(BaseCommand):
-    help = ("Run web + relay + worker + scheduler together in the foreground until Ctrl-C or SIGTERM (what "
-            "`make run` starts). Embedded mode (no DATABASE_URL/BROKER_URL): one process, SQLite and the "
-            "in-process broker. Otherwise: gunicorn, run_relay, rundramatiq and send_reminders --every as child "
-            "processes. The port is bound first: a busy one stops it before anything else starts.")
+    help = (
+        "Run web + relay + worker + scheduler together in the foreground until Ctrl-C or SIGTERM (what "
+        "`make run` starts). Embedded mode (no DATABASE_URL/BROKER_URL): one process, SQLite and the "
+        "in-process broker. Otherwise: gunicorn, run_relay, rundramatiq and send_reminders --every as child "
+        "processes. The port is bound first: a busy one stops it before anything else starts."
+    )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--bind", default=None,
-                            help="HOST:PORT the web process listens on (default: $HOST:$PORT, else 127.0.0.1:8000).")
-        parser.add_argument("--scheduler-every", type=float, default=settings.SCHEDULER_INTERVAL_SECONDS,
-                            help="Seconds between the scheduler's rounds (reminders and sweepers).")
+        parser.add_argument(
+            "--bind",
+            default=None,
+            help="HOST:PORT the web process listens on (default: $HOST:$PORT, else 127.0.0.1:8000).",
+        )
+        parser.add_argument(
+            "--scheduler-every",
+            type=float,
+            default=settings.SCHEDULER_INTERVAL_SECONDS,
+            help="Seconds between the scheduler's rounds (reminders and sweepers).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = split_bind(options["bind"] or default_bind())
@@ -158,15 +169,24 @@ class Command(BaseCommand):
         except OSError as error:
             raise port_busy(host, port) from error
         channels = live_channels()
-        log.warning("pipeline.embedded_mode", error_code="embedded_default",
-                    database=str(settings.DATABASES["default"]["NAME"]), broker="in-process StubBroker",
-                    email=channels["email"], sms=channels["sms"],
-                    hint="set DATABASE_URL and BROKER_URL to use PostgreSQL and RabbitMQ")
+        log.warning(
+            "pipeline.embedded_mode",
+            error_code="embedded_default",
+            database=str(settings.DATABASES["default"]["NAME"]),
+            broker="in-process StubBroker",
+            email=channels["email"],
+            sms=channels["sms"],
+            hint="set DATABASE_URL and BROKER_URL to use PostgreSQL and RabbitMQ",
+        )
         server.set_app(get_internal_wsgi_application())
         actor_modules_import()  # declares the actors and their queues on the in-process broker
         broker = dramatiq.get_broker()
-        relay = Relay(publisher=BrokerEnqueuePublisher(broker), batch_size=settings.RELAY_BATCH_SIZE,
-                      poll_seconds=settings.RELAY_POLL_SECONDS, stop=stop)
+        relay = Relay(
+            publisher=BrokerEnqueuePublisher(broker),
+            batch_size=settings.RELAY_BATCH_SIZE,
+            poll_seconds=settings.RELAY_POLL_SECONDS,
+            stop=stop,
+        )
         relay_thread = threading.Thread(target=relay.run, name="relay", daemon=True)
         relay_thread.start()
         worker = dramatiq.Worker(broker, worker_threads=2)
@@ -175,8 +195,12 @@ class Command(BaseCommand):
         from apps.notifications.scheduler import scheduler_loop
         from apps.support.management.commands.send_reminders import JOBS
 
-        scheduler_thread = threading.Thread(target=scheduler_loop, name="scheduler", daemon=True,
-                                            kwargs={"jobs": JOBS, "every": scheduler_every, "stop": stop})
+        scheduler_thread = threading.Thread(
+            target=scheduler_loop,
+            name="scheduler",
+            daemon=True,
+            kwargs={"jobs": JOBS, "every": scheduler_every, "stop": stop},
+        )
         scheduler_thread.start()
         web_thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
         web_thread.start()
@@ -202,8 +226,18 @@ class Command(BaseCommand):
         python = sys.executable
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         commands = [
-            [python, "-m", "gunicorn", "eventplatform.wsgi", "--bind", bind, "--workers", "2",
-             "--graceful-timeout", str(STOP_SECONDS // 2)],
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "eventplatform.wsgi",
+                "--bind",
+                bind,
+                "--workers",
+                "2",
+                "--graceful-timeout",
+                str(STOP_SECONDS // 2),
+            ],
             [python, "manage.py", "run_relay"],
             [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
             [python, "manage.py", "send_reminders", "--every", str(scheduler_every)],
@@ -214,8 +248,10 @@ class Command(BaseCommand):
         url = base_url(host, port)
         while not _answers(url):
             if children[0].poll() is not None:
-                raise CommandError(f"The web process exited before answering on {host}:{port} (its output is "
-                                   "above); nothing else was started.")
+                raise CommandError(
+                    f"The web process exited before answering on {host}:{port} (its output is "
+                    "above); nothing else was started."
+                )
             if stop.wait(0.2):
                 break
         if not stop.is_set():

@@ -55,18 +55,28 @@ JOBS = [
 
 
 class Command(BaseCommand):
-    help = ("Create reminder_24h / reminder_1h notifications for active registrations whose event starts "
-            "within the reminder windows, rescue notifications whose retry message was lost, and re-enqueue "
-            "accepted webhook events still unapplied; once a day, the data retention job. Once (for cron), "
-            "or with --every SECONDS as the "
-            "scheduler process until SIGTERM/SIGINT. Safe to run twice or concurrently.")
+    help = (
+        "Create reminder_24h / reminder_1h notifications for active registrations whose event starts "
+        "within the reminder windows, rescue notifications whose retry message was lost, and re-enqueue "
+        "accepted webhook events still unapplied; once a day, the data retention job. Once (for cron), "
+        "or with --every SECONDS as the "
+        "scheduler process until SIGTERM/SIGINT. Safe to run twice or concurrently."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--list", action="store_true", help="Also print every notification created (once mode).")
-        parser.add_argument("--every", type=float, metavar="SECONDS",
-                            help="Keep running: every SECONDS, run every job, until SIGTERM/SIGINT.")
-        parser.add_argument("--metrics-port", type=int, default=settings.SCHEDULER_METRICS_PORT,
-                            help="Prometheus exporter port with --every (0 disables it).")
+        parser.add_argument(
+            "--every",
+            type=float,
+            metavar="SECONDS",
+            help="Keep running: every SECONDS, run every job, until SIGTERM/SIGINT.",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.SCHEDULER_METRICS_PORT,
+            help="Prometheus exporter port with --every (0 disables it).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["every"] is not None:
@@ -96,12 +106,15 @@ class Command(BaseCommand):
 
         runs = {JOBS[0].name: scheduler_run_job(job=Job(JOBS[0].name, reminders_listed), now=now)}
         for kind, (start, end) in reminder_windows(now).items():
-            self.stdout.write(f"{kind}: created {len(created.get(kind, []))} notification(s) for events starting in "
-                              f"({start.isoformat(timespec='seconds')}, {end.isoformat(timespec='seconds')}]")
+            self.stdout.write(
+                f"{kind}: created {len(created.get(kind, []))} notification(s) for events starting in "
+                f"({start.isoformat(timespec='seconds')}, {end.isoformat(timespec='seconds')}]"
+            )
             if list_created:
                 for notification in created.get(kind, []):
-                    self.stdout.write(f"  {notification.id} {notification.channel} "
-                                      f"{notification.registration.external_id}")
+                    self.stdout.write(
+                        f"  {notification.id} {notification.channel} {notification.registration.external_id}"
+                    )
         for job in JOBS[1:]:
             runs[job.name] = scheduler_run_job(job=job, now=now)
         for name, run in runs.items():

@@ -14,8 +14,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("slug", help="URL slug: POST /webhooks/<slug>/")
         parser.add_argument("--name", help="Display name (defaults to the slug).")
-        parser.add_argument("--secret", help="whsec_... secret to use; generated when omitted. Giving a new "
-                            "secret for an existing portal adds it (rotation); the old one stays active.")
+        parser.add_argument(
+            "--secret",
+            help="whsec_... secret to use; generated when omitted. Giving a new "
+            "secret for an existing portal adds it (rotation); the old one stays active.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Read before, to say what happened: a new secret beside active ones is a rotation, and the

@@ -8,8 +8,10 @@ from apps.webhooks.services import portal_secrets_reencrypt
 
 
 class Command(BaseCommand):
-    help = ("Encrypt every portal signing secret again with the first key of WEBHOOK_SECRETS_KEY: run it after "
-            "putting a new key first, before removing the old one (docs/deploy.md). Safe to run twice.")
+    help = (
+        "Encrypt every portal signing secret again with the first key of WEBHOOK_SECRETS_KEY: run it after "
+        "putting a new key first, before removing the old one (docs/deploy.md). Safe to run twice."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = portal_secrets_reencrypt()
