@@ -32,6 +32,7 @@ import datetime as dt
 import functools
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,26 @@ def _claim_statement(vendor: str) -> str:
         f"WHERE n.id = %s AND r.id = n.registration_id AND (n.status IN (%s, %s) OR (n.status = %s AND "
         f"n.claimed_at < {stale_claim})) RETURNING {columns}"
     )
+
+
+def notification_stale_reason(*, notification_id: str | uuid.UUID) -> str:
+    """Why the claim would cancel this notification now ('' when it would send it): the claim's
+    own rule (_STALE_REASON) and clock, for a replay to refuse what its send would cancel."""
+    postgres = connection.vendor == "postgresql"
+    now = [] if postgres else [timezone.now()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_STALE_REASON.format(now='statement_timestamp()' if postgres else '%s')} "
+            f"FROM {_TABLE} AS n JOIN {_REGISTRATION_TABLE} AS r ON r.id = n.registration_id WHERE n.id = %s",
+            [
+                *_STALE_PARAMS[:5],
+                *now,
+                _STALE_PARAMS[5],
+                Notification._meta.pk.get_db_prep_value(notification_id, connection),
+            ],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else ""
 
 
 def _claim(notification_id: str) -> Notification | None:

@@ -28,7 +28,12 @@ from apps.notifications.failures import (  # noqa: F401 - re-exported: send_remi
     notifications_rescue_stalled,
 )
 from apps.notifications.models import Notification, NotificationReplay
-from apps.notifications.sending import STALE_MESSAGES, SendResult, notification_send  # noqa: F401 - re-exported
+from apps.notifications.sending import (  # noqa: F401 - SendResult, notification_send re-exported
+    STALE_MESSAGES,
+    SendResult,
+    notification_send,
+    notification_stale_reason,
+)
 from eventplatform import metrics, sql
 from eventplatform.logging import mask_email
 
@@ -200,22 +205,6 @@ class ReplayResult:
         return STALE_MESSAGES.get(self.refused, "").replace("Not sent", "Not replayed")
 
 
-def replay_refusal(notification: Notification, *, now: dt.datetime) -> str:
-    """Why this notification must not be sent again ('' if it may): the same rule as the claim's
-    (sending._STALE_REASON). A cancelled registration gets only its cancellation; a reminder only
-    before its event starts."""
-    registration = notification.registration
-    if notification.kind != Notification.Kind.CANCELLATION and registration.status == registration.Status.CANCELLED:
-        return "registration_cancelled"
-    if (
-        notification.kind in (Notification.Kind.REMINDER_24H, Notification.Kind.REMINDER_1H)
-        and registration.event_starts_at is not None
-        and registration.event_starts_at <= now
-    ):
-        return "event_started"
-    return ""
-
-
 @transaction.atomic
 def notification_replay(
     *,
@@ -230,7 +219,7 @@ def notification_replay(
     and a NotificationReplay row records who (`user`, or `command` run by `os_user`), when and why.
 
     Refused, saying why (`ReplayResult.refused`, a code of the catalogue), when the message no longer
-    makes sense (replay_refusal): the send would be cancelled at its claim anyway.
+    makes sense (sending.notification_stale_reason): the send would be cancelled at its claim anyway.
 
     The status change, the outbox row and the audit row commit together: if the process dies before
     the commit, nothing happened (no send, no audit); after it, the relay publishes the send. The
@@ -244,16 +233,10 @@ def notification_replay(
     if (user is None) == (not command):
         raise ValueError("a replay is made either by a user or by a command")
     statuses = [Status.DEAD] + ([Status.SENT] if include_sent else [])
-    notification = (
-        Notification.objects.select_for_update(of=("self",))
-        .select_related("registration")
-        .filter(id=notification_id, status__in=statuses)
-        .first()
-    )
+    notification = Notification.objects.select_for_update().filter(id=notification_id, status__in=statuses).first()
     if notification is None:
         return ReplayResult(queued=False)
-    now = timezone.now()
-    refused = replay_refusal(notification, now=now)
+    refused = notification_stale_reason(notification_id=notification.id)
     if refused:
         log.info(
             "notification.replay_refused",
@@ -263,6 +246,7 @@ def notification_replay(
             channel=notification.channel,
         )
         return ReplayResult(queued=False, refused=refused)
+    now = timezone.now()
     Notification.objects.filter(id=notification.id).update(
         status=Status.PENDING, claimed_at=None, next_attempt_at=None, deferred_at=None, replayed_at=now, updated_at=now
     )
