@@ -480,6 +480,8 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
+        kind=notification.kind,
+        context=notification.context,
     )
     misconfigured_error: ProviderError | None = None
     for _ in range(len(providers)):  # a misconfigured provider hands the same send to the next one

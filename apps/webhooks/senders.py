@@ -29,6 +29,23 @@ _SMS_SENDER_ID = re.compile(r"(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{1,11}")
 _LOCALE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
 
 
+# The portal's columns a notification needs, and the keys of the notification's context that carry
+# them (apps.registrations puts them there at creation; the channels and rendering read them):
+# a send then needs no query for its portal, and a replay goes out as the original did.
+NOTIFICATION_CONTEXT_KEYS = {
+    "email_from": "sender_email_from",
+    "reply_to": "sender_reply_to",
+    "sms_sender_id": "sender_sms_id",
+    "default_locale": "portal_locale",
+}
+
+
+def notification_context(portal_values: dict[str, str]) -> dict[str, str]:
+    """The context entries for a notification of a portal whose columns (by name, as
+    NOTIFICATION_CONTEXT_KEYS) are given; an empty sender is left out (the platform's default)."""
+    return {key: portal_values[column] for column, key in NOTIFICATION_CONTEXT_KEYS.items() if portal_values[column]}
+
+
 def sender_domains() -> frozenset[str]:
     """EMAIL_SENDER_DOMAINS, lower-cased (settings fall back to DEFAULT_FROM_EMAIL's domain)."""
     return frozenset(domain.strip().lower().rstrip(".") for domain in settings.EMAIL_SENDER_DOMAINS if domain.strip())

@@ -197,6 +197,9 @@ NOTIFICATION_CHANNELS = env.list(
 )
 
 # --- notifications
+# How long an event's calendar entry lasts (its DTEND, and the "add to calendar" link's end): webhooks
+# carry no end time (apps/notifications/channels/email/calendar.py).
+CALENDAR_EVENT_MINUTES = env.int("CALENDAR_EVENT_MINUTES", default=60)
 # A `sending` claim older than this is taken to belong to a dead worker and may be claimed again, so
 # it must outlast the longest provider call (apps/notifications/checks.py refuses to start otherwise).
 NOTIFICATION_CLAIM_TIMEOUT_SECONDS = env.int("NOTIFICATION_CLAIM_TIMEOUT_SECONDS", default=900)

@@ -38,7 +38,12 @@ class TwilioSmsProvider:
         return self._local.session
 
     def send(self, message: OutgoingMessage) -> str:
-        form = {"To": message.recipient, "From": self.sender, "Body": message.text}
+        # The portal's alphanumeric sender id when it has one (apps/webhooks/senders.py), else SMS_FROM.
+        form = {
+            "To": message.recipient,
+            "From": message.context.get("sender_sms_id") or self.sender,
+            "Body": message.text,
+        }
         asked_at = dt.datetime.now(dt.UTC)
         try:
             response = self._session().post(self.url, data=form, auth=self.auth, timeout=self.timeout)
