@@ -4,15 +4,31 @@ EMAIL_SENDER_DOMAINS, and an SMS sender id validated as Twilio's alphanumeric se
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import itertools
+import uuid
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
+from django.utils import timezone
 
+from apps.notifications import rendering
+from apps.notifications.channels import reset_providers
+from apps.notifications.models import Notification
+from apps.notifications.services import notification_send
+from apps.registrations.reminders import reminders_create
+from apps.registrations.services import registration_apply
 from apps.webhooks import senders
 from apps.webhooks.models import Portal
+from apps.webhooks.parsing import parse_delivery
+from apps.webhooks.services import portal_create, webhook_event_record
+from tests.support.sms import SmsApi
+from tests.support.smtp import SmtpServer
+from tests.support.webhooks import encode, payload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sender_domains")]
 
@@ -207,3 +223,126 @@ def test_create_portal_refuses_a_foreign_sender_and_creates_nothing(portal: Port
 def test_create_portal_refuses_a_bad_reply_to(portal: Portal) -> None:
     with pytest.raises(CommandError, match="The Reply-To must be one address"):
         call_command("create_portal", "pretix", "--reply-to", "a@b.example, c@d.example", stdout=io.StringIO())
+
+
+# --- what arrives: the sender and the portal's language on e-mails and SMS
+@pytest.fixture
+def providers(settings: Any, smtp_server: SmtpServer, sms_api: SmsApi) -> tuple[SmtpServer, SmsApi]:
+    """E-mail to the test's aiosmtpd server, SMS to the stand-in Twilio API."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.SMS_API_URL, settings.SMS_ACCOUNT_SID, settings.SMS_AUTH_TOKEN = sms_api.url, "AC_test", "token"
+    settings.SMS_FROM = "+4930123456"
+    reset_providers()
+    return smtp_server, sms_api
+
+
+_deliveries = itertools.count()
+
+
+def deliver(portal: Portal, registration_id: str, **fields: Any) -> None:
+    """Stored as the intake stores it, applied, and everything it calls for sent (what the workers do)."""
+    raw = encode(payload(registration_id, **fields))
+    parsed = parse_delivery(raw)
+    assert parsed.errors is None, parsed.errors
+    recorded = webhook_event_record(
+        portal=portal,
+        delivery_id=f"d-{next(_deliveries)}",
+        event_type=parsed.event_type,
+        raw_body=raw,
+        payload=parsed.payload,
+    )
+    assert registration_apply(event_id=str(recorded.event_id), message_id=uuid.uuid4().hex).outcome == "applied"
+    send_waiting()
+
+
+def send_waiting() -> None:
+    for notification in Notification.objects.filter(status="pending").order_by("created_at"):
+        assert notification_send(notification_id=str(notification.id)).outcome == "sent"
+
+
+def test_each_portals_sender_is_on_what_its_attendees_receive(
+    portal: Portal, providers: tuple[SmtpServer, SmsApi], settings: Any
+) -> None:
+    smtp, sms = providers
+    # Given one portal with its own sender and one without
+    call_command(
+        "create_portal",
+        "pretix",
+        "--email-from",
+        "Ada Conf <hello@conf.example.com>",
+        "--reply-to",
+        "team@gmail.example",
+        stdout=io.StringIO(),
+    )
+    Portal.objects.filter(slug="pretix").update(sms_sender_id="AdaConf")
+    plain, _, _ = portal_create(slug="tito", name="Tito")
+    # When ten attendees register at each (with a phone: an e-mail and an SMS each)
+    for number in range(10):
+        deliver(portal, f"R-P{number}", email=f"p{number}@example.org", phone="+4915112345678")
+        deliver(plain, f"R-T{number}", email=f"t{number}@example.org", phone="+4915112345679")
+    # Then every e-mail and SMS names its portal's sender, and the plain portal's the platform's
+    assert len(smtp.messages) == 20 and len(sms.received) == 20
+    by_portal: dict[str, set[tuple[str, str | None]]] = {"p": set(), "t": set()}
+    for message in smtp.messages:
+        by_portal[str(message["To"])[0]].add((str(message["From"]), message["Reply-To"]))
+    assert by_portal == {
+        "p": {("Ada Conf <hello@conf.example.com>", "team@gmail.example")},
+        "t": {(settings.DEFAULT_FROM_EMAIL, None)},
+    }
+    senders_by_number = {(form["To"], form["From"]) for form in sms.received}
+    assert senders_by_number == {("+4915112345678", "AdaConf"), ("+4915112345679", "+4930123456")}
+
+
+def test_reminders_carry_the_portals_sender_too(portal: Portal, providers: tuple[SmtpServer, SmsApi]) -> None:
+    smtp, sms = providers
+    Portal.objects.filter(pk=portal.pk).update(email_from="Ada Conf <hello@conf.example.com>", sms_sender_id="AdaConf")
+    portal.refresh_from_db()
+    soon = (timezone.now() + dt.timedelta(minutes=30)).isoformat()
+    deliver(portal, "R-SOON", starts_at=soon)
+    created = reminders_create()
+    assert [n.channel for n in created["reminder_1h"]] == ["email", "sms"]
+    send_waiting()
+    assert {str(m["From"]) for m in smtp.messages} == {"Ada Conf <hello@conf.example.com>"}
+    assert [form["From"] for form in sms.received] == ["AdaConf", "AdaConf"]  # confirmation, reminder
+
+
+@pytest.mark.parametrize(
+    ("attendee_locale", "portal_locale", "subject_starts"),
+    [
+        ("fr-CA", "de", "Sie sind angemeldet"),  # fr-ca, fr: no wording; the portal's German
+        ("fr-CA", "en", "You are registered"),
+        ("de-AT", "en", "Sie sind angemeldet"),  # the attendee's language before the portal's
+        ("en", "de", "You are registered"),  # the attendee's own locale wins
+        ("pt-BR", "de-CH", "Sie sind angemeldet"),  # the portal's region falls back to its language
+    ],
+)
+def test_the_locale_falls_back_to_the_language_then_the_portals_default_then_english(
+    portal: Portal,
+    providers: tuple[SmtpServer, SmsApi],
+    attendee_locale: str,
+    portal_locale: str,
+    subject_starts: str,
+) -> None:
+    smtp, sms = providers
+    Portal.objects.filter(pk=portal.pk).update(default_locale=portal_locale)
+    portal.refresh_from_db()
+    deliver(portal, "R-LOC", locale=attendee_locale, starts_at="2030-12-03T09:00:00+01:00")
+    (message,) = smtp.messages
+    assert str(message["Subject"]).startswith(subject_starts), message["Subject"]
+    body = message.get_body(("plain",)).get_content()
+    german = subject_starts.startswith("Sie")
+    # dates and times in the event's timezone, named in the wording's language
+    assert ("Dienstag, 3. Dezember 2030, 09:00 Uhr" if german else "Tuesday, 3 December 2030, 09:00") in body
+    (sms_form,) = sms.received
+    assert ("Dez" in sms_form["Body"] or "Dezember" in sms_form["Body"]) is german
+
+
+def test_the_locale_chain() -> None:
+    assert rendering._locales("fr-CA", "de") == ["fr-ca", "fr", "de", "en"]
+    assert rendering._locales("fr_CA", "de-ch") == ["fr-ca", "fr", "de-ch", "de", "en"]
+    assert rendering._locales("en", "de") == ["en", "de"]
+    assert rendering._locales("../x", "de") == ["de", "en"]  # not a locale name: skipped
+    assert rendering._locales("", "") == ["en"]
