@@ -323,6 +323,12 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Fix SMS_API_URL, SMS_ACCOUNT_SID or SMS_FROM.",
         ),
         ErrorCode(
+            "sms_sender_refused",
+            "message_permanent: Twilio refused the portal's own SMS sender id (21212/21606/21659 with the "
+            "portal's sender id as From); dead, and SMS of other portals go on.",
+            "Fix or clear the portal's SMS sender id (some countries allow no alphanumeric sender), then replay.",
+        ),
+        ErrorCode(
             "sms_invalid_number",
             "message_permanent: Twilio says the number cannot receive this "
             "(21211, 21214, 21217, 21407, 21421, 21610, 21612, 21614); dead.",
