@@ -1,10 +1,11 @@
 """Notification lifecycle, the stories staff and registrations start: create (with its outbox
 row), cancel, replay.
 
-The rest lives by story: sending.py (claim, route, send, record), failures.py (the one path to
-`dead`, retry rounds, waking deferred sends, the rescue sweep), classification.py (what a
-provider failure means), channels.py (which kinds go by which channel, to whom). The names other
-modules import from here (`notification_send`, `notifications_rescue_stalled`, ...) stay importable.
+The rest lives by story: sending.py (claim, send, record), failures.py (the one path to `dead`,
+retry rounds), deferral.py (waiting for a circuit breaker, route to wake), rescue.py (the
+scheduler's sweep), classification.py (what a provider failure means), channels/ (the channels:
+which kinds go by which, to whom, through which providers). The names other modules import from
+here (`notification_send`, `notifications_rescue_stalled`, ...) stay importable.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from apps.notifications.channels import channels_for, recipient_for
 from apps.notifications.failures import (  # noqa: F401 - re-exported: send_reminders and tasks import them here
     notification_mark_dead,
     notification_retries_exhausted,
-    notifications_rescue_stalled,
 )
 from apps.notifications.models import CLAIMABLE, Notification, NotificationReplay
+from apps.notifications.rescue import notifications_rescue_stalled  # noqa: F401 - re-exported
 from apps.notifications.sending import (  # noqa: F401 - SendResult, notification_send re-exported
     STALE_MESSAGES,
     SendResult,
