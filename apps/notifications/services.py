@@ -90,7 +90,7 @@ def notifications_create_missing(
     for and the registration does not have yet: two INSERTs whatever their number (no read when
     the caller knows it has none: `known_none`, a registration created in this transaction, or
     has read them already: `existing`, the (kind, channel, dedupe_key) of every row). Which
-    channels each kind goes by, and to whom, is decided here (channels.py), not by the caller.
+    channels each kind goes by, and to whom, is decided here (the channel registry), not by the caller.
 
     `send_at_once`: the caller sends them right after COMMIT (send_at_once.py); each outbox row
     then has the notification's id as its id and waits NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS,
@@ -183,7 +183,7 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
         )
     )
     if cancelled:
-        # Updates go by e-mail only (channels.py); the label names the channel all the same.
+        # Updates go by e-mail only (the SMS channel does not carry them); the label names the channel all the same.
         metrics.NOTIFICATIONS.labels(kind=kind, channel=Notification.Channel.EMAIL, status=Status.CANCELLED).inc(
             cancelled
         )
