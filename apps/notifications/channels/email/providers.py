@@ -265,6 +265,19 @@ def _email_fallback() -> EmailProvider | None:
     )
 
 
+# The SMTP conversation before the end of DATA: connect, greeting, EHLO, MAIL, RCPT, DATA, each
+# answering within EMAIL_TIMEOUT.
+SMTP_SHORT_STEPS = 6
+
+
+def longest_call_seconds() -> float:
+    """The longest an e-mail send spends with its providers: each conversation's short steps, then
+    the wait for the reply to the end of DATA; a misconfigured primary hands the send to the
+    fallback, so two conversations when one is configured."""
+    conversation = SMTP_SHORT_STEPS * settings.EMAIL_TIMEOUT + settings.EMAIL_DATA_TIMEOUT_SECONDS
+    return (2 if (settings.EMAIL_FALLBACK_URL or settings.EMAIL_FALLBACK_BACKEND) else 1) * conversation
+
+
 def build_providers() -> list[Provider]:
     """The e-mail providers in order of preference: the primary (EMAIL_URL / EMAIL_BACKEND), then the fallback."""
     fallback = _email_fallback()
