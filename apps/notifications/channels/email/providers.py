@@ -89,6 +89,7 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
     The connection is this thread's own (EmailProvider._connection), already open."""
     encoding = email.encoding or settings.DEFAULT_CHARSET
     smtp = backend.connection
+    assert smtp is not None, "opened by EmailProvider._connection"
     sender = mime.envelope_sender(email.from_email, encoding)
     recipients = [mime.envelope_address(address, encoding) for address in email.recipients()]
     content = mime.message_bytes(email)
@@ -112,6 +113,7 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
         body += b"\r\n"
     smtp.send(body + b".\r\n")
     # From here the server has the whole message: whatever happens, it may deliver it.
+    assert smtp.sock is not None, "smtp.send() raises without a socket"
     smtp.sock.settimeout(settings.EMAIL_DATA_TIMEOUT_SECONDS)
     try:
         code, reply = smtp.getreply()
