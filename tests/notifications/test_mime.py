@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.notifications.channels.email import mime
+from apps.notifications.channels.email.message import Email
 
 BOUNDARY = "=_" + "5" * 32
 FIXED = {
@@ -39,6 +40,27 @@ def _email(
     if html is not None:
         message.attach_alternative(html, "text/html")
     return message
+
+
+def _with_calendar(message, method: str, name: str = "Ada"):
+    """The message as message.Email, with a calendar alternative after the others (calendar.py's shape)."""
+    email = Email(
+        subject=message.subject,
+        body=message.body,
+        from_email=message.from_email,
+        to=message.to,
+        reply_to=["team@gmail.example"],
+        headers=message.extra_headers,
+    )
+    email.alternatives = list(message.alternatives)
+    entry = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//eventplatform//notifications//EN\r\n"
+        f"METHOD:{method}\r\nBEGIN:VEVENT\r\nUID:1@eventplatform.local\r\n"
+        f"ATTENDEE;CN={name}:mailto:ada@example.org\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    email.attach_alternative(entry, "text/calendar")
+    email.calendar_method = method
+    return email
 
 
 def _django_bytes(message) -> bytes:
@@ -74,11 +96,19 @@ def _parsed(raw: bytes):
         ("no trailing newline, dots and From at line starts", _email(text="From here\n.\n..x", html=None)),
         ("a line of exactly 998 bytes", _email(text="x" * 998 + "\nend")),
         ("no Date or Message-ID given", _email(headers={"X-Eventplatform-Notification-Id": "n-1"})),
+        ("a Reply-To", _email(reply_to=["team@gmail.example"])),
+        (
+            "a portal's sender and Reply-To",
+            _email(from_email="Ada Conf <hello@conf.example.com>", reply_to=["t@x.example"]),
+        ),
+        ("text, html and a calendar entry (REQUEST)", _with_calendar(_email(), "REQUEST")),
+        ("text and a calendar entry (CANCEL), non-ASCII", _with_calendar(_email(html=None), "CANCEL", "Zoë")),
     ],
 )
 def test_plain_messages_are_byte_for_byte_djangos(case, message, monkeypatch):
     monkeypatch.setattr(mime, "formatdate", lambda localtime=False: "Tue, 01 Dec 2026 13:36:57 -0000")
     monkeypatch.setattr(mime, "make_msgid", lambda domain=None: "<fixed@eventplatform.local>")
+    monkeypatch.setattr(mime, "new_boundary", lambda: BOUNDARY)  # message.Email draws its boundary there
     with (
         mock.patch("django.core.mail.message.formatdate", return_value="Tue, 01 Dec 2026 13:36:57 -0000"),
         mock.patch("django.core.mail.message.make_msgid", return_value="<fixed@eventplatform.local>"),
@@ -125,7 +155,6 @@ def test_folded_and_encoded_headers_parse_as_djangos(case, message):
         ("a body line over 998 bytes (quoted-printable)", _email(text="y" * 999)),
         ("an attachment", _email(attachments=[("a.txt", "hi", "text/plain")])),
         ("a Cc", _email(cc=["c@example.org"])),
-        ("a Reply-To", _email(reply_to=["r@example.org"])),
         ("a second alternative", _email()),
         ("a From header override", _email(headers={**FIXED, "From": "other@example.org"})),
         ("a non-UTF-8 charset", _email(html=None)),

@@ -56,13 +56,19 @@ def _uid_domain(default_from: str) -> str:
 _NOT_IN_PARAMETER = re.compile(r'[\x00-\x1f\x7f"]+')
 
 
-def _address(value: str, name: str = "") -> icalendar.vCalAddress:
-    display, address = parseaddr(value)
+def _person(address: str, name: str) -> icalendar.vCalAddress:
     entry = icalendar.vCalAddress(f"mailto:{address}")
-    name = _NOT_IN_PARAMETER.sub(" ", name or display).strip()
+    name = _NOT_IN_PARAMETER.sub(" ", name).strip()
     if name:
         entry.params["cn"] = name
     return entry
+
+
+@functools.lru_cache(maxsize=64)
+def _organizer(sender: str) -> icalendar.vCalAddress:
+    """The portal's sender as ORGANIZER: one of a few From values, parsed once each (only read afterwards)."""
+    name, address = parseaddr(sender)
+    return _person(address, name)
 
 
 def calendar_part(*, kind: str, context: Mapping[str, Any], sender: str, recipient: str) -> CalendarPart | None:
@@ -87,8 +93,9 @@ def calendar_part(*, kind: str, context: Mapping[str, Any], sender: str, recipie
     if context.get("event_venue"):
         event.add("location", str(context["event_venue"]))
     event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
-    event.add("organizer", _address(sender))
-    attendee = _address(recipient, " ".join(str(context.get(k) or "") for k in ("first_name", "last_name")).strip())
+    event.add("organizer", _organizer(sender))
+    # The recipient is the notification's address in its normal form (eventplatform.addresses).
+    attendee = _person(recipient, " ".join(str(context.get(k) or "") for k in ("first_name", "last_name")))
     attendee.params.update({"role": "REQ-PARTICIPANT", "partstat": "NEEDS-ACTION", "rsvp": "FALSE"})
     event.add("attendee", attendee)
 

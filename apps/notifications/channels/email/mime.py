@@ -2,7 +2,8 @@
 
 Django builds each message with `email.mime` and serialises it with `email.generator`: every
 header goes through `email.header`'s folding and every address through `email`'s full RFC 5322
-parser. For our shape (a text body, at most one HTML alternative, a handful of headers) that was
+parser. For our shape (a text body, an HTML and a calendar alternative (calendar.py) or fewer, a
+handful of headers, a Reply-To or none) that was
 a third of a send's CPU (docs/performance.md). `message_bytes` writes the same MIME structure
 directly when a message has that shape, and hands any other message to Django unchanged
 (`email.message().as_bytes()`), so only the common case is ours. tests/notifications/test_mime.py
@@ -36,6 +37,10 @@ _DJANGO_HEADERS = frozenset(
 )
 
 
+# The alternatives we write ourselves: HTML, and the calendar entry of CONTRACT section 9 (calendar.py).
+_ALTERNATIVES = ([], ["text/html"], ["text/calendar"], ["text/html", "text/calendar"])
+
+
 def new_boundary() -> str:
     """A MIME boundary: 128 random bits cannot occur in a body by chance, so no line of the body
     needs checking against it (the stdlib's own draw compiles a regular expression per message
@@ -66,15 +71,16 @@ def message_bytes(email: EmailMessage, boundary: str | None = None) -> bytes:
 
 def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
     alternatives = getattr(email, "alternatives", [])
+    # The iTIP method of a calendar alternative (message.Email sets it on the part Django builds).
+    calendar_method = getattr(email, "calendar_method", "")
     extra = {name.lower() for name in email.extra_headers}
     if (
         email.attachments
         or email.cc
         or email.bcc
-        or email.reply_to
         or not email.to
         or email.content_subtype != "plain"
-        or [mimetype for _, mimetype in alternatives] not in ([], ["text/html"])
+        or [mimetype for _, mimetype in alternatives] not in _ALTERNATIVES
         or (email.encoding or settings.DEFAULT_CHARSET).lower() != "utf-8"
         or extra & _DJANGO_HEADERS
     ):
@@ -82,12 +88,16 @@ def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
     # As Django: with an alternative, an empty text body is left out.
     maybe_parts = [
         *([_text_part(str(email.body), "plain")] if email.body or not alternatives else []),
-        *(_text_part(content, "html") for content, _ in alternatives),
+        *(
+            _text_part(content, mimetype.removeprefix("text/"), calendar_method if mimetype == "text/calendar" else "")
+            for content, mimetype in alternatives
+        ),
     ]
     maybe_headers = [
         _header("Subject", str(email.subject)),
         _sender_header(str(email.from_email)),
         _address_header("To", ", ".join(str(address) for address in email.to)),
+        *([_address_header("Reply-To", ", ".join(str(a) for a in email.reply_to))] if email.reply_to else []),
         *([] if "date" in extra else [f"Date: {formatdate(localtime=settings.EMAIL_USE_LOCALTIME)}\r\n"]),
         *([] if "message-id" in extra else [f"Message-ID: {make_msgid(domain=DNS_NAME)}\r\n"]),
         *(_header(name, str(value)) for name, value in email.extra_headers.items()),
@@ -107,7 +117,7 @@ def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
     return b"".join([*chunks, f"--{boundary}--\r\n".encode("ascii")])
 
 
-def _text_part(text: str, subtype: str) -> tuple[str, bytes] | None:
+def _text_part(text: str, subtype: str, method: str = "") -> tuple[str, bytes] | None:
     """A text/<subtype> part's headers and body as SafeMIMEText writes them, or None where it
     would not write it as 7bit/8bit (a line over MAX_LINE gets quoted-printable) or cannot (text
     that is not valid UTF-8)."""
@@ -118,6 +128,11 @@ def _text_part(text: str, subtype: str) -> tuple[str, bytes] | None:
     if any(len(line.encode("utf-8")) > MAX_LINE for line in text.splitlines()):
         return None
     encoding = "7bit" if text.isascii() else "8bit"
+    if method:  # set_param (message.Email) writes Content-Type again, after the part's other headers
+        return (
+            f"MIME-Version: 1.0\r\nContent-Transfer-Encoding: {encoding}\r\n"
+            f'Content-Type: text/{subtype}; charset="utf-8"; method="{method}"\r\n'
+        ), body
     return (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
         f"Content-Transfer-Encoding: {encoding}\r\n"
