@@ -38,7 +38,7 @@ _DJANGO_HEADERS = frozenset(
 
 
 # The alternatives we write ourselves: HTML, and the calendar entry of CONTRACT section 9 (calendar.py).
-_ALTERNATIVES = ([], ["text/html"], ["text/calendar"], ["text/html", "text/calendar"])
+_ALTERNATIVES: tuple[list[str], ...] = ([], ["text/html"], ["text/calendar"], ["text/html", "text/calendar"])
 
 
 def new_boundary() -> str:
