@@ -5,8 +5,10 @@ second, independent parser (`vobject`), after signed webhooks went through the r
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.message
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +19,12 @@ import vobject
 from django.test import override_settings
 
 from apps.notifications.channels.email.calendar import calendar_part
+from apps.notifications.channels.email.providers import EmailProvider
 from apps.notifications.models import Notification
+from apps.notifications.providers import OutgoingMessage
 from apps.webhooks.services import portal_create
 from tests.support.polling import wait_until
+from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 from tests.support.stack import Stack
 from tests.support.webhooks import SECRET, encode, payload, signed_headers
@@ -218,3 +223,34 @@ def test_the_entry_keeps_its_uid_and_raises_its_sequence_from_confirmation_to_ca
         if Notification.objects.get(id=m["X-Eventplatform-Notification-Id"]).kind == "confirmation"
     }
     assert len(first_uids) == len(REGISTRATIONS)
+
+
+# --- an ESP (django-anymail): its API takes no text/calendar alternative, so the entry is attached
+def test_through_an_esp_the_entry_is_an_invite_attachment() -> None:
+    api = SmsApi().start()  # any HTTP stand-in: here it answers as Postmark's API
+    try:
+        ok = {"To": "ada@example.org", "SubmittedAt": "2030-01-01T00:00:00Z", "MessageID": "pm-1", "ErrorCode": 0}
+        api.scripted_replies.append((200, {**ok, "Message": "OK"}, {}))
+        provider = EmailProvider(
+            "esp", backend="anymail.backends.postmark.EmailBackend", server_token="pm-test", api_url=api.url + "/"
+        )
+        message = OutgoingMessage(
+            notification_id="n-1",
+            recipient="ada@example.org",
+            subject="You are registered",
+            text="Hello\n",
+            html="<p>Hello</p>",
+            kind="confirmation",
+            context={**context(), "sender_email_from": SENDER, "sender_reply_to": REPLY_TO},
+        )
+        assert provider.send(message) == "pm-1"
+    finally:
+        api.stop()
+    (sent,) = api.received
+    body = json.loads(sent["body"])
+    assert (body["From"], body["ReplyTo"]) == (SENDER, REPLY_TO)
+    (attachment,) = body["Attachments"]
+    assert attachment["Name"] == "invite.ics"
+    assert attachment["ContentType"] == 'text/calendar; method="REQUEST"; charset="utf-8"'
+    (event,) = icalendar.Calendar.from_ical(base64.b64decode(attachment["Content"])).walk("VEVENT")
+    assert str(event["uid"]).startswith(context()["calendar_uid"])

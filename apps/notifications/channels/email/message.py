@@ -32,7 +32,7 @@ class Email(EmailMultiAlternatives):
         return msg
 
 
-def email_message(message: OutgoingMessage) -> tuple[Email, str]:
+def email_message(message: OutgoingMessage, *, calendar_inline: bool = True) -> tuple[Email, str]:
     """The e-mail and its Message-ID. A bad address fails here, before the server (or an ESP)
     sees it: ProviderPermanentError `invalid_recipient`.
 
@@ -40,7 +40,8 @@ def email_message(message: OutgoingMessage) -> tuple[Email, str]:
     notification's context, apps/webhooks/senders.py), else DEFAULT_FROM_EMAIL and none. The
     return path (envelope sender) is not decided here. Confirmations, updates and cancellations
     carry their calendar entry (calendar.py) as the last alternative:
-    multipart/alternative(text/plain, text/html, text/calendar), the shape Outlook and Gmail expect.
+    multipart/alternative(text/plain, text/html, text/calendar), the shape Outlook and Gmail expect;
+    `calendar_inline=False` (an ESP's API, which takes no such alternative) attaches it as invite.ics.
     """
     message_id = make_msgid(domain="eventplatform.local")
     sender = message.context.get("sender_email_from") or settings.DEFAULT_FROM_EMAIL
@@ -57,9 +58,11 @@ def email_message(message: OutgoingMessage) -> tuple[Email, str]:
         if message.html:
             email.attach_alternative(message.html, "text/html")
         entry = calendar_part(kind=message.kind, context=message.context, sender=sender, recipient=message.recipient)
-        if entry is not None:
+        if entry is not None and calendar_inline:
             email.attach_alternative(entry.text, "text/calendar")
             email.calendar_method = entry.method
+        elif entry is not None:
+            email.attach("invite.ics", entry.text, f"text/calendar; method={entry.method}")
         mime.envelope_address(message.recipient, email.encoding or settings.DEFAULT_CHARSET)
     except ValueError as error:  # BadHeaderError and malformed addresses are ValueErrors
         raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error

@@ -60,7 +60,10 @@ class EmailProvider:
                 pass
 
     def send(self, message: OutgoingMessage) -> str:
-        email, message_id = email_message(message)
+        # An ESP's API takes no text/calendar alternative (anymail refuses it as unsupported): there
+        # the calendar entry goes as an invite.ics attachment, which mail clients also offer to add.
+        esp = (self._backend or settings.EMAIL_BACKEND).startswith("anymail.")
+        email, message_id = email_message(message, calendar_inline=not esp)
         opening = True  # a failure while opening is at connect, STARTTLS or AUTH
         try:
             connection = self._connection()
