@@ -86,6 +86,9 @@ class PortalForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "default_locale" in self.fields:  # left empty: English, the shipped default
             self.fields["default_locale"].required = False
+        if "email_from" in self.fields:  # say which domains before anyone types a refused one
+            allowed = ", ".join(sorted(senders.sender_domains()))
+            self.fields["email_from"].help_text += f" Domains allowed here: {allowed}."
 
     def _parsed(self, name: str, parse: Callable[[str], str]) -> str:
         value = self.cleaned_data[name]

@@ -170,6 +170,13 @@ def test_the_admin_refuses_a_bad_sender_with_a_clear_message(
     assert getattr(portal, field) in ("", "en")
 
 
+def test_the_change_page_names_the_domains_allowed(admin_client: Client, portal: Portal) -> None:
+    assert (
+        "Domains allowed here: conf.example.com, events.example.org."
+        in admin_client.get(change_url(portal)).content.decode()
+    )
+
+
 def test_the_model_refuses_a_foreign_sender_too(portal: Portal) -> None:
     portal.email_from = "ceo@bank.example"
     with pytest.raises(Exception, match="not one we may send from"):
