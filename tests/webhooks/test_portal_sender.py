@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -26,6 +28,7 @@ from apps.webhooks import senders
 from apps.webhooks.models import Portal
 from apps.webhooks.parsing import parse_delivery
 from apps.webhooks.services import portal_create, webhook_event_record
+from tests.support.processes import ROOT, process_env
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload
@@ -353,3 +356,19 @@ def test_the_locale_chain() -> None:
     assert rendering._locales("en", "de") == ["en", "de"]
     assert rendering._locales("../x", "de") == ["de", "en"]  # not a locale name: skipped
     assert rendering._locales("", "") == ["en"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_run_by_an_operator_exits_non_zero_with_the_reason() -> None:
+    env = process_env(EMAIL_SENDER_DOMAINS="conf.example.com")
+    command = [sys.executable, "manage.py", "create_portal", "mallory", "--email-from", "Mallory <ceo@bank.example>"]
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "The sender's domain bank.example is not one we may send from; use an address on conf.example.com" in (
+        refused.stderr
+    )
+    assert not Portal.objects.filter(slug="mallory").exists()
+    command[-1] = "Ada Conf <hello@conf.example.com>"
+    accepted = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "sender Ada Conf <hello@conf.example.com>" in accepted.stdout
