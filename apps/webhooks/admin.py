@@ -87,8 +87,13 @@ class PortalForm(forms.ModelForm):
         if "default_locale" in self.fields:  # left empty: English, the shipped default
             self.fields["default_locale"].required = False
         if "email_from" in self.fields:  # say which domains before anyone types a refused one
+            field = self.fields["email_from"]
             allowed = ", ".join(sorted(senders.sender_domains()))
-            self.fields["email_from"].help_text += f" Domains allowed here: {allowed}."
+            # The admin shows help text as HTML: the example's <address> must be escaped.
+            field.help_text = format_html("{} Domains allowed here: {}.", field.help_text, allowed)
+        for name in ("email_from", "reply_to"):
+            if name in self.fields:
+                self.fields[name].widget.attrs["size"] = 50
 
     def _parsed(self, name: str, parse: Callable[[str], str]) -> str:
         value = self.cleaned_data[name]

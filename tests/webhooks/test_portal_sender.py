@@ -7,13 +7,16 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -28,10 +31,11 @@ from apps.webhooks import senders
 from apps.webhooks.models import Portal
 from apps.webhooks.parsing import parse_delivery
 from apps.webhooks.services import portal_create, webhook_event_record
-from tests.support.processes import ROOT, process_env
+from tests.support.processes import ROOT, process_env, start_web
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import encode, payload
+from tests.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sender_domains")]
 
@@ -372,3 +376,58 @@ def test_the_command_run_by_an_operator_exits_non_zero_with_the_reason() -> None
     accepted = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert accepted.returncode == 0, accepted.stderr
     assert "sender Ada Conf <hello@conf.example.com>" in accepted.stdout
+
+
+@pytest.fixture
+def web_url(transactional_db: None) -> Iterator[str]:
+    web, url = start_web(process_env(EMAIL_SENDER_DOMAINS="conf.example.com"))
+    try:
+        yield url
+    finally:
+        web.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_in_the_browser_a_foreign_sender_is_refused_beside_the_field_then_an_allowed_one_saved(
+    browser: Any,  # noqa: F811
+    web_url: str,
+) -> None:
+    # Given a staff user with the portal permissions only, on a portal's page
+    user = User.objects.create_user("organiser", "organiser@example.org", "correct horse", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=("view_portal", "change_portal")))
+    pretix, _, _ = portal_create(slug="pretix", name="Pretix")
+    page = logged_in_page(browser, web_url, "organiser")
+    page.goto(f"/admin/webhooks/portal/{pretix.pk}/change/")
+    # When they type a From on someone else's domain and save
+    page.fill("#id_email_from", "Ada Conf <hello@gmail.com>")
+    page.fill("#id_sms_sender_id", "AdaConf")
+    page.click("input[name=_save]")
+    page.wait_for_load_state()
+    # Then the page says why, beside the field, and nothing is saved
+    errors = page.locator(".field-email_from .errorlist").inner_text()
+    assert "The sender's domain gmail.com is not one we may send from; use an address on conf.example.com" in errors
+    pretix.refresh_from_db()
+    assert pretix.email_from == ""
+    screenshot_dir = os.environ.get("EP_SCREENSHOT_DIR")
+    if screenshot_dir:  # docs/organisers.md, "Your sender"
+        page.locator(".field-email_from").screenshot(path=str(Path(screenshot_dir) / "portal-sender-refused.png"))
+    # When they use the organisation's domain
+    page.fill("#id_email_from", "Ada Conf <Hello@Conf.Example.com>")
+    page.fill("#id_reply_to", "team@gmail.com")
+    page.fill("#id_default_locale", "de")
+    page.click("input[name=_continue]")
+    page.wait_for_load_state()
+    # Then it is saved in its normal form, shown as the e-mails will carry it
+    pretix.refresh_from_db()
+    assert (pretix.email_from, pretix.reply_to, pretix.sms_sender_id, pretix.default_locale) == (
+        "Ada Conf <Hello@conf.example.com>",
+        "team@gmail.com",
+        "AdaConf",
+        "de",
+    )
+    assert page.input_value("#id_email_from") == "Ada Conf <Hello@conf.example.com>"
+    if screenshot_dir:  # docs/organisers.md, "Your sender"
+        page.locator("fieldset", has_text="Sender and language").screenshot(
+            path=str(Path(screenshot_dir) / "portal-sender.png")
+        )
