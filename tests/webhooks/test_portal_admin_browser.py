@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission, User
 
 from apps.webhooks.models import Portal
 from tests.support.processes import process_env, start_web
-from tests.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
+from tests.support.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
