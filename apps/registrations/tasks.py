@@ -40,7 +40,7 @@ def _last_line(traceback_text: str) -> str:
 
 
 @dramatiq.actor(
-    queue_name="registrations",
+    queue_name=APPLY_ACTOR["queue_name"],
     actor_name="webhook_event_dead_letter",
     max_retries=10,
     min_backoff=1000,
