@@ -45,7 +45,6 @@ from bench import profiling, report  # noqa: E402
 from bench.loadgen import webhook_body  # noqa: E402
 from bench.stack import (  # noqa: E402
     PYTHON,
-    Process,
     Watcher,
     cpu_ms_per,
     cpu_usage,
@@ -58,6 +57,8 @@ from bench.stack import (  # noqa: E402
     vhost_delete,
     wait_until,
 )
+from eventplatform.procfile import procfile_command  # noqa: E402
+from tests.support.processes import ManagedProcess  # noqa: E402
 
 PORTAL_SLUG = "bench"
 PHASES = ("raw", "ingest", "relay", "workers", "e2e", "burst")
@@ -155,20 +156,20 @@ class Bench:
         self.broker_url = f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
         self.dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={self.db_name}"
         self.watcher = Watcher(database=self.db_name).start()
-        self.processes: list[Process] = []
+        self.processes: list[ManagedProcess] = []
         self.phases: dict[str, Any] = {}
         self.errors: list[str] = []
-        self.sink: Process | None = None
+        self.sink: ManagedProcess | None = None
         self.sink_port = free_port()
         self.sink_path = self.run_dir / "smtp-received.tsv"
         self._sink_offset = 0
         self.received: list[tuple[float, str, str]] = []
-        self.web: Process | None = None
+        self.web: ManagedProcess | None = None
         self.web_url = ""
         self.web_port = 0
         self.web_workers = 0
-        self.relays: list[Process] = []
-        self.worker: Process | None = None
+        self.relays: list[ManagedProcess] = []
+        self.worker: ManagedProcess | None = None
         self.created_db = self.created_vhost = False
         self._db: psycopg.Connection | None = None
         self.started = time.time()
@@ -208,13 +209,13 @@ class Bench:
         env.update(extra)
         return env
 
-    def start(self, name: str, kind: str, args: list[str], **env: str) -> Process:
-        process = Process(name, kind, args, self.env(**env), self.run_dir)
+    def start(self, name: str, kind: str, args: list[str], **env: str) -> ManagedProcess:
+        process = ManagedProcess(name, args, self.env(**env), kind=kind, log_dir=self.run_dir)
         self.processes.append(process)
         self.watcher.watch(process)
         return process
 
-    def stop(self, process: Process | None) -> None:
+    def stop(self, process: ManagedProcess | None) -> None:
         if process is not None:
             self.watcher.poll()
             process.stop()
@@ -289,7 +290,7 @@ class Bench:
         )
         wait_until(lambda: port_open(self.sink_port) or not self.sink.alive(), timeout=20, what="the SMTP sink")
         if not self.sink.alive():
-            raise PhaseFailed(f"SMTP sink exited:\n{self.sink.output()}")
+            raise PhaseFailed(f"SMTP sink exited:\n{self.sink.output(4000)}")
 
     def teardown(self) -> None:
         for process in reversed(self.processes):
@@ -336,45 +337,44 @@ class Bench:
                 "eventplatform.wsgi:application",
             ]
         else:
-            command = [PYTHON, "-m", "gunicorn", "eventplatform.wsgi", "--bind", f"127.0.0.1:{self.web_port}"]
+            command = procfile_command("web", environ={**self.env(), "HOST": "127.0.0.1", "PORT": str(self.web_port)})
         self.web = self.start("web", "web", command, **extra)
         wait_until(lambda: http_ok(f"{self.web_url}/healthz") or not self.web.alive(), timeout=60, what="gunicorn")
         if not self.web.alive():
-            raise PhaseFailed(f"gunicorn exited:\n{self.web.output()}")
+            raise PhaseFailed(f"gunicorn exited:\n{self.web.output(4000)}")
         time.sleep(1.0)  # let every worker boot
         self.web_workers = len(self.children(self.web))
         self.log(f"gunicorn up with {self.web_workers} workers")
 
-    def start_relay(self) -> Process:
+    def start_relay(self) -> ManagedProcess:
         relay = self.start(
             f"relay-{len(self.relays) + 1}",
             "relay",
-            [PYTHON, "manage.py", "run_relay", "--metrics-port", str(free_port())],
+            procfile_command("relay", environ=self.env(), options={"--metrics-port": str(free_port())}),
         )
         wait_until(lambda: relay.log_contains("relay.started") or not relay.alive(), timeout=60, what="the relay")
         if not relay.alive():
-            raise PhaseFailed(f"relay exited:\n{relay.output()}")
+            raise PhaseFailed(f"relay exited:\n{relay.output(4000)}")
         time.sleep(1.0)  # it LISTENs right after logging relay.started
         self.relays.append(relay)
         return relay
 
     def start_worker(
         self, name: str, queues: list[str] | None = None, processes: int | None = None, **env: str
-    ) -> Process:
-        args = [
-            PYTHON,
-            "manage.py",
-            "rundramatiq",
-            "--processes",
-            str(processes or self.config.worker_processes),
-            "--threads",
-            str(self.config.worker_threads),
-        ]
+    ) -> ManagedProcess:
+        args = procfile_command(
+            "worker",
+            environ=self.env(),
+            options={
+                "--processes": str(processes or self.config.worker_processes),
+                "--threads": str(self.config.worker_threads),
+            },
+        )
         if queues:
             args += ["--queues", *queues]
         return self.start(name, "worker", args, **env)
 
-    def wait_worker_ready(self, worker: Process, timeout: float = 60, processes: int | None = None) -> None:
+    def wait_worker_ready(self, worker: ManagedProcess, timeout: float = 60, processes: int | None = None) -> None:
         wait_until(
             lambda: worker.output(1_000_000).count("Worker process is ready for action")
             >= (processes or self.config.worker_processes)
@@ -383,7 +383,7 @@ class Bench:
             what=f"{worker.name} to be ready",
         )
         if not worker.alive():
-            raise PhaseFailed(f"{worker.name} exited:\n{worker.output()}")
+            raise PhaseFailed(f"{worker.name} exited:\n{worker.output(4000)}")
 
     def loadgen(
         self,
@@ -430,7 +430,7 @@ class Bench:
         finally:
             self.stop(process)
         if process.process.returncode != 0 or not out.exists():
-            raise PhaseFailed(f"load generator failed:\n{process.output()}")
+            raise PhaseFailed(f"load generator failed:\n{process.output(4000)}")
         return json.loads(out.read_text())
 
     def outbox_pending(self) -> int:
@@ -510,7 +510,7 @@ class Bench:
         process = self.start("pgbench", "pgbench", args)
         process.process.wait(timeout=self.config.pg_seconds + 120)
         after = self.watcher.cpu_snapshot()
-        output = process.output()
+        output = process.output(4000)
         self.stop(process)
         match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", output)
         latency = re.search(r"latency average = ([\d.]+) ms", output)
@@ -614,7 +614,7 @@ class Bench:
                 what=f"{actor} to drain {total} messages",
             )
             if not worker.alive():
-                raise PhaseFailed(f"bench worker exited:\n{worker.output()}")
+                raise PhaseFailed(f"bench worker exited:\n{worker.output(4000)}")
             time.sleep(0.2)
             after = self.watcher.cpu_snapshot()
         finally:
@@ -668,7 +668,7 @@ class Bench:
         self.outbox_mark_published()
         return result
 
-    def children(self, process: Process) -> list[int]:
+    def children(self, process: ManagedProcess) -> list[int]:
         """PIDs of the processes a process forked (gunicorn's or Dramatiq's worker processes)."""
         try:
             return [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
@@ -680,7 +680,7 @@ class Bench:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def spy(self, process: Process, label: str, seconds: float) -> profiling.Spy | None:
+    def spy(self, process: ManagedProcess, label: str, seconds: float) -> profiling.Spy | None:
         if not self.args.profile:
             return None
         return profiling.Spy(self.children(process) or [process.pid], self.run_dir, label, seconds)
@@ -856,7 +856,7 @@ class Bench:
         )
         after = self.watcher.cpu_snapshot()
         if not self.worker.alive():
-            raise PhaseFailed(f"worker exited:\n{self.worker.output()}")
+            raise PhaseFailed(f"worker exited:\n{self.worker.output(4000)}")
         first_claim, last_sent, dead = self.sql(
             "SELECT min(claimed_at), max(sent_at), count(*) FILTER (WHERE status <> 'sent') "
             "FROM notifications_notification WHERE recipient LIKE 'wk-%'"
@@ -1057,7 +1057,7 @@ class Bench:
             ("+ a second worker group", 2, 2, 2),
             ("+ web workers (4)", 4, 2, 2),
         ]
-        workers: list[Process] = []
+        workers: list[ManagedProcess] = []
         results = []
         for index, (label, web_workers, relays, worker_groups) in enumerate(steps):
             if self.web is None or self.web_workers != web_workers:
@@ -1092,7 +1092,7 @@ class Bench:
                 r[f"{key}_vs_first"] = round(r[key] / base[key], 2) if base[key] else None
         return {"steps": results}
 
-    def scaleout_run(self, prefix: str, workers: list[Process]) -> dict[str, Any]:
+    def scaleout_run(self, prefix: str, workers: list[ManagedProcess]) -> dict[str, Any]:
         logs = {p.name: p.log_path.stat().st_size for p in [*self.relays, *workers]}
         created_before = self.sql("SELECT count(*) FROM outbox_outboxmessage")[0][0]
         before = self.watcher.cpu_snapshot()
@@ -1120,7 +1120,7 @@ class Bench:
         start, end = min(r[1] for r in records), max(r[1] + r[2] for r in records)
         created = self.sql("SELECT count(*) FROM outbox_outboxmessage")[0][0] - created_before
 
-        def counted(process: Process, pattern: str, field: str | None) -> int:
+        def counted(process: ManagedProcess, pattern: str, field: str | None) -> int:
             with process.log_path.open("rb") as handle:
                 handle.seek(logs[process.name])
                 lines = handle.read().decode(errors="replace").splitlines()
