@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from apps.notifications.models import Notification, SchedulerHeartbeat
 from apps.notifications.scheduler import LOCK_NAMESPACE, Job, _lock_key, scheduler_loop, scheduler_run_job
-from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
+from tests.registrations.factories import RegistrationFactory
 from tests.support.polling import free_port
 from tests.support.processes import ManagedProcess, process_env, wait_until
 
@@ -48,7 +48,7 @@ def test_send_reminders_every_second_sends_what_is_due_beats_and_stops_on_sigter
         first_beat = heartbeat("reminders")
         # Given a registration that becomes due while the scheduler runs
         starts_at = timezone.now() + dt.timedelta(minutes=30)
-        Registration.objects.create(
+        RegistrationFactory(
             portal=portal,
             external_id="R-SOON",
             email="ada@example.org",
