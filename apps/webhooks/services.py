@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.outbox.services import outbox_insert, outbox_insert_select_sql, outbox_message_fields, outbox_row_params
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from apps.webhooks.models import Portal, PortalSecret, RateWindow, WebhookEvent
 from apps.webhooks.signature import validate_secret
 
@@ -26,8 +27,6 @@ class RecordedEvent:
     errors: Any
     duplicate: bool
 
-
-APPLY_ACTOR = {"actor_name": "webhook_event_apply", "queue_name": "registrations"}
 
 _INSERT_EVENT = (
     f"INSERT INTO {WebhookEvent._meta.db_table} "

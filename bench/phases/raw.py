@@ -14,6 +14,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from apps.outbox.publisher import ConfirmingPublisher, OutgoingMessage
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from bench.harness import PORTAL_SLUG, Bench, PhaseFailed
 from bench.loadgen import webhook_body
 from bench.stack import (
@@ -63,7 +64,7 @@ def raw_pg(bench: Bench) -> dict[str, Any]:
         f" convert_to('{body}', 'UTF8'), '{body}'::jsonb, NULL, now())"
         " ON CONFLICT (portal_id, delivery_id) DO NOTHING RETURNING id;\n"
         "INSERT INTO bench_outbox (id, queue_name, actor_name, kwargs, options, created_at, available_at,"
-        " published_at) VALUES (gen_random_uuid(), 'registrations', 'webhook_event_apply',"
+        f" published_at) VALUES (gen_random_uuid(), '{APPLY_ACTOR['queue_name']}', '{APPLY_ACTOR['actor_name']}',"
         " jsonb_build_object('event_id', gen_random_uuid()::text),"
         " jsonb_build_object('correlation_id', gen_random_uuid()::text), now(), now(), NULL);\n"
         "COMMIT;\n"

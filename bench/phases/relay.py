@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from bench import report
 from bench.harness import Bench, schedule_stats
 from bench.stack import (
@@ -44,8 +45,8 @@ def run(bench: Bench) -> dict[str, Any]:
         row[0] * 1000
         for row in bench.sql(
             "SELECT extract(epoch FROM published_at - created_at)::float8 FROM outbox_outboxmessage "
-            "WHERE queue_name = 'registrations' AND created_at >= %s",
-            [window_start],
+            "WHERE queue_name = %s AND created_at >= %s",
+            [APPLY_ACTOR["queue_name"], window_start],
         )
     ]
     accepted = sum(1 for r in sent["records"] if r[3] == 202)
@@ -61,7 +62,7 @@ def run(bench: Bench) -> dict[str, Any]:
         "cpu_cores": cpu_usage(before, after),
     }
     bench.log(f"relay: lag p50 {result['lag']['p50_ms']:.1f} ms, p99 {result['lag']['p99_ms']:.1f} ms")
-    bench.queues_drop("registrations", purge_only=True)
+    bench.queues_drop(APPLY_ACTOR["queue_name"], purge_only=True)
     return result
 
 
@@ -73,11 +74,11 @@ def relay_drain(bench: Bench, rows: int) -> dict[str, Any]:
     with psycopg.connect(bench.dsn) as conn:
         conn.execute(
             "INSERT INTO outbox_outboxmessage (id, queue_name, actor_name, kwargs, options, created_at,"
-            " available_at, published_at) SELECT gen_random_uuid(), 'bench_relay', 'webhook_event_apply',"
+            " available_at, published_at) SELECT gen_random_uuid(), 'bench_relay', %s,"
             " jsonb_build_object('event_id', gen_random_uuid()::text),"
             " jsonb_build_object('correlation_id', gen_random_uuid()::text), now(), now(), NULL"
             " FROM generate_series(1, %s)",
-            [rows],
+            [APPLY_ACTOR["actor_name"], rows],
         )
     committed = time.time()
     wait_until(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from bench.harness import Bench, PhaseFailed
 from bench.stack import (
     cpu_ms_per,
@@ -19,7 +20,7 @@ def run(bench: Bench) -> dict[str, Any]:
         bench.start_web()
     if not bench.relays:
         bench.start_relay()
-    bench.queues_drop("registrations", "notifications", purge_only=True)
+    bench.queues_drop(APPLY_ACTOR["queue_name"], "notifications", purge_only=True)
     bench.log(f"workers: posting {total:,} webhooks, then applying them with the registrations queue only")
     sent = bench.loadgen("wk", mode="closed", clients=16, count=total)
     accepted = sum(1 for r in sent["records"] if r[3] == 202)
@@ -35,7 +36,7 @@ def run(bench: Bench) -> dict[str, Any]:
     # CPU per item is counted from the moment every worker process is ready (start-up excluded).
     # Applying only: the sends queue up as notification_send messages (the path of retries,
     # replays and reminders), drained below by the workers as deployed.
-    applier = bench.start_worker("worker-apply", queues=["registrations"], NOTIFICATION_SEND_AT_ONCE="false")
+    applier = bench.start_worker("worker-apply", queues=[APPLY_ACTOR["queue_name"]], NOTIFICATION_SEND_AT_ONCE="false")
     bench.wait_worker_ready(applier)
     apply_before, applied_before = bench.watcher.cpu_snapshot(), created_count()
     spy = bench.spy(applier, "apply", min(30.0, total / 100 + 1))

@@ -6,7 +6,7 @@ import factory
 from factory.django import DjangoModelFactory
 
 from apps.outbox.models import OutboxMessage
-from apps.webhooks.services import APPLY_ACTOR
+from apps.webhooks.apply_actor import APPLY_ACTOR
 
 
 class OutboxMessageFactory(DjangoModelFactory[OutboxMessage]):
