@@ -201,7 +201,7 @@ class Bench:
     def stop(self, process: ManagedProcess | None) -> None:
         if process is not None:
             self.watcher.poll()
-            process.stop()
+            process.stop(timeout=30)
 
     def manage(self, *args: str, timeout: float = 300) -> str:
         result = subprocess.run(

@@ -108,6 +108,6 @@ def live_stack(*, web_workers: int = 2, worker_processes: int = 1, worker_thread
         yield stack
     finally:
         for process in processes:
-            process.stop()
+            process.stop(timeout=30)
         vhost_delete(name)
         database_drop(name)
