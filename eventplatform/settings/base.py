@@ -296,9 +296,6 @@ if BEHIND_TLS_PROXY:
 # --- status page (/admin/status/): a scheduler job not run for this long is shown as stale
 STATUS_SCHEDULER_STALE_SECONDS = env.int("STATUS_SCHEDULER_STALE_SECONDS", default=900)
 
-LOG_FORMAT = env.str("LOG_FORMAT", default="json")
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-
 from eventplatform.settings.dramatiq import *  # noqa: E402, F403
 from eventplatform.settings.logging import *  # noqa: E402, F403
 from eventplatform.settings.sentry import *  # noqa: E402, F403
