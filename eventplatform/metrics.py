@@ -123,3 +123,9 @@ NOTIFICATIONS_WOKEN = Counter(
     "Deferred sends queued again when their channel's breaker let sends through.",
     ["channel"],
 )
+
+PROVIDER_REPORTS = Counter(
+    "eventplatform_provider_reports_total",
+    "ESP tracking events and SMS status callbacks received, by source, what they said and what became of them.",
+    ["source", "event", "result"],
+)
