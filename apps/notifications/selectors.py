@@ -7,7 +7,8 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from apps.notifications.models import Notification, SchedulerHeartbeat
+from apps.notifications.models import Notification, SchedulerHeartbeat, Suppression
+from eventplatform.addresses import email_key, normalise_phone
 
 
 def notifications_to_replay(
@@ -68,3 +69,18 @@ def notifications_of_registration(*, registration_id: int) -> list[Notification]
         .prefetch_related("attempt_log", "replays")
         .order_by("created_at")
     )
+
+
+def suppression_address(*, channel: str, address: str) -> str:
+    """The form a suppressed address is stored and compared in: an e-mail lower-cased whole (a
+    mailbox that bounced under one spelling of its local part bounces under every other), a
+    number in E.164."""
+    return email_key(address) if channel == Notification.Channel.EMAIL else normalise_phone(address)
+
+
+def suppression_active(*, channel: str, address: str) -> Suppression | None:
+    """The active suppression of this address or number, if any (one lookup of the partial unique
+    index `suppression_one_active_per_address`)."""
+    return Suppression.objects.filter(
+        channel=channel, address=suppression_address(channel=channel, address=address), lifted_at__isnull=True
+    ).first()
