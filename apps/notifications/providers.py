@@ -27,6 +27,7 @@ from django.core.mail.message import make_msgid
 
 from apps.notifications import classification, mime
 from apps.notifications.errors import ProviderError, ProviderPermanentError
+from apps.notifications.sms_callbacks import status_callback_url
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,9 @@ class TwilioSmsProvider:
 
     def send(self, message: OutgoingMessage) -> str:
         form = {"To": message.recipient, "From": self.sender, "Body": message.text}
+        callback = status_callback_url(message.notification_id)
+        if callback:  # the carrier's answer comes back to it (sms_callbacks.py)
+            form["StatusCallback"] = callback
         asked_at = dt.datetime.now(dt.UTC)
         try:
             response = self._session().post(self.url, data=form, auth=self.auth, timeout=self.timeout)
