@@ -10,8 +10,9 @@ provider that has it). GET on the Messages path lists what was accepted, as Twil
 
 Status callbacks, as Twilio makes them: a message accepted with a `StatusCallback` URL gets, from a
 thread of the stand-in, a signed POST `sent` and then `delivered`, or `undelivered` with the ErrorCode
-`undeliverable[To]` (30005: unknown number). `status_callback()` sends one by hand (a replay, an
-out-of-order report, a bad signature); `callback_answers` records what our server answered.
+`undeliverable[To]` (30005: unknown number); `calls_back = False` turns that off. `status_callback()`
+sends one by hand (a replay, an out-of-order report, a bad signature); `callback_answers` records what
+our server answered (0: it could not be reached).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class SmsApi:
         self.fail_all_with: int | None = None
         self.calls = 0
         self.undeliverable: dict[str, int] = {}
+        self.calls_back = True
         self.callback_answers: list[tuple[str, str, int]] = []  # (MessageSid, MessageStatus, HTTP status)
         self._callback_threads: list[threading.Thread] = []
         self.lock = threading.Lock()
@@ -133,7 +135,7 @@ class SmsApi:
                     self._answer(status, payload, headers)
                 except OSError:
                     pass  # the client gave up waiting
-                if twilio and status in (200, 201) and form.get("StatusCallback"):
+                if api.calls_back and twilio and status in (200, 201) and form.get("StatusCallback"):
                     api._report_later(sid, form)
 
         return Handler
@@ -142,12 +144,14 @@ class SmsApi:
         """What the carrier says after the API answered: `sent`, then the final status."""
 
         def report() -> None:
-            self.status_callback(sid, "sent", form=form)
             error_code = self.undeliverable.get(form["To"])
-            if error_code is None:
-                self.status_callback(sid, "delivered", form=form)
-            else:
-                self.status_callback(sid, "undelivered", form=form, error_code=error_code)
+            final = "delivered" if error_code is None else "undelivered"
+            for status, code in (("sent", None), (final, error_code)):
+                try:
+                    self.status_callback(sid, status, form=form, error_code=code)
+                except requests.RequestException:
+                    with self.lock:
+                        self.callback_answers.append((sid, status, 0))
 
         thread = threading.Thread(target=report, name="sms-status-callbacks", daemon=True)
         with self.lock:
