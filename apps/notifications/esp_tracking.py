@@ -30,12 +30,27 @@ from eventplatform import metrics
 log = structlog.get_logger("notifications.esp_tracking")
 
 
-# Reject reasons that say the message, not the address, failed: repeated temporary failures until
-# the ESP gave up (timed_out), the ESP's or the receiver's policy (blocked), content taken for spam
-# (spam). The address may well work for the next message, so it is not suppressed. Any other reason
-# of a bounce or rejection (bounced, invalid, unsubscribed from the ESP's own suppression list,
-# other, none given) is permanent: the address is suppressed. A complaint always suppresses.
+# Whether a failure is the address's fault, so that it is suppressed, by anymail's reject_reason:
+# - a bounce (the receiving side refused it) is, unless the reason says the message failed rather
+#   than the address: repeated temporary failures until the ESP gave up (timed_out), a policy block
+#   (blocked), content taken for spam (spam). Any other reason (bounced, invalid, other, none) is.
+# - a rejection (the ESP refused to send) is only for the reasons that name the address: an invalid
+#   one, or one on the ESP's own bounce or unsubscribe list. Otherwise it is the account's or the
+#   message's problem (sending limits, an unverified domain, policy) and the address may be fine.
+# A complaint always suppresses.
 MESSAGE_NOT_ADDRESS = frozenset({RejectReason.TIMED_OUT, RejectReason.BLOCKED, RejectReason.SPAM})
+ADDRESS_REJECTED = frozenset({RejectReason.INVALID, RejectReason.BOUNCED, RejectReason.UNSUBSCRIBED})
+
+
+def _permanent(event_type: str, reason: str) -> bool:
+    if event_type == EventType.COMPLAINED:
+        return True
+    if event_type == EventType.BOUNCED:
+        return reason not in MESSAGE_NOT_ADDRESS
+    if event_type == EventType.REJECTED:
+        return reason in ADDRESS_REJECTED
+    return False
+
 
 # Anymail's normalized event types that tell what became of a message; every other type (queued,
 # sent, opened, clicked, unsubscribed, subscribed, autoresponded, failed before sending, unknown) is
@@ -65,8 +80,7 @@ def report_for(event: AnymailTrackingEvent, esp_name: str) -> DeliveryReport | N
     return DeliveryReport(
         source=f"esp:{esp_name.lower()}",
         outcome=outcome,
-        permanent=outcome is ReportOutcome.COMPLAINED
-        or (outcome is ReportOutcome.BOUNCED and reason not in MESSAGE_NOT_ADDRESS),
+        permanent=_permanent(event.event_type, reason),
         status_code=reason,
         # The ESP's words; they may quote the address, so they go where erasure scrubs them.
         diagnostic=str(event.mta_response or event.description or "")[:2000],
