@@ -35,7 +35,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_report_record
+from apps.notifications.delivery import (
+    WAITING_FOR_SENT,
+    DeliveryReport,
+    ReportOutcome,
+    notification_report_record,
+)
 from apps.notifications.models import Notification
 from eventplatform import metrics
 from eventplatform.database import storage_unavailable
@@ -125,6 +130,23 @@ def report_for(*, message_status: str, error_code: str, message_sid: str) -> Del
     )
 
 
+def _about_an_earlier_message(notification_id: uuid.UUID, message_sid: str) -> bool:
+    """Whether the notification was sent again since (a staff replay recorded a new MessageSid), so
+    that this callback is about a message that is no longer its latest. While a send is under way
+    (pending, sending, retrying) the callback may be that send's, outrunning our `sent` write: it is
+    matched by the URL's id alone and kept until the send is recorded (the price: an earlier
+    message's callback arriving in that window is taken for the new one's)."""
+    current = (
+        Notification.objects.filter(id=notification_id, channel=Notification.Channel.SMS)
+        .values_list("status", "provider_message_id")
+        .first()
+    )
+    if current is None:
+        return False
+    status, recorded = current
+    return status not in WAITING_FOR_SENT and bool(recorded and message_sid) and recorded != message_sid
+
+
 def _error(code: str, message: str, **headers: str) -> JsonResponse:
     response = JsonResponse({"error": {"code": code, "message": message}}, status=describe(code).http_status)
     for name, value in headers.items():
@@ -157,6 +179,15 @@ def sms_status_callback(request: HttpRequest, notification_id: uuid.UUID) -> Htt
         metrics.PROVIDER_REPORTS.labels(source=SOURCE, event=event, result="ignored").inc()
         return HttpResponse(status=204)
     try:
+        if _about_an_earlier_message(notification_id, message_sid):
+            metrics.PROVIDER_REPORTS.labels(source=SOURCE, event=event, result="stale").inc()
+            log.info(
+                "sms.status_callback_stale",
+                notification_id=str(notification_id),
+                message_sid=message_sid,
+                message_status=message_status,
+            )
+            return HttpResponse(status=204)
         result = notification_report_record(
             report=report,
             notification_id=str(notification_id),

@@ -52,18 +52,23 @@ def sent_sms(make_notification: Callable[..., Notification]) -> Callable[..., No
 
 def callback(
     client: Client,
-    notification_id: object,
+    target: Notification | uuid.UUID,
     status: str,
     *,
-    sid: str = "SM0123",
+    sid: str = "",
     error_code: str | None = None,
     token: str = TOKEN,
     signed_url: str | None = None,
     signature: str | None = None,
     **changed_after_signing: str,
 ):
-    """POST a status callback as Twilio does: its form fields, signed over the URL it was given."""
-    path = f"/sms/status/{notification_id}/"
+    """POST a status callback as Twilio does: its form fields, signed over the URL it was given; about
+    the notification's own message (its MessageSid) unless `sid` names another."""
+    if isinstance(target, Notification):
+        path, sid = f"/sms/status/{target.id}/", sid or target.provider_message_id
+    else:
+        path = f"/sms/status/{target}/"
+    sid = sid or "SM0123"
     form = {
         "AccountSid": "AC_test",
         "ApiVersion": "2010-04-01",
@@ -135,7 +140,7 @@ def test_a_callback_without_a_valid_signature_is_403_and_changes_nothing(
     notification = sent_sms()
     if "signed_url" in options:
         options = {**options, "signed_url": options["signed_url"].format(id=notification.id)}
-    response = callback(client, notification.id, "undelivered", error_code="30003", **options)
+    response = callback(client, notification, "undelivered", error_code="30003", **options)
     assert response.status_code == 403, case
     assert response.json()["error"]["code"] == "invalid_provider_signature"
     notification.refresh_from_db()
@@ -149,7 +154,7 @@ def test_without_public_base_url_no_callback_counts(
 ) -> None:
     notification = sent_sms()
     settings.PUBLIC_BASE_URL = ""
-    assert callback(client, notification.id, "delivered").status_code == 403
+    assert callback(client, notification, "delivered").status_code == 403
     notification.refresh_from_db()
     assert notification.status == Status.SENT
 
@@ -197,9 +202,7 @@ def test_status_row(
     suppresses: bool,
 ) -> None:
     notification = sent_sms()
-    response = callback(
-        client, notification.id, message_status, sid=notification.provider_message_id, error_code=error_code
-    )
+    response = callback(client, notification, message_status, error_code=error_code)
     assert response.status_code == 204
     notification.refresh_from_db()
     assert notification.status == status
@@ -216,7 +219,7 @@ def test_a_replayed_callback_is_one_history_row_and_one_suppression(
 ) -> None:
     notification = sent_sms()
     for _ in range(5):
-        assert callback(client, notification.id, "undelivered", sid="SMreplay", error_code="30005").status_code == 204
+        assert callback(client, notification, "undelivered", error_code="30005").status_code == 204
     notification.refresh_from_db()
     assert notification.status == Status.BOUNCED
     assert history(notification) == [("bounced", "30005", True)]
@@ -226,8 +229,8 @@ def test_a_replayed_callback_is_one_history_row_and_one_suppression(
 def test_delivered_then_undelivered_ends_bounced(client: Client, sent_sms: Callable[..., Notification]) -> None:
     # The delivery service's forward order (sent < delivered < bounced): the later failure wins.
     notification = sent_sms()
-    callback(client, notification.id, "delivered")
-    callback(client, notification.id, "undelivered", error_code="30003")
+    callback(client, notification, "delivered")
+    callback(client, notification, "undelivered", error_code="30003")
     notification.refresh_from_db()
     assert notification.status == Status.BOUNCED
     assert [row[0] for row in history(notification)] == ["delivered", "bounced"]
@@ -235,8 +238,8 @@ def test_delivered_then_undelivered_ends_bounced(client: Client, sent_sms: Calla
 
 def test_undelivered_then_a_late_delivered_stays_bounced(client: Client, sent_sms: Callable[..., Notification]) -> None:
     notification = sent_sms()
-    callback(client, notification.id, "undelivered", error_code="30005")
-    callback(client, notification.id, "delivered")
+    callback(client, notification, "undelivered", error_code="30005")
+    callback(client, notification, "delivered")
     notification.refresh_from_db()
     assert notification.status == Status.BOUNCED
     assert notification.last_error_code == "30005"
@@ -245,8 +248,8 @@ def test_undelivered_then_a_late_delivered_stays_bounced(client: Client, sent_sm
 
 def test_a_late_sent_after_delivered_changes_nothing(client: Client, sent_sms: Callable[..., Notification]) -> None:
     notification = sent_sms()
-    callback(client, notification.id, "delivered")
-    callback(client, notification.id, "sent")
+    callback(client, notification, "delivered")
+    callback(client, notification, "sent")
     notification.refresh_from_db()
     assert notification.status == Status.DELIVERED
     assert len(history(notification)) == 1
@@ -257,7 +260,7 @@ def test_a_callback_before_our_sent_write_is_kept_and_applied_once_sent(
 ) -> None:
     # Given the worker has sent the SMS but not yet recorded `sent` (nor the sid): the URL's id matches it.
     notification = sent_sms(status=Status.SENDING)
-    assert callback(client, notification.id, "delivered", sid="SMearly").status_code == 204
+    assert callback(client, notification, "delivered", sid="SMearly").status_code == 204
     notification.refresh_from_db()
     assert notification.status == Status.SENDING
     assert history(notification) == [("delivered", "", False)]
@@ -280,6 +283,30 @@ def test_a_callback_for_an_unknown_notification_is_2xx_and_changes_nothing(
     assert suppressed_numbers() == []
 
 
+def test_a_late_callback_about_an_earlier_message_of_a_replayed_notification_changes_nothing(
+    client: Client, sent_sms: Callable[..., Notification]
+) -> None:
+    # Given a notification replayed and sent again (a new MessageSid), the first message's late
+    # `undelivered` says nothing about the second.
+    notification = sent_sms()
+    assert callback(client, notification, "undelivered", sid="SMfirstsend", error_code="30003").status_code == 204
+    notification.refresh_from_db()
+    assert notification.status == Status.SENT
+    assert history(notification) == []
+
+
+def test_a_callback_during_a_replays_send_is_kept_for_it(client: Client, sent_sms: Callable[..., Notification]) -> None:
+    # Given a replay under way (status sending, the first send's sid still recorded), a callback with
+    # a new sid may be the new send's, outrunning its `sent` write: kept, applied once it is sent.
+    notification = sent_sms()
+    Notification.objects.filter(id=notification.id).update(status=Status.SENDING)
+    assert callback(client, notification, "delivered", sid="SMsecondsend").status_code == 204
+    Notification.objects.filter(id=notification.id).update(status=Status.SENT, provider_message_id="SMsecondsend")
+    assert notification_reports_apply_pending() == {"reports_applied": 1}
+    notification.refresh_from_db()
+    assert notification.status == Status.DELIVERED
+
+
 def test_a_path_that_is_not_a_notification_id_is_404(client: Client) -> None:
     response = client.post("/sms/status/not-a-uuid/", {"MessageStatus": "delivered"})
     assert response.status_code == 404
@@ -288,7 +315,7 @@ def test_a_path_that_is_not_a_notification_id_is_404(client: Client) -> None:
 def test_an_email_notifications_id_is_not_an_sms(client: Client, make_notification) -> None:
     email = make_notification(channel="email")
     Notification.objects.filter(id=email.id).update(status=Status.SENT)
-    assert callback(client, email.id, "undelivered", error_code="30005").status_code == 204
+    assert callback(client, email, "undelivered", error_code="30005").status_code == 204
     email.refresh_from_db()
     assert email.status == Status.SENT
     assert suppressed_numbers() == []
