@@ -408,6 +408,14 @@ CATALOGUE: dict[str, ErrorCode] = {
             403,
         ),
         ErrorCode(
+            "esp_webhook_unauthenticated",
+            "An ESP tracking event reached /anymail/<esp>/tracking/ while ANYMAIL_WEBHOOK_SECRET is unset, for an "
+            "ESP whose only webhook security is that basic auth: anyone could have sent it, so it is ignored "
+            "(answered 200, nothing recorded).",
+            "Set ANYMAIL_WEBHOOK_SECRET and put the same user:password in the webhook URL at the ESP "
+            "(docs/delivery-status.md).",
+        ),
+        ErrorCode(
             "provider_report_unmatched",
             "An ESP tracking event or SMS status callback names a message no notification has (sent by "
             "another system on the same account, or erased); answered 2xx/404 so the provider stops, counted.",

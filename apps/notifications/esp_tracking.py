@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 from anymail.signals import AnymailTrackingEvent, EventType, RejectReason
+from anymail.utils import get_anymail_setting
 
 from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_report_record
 from apps.notifications.models import Notification
@@ -90,11 +91,25 @@ def report_for(event: AnymailTrackingEvent, esp_name: str) -> DeliveryReport | N
     )
 
 
+def _authenticated(view: Any) -> bool:
+    """Whether anymail's view checked who sent the event. For most ESPs basic auth (WEBHOOK_SECRET)
+    is the only check, and without it anymail merely warns and accepts anyone's events: those are
+    not believed (a forged bounce would suppress an attendee's address). ESPs that sign their events
+    (Mailgun: `warn_if_no_basic_auth = False`) were checked by their signing key in any case."""
+    if not getattr(view, "warn_if_no_basic_auth", True):
+        return True
+    return bool(get_anymail_setting("webhook_secret", default=None))
+
+
 def esp_tracking_received(sender: Any, event: AnymailTrackingEvent, esp_name: str, **kwargs: Any) -> None:
-    """Receiver of anymail's `tracking` signal; runs inside anymail's webhook view."""
-    report = report_for(event, esp_name)
+    """Receiver of anymail's `tracking` signal; runs inside anymail's webhook view (`sender`)."""
     source = f"esp:{esp_name.lower()}"
     event_label = event.event_type if event.event_type in EVENT_TABLE else "other"
+    if not _authenticated(sender):
+        metrics.PROVIDER_REPORTS.labels(source=source, event=event_label, result="unauthenticated").inc()
+        log.warning("esp.tracking_unauthenticated", error_code="esp_webhook_unauthenticated", esp=esp_name)
+        return
+    report = report_for(event, esp_name)
     if report is None:
         metrics.PROVIDER_REPORTS.labels(source=source, event=event_label, result="ignored").inc()
         return

@@ -318,3 +318,40 @@ def test_events_for_many_messages_each_reach_their_own_notification(
     assert sorted(suppressed()) == sorted(
         (n.recipient, "bounced" if i % 4 == 0 else "complained") for i, n in enumerate(notifications) if i % 4 < 2
     )
+
+
+# --- an ESP whose only webhook security is basic auth (Postmark): without WEBHOOK_SECRET, not believed
+
+
+def postmark_delivery(notification: Notification) -> dict[str, Any]:
+    """Postmark's Delivery webhook (postmarkapp.com/developer/webhooks/delivery-webhook)."""
+    return {
+        "RecordType": "Delivery",
+        "ServerID": 23,
+        "MessageStream": "outbound",
+        "MessageID": notification.provider_message_id,
+        "Recipient": notification.recipient,
+        "Tag": "",
+        "DeliveredAt": "2026-12-04T07:00:00.9070259Z",
+        "Details": "smtp;250 2.0.0 OK",
+        "Metadata": {},
+    }
+
+
+@pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailInsecureWebhookWarning")
+@pytest.mark.parametrize(("secret", "status"), [(None, Status.SENT), (BASIC_AUTH, Status.DELIVERED)])
+def test_postmark_events_count_only_with_the_webhook_secret_set(
+    settings, client: Client, make_notification: Callable[..., Notification], secret: str | None, status: str
+) -> None:
+    settings.ANYMAIL = {"WEBHOOK_SECRET": secret} if secret else {}
+    notification = make_notification(channel="email")
+    Notification.objects.filter(id=notification.id).update(status=Status.SENT, provider_message_id=str(uuid.uuid4()))
+    notification.refresh_from_db()
+    headers = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(secret.encode()).decode()} if secret else {}
+    response = client.post(
+        "/anymail/postmark/tracking/", json.dumps(postmark_delivery(notification)), "application/json", **headers
+    )
+    assert response.status_code == 200
+    notification.refresh_from_db()
+    assert notification.status == status
+    assert len(history(notification)) == (1 if secret else 0)
