@@ -9,7 +9,7 @@ class NotificationsConfig(AppConfig):
         from anymail.signals import tracking
 
         from apps.notifications import checks  # noqa: F401 - registers the claim timeout check
-        from apps.notifications.esp_tracking import esp_tracking_received
+        from apps.notifications.channels.email.tracking import esp_tracking_received
 
         # ESP tracking webhooks (anymail's views) report through this receiver; dispatch_uid: once.
         tracking.connect(esp_tracking_received, dispatch_uid="notifications.esp_tracking")

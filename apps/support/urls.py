@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from apps.notifications.sms_callbacks import sms_status_callback
+from apps.notifications.channels.sms.callbacks import sms_status_callback
 from apps.support.status.views import status_view
 from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
 from eventplatform.admin_error_codes import error_codes_view

@@ -1,4 +1,4 @@
-"""ESP tracking webhooks (apps/notifications/esp_tracking.py, CONTRACT section 8) with Mailgun's real
+"""ESP tracking webhooks (apps/notifications/channels/email/tracking.py, CONTRACT section 8) with Mailgun's real
 format: e-mails sent through anymail's Mailgun backend (to the stand-in speaking Mailgun's API), then
 Mailgun's JSON webhook events, HMAC-signed with the webhook signing key as Mailgun signs them and
 posted with the basic auth anymail's WEBHOOK_SECRET asks, to /anymail/mailgun/tracking/."""

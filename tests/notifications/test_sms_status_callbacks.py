@@ -1,4 +1,4 @@
-"""SMS status callbacks (apps/notifications/sms_callbacks.py, CONTRACT section 8): Twilio's signature,
+"""SMS status callbacks (apps/notifications/channels/sms/callbacks.py, CONTRACT section 8): Twilio's signature,
 the MessageStatus/ErrorCode table (a test per row), replays, out-of-order and early callbacks, unknown
 messages, and the whole loop through a real worker, the SMS stand-in and a live server."""
 
@@ -13,9 +13,9 @@ from django.http import QueryDict
 from django.test import Client
 from django.utils import timezone
 
+from apps.notifications.channels.sms.callbacks import twilio_signature as view_signature
 from apps.notifications.delivery import notification_reports_apply_pending
 from apps.notifications.models import Notification, NotificationReport, Suppression
-from apps.notifications.sms_callbacks import twilio_signature as view_signature
 from tests.support.polling import wait_until
 from tests.support.sms import SmsApi
 from tests.support.sms import twilio_signature as stand_in_signature

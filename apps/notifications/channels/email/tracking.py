@@ -28,7 +28,7 @@ from apps.notifications.delivery import DeliveryReport, ReportOutcome, notificat
 from apps.notifications.models import Notification
 from eventplatform import metrics
 
-log = structlog.get_logger("notifications.esp_tracking")
+log = structlog.get_logger("notifications.email.tracking")
 
 
 # Whether a failure is the address's fault, so that it is suppressed, by anymail's reject_reason:

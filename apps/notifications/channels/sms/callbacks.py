@@ -46,7 +46,7 @@ from eventplatform import metrics
 from eventplatform.database import storage_unavailable
 from eventplatform.errors import describe
 
-log = structlog.get_logger("notifications.sms_callbacks")
+log = structlog.get_logger("notifications.sms.callbacks")
 
 SOURCE = "sms_callback"
 SIGNATURE_HEADER = "X-Twilio-Signature"
