@@ -421,6 +421,15 @@ CATALOGUE: dict[str, ErrorCode] = {
             "another system on the same account, or erased); answered 2xx/404 so the provider stops, counted.",
             "None if rare. Many: check that the ESP account or SMS number is not shared with another sender.",
         ),
+        # --- after `sent` (CONTRACT section 8, docs/delivery-status.md)
+        ErrorCode(
+            "address_suppressed",
+            "Not sent: the address or number has an active suppression (it bounced for good, its owner "
+            "complained or replied STOP, or staff suppressed it). Status `suppressed`, no provider call; "
+            "a replay is refused for the same reason.",
+            "Read the suppression in the admin (Notifications > Suppressions: what caused it). If the "
+            "address works again, lift it with a reason (permission notifications.lift_suppression), then replay.",
+        ),
     ]
 }
 
