@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from apps.notifications.channels.sms.callbacks import sms_status_callback
 from apps.support.status.views import status_view
 from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
 from eventplatform.admin_error_codes import error_codes_view
@@ -19,7 +18,7 @@ urlpatterns = [
     # Providers' reports after `sent` (docs/delivery-status.md): anymail's ESP webhooks
     # (/anymail/<esp>/tracking/) and the SMS status callbacks every Twilio send asks for.
     path("anymail/", include("anymail.urls")),
-    path("sms/status/<uuid:notification_id>/", sms_status_callback, name="sms-status-callback"),
+    path("", include("apps.notifications.channels.sms.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),
