@@ -355,3 +355,30 @@ def test_postmark_events_count_only_with_the_webhook_secret_set(
     notification.refresh_from_db()
     assert notification.status == status
     assert len(history(notification)) == (1 if secret else 0)
+
+
+def test_with_the_database_unreachable_an_event_gets_a_5xx_and_its_retry_lands(
+    sent_email: Callable[..., Notification],
+) -> None:
+    from django.db import connection
+
+    from tests.support.polling import free_port
+
+    notification = sent_email()
+    body = mailgun_event(notification, "failed", **PERMANENT_550)
+    # Given this process's database connection points at a port nothing listens on (PostgreSQL
+    # itself stays up for the other tests on this machine).
+    real_port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        response = post(Client(raise_request_exception=False), body)
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = real_port
+    assert response.status_code >= 500  # the ESP keeps the event and retries
+    # When Mailgun retries the same event with the database back: recorded once.
+    assert post(Client(), body).status_code == 200
+    notification.refresh_from_db()
+    assert notification.status == Status.BOUNCED
+    assert len(history(notification)) == 1

@@ -387,3 +387,30 @@ def test_callbacks_from_the_stand_in_end_delivered_and_bounced_and_suppress_dead
     # Every callback was answered 2xx: two per message (sent, then the carrier's answer).
     assert len(sms_via_api.callback_answers) == 2 * len(numbers)
     assert {answer for _, _, answer in sms_via_api.callback_answers} == {204}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_database_unreachable_a_callback_gets_503_and_a_later_one_lands(
+    client: Client, sent_sms: Callable[..., Notification]
+) -> None:
+    from django.db import connection
+
+    from tests.support.polling import free_port
+
+    notification = sent_sms()
+    # Given this process's database connection points at a port nothing listens on (PostgreSQL
+    # itself stays up for the other tests on this machine).
+    real_port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        response = callback(client, notification, "delivered")
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = real_port
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    # When Twilio calls again with the database back: recorded.
+    assert callback(client, notification, "delivered").status_code == 204
+    notification.refresh_from_db()
+    assert notification.status == Status.DELIVERED
