@@ -414,3 +414,18 @@ def test_with_the_database_unreachable_a_callback_gets_503_and_a_later_one_lands
     assert callback(client, notification, "delivered").status_code == 204
     notification.refresh_from_db()
     assert notification.status == Status.DELIVERED
+
+
+@pytest.mark.parametrize("path", ["/sms/status/{id}/", "/anymail/mailgun/tracking/"])
+def test_https_only_settings_do_not_redirect_the_providers_callbacks(
+    settings, client: Client, sent_sms: Callable[..., Notification], path: str
+) -> None:
+    # A 301 would lose the POST: providers do not post again to the new location.
+    from eventplatform.settings.base import https_only_settings
+
+    for name, value in https_only_settings().items():
+        setattr(settings, name, value)
+    settings.ANYMAIL = {"MAILGUN_WEBHOOK_SIGNING_KEY": "key", "WEBHOOK_SECRET": "user:password"}
+    response = client.post(path.format(id=sent_sms().id), {})
+    assert response.status_code not in (301, 302)
+    assert client.post("/admin/login/", {}).status_code == 301  # while everything else is redirected
