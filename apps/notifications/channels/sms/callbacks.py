@@ -16,7 +16,9 @@ What the callback says (`MessageStatus`, `ErrorCode`) becomes a DeliveryReport b
 `report_for`; the delivery service records it (history row, forward-only status, suppression) in one
 transaction before we answer 2xx. The database down is a 503 (Twilio logs it; the report is lost only
 if it never calls again, and a later `delivered`/`undelivered` still lands). A callback for a
-notification we do not have is answered 200 and counted: it is nobody's error to retry.
+notification we do not have is answered 204 and counted: it is nobody's error to retry. If the
+process dies after the COMMIT and before the answer, a callback Twilio makes again is the same
+MessageSid and MessageStatus, so the same history row (the report's dedupe key).
 """
 
 from __future__ import annotations
