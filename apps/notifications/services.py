@@ -32,6 +32,7 @@ from apps.notifications.rescue import notifications_rescue_stalled  # noqa: F401
 from apps.notifications.selectors import suppression_active
 from apps.notifications.sending import (  # noqa: F401 - SendResult, notification_send re-exported
     STALE_MESSAGES,
+    SUPPRESSED_REASON,
     SendResult,
     notification_send,
     notification_stale_reason,
@@ -195,11 +196,6 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
 # accepted for them) only with `include_sent`, a second message being a decision of its own.
 REPLAYABLE = (Status.DEAD, Status.SUPPRESSED, Status.BOUNCED)
 REPLAYABLE_IF_SENT = (Status.SENT, Status.DELIVERED, Status.COMPLAINED)
-SUPPRESSED_MESSAGE = (
-    "Not replayed: the address has an active suppression (it bounced for good, its owner complained or "
-    "replied STOP, or staff suppressed it). It will not send until the suppression is lifted "
-    "(Notifications > Suppressions, with the permission to lift suppressions)."
-)
 
 
 @dataclass(frozen=True)
@@ -214,8 +210,6 @@ class ReplayResult:
 
     @property
     def message(self) -> str:
-        if self.refused == "address_suppressed":
-            return SUPPRESSED_MESSAGE
         return STALE_MESSAGES.get(self.refused, "").replace("Not sent", "Not replayed")
 
 
@@ -268,7 +262,7 @@ def notification_replay(
     )
     refused = notification_stale_reason(notification_id=notification.id)
     if not refused and suppression_active(channel=notification.channel, address=recipient):
-        refused = "address_suppressed"
+        refused = SUPPRESSED_REASON
     if refused:
         log.info(
             "notification.replay_refused",
