@@ -353,7 +353,7 @@ def test_without_public_base_url_a_send_asks_for_no_callback(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_callbacks_from_the_stand_in_end_delivered_and_bounced_and_suppress_dead_numbers(
+def test_callbacks_from_the_stand_in_end_delivered_and_bounced_and_the_next_sms_to_a_dead_number_is_suppressed(
     settings, live_server, sms_via_api: SmsApi, pipeline, make_registration
 ) -> None:
     from apps.notifications.services import notification_create
@@ -363,30 +363,46 @@ def test_callbacks_from_the_stand_in_end_delivered_and_bounced_and_suppress_dead
     numbers = [f"+49151000000{index:02d}" for index in range(30)]
     dead = set(numbers[::5])  # six numbers the carrier does not know
     sms_via_api.undeliverable = dict.fromkeys(dead, 30005)
-    created = []
-    for number in numbers:
-        registration = make_registration(phone=number)
-        notification = notification_create(
-            registration=registration, kind="confirmation", channel="sms", context=context_for(registration)
-        )
-        assert notification is not None
-        created.append(notification)
 
-    def settled() -> bool:
-        # The scheduler's job (send_reminders): a callback that outran the worker's `sent` write waits for it.
-        notification_reports_apply_pending()
-        return not Notification.objects.filter(
-            id__in=[n.id for n in created], status__in=[Status.PENDING, Status.SENDING, Status.RETRYING, Status.SENT]
-        ).exists()
+    def confirm(phones: list[str]) -> list[Notification]:
+        created = []
+        for number in phones:
+            registration = make_registration(phone=number)
+            notification = notification_create(
+                registration=registration, kind="confirmation", channel="sms", context=context_for(registration)
+            )
+            assert notification is not None
+            created.append(notification)
+        return created
 
-    wait_until(settled, timeout=60)
-    sms_via_api.wait_for_callbacks()
-    by_number = dict(Notification.objects.filter(id__in=[n.id for n in created]).values_list("recipient", "status"))
-    assert by_number == {number: Status.BOUNCED if number in dead else Status.DELIVERED for number in numbers}
+    def settle(created: list[Notification]) -> dict[str, str]:
+        def settled() -> bool:
+            # The scheduler's job (send_reminders): a callback that outran the worker's `sent` write waits for it.
+            notification_reports_apply_pending()
+            return not Notification.objects.filter(
+                id__in=[n.id for n in created],
+                status__in=[Status.PENDING, Status.SENDING, Status.RETRYING, Status.SENT],
+            ).exists()
+
+        wait_until(settled, timeout=60)
+        sms_via_api.wait_for_callbacks()
+        return dict(Notification.objects.filter(id__in=[n.id for n in created]).values_list("recipient", "status"))
+
+    # When the carrier answers for each message through the stand-in's signed callbacks:
+    statuses = settle(confirm(numbers))
+    assert statuses == {number: Status.BOUNCED if number in dead else Status.DELIVERED for number in numbers}
     assert sorted(suppressed_numbers()) == sorted((number, "bounced") for number in dead)
     # Every callback was answered 2xx: two per message (sent, then the carrier's answer).
     assert len(sms_via_api.callback_answers) == 2 * len(numbers)
     assert {answer for _, _, answer in sms_via_api.callback_answers} == {204}
+
+    # When second registrations confirm to every dead number and to three live ones:
+    requests_before = len(sms_via_api.received)
+    again = sorted(dead) + numbers[1:4]
+    statuses = settle(confirm(again))
+    assert statuses == {number: Status.SUPPRESSED if number in dead else Status.DELIVERED for number in again}
+    # Then only the live numbers' messages reached the SMS API.
+    assert sorted(form["To"] for form in sms_via_api.received[requests_before:]) == numbers[1:4]
 
 
 @pytest.mark.django_db(transaction=True)
