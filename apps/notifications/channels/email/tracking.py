@@ -12,7 +12,9 @@ do not know (another system on the same ESP account, an erased notification) is 
 never an error: the ESP would retry it for hours. The database down raises out of the receiver, so
 anymail's view answers 500 and the ESP retries later (Mailgun, Postmark and SendGrid do), which is
 what we want: nothing was committed. The process dying mid-request is the same: no 2xx, a retry, and
-the retried event is one history row (its dedupe_key).
+the retried event is one history row (its dedupe_key). An ESP that posts several events in one
+request (SendGrid) retries them all: each is its own transaction, and those already committed are
+found by their dedupe_key and kept once.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ EVENT_TABLE: dict[str, ReportOutcome] = {
 
 
 def _dedupe_key(event: AnymailTrackingEvent, esp_name: str) -> str:
-    """The ESP's event id when it has one (Mailgun's signature token, Postmark's record id, ...), else
+    """The ESP's event id when anymail gives one (Mailgun: the signature's single-use token), else
     what the event said and when: the same event delivered twice is one history row."""
     identity = event.event_id or f"{event.event_type}|{event.message_id}|{event.timestamp}"
     return f"esp:{hashlib.sha256(f'{esp_name}|{identity}'.encode()).hexdigest()[:40]}"
