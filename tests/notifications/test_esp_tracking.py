@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
+import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from django.test import Client
 
 from apps.notifications.models import Notification, NotificationReport, Suppression
 from apps.notifications.sending import notification_send
+from eventplatform.logging import build_formatter
 from tests.support.sms import SmsApi
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -382,3 +385,38 @@ def test_with_the_database_unreachable_an_event_gets_a_5xx_and_its_retry_lands(
     notification.refresh_from_db()
     assert notification.status == Status.BOUNCED
     assert len(history(notification)) == 1
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The JSON lines as the web process writes them (eventplatform.logging's formatter)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(build_formatter("json"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_event_log_lines_carry_no_address(
+    client: Client, sent_email: Callable[..., Notification], json_log: io.StringIO
+) -> None:
+    notification = sent_email("grace.hopper@example.org")
+    quoting = {
+        **PERMANENT_550,
+        "delivery-status": delivery_status(550, "5.1.1 <grace.hopper@example.org>: Recipient address rejected"),
+    }
+    post(client, mailgun_event(notification, "failed", **quoting))
+    post(client, mailgun_event(None, "delivered", message_id="unknown@mg.example.com"))
+    lines = json_log.getvalue()
+    assert "esp.tracking" in lines
+    assert "provider_report_unmatched" in lines
+    assert "grace.hopper@example.org" not in lines
+    notification.refresh_from_db()
+    assert "grace.hopper@example.org" in notification.last_error_message  # kept for staff, where erasure scrubs it

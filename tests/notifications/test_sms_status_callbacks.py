@@ -4,8 +4,10 @@ messages, and the whole loop through a real worker, the SMS stand-in and a live 
 
 from __future__ import annotations
 
+import io
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -16,6 +18,7 @@ from django.utils import timezone
 from apps.notifications.channels.sms.callbacks import twilio_signature as view_signature
 from apps.notifications.delivery import notification_reports_apply_pending
 from apps.notifications.models import Notification, NotificationReport, Suppression
+from eventplatform.logging import build_formatter
 from tests.support.polling import wait_until
 from tests.support.sms import SmsApi
 from tests.support.sms import twilio_signature as stand_in_signature
@@ -445,3 +448,34 @@ def test_https_only_settings_do_not_redirect_the_providers_callbacks(
     response = client.post(path.format(id=sent_sms().id), {})
     assert response.status_code not in (301, 302)
     assert client.post("/admin/login/", {}).status_code == 301  # while everything else is redirected
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The JSON lines as the web process writes them (eventplatform.logging's formatter)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(build_formatter("json"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_callback_log_lines_carry_no_phone_number(
+    client: Client, sent_sms: Callable[..., Notification], json_log: io.StringIO
+) -> None:
+    notification = sent_sms()
+    callback(client, notification, "undelivered", error_code="30005")  # recorded, suppresses the number
+    callback(client, uuid.uuid4(), "delivered")  # unmatched, logged as a warning
+    callback(client, notification, "delivered", token="wrong")  # refused
+    lines = json_log.getvalue()
+    assert "sms.status_callback" in lines
+    assert "provider_report_unmatched" in lines
+    assert "invalid_provider_signature" in lines
+    assert NUMBER not in lines
