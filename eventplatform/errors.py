@@ -241,7 +241,7 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Unexpected provider error; treated as provider_down (retried, counts toward the breaker).",
             "Read the traceback.",
         ),
-        # --- notification failure classification (apps/notifications/classification.py)
+        # --- notification failure classification (apps/notifications/channels/<name>/classification.py)
         ErrorCode(
             "smtp_connection_failed",
             "provider_down: the SMTP server refused, reset or closed the "
