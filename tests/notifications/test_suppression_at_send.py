@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 
 from apps.notifications.delivery import suppression_add, suppression_lift
 from apps.notifications.models import Notification, NotificationAttempt, NotificationReport, Suppression
@@ -176,3 +177,30 @@ def test_a_policy_refusal_at_rcpt_is_still_dead_not_a_bounce(
     notification = make_notification()
     assert notification_send(notification_id=str(notification.id)).outcome == "dead"
     assert not Suppression.objects.exists()
+
+
+def test_the_claims_suppression_check_is_an_index_lookup(
+    email_via_smtp: SmtpServer, make_notification: Callable[..., Notification]
+) -> None:
+    """No query per send and no scan: the EXISTS in the claim statement (the one a send runs,
+    captured) reads the partial unique index of active suppressions, index-only, whatever their number."""
+    Suppression.objects.bulk_create(
+        [Suppression(channel="email", address=f"gone{i}@example.org", reason="bounced") for i in range(5000)]
+    )
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    notification = make_notification()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE notifications_suppression")
+    with connection.execute_wrapper(capture):
+        assert notification_send(notification_id=str(notification.id)).outcome == "sent"
+    claim, params = next((sql, params) for sql, params in statements if "EXISTS" in sql and "suppression" in sql)
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (COSTS OFF) {claim}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Only Scan using suppression_one_active_per_address" in plan, plan
+    assert "Seq Scan" not in plan, plan
