@@ -105,11 +105,6 @@ CATALOGUE: dict[str, ErrorCode] = {
             "A message names a webhook event that does not exist.",
             "Should not happen; check database restores.",
         ),
-        ErrorCode(
-            "notification_not_found",
-            "A message names a notification that does not exist.",
-            "Should not happen; check database restores.",
-        ),
         ErrorCode("notification_busy", "Another worker holds the notification; retried later.", "None."),
         ErrorCode(
             "actor_failed",
@@ -296,9 +291,27 @@ CATALOGUE: dict[str, ErrorCode] = {
         ),
         ErrorCode("smtp_message_deferred", "message_temporary: 450/451/452 after DATA; retried.", "None."),
         ErrorCode(
+            "smtp_recipient_unknown",
+            "recipient_refused: 550/551/553 with 5.1.x at RCPT (no such user or domain, bad address): a "
+            "bounce at once; the notification ends `bounced` and the address is suppressed.",
+            "Ask the attendee or the portal for the right address (an update webhook corrects it), then replay.",
+        ),
+        ErrorCode(
             "smtp_recipient_rejected",
-            "message_permanent: 550/551/553/554 at RCPT (no such user); dead.",
-            "Correct the attendee's address at the portal, then replay.",
+            "message_permanent: 550/551/553/554 at RCPT for another reason than a bad address (policy, 5.7.x); dead.",
+            "Read the reply in the attempt: often our sender's reputation or SPF/DKIM; fix, then replay.",
+        ),
+        ErrorCode(
+            "esp_recipient_refused",
+            "recipient_refused: the ESP refused every recipient (AnymailRecipientsRefused: invalid, or on its "
+            "own suppression list after an earlier bounce or complaint); `bounced`, the address suppressed.",
+            "Ask for a corrected address; if the ESP's own list holds it, remove it there too before a replay.",
+        ),
+        ErrorCode(
+            "sms_opted_out",
+            "recipient_opted_out: Twilio 21610, the number replied STOP to our sender; `suppressed` with a "
+            "Suppression of reason opted_out.",
+            "None: the attendee asked for no SMS. Lift only if they texted START and asked for them again.",
         ),
         ErrorCode(
             "smtp_message_too_large",
@@ -330,9 +343,9 @@ CATALOGUE: dict[str, ErrorCode] = {
         ),
         ErrorCode(
             "sms_invalid_number",
-            "message_permanent: Twilio says the number cannot receive this "
-            "(21211, 21214, 21217, 21407, 21421, 21610, 21612, 21614); dead.",
-            "Correct the attendee's phone at the portal (21610: they unsubscribed), then replay.",
+            "recipient_refused: Twilio says the number cannot receive SMS "
+            "(21211, 21214, 21217, 21407, 21421, 21612, 21614); `bounced`, the number suppressed.",
+            "Correct the attendee's phone at the portal (an update webhook), then replay.",
         ),
         ErrorCode(
             "sms_recipient_rate_limited",
@@ -403,6 +416,38 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Not sent: this reminder's event has already started (or it belongs to a "
             "cancelled registration). Status `cancelled`.",
             "None. A replay is refused for the same reason.",
+        ),
+        # --- provider reports after `sent`: ESP tracking webhooks, SMS status callbacks (docs/delivery-status.md)
+        ErrorCode(
+            "invalid_provider_signature",
+            "An SMS status callback without a valid X-Twilio-Signature (HMAC-SHA1 of PUBLIC_BASE_URL + path "
+            "and the sorted form fields, keyed with SMS_AUTH_TOKEN); nothing was recorded.",
+            "If it repeats from the provider: check SMS_AUTH_TOKEN and that PUBLIC_BASE_URL is exactly the "
+            "URL the provider calls (scheme, host, port). Otherwise someone is forging callbacks.",
+            403,
+        ),
+        ErrorCode(
+            "esp_webhook_unauthenticated",
+            "An ESP tracking event reached /anymail/<esp>/tracking/ while ANYMAIL_WEBHOOK_SECRET is unset, for an "
+            "ESP whose only webhook security is that basic auth: anyone could have sent it, so it is ignored "
+            "(answered 200, nothing recorded).",
+            "Set ANYMAIL_WEBHOOK_SECRET and put the same user:password in the webhook URL at the ESP "
+            "(docs/delivery-status.md).",
+        ),
+        ErrorCode(
+            "provider_report_unmatched",
+            "An ESP tracking event or SMS status callback names a message no notification has (sent by "
+            "another system on the same account, or erased); answered 2xx/404 so the provider stops, counted.",
+            "None if rare. Many: check that the ESP account or SMS number is not shared with another sender.",
+        ),
+        # --- after `sent` (CONTRACT section 8, docs/delivery-status.md)
+        ErrorCode(
+            "address_suppressed",
+            "Not sent: the address or number has an active suppression (it bounced for good, its owner "
+            "complained or replied STOP, or staff suppressed it). Status `suppressed`, no provider call; "
+            "a replay is refused for the same reason.",
+            "Read the suppression in the admin (Notifications > Suppressions: what caused it). If the "
+            "address works again, lift it with a reason (permission notifications.lift_suppression), then replay.",
         ),
     ]
 }

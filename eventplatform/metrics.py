@@ -123,3 +123,19 @@ NOTIFICATIONS_WOKEN = Counter(
     "Deferred sends queued again when their channel's breaker let sends through.",
     ["channel"],
 )
+NOTIFICATION_REPORTS = Counter(
+    "eventplatform_notification_reports_total",
+    "Delivery reports received after `sent` (DSN, abuse report, ESP event, SMS callback, refusal at hand-over).",
+    ["channel", "source", "outcome"],
+)
+SUPPRESSIONS_ADDED = Counter(
+    "eventplatform_suppressions_added_total",
+    "Addresses and numbers newly suppressed, by channel and reason.",
+    ["channel", "reason"],
+)
+
+PROVIDER_REPORTS = Counter(
+    "eventplatform_provider_reports_total",
+    "ESP tracking events and SMS status callbacks received, by source, what they said and what became of them.",
+    ["source", "event", "result"],
+)

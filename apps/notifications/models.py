@@ -30,6 +30,12 @@ class Notification(models.Model):
         SENDING = "sending"
         RETRYING = "retrying"
         SENT = "sent"
+        # After `sent`: what the mail system or carrier reported later (CONTRACT section 8,
+        # delivery.py); `suppressed` is never sent, the address has an active Suppression.
+        DELIVERED = "delivered"
+        BOUNCED = "bounced"
+        COMPLAINED = "complained"
+        SUPPRESSED = "suppressed"
         DEAD = "dead"
         CANCELLED = "cancelled"
 
@@ -93,6 +99,13 @@ class Notification(models.Model):
             models.Index(fields=["status", "-created_at"], name="notif_status_created_idx"),
             models.Index(fields=["status", "updated_at"], name="notif_status_updated_idx"),
             models.Index(fields=["correlation_id"], name="notif_correlation_idx"),
+            # ESP and SMS status callbacks name the message by the id the provider returned at send.
+            # Partial: rows not sent yet (empty id) cost nothing at insert.
+            models.Index(
+                fields=["provider_message_id"],
+                condition=~models.Q(provider_message_id=""),
+                name="notif_provider_message_idx",
+            ),
         ]
         # Every index costs each insert and each status change (a status change is never a HOT
         # update): kind, channel and status alone, the `LIKE` twins Django adds to indexed text
@@ -242,3 +255,113 @@ class NotificationReplay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.notification_id} replayed by {self.actor} at {self.replayed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class NotificationReport(models.Model):
+    """One report about a sent message (a DSN, an abuse report, an ESP event, an SMS status
+    callback, or a refusal at hand-over): the notification's history after `sent`, shown to staff.
+
+    Kept whether or not it moved the status. `applied` is False while the report waits for our own
+    `sent` to be recorded (a callback that outran the send's write); the scheduler applies it then
+    (delivery.notification_reports_apply_pending).
+    """
+
+    class Outcome(models.TextChoices):
+        DELIVERED = "delivered"
+        DELAYED = "delayed"
+        BOUNCED = "bounced"
+        COMPLAINED = "complained"
+
+    # Indexed by report_notification_idx, which leads with it.
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="reports", db_index=False)
+    source = models.CharField(max_length=32, help_text="dsn, arf, bounce_text, smtp, esp:<name>, sms_callback, sms_api")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    permanent = models.BooleanField(default=False, help_text="A permanent failure: suppresses the address.")
+    status_code = models.CharField(max_length=64, blank=True, default="")
+    diagnostic = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True, help_text="What the report said, field by field.")
+    reported_at = models.DateTimeField(null=True, blank=True, help_text="When the reporter says it happened.")
+    received_at = models.DateTimeField(help_text="When we received it.")
+    applied = models.BooleanField(default=True, help_text="False while it waits for the notification's `sent`.")
+    dedupe_key = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["notification_id", "received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notification", "dedupe_key"],
+                condition=~models.Q(dedupe_key=""),
+                name="notification_report_once",
+            ),
+        ]
+        indexes = [
+            # A notification's history (the FK index; the unique constraint is partial).
+            models.Index(fields=["notification", "received_at"], name="report_notification_idx"),
+            # The scheduler's sweep reads only the few reports still waiting.
+            models.Index(fields=["received_at"], condition=models.Q(applied=False), name="report_unapplied_idx"),
+            # The status page's counts of the last hour and day.
+            models.Index(fields=["outcome", "received_at"], name="report_outcome_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.outcome}" + (f" ({self.status_code})" if self.status_code else "")
+
+
+class Suppression(models.Model):
+    """An address or number we do not send to (CONTRACT section 6): a permanent bounce, a complaint,
+    an opt-out (SMS STOP) or a staff decision. At most one active row (lifted_at null) per
+    (channel, address); a lift is audited (who, when, why) and kept, so the history stays readable.
+
+    `address` is the e-mail lower-cased whole (addresses.email_key) or the E.164 number.
+    """
+
+    class Reason(models.TextChoices):
+        BOUNCED = "bounced"
+        COMPLAINED = "complained"
+        OPTED_OUT = "opted_out"
+        MANUAL = "manual"
+
+    channel = models.CharField(max_length=8, choices=Notification.Channel.choices)
+    address = models.CharField(max_length=254)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    lifted_at = models.DateTimeField(null=True, blank=True, help_text="Null while active.")
+    notification = models.ForeignKey(
+        Notification,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The notification whose report caused it.",
+    )
+    source = models.CharField(max_length=32, blank=True, default="", help_text="The report's source, or admin.")
+    note = models.TextField(blank=True, default="", help_text="What caused it: the remote status and diagnostic.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    lift_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Also the index of every lookup: suppression_active and the send's claim.
+            models.UniqueConstraint(
+                fields=["channel", "address"],
+                condition=models.Q(lifted_at__isnull=True),
+                name="suppression_one_active_per_address",
+            ),
+        ]
+        permissions = [
+            # Lifting sends to an address that bounced or complained again: a decision, not a view.
+            ("lift_suppression", "Can lift a suppression (send to the address again)"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.reason}" + (" (lifted)" if self.lifted_at else "")
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None

@@ -44,6 +44,7 @@ from apps.notifications import channels, classification, deferral, rendering
 from apps.notifications.breakers import Permit, circuit_breaker_record
 from apps.notifications.classification import FailureClass
 from apps.notifications.deferral import Blocked, notification_defer, notifications_wake_deferred
+from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_refused_at_handover
 from apps.notifications.errors import (
     NotificationBusy,
     ProviderError,
@@ -53,7 +54,7 @@ from apps.notifications.errors import (
     SentNotRecorded,
 )
 from apps.notifications.failures import notification_mark_dead
-from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt, claim_held
+from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt, Suppression, claim_held
 from apps.notifications.providers import OutgoingMessage, Provider
 from apps.outbox.services import DISCARD_UNPUBLISHED, outbox_discard
 from eventplatform import metrics, sql
@@ -66,7 +67,7 @@ _TABLE = Notification._meta.db_table
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent | deferred | dead | skipped (a temporary failure raises)
+    outcome: str  # sent | deferred | dead | bounced | suppressed | cancelled | skipped (a temporary failure raises)
     notification_id: str
 
 
@@ -77,10 +78,21 @@ _REGISTRATION_TABLE = Registration._meta.db_table
 # Why a claimed row must not be sent after all ('' when it may): the registration was cancelled since
 # (only its cancellation still makes sense), or a reminder's event has started. Read in the claim's
 # own statement (a join on the registration's primary key): no extra round trip per send.
-_STALE_REASON = (
-    "CASE WHEN n.kind <> %s AND r.status = %s THEN %s "
-    "WHEN n.kind IN (%s, %s) AND r.event_starts_at <= {now} THEN %s ELSE '' END"
+_STALE_WHEN = (
+    "WHEN n.kind <> %s AND r.status = %s THEN %s WHEN n.kind IN (%s, %s) AND r.event_starts_at <= {now} THEN %s "
 )
+_STALE_REASON = f"CASE {_STALE_WHEN}ELSE '' END"
+# The claim's reason adds a third: the address has an active Suppression (delivery.py). An EXISTS on
+# the partial unique index of active suppressions, in the claim's own statement: no query per send.
+# The address as stored there (selectors.suppression_address): an e-mail lower-cased whole (the
+# recipient column is already in its normal form), a number as it is.
+_SUPPRESSED_WHEN = (
+    f"WHEN EXISTS (SELECT 1 FROM {Suppression._meta.db_table} AS s WHERE s.channel = n.channel "
+    "AND s.address = CASE WHEN n.channel = %s THEN LOWER(n.recipient) ELSE n.recipient END "
+    "AND s.lifted_at IS NULL) THEN %s "
+)
+_CLAIM_REASON = f"CASE {_STALE_WHEN}{_SUPPRESSED_WHEN}ELSE '' END"
+SUPPRESSED_REASON = "address_suppressed"
 _STALE_PARAMS = [
     Notification.Kind.CANCELLATION,
     Registration.Status.CANCELLED,
@@ -92,6 +104,9 @@ _STALE_PARAMS = [
 STALE_MESSAGES = {
     "registration_cancelled": "Not sent: the registration was cancelled after this notification was created.",
     "event_started": "Not sent: the event has already started.",
+    "address_suppressed": "Not sent: the address has an active suppression (it bounced for good, its owner "
+    "complained or replied STOP, or staff suppressed it). It will not send until the suppression is lifted "
+    "(Notifications > Suppressions, with the permission to lift suppressions).",
 }
 
 
@@ -101,7 +116,7 @@ def _claim_statement(vendor: str) -> str:
     # different machines (statement_timestamp(): also right inside a caller's transaction).
     now = "statement_timestamp()" if vendor == "postgresql" else "%s"
     stale_claim = "statement_timestamp() - make_interval(secs => %s)" if vendor == "postgresql" else "%s"
-    reason = _STALE_REASON.format(now=now)
+    reason = _CLAIM_REASON.format(now=now)
     # PostgreSQL needs the columns qualified (the registration's have the same names); SQLite's
     # RETURNING sees only the updated table, and refuses a qualified name.
     prefix = "n." if vendor == "postgresql" else ""
@@ -109,7 +124,7 @@ def _claim_statement(vendor: str) -> str:
         f"{prefix}{connection.ops.quote_name(field.column)}" for field in Notification._meta.concrete_fields
     )
     return (
-        f"UPDATE {_TABLE} AS n SET status = CASE WHEN ({reason}) = '' THEN %s ELSE %s END, "
+        f"UPDATE {_TABLE} AS n SET status = CASE ({reason}) WHEN '' THEN %s WHEN %s THEN %s ELSE %s END, "
         f"claimed_at = {now}, attempts = attempts + CASE WHEN ({reason}) = '' THEN 1 ELSE 0 END, "
         f"last_error_code = CASE WHEN ({reason}) = '' THEN last_error_code ELSE ({reason}) END, "
         f"next_attempt_at = NULL, deferred_at = NULL, updated_at = {now} "
@@ -148,7 +163,9 @@ def _claim(notification_id: str) -> Notification | None:
     update of this send: a worker whose claim was taken over changes nothing.
 
     The same statement checks that the message still makes sense (_STALE_REASON): if not, the row
-    goes `cancelled` with the reason in last_error_code instead of `sending`, and no attempt is used.
+    goes `cancelled` with the reason in last_error_code instead of `sending`, and no attempt is used;
+    and that its address has no active Suppression: if it has, the row goes `suppressed`
+    (`address_suppressed`), no attempt used and no provider called.
     One `UPDATE … RETURNING`: the claim, the check and the row in a single round trip.
     """
     postgres = connection.vendor == "postgresql"
@@ -158,13 +175,15 @@ def _claim(notification_id: str) -> Notification | None:
         if postgres
         else timezone.now() - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
     )
-    reason = [*_STALE_PARAMS[:5], *now, _STALE_PARAMS[5]]
+    reason = [*_STALE_PARAMS[:5], *now, _STALE_PARAMS[5], Notification.Channel.EMAIL, SUPPRESSED_REASON]
     with connection.cursor() as cursor:
         cursor.execute(
             _claim_statement(connection.vendor),
             [
                 *reason,
                 Status.SENDING,
+                SUPPRESSED_REASON,
+                Status.SUPPRESSED,
                 Status.CANCELLED,
                 *now,
                 *reason,
@@ -358,8 +377,8 @@ def notification_send(*, notification_id: str) -> SendResult:
     """
     claimed = time.monotonic()
     notification = _claim(notification_id)
-    if notification is not None and notification.status == Status.CANCELLED:
-        return _cancelled_at_send(notification)
+    if notification is not None and notification.status in (Status.CANCELLED, Status.SUPPRESSED):
+        return _not_sent(notification)
     if notification is None:
         current = Notification.objects.filter(id=notification_id).values_list("status", flat=True).first()
         if current == Status.SENDING:
@@ -392,22 +411,24 @@ def notification_send(*, notification_id: str) -> SendResult:
         raise
 
 
-def _cancelled_at_send(notification: Notification) -> SendResult:
-    """The claim found the message stale (_STALE_REASON) and made the row `cancelled`: say why, for staff."""
-    reason = notification.last_error_code
-    Notification.objects.filter(id=notification.id, status=Status.CANCELLED).update(
+def _not_sent(notification: Notification) -> SendResult:
+    """The claim found the message stale (_STALE_REASON) and made the row `cancelled`, or its address
+    suppressed and made it `suppressed`: say why, for staff. A crash before this leaves the reason's
+    code without its sentence; the outbox row is gone with the relay's publish or this discard."""
+    reason, status = notification.last_error_code, notification.status
+    Notification.objects.filter(id=notification.id, status=status).update(
         last_error_message=STALE_MESSAGES.get(reason, reason)
     )
     outbox_discard(notification.id)
-    metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.CANCELLED).inc()
+    metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
     log.info(
-        "notification.cancelled_at_send",
+        "notification.cancelled_at_send" if status == Status.CANCELLED else "notification.suppressed_at_send",
         notification_id=str(notification.id),
         kind=notification.kind,
         channel=notification.channel,
         reason=reason,
     )
-    return SendResult(outcome="cancelled", notification_id=str(notification.id))
+    return SendResult(outcome=status, notification_id=str(notification.id))
 
 
 def _send_claimed(notification: Notification, claimed: float) -> SendResult:
@@ -508,8 +529,10 @@ def _send_once(
     ):
         notifications_wake_deferred(channel=notification.channel)  # a probe answered: the provider works
     # An unknown outcome ends like a permanent failure (dead, for staff), never retried: the provider
-    # may have the message (ProviderOutcomeUnknownError).
-    permanent = failure in (FailureClass.MESSAGE_PERMANENT, FailureClass.OUTCOME_UNKNOWN)
+    # may have the message (ProviderOutcomeUnknownError). A refusal of the address at hand-over is a
+    # bounce, recorded as the delivery report it is (bounced or suppressed, never dead).
+    refused = failure in classification.REFUSED_AT_HANDOVER
+    permanent = refused or failure in (FailureClass.MESSAGE_PERMANENT, FailureClass.OUTCOME_UNKNOWN)
     _record_attempt(
         notification,
         started=started,
@@ -520,6 +543,10 @@ def _send_once(
         if permanent
         else NotificationAttempt.Outcome.TRANSIENT_ERROR,
     )
+    if refused:
+        _refused_at_handover(notification, provider, error, failure)
+        outcome = Status.SUPPRESSED if failure == FailureClass.RECIPIENT_OPTED_OUT else Status.BOUNCED
+        return SendResult(outcome=outcome, notification_id=str(notification.id))
     if permanent:
         notification_mark_dead(
             notification_id=str(notification.id),
@@ -565,6 +592,30 @@ def _send_once(
     if isinstance(error, ProviderTransientError):
         raise error
     raise ProviderTransientError(error.message, code=error.code) from error
+
+
+def _refused_at_handover(
+    notification: Notification, provider: Provider, error: ProviderError, failure: FailureClass
+) -> None:
+    """The recipient's side refused the address for good as we handed the message over: the same
+    DeliveryReport a DSN would bring later, through the same service (delivery.py)."""
+    rule = error.details if isinstance(error.details, classification.Rule) else None
+    protocol = rule.protocol if rule is not None else notification.channel
+    source = {"smtp": "smtp", "sms": "sms_api"}.get(protocol, f"esp:{provider.name}")
+    notification_refused_at_handover(
+        notification_id=notification.id,
+        claim=notification.attempts,
+        opted_out=failure == FailureClass.RECIPIENT_OPTED_OUT,
+        report=DeliveryReport(
+            source=source,
+            outcome=ReportOutcome.BOUNCED,
+            permanent=True,
+            status_code=error.remote_status or error.code,
+            diagnostic=error.diagnostic or error.message,
+            reported_at=timezone.now(),
+            details={"provider": provider.name, "error_code": error.code, "stage": rule.stage if rule else ""},
+        ),
+    )
 
 
 def _record_sent(

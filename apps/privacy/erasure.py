@@ -9,8 +9,14 @@ registrations are erased with it. What is redacted:
   the registration is cancelled (there is no one left to write to);
 - notifications: recipient and context, error messages; those still waiting to be sent (pending,
   retrying, deferred) end `cancelled` with the reason `erased`;
-- notification attempts' and failed applies' error messages, and the free-text reasons staff gave
-  in replay and re-apply audits (the address, the phones and the person's names replaced).
+- notification attempts' and failed applies' error messages, delivery reports' diagnostics and
+  details (a DSN quotes the address), and the free-text reasons staff gave in replay, re-apply and
+  suppression audits (the address, the phones and the person's names replaced);
+- suppressions: an ACTIVE one is kept, address included (docs/delivery-status.md, "Erasure"): it
+  is what keeps us from writing to an address that bounced, complained or opted out, and erasing
+  it would let the next registration with that address be sent to again. Its free text is
+  scrubbed of the person's names. A lifted one no longer serves that purpose: its address is
+  erased with the rest.
 Everything happens in one transaction: a crash leaves nothing half-erased, and running it again
 finds nothing more to do.
 
@@ -43,7 +49,14 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.notifications.models import Notification, NotificationAttempt, NotificationReplay
+from apps.notifications.models import (
+    CLAIMABLE,
+    Notification,
+    NotificationAttempt,
+    NotificationReplay,
+    NotificationReport,
+    Suppression,
+)
 from apps.privacy.models import ErasureRecord
 from apps.registrations.models import ApplyReapply, FailedApply, Registration, RegistrationEvent
 from apps.webhooks.models import WebhookEvent
@@ -55,7 +68,7 @@ log = structlog.get_logger(__name__)
 
 ERASED = "[erased]"
 PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name")
-WAITING = (Notification.Status.PENDING, Notification.Status.RETRYING)
+WAITING = CLAIMABLE
 ERASED_REASON = "Not sent: the attendee's data was erased on request (erase_attendee)."
 # Names shorter than this are not searched for in free text: "Al" would blank every "Al" in a reason.
 MIN_NAME_LENGTH = 2
@@ -112,14 +125,14 @@ def _events_mentioning(needles: _Needles) -> set[Any]:
             if connection.vendor == "postgresql":
                 body = " OR ".join(["position(%s::bytea in raw_body) > 0"] * len(variants))
                 cursor.execute(
-                    f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s ESCAPE '\\' "
+                    f"SELECT id FROM {WebhookEvent._meta.db_table} WHERE payload::text ILIKE %s ESCAPE '\\' "
                     f"OR errors::text ILIKE %s ESCAPE '\\' OR {body}",
                     [like, like, *variants],
                 )
             else:
                 body = " OR ".join(["instr(raw_body, %s) > 0"] * len(variants))
                 cursor.execute(
-                    f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s ESCAPE '\\' "
+                    f"SELECT id FROM {WebhookEvent._meta.db_table} WHERE payload LIKE %s ESCAPE '\\' "
                     f"OR errors LIKE %s ESCAPE '\\' OR {body}",
                     [like, like, *variants],
                 )
@@ -194,6 +207,8 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
         "error_message",
         needles,
     )
+    counts["notification_reports"] = _reports_scrub(notifications=notifications, email=email, needles=needles)
+    counts.update(_suppressions_erase(email=email, phones=phones, needles=in_free_text))
     # Audits: what staff wrote when replaying or re-applying may name the person in any way.
     counts["replay_audits"] = _scrub(
         NotificationReplay.objects.filter(Q(notification__in=notifications) | Q(reason__icontains=email)),
@@ -212,6 +227,39 @@ def attendee_erase(*, email: str, requested_by: str | None = None) -> ErasureRec
     )
     log.info("privacy.erased", email=mask_email(email), erasure_id=record.pk, **counts)
     return record
+
+
+def _reports_scrub(*, notifications: list[Notification], email: str, needles: _Needles) -> int:
+    """Delivery reports (the history after `sent`): the diagnostic and the report's fields quote
+    the address ("550 5.1.1 <ada@example.org>: user unknown", a DSN's Final-Recipient)."""
+    reports = list(
+        NotificationReport.objects.filter(Q(notification__in=notifications) | Q(diagnostic__icontains=email))
+    )
+    for report in reports:
+        report.diagnostic = needles.scrub_text(report.diagnostic)
+        report.details = needles.scrub(report.details)
+    return NotificationReport.objects.bulk_update(reports, ["diagnostic", "details"])
+
+
+def _suppressions_erase(*, email: str, phones: set[str], needles: _Needles) -> dict[str, int]:
+    """Active suppressions of the address and numbers are kept (see the module docstring), their
+    free text scrubbed; lifted ones lose the address too."""
+    rows = list(
+        Suppression.objects.filter(
+            Q(channel=Notification.Channel.EMAIL, address=email_key(email))
+            | Q(channel=Notification.Channel.SMS, address__in=phones)
+        )
+    )
+    for row in rows:
+        row.note = needles.scrub_text(row.note)
+        row.lift_reason = needles.scrub_text(row.lift_reason)
+        if row.lifted_at is not None:
+            row.address = ERASED
+    Suppression.objects.bulk_update(rows, ["note", "lift_reason", "address"])
+    return {
+        "suppressions_kept": sum(1 for row in rows if row.lifted_at is None),
+        "suppressions_erased": sum(1 for row in rows if row.lifted_at is not None),
+    }
 
 
 def _scrub(rows: QuerySet[Any], column: str, needles: _Needles) -> int:

@@ -13,12 +13,20 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.delivery import (
+    DeliveryReport,
+    ReportOutcome,
+    notification_report_record,
+    suppression_active,
+    suppression_add,
+)
+from apps.notifications.models import Notification, NotificationReport, Suppression
 from apps.privacy.erasure import email_digest
 from apps.privacy.models import ErasureRecord
 from apps.registrations.models import FailedApply, Registration
 from apps.registrations.services import registration_apply
 from apps.webhooks.models import Portal, WebhookEvent
+from tests.notifications.factories import NotificationAttemptFactory
 from tests.support.webhooks import encode, payload, signed_headers
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +104,7 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     lookalike = deliver(payload("R-LOOKALIKE", email=LONGER_EMAIL, phone=LONGER_PHONE, first_name="Xada"))
     apply(lookalike)
     notification = Notification.objects.filter(registration__external_id="R-ERASE", channel="email").first()
-    NotificationAttempt.objects.create(
+    NotificationAttemptFactory(
         notification=notification,
         number=1,
         started_at=timezone.now(),
@@ -148,3 +156,37 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     # A second run finds nothing more to redact.
     call_command("erase_attendee", EMAIL, stdout=io.StringIO())
     assert ErasureRecord.objects.latest("erased_at").counts["webhook_events"] == 0
+
+
+def test_delivery_reports_are_scrubbed_and_an_active_suppression_is_kept(portal: Portal, settings) -> None:
+    settings.SMS_API_URL = "http://sms.invalid"  # the SMS confirmation is created
+    # Given a sent confirmation that bounced (the DSN quotes the address), and an SMS whose number
+    # was suppressed and lifted again by staff
+    apply(deliver(payload("R-BOUNCE", email=EMAIL, phone=PHONE, first_name="Ada")))
+    email, sms = (Notification.objects.get(registration__external_id="R-BOUNCE", channel=c) for c in ("email", "sms"))
+    Notification.objects.filter(id__in=[email.id, sms.id]).update(status="sent")
+    notification_report_record(
+        report=DeliveryReport(
+            source="dsn",
+            outcome=ReportOutcome.BOUNCED,
+            permanent=True,
+            status_code="5.1.1",
+            diagnostic=f"smtp; 550 5.1.1 <{EMAIL}>: Recipient address rejected",
+            reported_at=None,
+            details={"Final-Recipient": f"rfc822; {EMAIL}", "Action": "failed"},
+        ),
+        notification_id=email.id,
+    )
+    lifted, _ = suppression_add(channel="sms", address=PHONE, reason="opted_out", note=f"STOP from {PHONE}")
+    Suppression.objects.filter(id=lifted.id).update(lifted_at=timezone.now(), lift_reason="Ada asked again")
+    # When the person is erased
+    call_command("erase_attendee", EMAIL, stdout=io.StringIO())
+    # Then the address survives in the active suppression alone (it keeps us from writing to it),
+    # the lifted suppression and every report are scrubbed, and the names are gone from the audits
+    assert tables_mentioning(EMAIL) == {"notifications_suppression": 1}
+    assert tables_mentioning(PHONE) == {}
+    report = NotificationReport.objects.get(notification=email)
+    assert "[erased]" in report.diagnostic and report.details["Final-Recipient"] == "rfc822; [erased]"
+    assert suppression_active(channel="email", address=EMAIL) is not None
+    lifted.refresh_from_db()
+    assert (lifted.address, lifted.lift_reason) == ("[erased]", "[erased] asked again")

@@ -160,7 +160,13 @@ def _reply_details(reply: bytes | str) -> tuple[str, frozenset[str]]:
 def _smtp_reply_error(stage: str, code: int, reply: bytes | str) -> ProviderError:
     text, details = _reply_details(reply)
     rule = classification.classify(RULES, protocol="smtp", stage=stage, code=code, details=details)
-    return classification.provider_error(rule, f"SMTP {code} at {stage}: {text}")
+    enhanced = _ENHANCED_STATUS.match(text.strip())
+    return classification.provider_error(
+        rule,
+        f"SMTP {code} at {stage}: {text}",
+        remote_status=enhanced.group(0) if enhanced else str(code),
+        diagnostic=f"smtp; {code} {text}",  # as a DSN's Diagnostic-Code says it
+    )
 
 
 def _email_failure(error: Exception, *, opening: bool) -> ProviderError:
@@ -214,7 +220,12 @@ def _esp_error(error: Exception) -> ProviderError:
     status = getattr(error, "status_code", None)
     if isinstance(error, AnymailRecipientsRefused):
         rule = classification.classify(RULES, protocol="esp", stage="rcpt")
-        return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}")
+        return classification.provider_error(
+            rule,
+            f"ESP failed ({status or type(error).__name__}): {error}",
+            remote_status=_refused_status(error),
+            diagnostic=str(error)[:2000],
+        )
     if isinstance(error, AnymailError):
         response = getattr(error, "response", None)
         retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
@@ -235,6 +246,13 @@ def _esp_error(error: Exception) -> ProviderError:
     return classification.provider_error(
         classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}"
     )
+
+
+def _refused_status(error: AnymailRecipientsRefused) -> str:
+    """Anymail's per-recipient status of the refusal (`rejected`, `invalid`), as the ESP said it."""
+    recipients = getattr(getattr(error, "email_message", None), "anymail_status", None)
+    statuses = sorted({str(status.status) for status in getattr(recipients, "recipients", {}).values()})
+    return ",".join(statuses) or "rejected"
 
 
 def _esp_message_id(email: EmailMultiAlternatives) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import requests
 
 from apps.notifications import classification
+from apps.notifications.channels.sms.callbacks import status_callback_url
 from apps.notifications.channels.sms.classification import PORTAL_SENDER_REFUSED, RULES, TWILIO_SENDER
 from apps.notifications.providers import OutgoingMessage, retry_after_seconds
 
@@ -41,6 +42,9 @@ class TwilioSmsProvider:
         # The portal's alphanumeric sender id when it has one (apps/webhooks/senders.py), else SMS_FROM.
         portal_sender = message.context.get("sender_sms_id") or ""
         form = {"To": message.recipient, "From": portal_sender or self.sender, "Body": message.text}
+        callback = status_callback_url(message.notification_id)
+        if callback:  # the carrier's answer comes back to it (callbacks.py)
+            form["StatusCallback"] = callback
         asked_at = dt.datetime.now(dt.UTC)
         try:
             response = self._session().post(self.url, data=form, auth=self.auth, timeout=self.timeout)
@@ -68,6 +72,8 @@ class TwilioSmsProvider:
                 rule,
                 f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}",
                 retry_after=retry_after,
+                remote_status=str(twilio_code if twilio_code is not None else response.status_code),
+                diagnostic=f"{response.status_code} {body.get('message') or response.text[:200]}",
             )
         return str(body.get("sid", ""))
 

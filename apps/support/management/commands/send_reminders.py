@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.notifications.delivery import notification_reports_apply_pending
 from apps.notifications.models import SchedulerHeartbeat
 from apps.notifications.rescue import notifications_rescue_stalled
 from apps.notifications.scheduler import Job, scheduler_loop, scheduler_run_job
@@ -25,6 +26,10 @@ def _reminders(now: dt.datetime) -> dict[str, Any]:
 
 def _rescue_stalled(now: dt.datetime) -> dict[str, Any]:
     return {"rescued": notifications_rescue_stalled(now=now)}
+
+
+def _apply_reports(now: dt.datetime) -> dict[str, Any]:
+    return notification_reports_apply_pending()
 
 
 def _rescue_unapplied(now: dt.datetime) -> dict[str, Any]:
@@ -49,6 +54,7 @@ def _retention(now: dt.datetime) -> dict[str, Any]:
 JOBS = [
     Job("reminders", _reminders),
     Job("notifications_rescue_stalled", _rescue_stalled),
+    Job("notification_reports_apply_pending", _apply_reports),
     Job("webhook_events_rescue_unapplied", _rescue_unapplied),
     Job("retention", _retention),
 ]
@@ -58,7 +64,8 @@ class Command(BaseCommand):
     help = (
         "Create reminder_24h / reminder_1h notifications for active registrations whose event starts "
         "within the reminder windows, rescue notifications whose retry message was lost, and re-enqueue "
-        "accepted webhook events still unapplied; once a day, the data retention job. Once (for cron), "
+        "accepted webhook events still unapplied, apply delivery reports that arrived before their send "
+        "was recorded; once a day, the data retention job. Once (for cron), "
         "or with --every SECONDS as the "
         "scheduler process until SIGTERM/SIGINT. Safe to run twice or concurrently."
     )
