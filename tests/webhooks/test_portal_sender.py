@@ -34,8 +34,8 @@ from apps.webhooks.services import portal_create, webhook_event_record
 from tests.support.processes import ROOT, process_env, start_web
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
+from tests.support.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
 from tests.support.webhooks import encode, payload
-from tests.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sender_domains")]
 
