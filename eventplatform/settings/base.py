@@ -217,6 +217,9 @@ SCHEDULER_INTERVAL_SECONDS = env.int("SCHEDULER_INTERVAL_SECONDS", default=5)
 # (a durable delay in PostgreSQL) until the notification is older than the horizon (docs/notifications.md).
 NOTIFICATION_RETRY_HORIZON_SECONDS = env.int("NOTIFICATION_RETRY_HORIZON_SECONDS", default=86_400)
 NOTIFICATION_ROUND_DELAY_SECONDS = env.int("NOTIFICATION_ROUND_DELAY_SECONDS", default=1_800)
+# Wording edited in the admin: each process keeps the active versions in memory and asks the database
+# whether any was saved (one small count) at most this often, so an edit reaches every worker within it.
+MESSAGE_TEMPLATES_CHECK_SECONDS = env.float("MESSAGE_TEMPLATES_CHECK_SECONDS", default=5.0)
 NOTIFICATION_BREAKER_THRESHOLD = env.int("NOTIFICATION_BREAKER_THRESHOLD", default=5)
 NOTIFICATION_BREAKER_COOLDOWN_SECONDS = env.float("NOTIFICATION_BREAKER_COOLDOWN_SECONDS", default=30.0)
 NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS = env.float("NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS", default=60.0)
