@@ -241,6 +241,19 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Unexpected provider error; treated as provider_down (retried, counts toward the breaker).",
             "Read the traceback.",
         ),
+        # --- wording edited in the admin (apps/notifications/message_templates.py)
+        ErrorCode(
+            "template_refused",
+            "A message template version was not saved: a part does not compile in the safe engine, uses a "
+            "tag or variable that is not allowed, does not render with the sample, or makes too long an SMS.",
+            "Read the message on the page (it names the part and the line) and correct the template.",
+        ),
+        ErrorCode(
+            "template_test_send_failed",
+            "A staff member's test send of a message template did not go out: their user has no e-mail "
+            "address, or the e-mail provider refused it.",
+            "Add an e-mail address to the user, or look at the provider's reply in the message.",
+        ),
         # --- notification failure classification (apps/notifications/classification.py)
         ErrorCode(
             "smtp_connection_failed",

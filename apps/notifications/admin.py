@@ -13,10 +13,20 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from apps.notifications import classification
-from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, NotificationReplay
+from apps.notifications import (
+    classification,
+    template_admin,  # noqa: F401 - registers the wording admin (MessageTemplate)
+)
+from apps.notifications.models import (
+    CircuitBreaker,
+    MessageTemplateVersion,
+    Notification,
+    NotificationAttempt,
+    NotificationReplay,
+)
 from apps.notifications.selectors import notification_replay_summary
 from apps.notifications.services import notification_replay
 from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
@@ -139,7 +149,17 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_select_related = ("registration",)
     inlines = [NotificationAttemptInline, NotificationReplayInline]
     actions = ["replay_notifications"]
-    exclude = ("context",)
+    exclude = ("context", "template_version")
+    readonly_fields = ("wording",)
+
+    @admin.display(description="wording")
+    def wording(self, obj: Notification) -> str:
+        """The template version it was sent with (recorded with `sent`)."""
+        if obj.template_version_id is None:
+            return "shipped default" if obj.sent_at else "not sent yet (recorded when sent)"
+        version = MessageTemplateVersion.objects.select_related("template").get(id=obj.template_version_id)
+        url = reverse("admin:notifications_messagetemplate_change", args=[version.template_id])
+        return format_html('<a href="{}">version {} of {}</a>', url, version.number, version.template)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         # context holds the whole registration snapshot: only the detail page needs it.

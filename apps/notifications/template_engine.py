@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from django.template import Context, Engine, Library, Node, Template, TemplateSyntaxError, defaultfilters, defaulttags
 from django.template.base import FilterExpression, Variable
@@ -111,7 +111,7 @@ def _library() -> Library:
 
 class _SafeEngine(Engine):
     # Without Django's defaulttags/loader_tags: the tags come from _library() alone.
-    default_builtins: list[str] = []
+    default_builtins: ClassVar[list[str]] = []
 
 
 def _engine(*, autoescape: bool) -> Engine:
@@ -184,7 +184,8 @@ def _bound_names(template: Template) -> set[str]:
 def _unknown_variables(template: Template) -> Iterator[tuple[str, int]]:
     allowed = ALLOWED_VARIABLES | _bound_names(template)
     for node in _nodes(template):
-        line = node.token.lineno if getattr(node, "token", None) is not None else 0
+        token = getattr(node, "token", None)
+        line = int(token.lineno or 0) if token is not None else 0
         for expression in _expressions({key: value for key, value in vars(node).items() if key != "token"}):
             if isinstance(expression, Variable) and expression.lookups:
                 if expression.lookups[0] not in allowed:
