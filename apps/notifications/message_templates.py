@@ -98,8 +98,8 @@ def shipped_default(*, kind: str, channel: str, role: str, locale: str) -> dict[
     fields: dict[str, str] = {}
     for field, part, _html in PARTS[channel]:
         template = rendering._template(kind, role, locale, part)
-        fields[field] = _shipped_source(str(template.origin.template_name)).strip() if template is not None else ""
-    return fields if fields["text"] else None
+        fields[field] = _shipped_source(str(template.origin.template_name)) if template is not None else ""
+    return fields if fields["text"].strip() else None
 
 
 def sample_context(*, template: MessageTemplate, registration_id: int | None = None) -> dict[str, Any]:
@@ -174,6 +174,9 @@ def message_template_save(
         created_by_name=name,
         note=note,
     )
+    # Now, for the rest of this transaction (a preview or a send right after the save), and again
+    # after the commit, for this process's other threads.
+    template_store.invalidate()
     transaction.on_commit(template_store.invalidate)
     log.info("message_template.saved", template_id=template.id, version=version.number, by=name)
     return version
