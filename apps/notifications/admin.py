@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.notifications import (
+    channels,
     classification,
     template_admin,  # noqa: F401 - registers the wording admin (MessageTemplate)
 )
@@ -43,7 +44,7 @@ def notification_error_codes() -> list[str]:
     path's own, as the catalogue declares them (webhook-only codes such as invalid_signature are not)."""
     from eventplatform.errors import CATALOGUE
 
-    codes = {rule.error_code for rule in (*classification.RULES, classification.UNCLASSIFIED)}
+    codes = {rule.error_code for rule in (*channels.rules(), classification.UNCLASSIFIED)}
     return sorted(code for code in codes | set(SEND_PATH_ERROR_CODES) if code in CATALOGUE)
 
 

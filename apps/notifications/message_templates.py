@@ -24,10 +24,10 @@ from django.template import Context
 from django.template.loader import get_template
 from django.utils import translation
 
-from apps.notifications import rendering, template_store
+from apps.notifications import channels, rendering, template_store
 from apps.notifications.errors import ProviderError
 from apps.notifications.models import MessageTemplate, MessageTemplateVersion, Notification
-from apps.notifications.providers import OutgoingMessage, providers_for
+from apps.notifications.providers import OutgoingMessage
 from apps.notifications.template_engine import (
     SAMPLE_CONTEXT,
     SMS_MAX_SEGMENTS,
@@ -42,15 +42,8 @@ from eventplatform.logging import mask_email
 
 log = structlog.get_logger(__name__)
 
-# The parts of a version, by channel: (field, shipped file part, is HTML).
-PARTS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    Notification.Channel.EMAIL: (
-        ("subject", "subject.txt", False),
-        ("text", "body.txt", False),
-        ("html", "body.html", True),
-    ),
-    Notification.Channel.SMS: (("text", "sms.txt", False),),
-}
+# The parts of an e-mail's version: (field, shipped file part, is HTML).
+_EMAIL_PARTS = (("subject", "subject.txt", False), ("text", "body.txt", False), ("html", "body.html", True))
 _INCLUDE = re.compile(r"""{%\s*include\s+["']([^"']+)["']\s*%}""")
 # What the shipped files need and the safe engine does without: `date` is built in, and text
 # templates have autoescape off already.
@@ -71,6 +64,16 @@ class TestSendRefused(EventPlatformError):
     """The test message was not sent (no address of one's own, or the provider refused it)."""
 
     code = "template_test_send_failed"
+
+
+def parts(channel: str) -> tuple[tuple[str, str, bool], ...]:
+    """A text-only channel (SMS) has one part, its text; an e-mail subject, text and HTML."""
+    text_template = channels.channel(channel).text_template
+    return (("text", text_template, False),) if text_template else _EMAIL_PARTS
+
+
+def is_text_only(channel: str) -> bool:
+    return channels.channel(channel).text_template is not None
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def shipped_default(*, kind: str, channel: str, role: str, locale: str) -> dict[
     """The shipped wording of the chain for these, as version fields ('' for a part without a
     file); None when the channel has no such message (e.g. no SMS for an update)."""
     fields: dict[str, str] = {}
-    for field, part, _html in PARTS[channel]:
+    for field, part, _html in parts(channel):
         template = rendering._template(kind, role, locale, part)
         fields[field] = _shipped_source(str(template.origin.template_name)) if template is not None else ""
     return fields if fields["text"].strip() else None
@@ -119,7 +122,7 @@ def _check(*, channel: str, subject: str, text: str, html: str) -> None:
     values = dict(subject=subject, text=text, html=html)
     context = rendering.template_context(SAMPLE_CONTEXT)
     errors: dict[str, str] = {}
-    for field, _part, is_html in PARTS[channel]:
+    for field, _part, is_html in parts(channel):
         if not values[field].strip():
             if field != "html":
                 errors[field] = "This part may not be empty."
@@ -158,7 +161,7 @@ def message_template_save(
 ) -> MessageTemplateVersion:
     """A new version (the active one from now on), refused with TemplateSaveRefused (the failing
     part and line) when a part does not compile, names an unknown variable or does not render."""
-    if template.channel == Notification.Channel.SMS:
+    if is_text_only(template.channel):
         subject, html = "", ""
     _check(channel=template.channel, subject=subject, text=text, html=html)
     MessageTemplate.objects.select_for_update().filter(id=template.id).first()  # numbers in save order
@@ -239,9 +242,10 @@ def message_template_preview(
     _check(channel=template.channel, subject=subject, text=text, html=html)
     with translation.override(template.locale):
         rendered_text = compile_template(text, html=False).render(Context(context, autoescape=False))
-        if template.channel == Notification.Channel.SMS:
+        if is_text_only(template.channel):
             body = " ".join(rendered_text.split())
-            return Preview(subject="", text=body, html=None, segments=sms_segments(body))
+            segments = sms_segments(body) if template.channel == Notification.Channel.SMS else None
+            return Preview(subject="", text=body, html=None, segments=segments)
         rendered_subject = compile_template(subject, html=False).render(Context(context, autoescape=False))
         rendered_html = compile_template(html, html=True).render(Context(context, autoescape=True)) if html else None
     return Preview(
@@ -277,18 +281,17 @@ def message_template_send_test(
     address = getattr(user, "email", "")
     if not address:
         raise TestSendRefused("Your user has no e-mail address: add one to your account to receive test messages.")
-    if template.channel == Notification.Channel.SMS:
-        assert preview.segments is not None
-        subject = f"[Test] SMS {template.kind} ({template.locale}, {template.role})"
-        text = f"{preview.text}\n\n({len(preview.text)} characters, {preview.segments.count} SMS part(s))\n"
-        html = None
+    if is_text_only(template.channel):
+        subject = f"[Test] {template.channel.upper()} {template.kind} ({template.locale}, {template.role})"
+        parts = f", {preview.segments.count} SMS part(s)" if preview.segments else ""
+        text, html = f"{preview.text}\n\n({len(preview.text)} characters{parts})\n", None
     else:
         subject, text, html = f"[Test] {preview.subject}", preview.text, preview.html
     message = OutgoingMessage(
         notification_id=str(uuid.uuid4()), recipient=address, subject=subject, text=text, html=html
     )
     try:
-        providers_for(Notification.Channel.EMAIL)[0].send(message)
+        channels.providers_for(Notification.Channel.EMAIL)[0].send(message)
     except ProviderError as error:
         log.warning(
             "message_template.test_send_failed",

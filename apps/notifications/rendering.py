@@ -29,7 +29,7 @@ from django.template.loader import select_template
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 
-from apps.notifications import template_store
+from apps.notifications import channels, template_store
 
 FALLBACK_LOCALE = "en"
 _LOCALE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
@@ -111,7 +111,7 @@ def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any
 
 
 def _shipped_locale(kind: str, role: str, locale: str, channel: str) -> str | None:
-    template = _template(kind, role, locale, "sms.txt" if channel == "sms" else "body.txt")
+    template = _template(kind, role, locale, channels.channel(channel).text_template or "body.txt")
     return template.origin.template_name.split("/")[1] if template is not None else None
 
 
@@ -137,7 +137,7 @@ def _render_edited(
 ) -> Rendered:
     with translation.override(locale):
         text = version.text.render(Context(values, autoescape=False))
-        if channel == "sms":
+        if channels.channel(channel).text_template:  # a text-only channel (SMS)
             return Rendered(subject="", text=" ".join(text.split()), html=None, template_version_id=version.id)
         subject = version.subject.render(Context(values, autoescape=False)) if version.subject else ""
         html = version.html.render(Context(values, autoescape=True)) if version.html else None
@@ -167,8 +167,9 @@ def render(
     edited = _edited(kind, channel, role, locale, portal_id)
     if edited is not None:
         return _render_edited(edited[1], edited[0], channel, kind, values)
-    if channel == "sms":
-        text = _render(kind, role, locale, "sms.txt", values) or ""
+    text_template = channels.channel(channel).text_template
+    if text_template:  # a text-only channel (SMS): one line of text, no subject
+        text = _render(kind, role, locale, text_template, values) or ""
         return Rendered(subject="", text=" ".join(text.split()), html=None)
     subject = _render(kind, role, locale, "subject.txt", values) or kind
     text = _render(kind, role, locale, "body.txt", values) or ""

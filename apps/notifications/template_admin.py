@@ -20,7 +20,7 @@ from django.urls import path, reverse
 
 from apps.notifications import message_templates
 from apps.notifications.message_templates import Preview, TemplateSaveRefused, TestSendRefused
-from apps.notifications.models import MessageTemplate, MessageTemplateVersion, Notification
+from apps.notifications.models import MessageTemplate, MessageTemplateVersion
 
 _FIELDS = ("subject", "text", "html")
 
@@ -207,7 +207,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             "original": template,
             "form": form,
             "preview": preview,
-            "is_sms": template.channel == Notification.Channel.SMS,
+            "is_sms": message_templates.is_text_only(template.channel),
             "active": active,
             "history": history,
             "can_change": can_change,

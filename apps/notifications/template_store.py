@@ -117,3 +117,11 @@ def active_version(*, portal_id: int | None, kind: str, channel: str, locale: st
         if found is not None:
             return found
     return versions.get((None, kind, channel, locale, role))
+
+
+def reset() -> None:
+    """Forget every version, as if a check had just found none (tests: each starts on an empty
+    database, and rendering without a database stays possible until a save or the interval)."""
+    with _store.lock:
+        _store.snapshot = _Snapshot(generation=-1, versions={}, any_per_portal=False)
+        _store.checked = time.monotonic()

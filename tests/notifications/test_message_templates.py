@@ -7,14 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.notifications import template_store
 from apps.notifications.message_templates import (
     TemplateSaveRefused,
     message_template_add_locale,
@@ -46,14 +45,6 @@ CONTEXT = {
     "locale": "en",
 }
 EMAIL = {"subject": "Hi {{ first_name }}", "text": "Text for {{ first_name }}", "html": "<p>{{ first_name }}</p>"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_store() -> Iterator[None]:
-    """The store lives as long as the process; each test's database is rolled back under it."""
-    template_store.invalidate()
-    yield
-    template_store.invalidate()
 
 
 @pytest.fixture
