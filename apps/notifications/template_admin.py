@@ -47,8 +47,8 @@ class MessageTemplateAddForm(forms.ModelForm):
 
 class VersionForm(forms.Form):
     subject = forms.CharField(required=False, max_length=500, widget=forms.TextInput(attrs={"size": 100}))
-    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 12, "cols": 100}))
-    html = forms.CharField(required=False, label="HTML", widget=forms.Textarea(attrs={"rows": 12, "cols": 100}))
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8, "cols": 100}))
+    html = forms.CharField(required=False, label="HTML", widget=forms.Textarea(attrs={"rows": 8, "cols": 100}))
     registration = forms.IntegerField(
         required=False,
         min_value=1,
