@@ -23,6 +23,7 @@ from apps.notifications.message_templates import Preview, TemplateSaveRefused, T
 from apps.notifications.models import MessageTemplate, MessageTemplateVersion
 
 _FIELDS = ("subject", "text", "html")
+REGISTRATION_VIEW_PERMISSION = "registrations.view_registration"
 
 
 class MessageTemplateAddForm(forms.ModelForm):
@@ -174,7 +175,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(request.path)
             form = VersionForm(request.POST)
             if form.is_valid():
-                preview = self._preview(template, form)
+                preview = self._preview(request, template, form)
                 if preview is not None and action == "save":
                     version = message_templates.message_template_save(
                         template=template, user=request.user, **{f: form.cleaned_data[f] for f in _FIELDS}
@@ -195,7 +196,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             data = {f: getattr(active, f) for f in _FIELDS} if active else {}
             form = VersionForm({**data, "registration": request.GET.get("registration", "")})
             if form.is_valid():
-                preview = self._preview(template, form)
+                preview = self._preview(request, template, form)
         history = [
             (version, message_templates.version_diff(versions[i + 1] if i + 1 < len(versions) else None, version))
             for i, version in enumerate(versions)
@@ -214,8 +215,14 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/notifications/messagetemplate/edit.html", context)
 
-    def _preview(self, template: MessageTemplate, form: VersionForm) -> Preview | None:
-        """The preview of the form's parts, or None with the reasons added to the form."""
+    def _preview(self, request: HttpRequest, template: MessageTemplate, form: VersionForm) -> Preview | None:
+        """The preview of the form's parts, or None with the reasons added to the form. A real
+        registration's data (names, addresses) is shown only to who may see registrations anyway."""
+        if form.cleaned_data.get("registration") and not request.user.has_perm(REGISTRATION_VIEW_PERMISSION):
+            form.add_error(
+                "registration", "Previewing with a real registration needs the permission to view registrations."
+            )
+            return None
         try:
             context = message_templates.sample_context(
                 template=template, registration_id=form.cleaned_data.get("registration")

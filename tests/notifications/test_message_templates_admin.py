@@ -112,8 +112,12 @@ def test_a_broken_template_is_refused_with_its_line_and_nothing_is_saved(
 def test_preview_with_a_chosen_registration_escapes_its_markup(
     client: Client, confirmation: MessageTemplate, make_notification: Callable[..., Notification]
 ) -> None:
-    staff(client, *TEMPLATE_PERMISSIONS)
+    user = staff(client, *TEMPLATE_PERMISSIONS)
     notification = make_notification(first_name="<script>alert(1)</script>")
+    # An attendee's data is for who may see registrations anyway.
+    refused = client.get(f"{page(confirmation)}?registration={notification.registration_id}").content.decode()
+    assert "needs the permission to view registrations" in refused and "alert(1)" not in refused
+    user.user_permissions.add(Permission.objects.get(codename="view_registration"))
     content = client.get(f"{page(confirmation)}?registration={notification.registration_id}").content.decode()
     srcdoc = re.search(r'srcdoc="([^"]*)"', content)
     assert srcdoc and html.unescape(srcdoc.group(1)) == "<p>Hello <b>&lt;script&gt;alert(1)&lt;/script&gt;</b></p>"
