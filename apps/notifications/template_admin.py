@@ -169,10 +169,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             action = request.POST.get("action", "")
             if action == "revert":
-                number = int(request.POST.get("number", "0"))
-                version = message_templates.message_template_revert(template=template, number=number, user=request.user)
-                messages.success(request, f"Version {version.number} saved: a copy of version {number}.")
-                return HttpResponseRedirect(request.path)
+                return self._revert(request, template, request.POST.get("number", ""))
             form = VersionForm(request.POST)
             if form.is_valid():
                 preview = self._preview(request, template, form)
@@ -214,6 +211,19 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             "can_change": can_change,
         }
         return TemplateResponse(request, "admin/notifications/messagetemplate/edit.html", context)
+
+    def _revert(self, request: HttpRequest, template: MessageTemplate, number: str) -> HttpResponse:
+        if not number.isdigit() or not template.versions.filter(number=int(number)).exists():
+            raise Http404("no such version")
+        try:
+            version = message_templates.message_template_revert(
+                template=template, number=int(number), user=request.user
+            )
+        except TemplateSaveRefused as refused:  # an old version that the checks of today refuse
+            messages.error(request, f"Version {number} cannot be restored: {refused.message}")
+        else:
+            messages.success(request, f"Version {version.number} saved: a copy of version {number}.")
+        return HttpResponseRedirect(request.path)
 
     def _preview(self, request: HttpRequest, template: MessageTemplate, form: VersionForm) -> Preview | None:
         """The preview of the form's parts, or None with the reasons added to the form. A real

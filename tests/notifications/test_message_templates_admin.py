@@ -159,6 +159,8 @@ def test_revert_saves_a_copy_of_the_old_version(client: Client, confirmation: Me
         "revert to version 1",
     )
     assert list(MessageTemplateVersion.objects.values_list("number", flat=True).order_by("number")) == [1, 2, 3]
+    for number in ("9", "x", ""):
+        assert client.post(page(confirmation), {"action": "revert", "number": number}).status_code == 404
 
 
 def test_sms_preview_counts_segments_and_a_2000_character_body_is_refused(client: Client) -> None:
