@@ -120,16 +120,12 @@ def _edited(
 ) -> tuple[str, template_store.ActiveVersion] | None:
     """The edited version that wins, with its locale: searched along the chain down to the locale
     the shipped files would be found in (a file of a nearer locale wins over an edit of a farther one)."""
-    shipped = _shipped_locale(kind, role, locale, channel)
-    for candidate in _locales(locale):
-        version = template_store.active_version(
-            portal_id=portal_id, kind=kind, channel=channel, locale=candidate, role=role
-        )
-        if version is not None:
-            return candidate, version
-        if candidate == shipped:
-            return None
-    return None
+    if not template_store.has_versions():
+        return None
+    chain, shipped = _locales(locale), _shipped_locale(kind, role, locale, channel)
+    if shipped in chain:
+        chain = chain[: chain.index(shipped) + 1]
+    return template_store.first_active(portal_id=portal_id, kind=kind, channel=channel, role=role, locales=chain)
 
 
 def _render_edited(

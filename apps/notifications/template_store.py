@@ -20,12 +20,15 @@ import threading
 import time
 from dataclasses import dataclass
 
+import structlog
 from django.conf import settings
 from django.db.models import OuterRef, Subquery
-from django.template import Template
+from django.template import Template, TemplateSyntaxError
 
 from apps.notifications.models import MessageTemplateVersion
 from apps.notifications.template_engine import compile_template
+
+log = structlog.get_logger(__name__)
 
 # (portal id or None for all portals, kind, channel, locale, role)
 Key = tuple[int | None, str, str, str, str]
@@ -74,7 +77,18 @@ def _load(generation: int) -> _Snapshot:
     for version in rows:
         template = version.template
         key = (template.portal_id, template.kind, template.channel, template.locale, template.role)
-        versions[key] = _compile(version)
+        try:
+            versions[key] = _compile(version)
+        except TemplateSyntaxError as error:
+            # Checked at save, so only a version saved before a tag or filter was withdrawn: its
+            # message falls back to the next wording of the chain rather than failing every send.
+            log.error(
+                "message_template.unusable",
+                error_code="template_refused",
+                template_id=template.id,
+                version=version.number,
+                error=str(error)[:300],
+            )
     return _Snapshot(
         generation=generation, versions=versions, any_per_portal=any(key[0] is not None for key in versions)
     )
@@ -102,21 +116,30 @@ def invalidate() -> None:
         _store.checked = float("-inf")
 
 
+def has_versions() -> bool:
+    return bool(_snapshot().versions)
+
+
 def needs_portal() -> bool:
     """Whether some portal has wording of its own: only then does a send need its portal's id."""
     return _snapshot().any_per_portal
 
 
-def active_version(*, portal_id: int | None, kind: str, channel: str, locale: str, role: str) -> ActiveVersion | None:
-    """The portal's own version, else the one for all portals, else None (the shipped files)."""
+def first_active(
+    *, portal_id: int | None, kind: str, channel: str, role: str, locales: list[str]
+) -> tuple[str, ActiveVersion] | None:
+    """The first of `locales` with a version (the portal's own, else the one for all portals), with
+    that locale; None at once while nothing was edited (the usual send: no lookups at all)."""
     versions = _snapshot().versions
     if not versions:
         return None
-    if portal_id is not None:
-        found = versions.get((portal_id, kind, channel, locale, role))
-        if found is not None:
-            return found
-    return versions.get((None, kind, channel, locale, role))
+    for locale in locales:
+        found = (portal_id is not None and versions.get((portal_id, kind, channel, locale, role))) or versions.get(
+            (None, kind, channel, locale, role)
+        )
+        if found:
+            return locale, found
+    return None
 
 
 def reset() -> None:

@@ -13,7 +13,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from structlog.testing import capture_logs
 
+from apps.notifications import template_store
 from apps.notifications.message_templates import (
     TemplateSaveRefused,
     message_template_add_locale,
@@ -253,6 +255,19 @@ def test_a_version_saved_by_another_process_is_used_after_the_check_interval(set
     # ...and the first lookup after it sees the other process's save.
     settings.MESSAGE_TEMPLATES_CHECK_SECONDS = 0
     assert render(kind="confirmation", channel="email", context=CONTEXT).text == "Version two\n"
+
+
+def test_a_stored_version_that_no_longer_compiles_falls_back_and_is_logged() -> None:
+    target = template()
+    save(target, text="Edited {{ first_name }}")
+    # As if saved before a tag was withdrawn from the safe engine: written past the checks.
+    MessageTemplateVersion.objects.create(template=target, number=2, text="{% load static %}", created_by_name="x")
+    template_store.invalidate()
+    with capture_logs() as logs:
+        email = render(kind="confirmation", channel="email", context=CONTEXT)
+    assert "your registration is confirmed" in email.text and email.template_version_id is None
+    (unusable,) = [line for line in logs if line["event"] == "message_template.unusable"]
+    assert (unusable["error_code"], unusable["version"]) == ("template_refused", 2)
 
 
 # --- what a send records
