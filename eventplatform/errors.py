@@ -254,7 +254,7 @@ CATALOGUE: dict[str, ErrorCode] = {
             "address, or the e-mail provider refused it.",
             "Add an e-mail address to the user, or look at the provider's reply in the message.",
         ),
-        # --- notification failure classification (apps/notifications/classification.py)
+        # --- notification failure classification (apps/notifications/channels/<name>/classification.py)
         ErrorCode(
             "smtp_connection_failed",
             "provider_down: the SMTP server refused, reset or closed the "
@@ -334,6 +334,12 @@ CATALOGUE: dict[str, ErrorCode] = {
             "provider_misconfigured: 404 (wrong SMS_API_URL or account) or our From "
             "number refused (Twilio 21212/21606/21659); sends wait until a probe succeeds.",
             "Fix SMS_API_URL, SMS_ACCOUNT_SID or SMS_FROM.",
+        ),
+        ErrorCode(
+            "sms_sender_refused",
+            "message_permanent: Twilio refused the portal's own SMS sender id (21212/21606/21659 with the "
+            "portal's sender id as From); dead, and SMS of other portals go on.",
+            "Fix or clear the portal's SMS sender id (some countries allow no alphanumeric sender), then replay.",
         ),
         ErrorCode(
             "sms_invalid_number",

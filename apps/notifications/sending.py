@@ -22,7 +22,7 @@ What a failure means comes from apps/notifications/classification.py:
   to the next provider (the fallback), or waits;
 - every provider of the channel blocked by its breaker: the send waits in PostgreSQL (deferred_at,
   no outbox row, no attempt used) and one probe message per channel is queued; whoever closes the
-  breaker wakes the waiting sends (failures.notifications_wake_deferred).
+  breaker wakes the waiting sends. That story, route to wake, is deferral.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,19 +38,12 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
-from apps.notifications import channels, classification, queueing, rendering
-from apps.notifications.breakers import (
-    Permit,
-    circuit_breaker_lets_through,
-    circuit_breaker_permit,
-    circuit_breaker_probe_started,
-    circuit_breaker_record,
-    circuit_breaker_schedule_probe,
-)
+from apps.notifications import channels, classification, deferral, rendering
+from apps.notifications.breakers import Permit, circuit_breaker_record
 from apps.notifications.classification import FailureClass
+from apps.notifications.deferral import Blocked, notification_defer, notifications_wake_deferred
 from apps.notifications.errors import (
     NotificationBusy,
     ProviderError,
@@ -60,12 +52,8 @@ from apps.notifications.errors import (
     ProviderTransientError,
     SentNotRecorded,
 )
-from apps.notifications.failures import (
-    horizon_passed,
-    notification_mark_dead,
-    notifications_wake_deferred,
-)
-from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt
+from apps.notifications.failures import notification_mark_dead
+from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt, claim_held
 from apps.notifications.providers import OutgoingMessage, Provider
 from apps.outbox.services import DISCARD_UNPUBLISHED, outbox_discard
 from eventplatform import metrics, sql
@@ -80,14 +68,6 @@ _TABLE = Notification._meta.db_table
 class SendResult:
     outcome: str  # sent | deferred | dead | skipped (a temporary failure raises)
     notification_id: str
-
-
-@dataclass(frozen=True)
-class Blocked:
-    """Every provider of the channel refused by its breaker."""
-
-    retry_in: float
-    misconfigured: bool
 
 
 # The registration a notification's foreign key points to, reached through that key: registrations
@@ -238,9 +218,9 @@ def _record_attempt(notification: Notification, **fields: Any) -> None:
 def _finish(notification: Notification, status: str, **fields: Any) -> bool:
     """Leave `sending`, fenced by the claim: only while the row is still this claim's (`sending`
     with this claim's attempt number); a worker whose claim was taken over changes nothing."""
-    updated = Notification.objects.filter(
-        id=notification.id, status=Status.SENDING, attempts=notification.attempts
-    ).update(status=status, updated_at=timezone.now(), **fields)
+    updated = claim_held(notification.id, notification.attempts).update(
+        status=status, updated_at=timezone.now(), **fields
+    )
     if updated and status == Status.SENT:
         metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
     return bool(updated)
@@ -373,17 +353,6 @@ def _masked(notification: Notification) -> str:
         return ""
 
 
-def _route(providers: list[Provider]) -> tuple[Provider, Permit] | Blocked:
-    """The first provider whose breaker lets a send through, or how long until one may."""
-    refusals = []
-    for provider in providers:
-        permit = circuit_breaker_permit(provider=provider.name)
-        if permit.allowed:
-            return provider, permit
-        refusals.append(permit)
-    return Blocked(retry_in=min(p.retry_in for p in refusals), misconfigured=any(p.misconfigured for p in refusals))
-
-
 def notification_send(*, notification_id: str) -> SendResult:
     """Claim, send through the channel's providers, record the outcome (module docstring).
 
@@ -496,10 +465,12 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
+        kind=notification.kind,
+        context=notification.context,
     )
     misconfigured_error: ProviderError | None = None
     for _ in range(len(providers)):  # a misconfigured provider hands the same send to the next one
-        route = _route(providers)
+        route = deferral.route(providers)
         if isinstance(route, Blocked):
             break
         provider, permit = route
@@ -510,7 +481,10 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
     else:  # every provider turned out misconfigured in this very send (no new permit is asked for:
         # one would claim a probe nobody makes)
         route = Blocked(retry_in=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS, misconfigured=True)
-    return _defer(notification, blocked=route, providers=providers, tried=misconfigured_error, log_context=log_context)
+    outcome = notification_defer(
+        notification, blocked=route, providers=providers, tried=misconfigured_error, log_context=log_context
+    )
+    return SendResult(outcome=outcome, notification_id=str(notification.id))
 
 
 def _send_once(
@@ -655,117 +629,3 @@ def _record_sent(
             **log_context,
         )
     return SendResult(outcome="sent", notification_id=str(notification.id))
-
-
-def _defer(
-    notification: Notification,
-    *,
-    blocked: Blocked,
-    providers: list[Provider],
-    tried: ProviderError | None,
-    log_context: dict[str, Any],
-) -> SendResult:
-    """Every provider's breaker is refusing: hand the claim back (no attempt used unless a provider
-    was called in this run) and let the send wait in PostgreSQL, with no outbox row of its own.
-
-    One probe message per channel is queued for when the first breaker may let a send through
-    (circuit_breaker_schedule_probe); its success wakes every waiting send. The release and the
-    probe's outbox row commit together: a crash before COMMIT leaves the row `sending`, and the
-    unacknowledged message is redelivered and re-claims it after the claim timeout.
-
-    Past the retry horizon a send waiting for a provider that is down is dead; one waiting for a
-    misconfigured provider never is (an operator is needed, and the alert says so).
-    """
-    names = ", ".join(provider.name for provider in providers)
-    now = timezone.now()
-    misconfigured = blocked.misconfigured or tried is not None
-    if not misconfigured and horizon_passed(notification, now):
-        notification_mark_dead(
-            notification_id=str(notification.id),
-            error_code="circuit_open",
-            error_message=f"Circuit breaker of {names} open past the retry horizon.",
-            claim=notification.attempts,
-            attempts=F("attempts") - 1,
-        )
-        return SendResult(outcome="dead", notification_id=str(notification.id))
-    error_code = tried.code if tried else ("provider_misconfigured" if misconfigured else "circuit_open")
-    retry_in = dt.timedelta(seconds=blocked.retry_in + random.uniform(0, 1))
-    with transaction.atomic():
-        released = _finish(
-            notification,
-            Status.RETRYING if notification.attempts > 1 else Status.PENDING,
-            attempts=F("attempts") - (0 if tried else 1),
-            claimed_at=None,
-            next_attempt_at=None,
-            deferred_at=now,
-            last_error_code=error_code,
-            last_error_message=(
-                f"Waiting: {tried.message}"
-                if tried
-                else f"Waiting: circuit breaker of {names} {'misconfigured' if misconfigured else 'open'}."
-            )[:2000],
-        )
-        if released and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
-            queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
-    metrics.NOTIFICATION_DEFERRALS.labels(channel=notification.channel).inc()
-    log.info(
-        "notification.deferred",
-        error_code=error_code,
-        provider=names,
-        probe_in_seconds=round(retry_in.total_seconds(), 1),
-        **log_context,
-    )
-    # A breaker that closed between our check and our COMMIT has woken the others already.
-    if any(circuit_breaker_lets_through(provider=provider.name) for provider in providers):
-        notifications_wake_deferred(channel=notification.channel)
-    return SendResult(outcome="deferred", notification_id=str(notification.id))
-
-
-def notifications_probe(*, channel: str) -> str:
-    """The channel's probe message: send the longest-waiting deferred notification now.
-
-    Its send goes through the usual routing, so it claims the breaker's probe; a success closes the
-    breaker and wakes every waiting send of the channel, a failure defers it again (queueing the
-    next probe). Nothing waiting: nothing to probe with, and the next new send probes by itself.
-    Returns the probe's outcome (sent | deferred | dead | retrying | nothing_waiting | skipped |
-    not_configured).
-    """
-    try:
-        providers = channels.providers_for(channel)
-    except ProviderError:
-        return "not_configured"  # e.g. SMS switched off meanwhile; each waiting send dies on its own try
-    circuit_breaker_probe_started(provider=providers[0].name)
-    with transaction.atomic():
-        waiting = (
-            Notification.objects.select_for_update(skip_locked=True)
-            .filter(channel=channel, deferred_at__isnull=False, status__in=CLAIMABLE)
-            .order_by("deferred_at")
-            .first()
-        )
-        if waiting is not None:
-            Notification.objects.filter(id=waiting.id).update(deferred_at=None)
-    if waiting is None:
-        return "nothing_waiting"
-    try:
-        return notification_send(notification_id=str(waiting.id)).outcome
-    except NotificationBusy:
-        return "skipped"  # another worker holds it; it finishes it
-    except ProviderTransientError as error:
-        return _after_failed_probe(waiting, providers, error)
-
-
-def _after_failed_probe(notification: Notification, providers: list[Provider], error: ProviderError) -> str:
-    """The probe's send failed and left the row `retrying`. Provider still down (the breaker
-    reopened): the row waits again, with no outbox row of its own, and the next probe is queued.
-    The provider answered with a per-message temporary refusal (the breaker closed, the others
-    were woken): this one goes on with its own backoff."""
-    now = timezone.now()
-    with transaction.atomic():
-        if classification.failure_class_of(error) == FailureClass.PROVIDER_DOWN:
-            parked = Notification.objects.filter(id=notification.id, status=Status.RETRYING).update(deferred_at=now)
-            retry_in = dt.timedelta(seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + random.uniform(0, 1))
-            if parked and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
-                queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
-            return "deferred"
-        queueing.enqueue_send(notification, delay=dt.timedelta(milliseconds=settings.NOTIFICATION_MIN_BACKOFF_MS))
-    return "retrying"

@@ -5,7 +5,8 @@ Staff-written templates are compiled by their own `django.template.Engine`, neve
   empty `libraries` (`{% load %}` of anything fails) and only the harmless built-in tags of
   ALLOWED_TAGS (no `{% load %}`, `{% debug %}`, `{% url %}`, `{% csrf_token %}`, `{% autoescape %}`):
   an unknown tag is a TemplateSyntaxError at compile time, with its line;
-- no `safe`/`safeseq` filter, and no `{% autoescape off %}`: in HTML, attendee data is always escaped;
+- no `safe`/`safeseq` filter in HTML, and no `{% autoescape off %}`: attendee data is always escaped
+  there (texts are not escaped at all, so `safe` changes nothing in them and is allowed);
 - the `date` filter is the remembered one of `templatetags/event_dates.py`, built in (no `{% load %}`).
 HTML is compiled with autoescape on, subjects, texts and SMS with it off (they are not HTML).
 
@@ -44,8 +45,8 @@ ALLOWED_TAGS = (
     "widthratio",
     "with",
 )
-# `safe` would let attendee data through unescaped into the HTML part.
-REFUSED_FILTERS = ("safe", "safeseq")
+# In HTML, `safe` would let attendee data through unescaped (in text it changes nothing: allowed).
+REFUSED_HTML_FILTERS = ("safe", "safeseq")
 
 # A registration as the templates see it (the folded state a notification carries), used for the
 # check at save and the preview when no registration is chosen. Its keys are the allowed variables.
@@ -64,7 +65,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "event_venue": "Congress Hall, Room 1",
 }
 # Added by rendering.template_context from event_starts_at and the send time.
-DERIVED_VARIABLES = ("starts_local", "starts_day")
+DERIVED_VARIABLES = ("starts_local", "starts_day", "add_to_calendar_url")
 ALLOWED_VARIABLES = frozenset(SAMPLE_CONTEXT) | frozenset(DERIVED_VARIABLES)
 
 # GSM 03.38: the basic set costs one septet, the extension set two (escape + character).
@@ -99,11 +100,12 @@ def sms_segments(text: str) -> Segments:
     return Segments(encoding, units, 1 if units <= single else -(-units // multi))
 
 
-def _library() -> Library:
+def _library(*, html: bool) -> Library:
+    refused = REFUSED_HTML_FILTERS if html else ()
     library = Library()
     library.tags = {name: defaulttags.register.tags[name] for name in ALLOWED_TAGS}
     library.filters = {
-        name: function for name, function in defaultfilters.register.filters.items() if name not in REFUSED_FILTERS
+        name: function for name, function in defaultfilters.register.filters.items() if name not in refused
     }
     library.filters["date"] = event_dates.register.filters["date"]
     return library
@@ -117,7 +119,7 @@ class _SafeEngine(Engine):
 def _engine(*, autoescape: bool) -> Engine:
     # debug=True: errors carry the line they happened on (exception.template_debug).
     engine = _SafeEngine(dirs=[], app_dirs=False, loaders=[], libraries={}, autoescape=autoescape, debug=True)
-    engine.template_builtins = [_library()]
+    engine.template_builtins = [_library(html=autoescape)]
     return engine
 
 

@@ -88,7 +88,6 @@ def refusal(target: MessageTemplate, **parts: str) -> dict[str, str]:
         ("{% url 'admin:index' %}", 1, "{% url %} is not allowed"),
         ("{% autoescape off %}{{ first_name }}{% endautoescape %}", 1, "{% autoescape %} is not allowed"),
         ("{% csrf_token %}", 1, "{% csrf_token %} is not allowed"),
-        ("a\n{{ first_name|safe }}", 2, "Invalid filter: 'safe'"),
         ("Hello\n\n{{ password }}", 3, "unknown variable 'password'"),
         ("{% if secret_key %}x{% endif %}", 1, "unknown variable 'secret_key'"),
         ("{% for x in settings.DATABASES %}{{ x }}{% endfor %}", 1, "unknown variable 'settings'"),
@@ -108,6 +107,11 @@ def test_each_part_is_checked_and_named() -> None:
     errors = refusal(template(), subject="{{ nope }}", html="<p>\n{% include 'x.html' %}</p>")
     assert set(errors) == {"subject", "html"}
     assert "unknown variable 'nope'" in errors["subject"] and errors["html"].startswith("Line 2:")
+
+
+def test_safe_is_refused_in_html_where_it_would_unescape_attendee_data() -> None:
+    errors = refusal(template(), text="{{ first_name|safe }}", html="<p>\n{{ first_name|safe }}</p>")
+    assert set(errors) == {"html"} and errors["html"] == "Line 2: Invalid filter: 'safe'"
 
 
 def test_loop_and_with_variables_are_known_inside_the_template() -> None:

@@ -2,12 +2,14 @@
 which providers.
 
 A channel is one module or package (`email/`, `sms/` here) exposing `CHANNEL`, a `Channel`: its
-name, the notification kinds it carries, where its address is in a registration's state and the
-address's one normal form (eventplatform.addresses), its providers in order of preference
-(`build_providers`, read from settings), its rows of the failure classification and whether it is
-switched on. Settings name the channels (NOTIFICATION_CHANNELS, a list of module paths); this
-module loads them once per process. Nothing else in the app names a channel: adding one is one
-package and one settings line (docs/architecture.md, "Where new things go").
+name, the notification kinds it carries, where its address is in a registration's state, the
+address's one normal form (eventplatform.addresses) and how logs mask it, its providers in order of
+preference (`build_providers`, read from settings) and how long their calls may take, its rows of
+the failure classification, whether it is switched on and, for a text-only channel, its template.
+Settings name the channels (NOTIFICATION_CHANNELS, a list of module paths); this module loads them
+once per process (checks.py refuses at start a list that does not load). The core sends through
+whichever channels are registered and imports none of them: adding one is one package and one
+settings line (docs/architecture.md, "Where new things go").
 
 Registrations describe what happened (kind, state); `channels_for` and `recipient_for` turn it into
 (channel, recipient).
@@ -27,7 +29,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from apps.notifications.classification import Rule
 from apps.notifications.errors import ProviderPermanentError
+from apps.notifications.models import Notification
 from apps.notifications.providers import Provider
+
+NAME_LENGTH = Notification._meta.get_field("channel").max_length or 0
 
 
 def _always() -> bool:
@@ -36,12 +41,15 @@ def _always() -> bool:
 
 @dataclass(frozen=True)
 class Channel:
-    name: str  # Notification.channel (at most 8 characters: the column's length)
+    name: str  # Notification.channel (at most NAME_LENGTH characters: the column's)
     kinds: frozenset[str]  # the notification kinds that go by it
     address_field: str  # the key of a registration's state that holds its address
     normalise: Callable[[str], str]  # the address in its one normal form, as validated and erased
     mask: Callable[[str], str | None]  # the address as a log line may show it
     build_providers: Callable[[], list[Provider]]  # primary first, then fallbacks, from settings
+    # The longest one send can spend in its providers' calls (a fallback tried after the primary
+    # included): the claim must outlast it (checks.py).
+    longest_call_seconds: Callable[[], float]
     rules: tuple[Rule, ...]  # its rows of the failure classification
     enabled: Callable[[], bool] = _always  # switched on by settings (SMS needs an API, or the console)
     # The one template part of a text-only message (`sms.txt`: <kind>.sms.txt); None for an e-mail
@@ -62,6 +70,10 @@ def _load(paths: tuple[str, ...]) -> dict[str, Channel]:
         found = getattr(importlib.import_module(path), "CHANNEL", None)
         if not isinstance(found, Channel):
             raise ImproperlyConfigured(f"NOTIFICATION_CHANNELS: {path} has no CHANNEL (a channels.Channel).")
+        if not 0 < len(found.name) <= NAME_LENGTH:
+            raise ImproperlyConfigured(
+                f"NOTIFICATION_CHANNELS: {path}: a channel's name has 1 to {NAME_LENGTH} characters."
+            )
         if found.name in loaded:
             raise ImproperlyConfigured(f"NOTIFICATION_CHANNELS: two channels are named {found.name!r}.")
         loaded[found.name] = found

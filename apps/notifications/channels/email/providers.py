@@ -89,6 +89,7 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
     The connection is this thread's own (EmailProvider._connection), already open."""
     encoding = email.encoding or settings.DEFAULT_CHARSET
     smtp = backend.connection
+    assert smtp is not None, "opened by EmailProvider._connection"
     sender = mime.envelope_sender(email.from_email, encoding)
     recipients = [mime.envelope_address(address, encoding) for address in email.recipients()]
     content = mime.message_bytes(email)
@@ -112,6 +113,7 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
         body += b"\r\n"
     smtp.send(body + b".\r\n")
     # From here the server has the whole message: whatever happens, it may deliver it.
+    assert smtp.sock is not None, "smtp.send() raises without a socket"
     smtp.sock.settimeout(settings.EMAIL_DATA_TIMEOUT_SECONDS)
     try:
         code, reply = smtp.getreply()
@@ -263,6 +265,19 @@ def _email_fallback() -> EmailProvider | None:
         backend=config["EMAIL_BACKEND"],
         **{key: value for key, value in options.items() if value is not None},
     )
+
+
+# The SMTP conversation before the end of DATA: connect, greeting, EHLO, MAIL, RCPT, DATA, each
+# answering within EMAIL_TIMEOUT.
+SMTP_SHORT_STEPS = 6
+
+
+def longest_call_seconds() -> float:
+    """The longest an e-mail send spends with its providers: each conversation's short steps, then
+    the wait for the reply to the end of DATA; a misconfigured primary hands the send to the
+    fallback, so two conversations when one is configured."""
+    conversation = SMTP_SHORT_STEPS * settings.EMAIL_TIMEOUT + settings.EMAIL_DATA_TIMEOUT_SECONDS
+    return (2 if (settings.EMAIL_FALLBACK_URL or settings.EMAIL_FALLBACK_BACKEND) else 1) * conversation
 
 
 def build_providers() -> list[Provider]:

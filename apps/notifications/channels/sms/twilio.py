@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from apps.notifications import classification
-from apps.notifications.channels.sms.classification import RULES
+from apps.notifications.channels.sms.classification import PORTAL_SENDER_REFUSED, RULES, TWILIO_SENDER
 from apps.notifications.providers import OutgoingMessage, retry_after_seconds
 
 
@@ -38,7 +38,9 @@ class TwilioSmsProvider:
         return self._local.session
 
     def send(self, message: OutgoingMessage) -> str:
-        form = {"To": message.recipient, "From": self.sender, "Body": message.text}
+        # The portal's alphanumeric sender id when it has one (apps/webhooks/senders.py), else SMS_FROM.
+        portal_sender = message.context.get("sender_sms_id") or ""
+        form = {"To": message.recipient, "From": portal_sender or self.sender, "Body": message.text}
         asked_at = dt.datetime.now(dt.UTC)
         try:
             response = self._session().post(self.url, data=form, auth=self.auth, timeout=self.timeout)
@@ -53,6 +55,8 @@ class TwilioSmsProvider:
             twilio_code = body.get("code")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             details = {str(twilio_code)} if twilio_code is not None else set()
+            if portal_sender and details & TWILIO_SENDER:
+                details.add(PORTAL_SENDER_REFUSED)
             rule = classification.classify(
                 RULES,
                 protocol="sms",
