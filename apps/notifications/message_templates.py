@@ -82,6 +82,7 @@ class Preview:
     text: str
     html: str | None
     segments: Segments | None  # SMS only
+    context: dict[str, Any]  # what it was rendered with
 
 
 def normalise_locale(locale: str) -> str:
@@ -245,7 +246,7 @@ def message_template_preview(
         if is_text_only(template.channel):
             body = " ".join(rendered_text.split())
             segments = sms_segments(body) if template.channel == Notification.Channel.SMS else None
-            return Preview(subject="", text=body, html=None, segments=segments)
+            return Preview(subject="", text=body, html=None, segments=segments, context=context)
         rendered_subject = compile_template(subject, html=False).render(Context(context, autoescape=False))
         rendered_html = compile_template(html, html=True).render(Context(context, autoescape=True)) if html else None
     return Preview(
@@ -253,6 +254,7 @@ def message_template_preview(
         text=rendered_text.strip() + "\n",
         html=rendered_html,
         segments=None,
+        context=context,
     )
 
 
@@ -287,8 +289,18 @@ def message_template_send_test(
         text, html = f"{preview.text}\n\n({len(preview.text)} characters{parts})\n", None
     else:
         subject, text, html = f"[Test] {preview.subject}", preview.text, preview.html
+    # The preview's context gives the e-mail channel what it reads from a notification's (the
+    # portal's sender, when a registration of that portal was chosen), except the calendar UID: a
+    # test must not put an attendee's entry into the staff member's calendar.
+    context = {key: value for key, value in preview.context.items() if key != "calendar_uid"}
     message = OutgoingMessage(
-        notification_id=str(uuid.uuid4()), recipient=address, subject=subject, text=text, html=html
+        notification_id=str(uuid.uuid4()),
+        recipient=address,
+        subject=subject,
+        text=text,
+        html=html,
+        kind=template.kind,
+        context=context,
     )
     try:
         channels.providers_for(Notification.Channel.EMAIL)[0].send(message)

@@ -138,6 +138,23 @@ def test_send_me_a_test_arrives_at_my_own_address_and_creates_no_notification(
     assert not Notification.objects.exists() and confirmation.versions.count() == 1
 
 
+def test_a_test_with_a_chosen_registration_comes_from_its_portals_sender_without_its_calendar_entry(
+    client: Client,
+    confirmation: MessageTemplate,
+    email_via_smtp: SmtpServer,
+    make_notification: Callable[..., Notification],
+) -> None:
+    user = staff(client, *TEMPLATE_PERMISSIONS, "view_registration")
+    notification = make_notification(
+        sender_email_from="Pretix Conf <hello@conf.example.org>", calendar_uid="reg-7", calendar_sequence=0
+    )
+    fields = {"subject": "s", "text": "t", "registration": str(notification.registration_id)}
+    assert "Test message sent to" in post(client, confirmation, "test", **fields)
+    (message,) = email_via_smtp.messages
+    assert (message["From"], message["To"]) == ("Pretix Conf <hello@conf.example.org>", user.email)
+    assert all(part.get_content_type() != "text/calendar" for part in message.walk())
+
+
 def test_send_me_a_test_without_an_address_of_ones_own_is_refused(
     client: Client, confirmation: MessageTemplate, email_via_smtp: SmtpServer
 ) -> None:
