@@ -37,7 +37,6 @@ ALLOWED_TAGS = (
     "if",
     "ifchanged",
     "now",
-    "regroup",
     "resetcycle",
     "spaceless",
     "templatetag",
@@ -174,12 +173,17 @@ def _expressions(value: Any, depth: int = 0) -> Iterator[FilterExpression | Vari
 
 
 def _bound_names(template: Template) -> set[str]:
+    """Names the template gives itself: loop variables, `{% with %}`, and the `as name` of
+    `{% now %}`, `{% firstof %}`, `{% widthratio %}` (asvar) and `{% cycle %}` (variable_name)."""
     names = {"forloop"}
     for node in _nodes(template):
         if isinstance(node, ForNode):
             names.update(node.loopvars)
         elif isinstance(node, WithNode):
             names.update(node.extra_context)
+        for attribute in ("asvar", "variable_name"):
+            if isinstance(name := getattr(node, attribute, None), str):
+                names.add(name)
     return names
 
 

@@ -88,6 +88,7 @@ def refusal(target: MessageTemplate, **parts: str) -> dict[str, str]:
         ("{% url 'admin:index' %}", 1, "{% url %} is not allowed"),
         ("{% autoescape off %}{{ first_name }}{% endautoescape %}", 1, "{% autoescape %} is not allowed"),
         ("{% csrf_token %}", 1, "{% csrf_token %} is not allowed"),
+        ("{% regroup event_name by x as y %}", 1, "{% regroup %} is not allowed"),
         ("Hello\n\n{{ password }}", 3, "unknown variable 'password'"),
         ("{% if secret_key %}x{% endif %}", 1, "unknown variable 'secret_key'"),
         ("{% for x in settings.DATABASES %}{{ x }}{% endfor %}", 1, "unknown variable 'settings'"),
@@ -115,10 +116,12 @@ def test_safe_is_refused_in_html_where_it_would_unescape_attendee_data() -> None
 
 
 def test_loop_and_with_variables_are_known_inside_the_template() -> None:
-    save(
-        template(),
-        text="{% with name=first_name|upper %}{{ name }}{% endwith %}{% for c in event_name %}{{ c }}{% endfor %}",
-    )
+    target = template()
+    save(target, text="{% with name=first_name|upper %}{{ name }}{% endwith %}")
+    save(target, text="{% for c in event_name %}{{ c }}{{ forloop.counter }}{% endfor %}")
+    save(target, text='{% now "Y" as year %}{{ year }} {% firstof event_venue "online" as where %}{{ where }}')
+    save(target, text="{% cycle 'a' 'b' as ab %}{{ ab }} {% widthratio 3 4 100 as pct %}{{ pct }}")
+    assert target.versions.count() == 4
 
 
 def test_a_2000_character_sms_is_refused_at_save() -> None:
