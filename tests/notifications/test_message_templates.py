@@ -31,6 +31,7 @@ from apps.webhooks.models import Portal
 from apps.webhooks.services import portal_create
 from tests.support import webhooks
 from tests.support.processes import process_env
+from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.django_db
@@ -292,3 +293,14 @@ def test_a_sent_notification_records_the_version_it_was_rendered_with(
     subjects = {message["X-Eventplatform-Notification-Id"]: message["Subject"] for message in email_via_smtp.messages}
     assert subjects[str(edited.id)] == "Edited: PyData Berlin"
     assert subjects[str(shipped.id)] == "You are registered: PyData Berlin"
+
+
+def test_sms_sent_with_an_edited_wording_records_it(
+    sms_via_api: SmsApi, make_notification: Callable[..., Notification], editor: User
+) -> None:
+    version = save(template(channel="sms"), editor, text="{{ first_name }}: see you at {{ event_name }}!\n")
+    notifications = [make_notification(channel="sms") for _ in range(5)]
+    for notification in notifications:
+        assert notification_send(notification_id=str(notification.id)).outcome == "sent"
+    assert [form["Body"] for form in sms_via_api.received] == ["Ada: see you at PyData Berlin!"] * 5
+    assert {n.template_version_id for n in Notification.objects.filter(channel="sms")} == {version.id}
