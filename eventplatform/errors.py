@@ -236,6 +236,19 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Unexpected provider error; treated as provider_down (retried, counts toward the breaker).",
             "Read the traceback.",
         ),
+        # --- wording edited in the admin (apps/notifications/message_templates.py)
+        ErrorCode(
+            "template_refused",
+            "A message template version was not saved: a part does not compile in the safe engine, uses a "
+            "tag or variable that is not allowed, does not render with the sample, or makes too long an SMS.",
+            "Read the message on the page (it names the part and the line) and correct the template.",
+        ),
+        ErrorCode(
+            "template_test_send_failed",
+            "A staff member's test send of a message template did not go out: their user has no e-mail "
+            "address, or the e-mail provider refused it.",
+            "Add an e-mail address to the user, or look at the provider's reply in the message.",
+        ),
         # --- notification failure classification (apps/notifications/channels/<name>/classification.py)
         ErrorCode(
             "smtp_connection_failed",
@@ -334,6 +347,12 @@ CATALOGUE: dict[str, ErrorCode] = {
             "provider_misconfigured: 404 (wrong SMS_API_URL or account) or our From "
             "number refused (Twilio 21212/21606/21659); sends wait until a probe succeeds.",
             "Fix SMS_API_URL, SMS_ACCOUNT_SID or SMS_FROM.",
+        ),
+        ErrorCode(
+            "sms_sender_refused",
+            "message_permanent: Twilio refused the portal's own SMS sender id (21212/21606/21659 with the "
+            "portal's sender id as From); dead, and SMS of other portals go on.",
+            "Fix or clear the portal's SMS sender id (some countries allow no alphanumeric sender), then replay.",
         ),
         ErrorCode(
             "sms_invalid_number",

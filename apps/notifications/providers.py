@@ -10,9 +10,10 @@ channel registry (apps/notifications/channels/__init__.py).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class OutgoingMessage:
     subject: str
     text: str
     html: str | None = None
+    kind: str = ""
+    # The notification's context, as created: what a channel builds its own parts from (the
+    # portal's sender, an e-mail's calendar entry) without a query.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):

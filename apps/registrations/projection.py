@@ -19,6 +19,8 @@ from eventplatform.addresses import normalise_email, normalise_phone
 TYPE_RANK = {"created": 0, "updated": 1, "cancelled": 2}
 # What the attendee sees: a change here (and only here) is worth an `update` message.
 VISIBLE_FIELDS = ("first_name", "last_name", "event_name", "event_starts_at", "event_venue")
+# The key of a notification's context holding its calendar entry's SEQUENCE (desired_notifications).
+CALENDAR_SEQUENCE = "calendar_sequence"
 DATA_FIELDS = (
     "email",
     "phone",
@@ -133,18 +135,26 @@ def desired_notifications(events: Iterable[DomainEvent]) -> list[tuple[str, str,
     registration cancelled since is not wanted (the cancellation is the last word). That the
     attendee was told this state already (the same content, e.g. back and forth before the first
     was sent) is the caller's knowledge: registrations.services drops such an update.
+
+    Each state also carries CALENDAR_SEQUENCE, the SEQUENCE of the calendar entry its e-mail
+    carries: 0 for the confirmation, the number of visible changes (in the portal's order) up to
+    the update's event, one more than all of them before the cancellation. Stored with the
+    notification, so a replay re-sends the same entry, and derived from the log alone, so it
+    grows with every update whatever order the deliveries arrived in.
     """
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
     state: dict[str, Any] | None = None
     last_change: tuple[str, dict[str, Any]] | None = None
+    changes = 0  # visible changes so far: the calendar entry's SEQUENCE (CONTRACT section 9)
     for event in ordered(events):
         before, state = state, apply(state, event)
         if event.type == "created":
-            wanted.setdefault(("confirmation", ""), state)
+            wanted.setdefault(("confirmation", ""), {**state, CALENDAR_SEQUENCE: changes})
         elif event.type == "cancelled":
-            wanted.setdefault(("cancellation", ""), state)
+            wanted.setdefault(("cancellation", ""), {**state, CALENDAR_SEQUENCE: changes + 1})
         elif before is not None and before["status"] == "active" and visible_digest(before) != visible_digest(state):
-            last_change = (event_key(event), state)
+            changes += 1
+            last_change = (event_key(event), {**state, CALENDAR_SEQUENCE: changes})
     if last_change is not None and state is not None and state["status"] == "active":
         wanted[("update", last_change[0])] = last_change[1]
     return [(kind, dedupe_key, state) for (kind, dedupe_key), state in wanted.items()]

@@ -20,6 +20,7 @@ from apps.notifications.models import Notification
 from apps.notifications.services import notification_create
 from apps.registrations import projection
 from apps.registrations.models import Registration
+from apps.webhooks import senders
 
 
 def reminder_windows(now: dt.datetime) -> dict[str, tuple[dt.datetime, dt.datetime]]:
@@ -34,6 +35,11 @@ def _context(registration: Registration) -> dict[str, Any]:
     context = {field: getattr(registration, field) for field in projection.DATA_FIELDS}
     context["event_starts_at"] = registration.event_starts_at.isoformat() if registration.event_starts_at else ""
     context["status"] = registration.status
+    # The portal's sender and default locale, as registration_apply gives every notification.
+    portal = registration.portal
+    context.update(
+        senders.notification_context({column: getattr(portal, column) for column in senders.NOTIFICATION_CONTEXT_KEYS})
+    )
     return context
 
 
@@ -42,7 +48,8 @@ def _remind(*, registration_id: int, kind: str, start: dt.datetime, end: dt.date
     """One registration, one transaction: the row lock orders this against registration_apply, so a
     cancellation either comes first (no reminder) or cancels the reminder just created."""
     registration = (
-        Registration.objects.select_for_update()
+        Registration.objects.select_related("portal")
+        .select_for_update(of=("self",))
         .filter(
             id=registration_id,
             status=Registration.Status.ACTIVE,

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -21,7 +22,8 @@ from apps.notifications.services import (
 )
 from apps.registrations import projection
 from apps.registrations.models import ProcessedMessage, Registration, RegistrationEvent
-from apps.webhooks.models import WebhookEvent
+from apps.webhooks import senders
+from apps.webhooks.models import Portal, WebhookEvent
 from eventplatform import sql
 from eventplatform.errors import EventPlatformError
 
@@ -48,6 +50,18 @@ class ApplyResult:
     notification_ids: tuple[uuid.UUID, ...] = ()
 
 
+# The key of a notification's context holding its calendar entry's UID (CONTRACT section 9).
+CALENDAR_UID = "calendar_uid"
+_CALENDAR_NAMESPACE = uuid.UUID("5d0c2a52-6f3e-4b52-9d4e-2f7a3c1e8b90")
+
+
+def calendar_uid(*, portal_id: int, external_id: str) -> str:
+    """The registration's calendar UID: the same for every e-mail about it (so the attendee's
+    calendar updates one entry), derived from what names it (no column to store), and saying
+    nothing about it (a name-based UUID)."""
+    return str(uuid.uuid5(_CALENDAR_NAMESPACE, f"{portal_id}:{external_id}"))
+
+
 def _utc_iso(value: str) -> str:
     parsed = parse_datetime(value)
     if parsed is None:
@@ -66,12 +80,16 @@ _MARK_PROCESSED = (
     "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
 )
 _EVENT_COLUMNS = ("portal_id", "type", "status", "payload", "received_at")
-# PostgreSQL: record the message id and read the event in one round trip (the LEFT JOIN answers
+# The portal's sender and default locale, read with the event: the notifications carry them
+# (senders.notification_context), so neither this apply nor a send queries the portal.
+_PORTAL_COLUMNS = tuple(senders.NOTIFICATION_CONTEXT_KEYS)
+# PostgreSQL: record the message id and read the event in one round trip (the LEFT JOINs answer
 # even when the event does not exist).
 _MARK_PROCESSED_AND_READ = (
     f"WITH processed AS ({_MARK_PROCESSED}) SELECT EXISTS (SELECT 1 FROM processed), "
-    + ", ".join(f"e.{column}" for column in _EVENT_COLUMNS)
+    + ", ".join([*(f"e.{column}" for column in _EVENT_COLUMNS), *(f"p.{column}" for column in _PORTAL_COLUMNS)])
     + f" FROM (SELECT 1) AS one LEFT JOIN {WebhookEvent._meta.db_table} AS e ON e.id = %s"
+    + f" LEFT JOIN {Portal._meta.db_table} AS p ON p.id = e.portal_id"
 )
 
 
@@ -87,13 +105,18 @@ def _mark_processed_and_read(message_id: str, event_id: uuid.UUID) -> tuple[bool
         with connection.cursor() as cursor:
             cursor.execute(_MARK_PROCESSED, [message_id, now])
             first = cursor.fetchone() is not None
-        return first, WebhookEvent.objects.filter(id=event_id).values(*_EVENT_COLUMNS).first()
+        found = (
+            WebhookEvent.objects.filter(id=event_id)
+            .values(*_EVENT_COLUMNS, **{column: F(f"portal__{column}") for column in _PORTAL_COLUMNS})
+            .first()
+        )
+        return first, found
     with connection.cursor() as cursor:
         cursor.execute(_MARK_PROCESSED_AND_READ, [message_id, now, event_id])
         first, *values = cursor.fetchone()
     if values[0] is None:
         return first, None
-    event = dict(zip(_EVENT_COLUMNS, values, strict=True))
+    event = dict(zip((*_EVENT_COLUMNS, *_PORTAL_COLUMNS), values, strict=True))
     event["payload"] = _PAYLOAD_FIELD.from_db_value(event["payload"], None, connection)
     return first, event
 
@@ -307,9 +330,17 @@ def registration_apply(*, event_id: str, message_id: str, send_at_once: bool = F
     wanted = _without_restated_update(
         _update_keys_renewed(projection.desired_notifications(events), existing), existing
     )
+    # What every notification of this portal carries (its sender, its default locale) and the
+    # calendar entry's UID, stable for the registration.
+    carried = {
+        **senders.notification_context(webhook_event),
+        CALENDAR_UID: calendar_uid(
+            portal_id=webhook_event["portal_id"], external_id=payload["data"]["registration_id"]
+        ),
+    }
     created = notifications_create_missing(
         registration_id=registration_id,
-        wanted=wanted,
+        wanted=[(kind, key, {**state, **carried}) for kind, key, state in wanted],
         correlation_id=str(webhook_event["id"]),
         source_received_at=webhook_event["received_at"],
         known_none=created_now,

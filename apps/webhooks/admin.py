@@ -8,6 +8,7 @@ the HTML source) it is masked, a prefix and the last four characters: enough to 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
+from apps.webhooks import senders
 from apps.webhooks.models import Portal, PortalSecret, WebhookEvent
 from apps.webhooks.serializers import EVENT_TYPES
 from apps.webhooks.services import portal_secret_rotate
@@ -71,6 +73,42 @@ class PortalSecretForm(forms.ModelForm):
         return secret
 
 
+class PortalForm(forms.ModelForm):
+    """The sender fields stored in their one normal form (senders.parse_*): what is shown after
+    saving is what the e-mails carry. A From on a domain not in EMAIL_SENDER_DOMAINS is refused
+    here, with the domains that are allowed."""
+
+    class Meta:
+        model = Portal
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "default_locale" in self.fields:  # left empty: English, the shipped default
+            self.fields["default_locale"].required = False
+
+    def _parsed(self, name: str, parse: Callable[[str], str]) -> str:
+        value = self.cleaned_data[name]
+        if not value:
+            return ""
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+    def clean_email_from(self) -> str:
+        return self._parsed("email_from", senders.parse_email_from)
+
+    def clean_reply_to(self) -> str:
+        return self._parsed("reply_to", senders.parse_reply_to)
+
+    def clean_sms_sender_id(self) -> str:
+        return self._parsed("sms_sender_id", senders.parse_sms_sender_id)
+
+    def clean_default_locale(self) -> str:
+        return self._parsed("default_locale", senders.parse_locale) or "en"
+
+
 class PortalSecretInline(admin.TabularInline):
     model = PortalSecret
     form = PortalSecretForm
@@ -81,7 +119,15 @@ class PortalSecretInline(admin.TabularInline):
 
 @admin.register(Portal)
 class PortalAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "active", "active_secrets", "rate_limit_per_minute", "created_at")
+    form = PortalForm
+    list_display = ("slug", "name", "active", "active_secrets", "email_from", "rate_limit_per_minute", "created_at")
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "active", "rate_limit_per_minute")}),
+        (
+            "Sender and language (what attendees see)",
+            {"fields": ("email_from", "reply_to", "sms_sender_id", "default_locale")},
+        ),
+    )
     list_filter = ("active",)
     search_fields = ("slug", "name")
     inlines = [PortalSecretInline]

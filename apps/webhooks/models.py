@@ -6,6 +6,12 @@ from django.db import models
 from django.db.models import F
 from django.db.models.fields.json import KeyTransform
 
+from apps.webhooks.senders import (
+    validate_email_from,
+    validate_locale,
+    validate_reply_to,
+    validate_sms_sender_id,
+)
 from eventplatform.encryption import EncryptedTextField
 
 
@@ -17,6 +23,37 @@ class Portal(models.Model):
     active = models.BooleanField(default=True)
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests per minute before 429; empty means no limit."
+    )
+    # The organiser's sender (CONTRACT section 9; apps/webhooks/senders.py parses and validates each).
+    # Empty: DEFAULT_FROM_EMAIL, no Reply-To, SMS_FROM.
+    email_from = models.CharField(
+        "From",
+        max_length=320,
+        blank=True,
+        validators=[validate_email_from],
+        help_text="Display name and address, e.g. “Ada Conf <hello@conf.example.com>”, on a domain of "
+        "EMAIL_SENDER_DOMAINS. Empty: the platform's DEFAULT_FROM_EMAIL.",
+    )
+    reply_to = models.CharField(
+        "Reply-To",
+        max_length=320,
+        blank=True,
+        validators=[validate_reply_to],
+        help_text="Where attendees' replies go (any address). Empty: no Reply-To.",
+    )
+    sms_sender_id = models.CharField(
+        "SMS sender id",
+        max_length=11,
+        blank=True,
+        validators=[validate_sms_sender_id],
+        help_text="Alphanumeric sender shown on SMS: 1–11 letters and digits, at least one letter. "
+        "Empty: the platform's SMS_FROM number.",
+    )
+    default_locale = models.CharField(
+        max_length=16,
+        default="en",
+        validators=[validate_locale],
+        help_text="The language of attendees whose own locale has no wording (fr-CA → fr → this → en).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.outbox.services import outbox_insert, outbox_insert_select_sql, outbox_message_fields, outbox_row_params
 from apps.webhooks.apply_actor import APPLY_ACTOR
 from apps.webhooks.models import Portal, PortalSecret, RateWindow, WebhookEvent
+from apps.webhooks.senders import parse_email_from, parse_reply_to
 from apps.webhooks.signature import validate_secret
 
 
@@ -139,18 +140,43 @@ def portal_secret_rotate(*, portal: Portal) -> str:
     return secret
 
 
-@transaction.atomic
-def portal_create(*, slug: str, name: str | None = None, secret: str | None = None) -> tuple[Portal, str, bool]:
-    """Create the portal, or return it; a given secret is added if the portal lacks it.
+def portal_sender_fields(*, email_from: str | None = None, reply_to: str | None = None) -> dict[str, str]:
+    """The sender fields to set, parsed into their stored form (apps/webhooks/senders.py): a None
+    argument leaves that field as it is, an empty one clears it. Raises ValueError with the reason."""
+    fields = {}
+    if email_from is not None:
+        fields["email_from"] = parse_email_from(email_from) if email_from.strip() else ""
+    if reply_to is not None:
+        fields["reply_to"] = parse_reply_to(reply_to) if reply_to.strip() else ""
+    return fields
 
+
+@transaction.atomic
+def portal_create(
+    *,
+    slug: str,
+    name: str | None = None,
+    secret: str | None = None,
+    email_from: str | None = None,
+    reply_to: str | None = None,
+) -> tuple[Portal, str, bool]:
+    """Create the portal, or return it; a given secret is added if the portal lacks it, a given
+    sender (From, Reply-To; CONTRACT section 9) is set or changed.
+
+    Everything given is validated before anything is written: a refused sender creates no portal.
     Safe to run twice or concurrently: the slug is unique, and the portal's row is locked while
     its secrets are compared (they are stored encrypted, so the database cannot compare them).
     Returns (portal, the secret to print, whether the portal was created).
     """
     if secret is not None:
         validate_secret(secret)
-    portal, created = Portal.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+    sender = portal_sender_fields(email_from=email_from, reply_to=reply_to)
+    portal, created = Portal.objects.get_or_create(slug=slug, defaults={"name": name or slug, **sender})
     Portal.objects.select_for_update().filter(pk=portal.pk).exists()
+    if sender and not created:
+        Portal.objects.filter(pk=portal.pk).update(**sender)
+        for field, value in sender.items():
+            setattr(portal, field, value)
     stored = list(portal.secrets.order_by("-created_at"))
     if secret is None:
         active = [s.secret for s in stored if s.active]

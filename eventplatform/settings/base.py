@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from email.utils import parseaddr
 from pathlib import Path
 
 import environ
@@ -174,6 +175,11 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 EMAIL_DATA_TIMEOUT_SECONDS = env.float("EMAIL_DATA_TIMEOUT_SECONDS", default=600.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eventplatform <no-reply@eventplatform.local>")
+# The domains a portal's own From may use (those our SPF and DKIM cover; apps/webhooks/senders.py),
+# matched exactly: list each subdomain. Default: the domain of DEFAULT_FROM_EMAIL.
+EMAIL_SENDER_DOMAINS = env.list(
+    "EMAIL_SENDER_DOMAINS", default=[parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()]
+)
 
 # --- SMS (Twilio Messages API compatible)
 SMS_API_URL = env.str("SMS_API_URL", default="")
@@ -195,6 +201,9 @@ NOTIFICATION_CHANNELS = env.list(
 )
 
 # --- notifications
+# How long an event's calendar entry lasts (its DTEND, and the "add to calendar" link's end): webhooks
+# carry no end time (apps/notifications/channels/email/calendar.py).
+CALENDAR_EVENT_MINUTES = env.int("CALENDAR_EVENT_MINUTES", default=60)
 # A `sending` claim older than this is taken to belong to a dead worker and may be claimed again, so
 # it must outlast the longest provider call (apps/notifications/checks.py refuses to start otherwise).
 NOTIFICATION_CLAIM_TIMEOUT_SECONDS = env.int("NOTIFICATION_CLAIM_TIMEOUT_SECONDS", default=900)
@@ -226,6 +235,9 @@ SCHEDULER_INTERVAL_SECONDS = env.int("SCHEDULER_INTERVAL_SECONDS", default=5)
 # (a durable delay in PostgreSQL) until the notification is older than the horizon (docs/notifications.md).
 NOTIFICATION_RETRY_HORIZON_SECONDS = env.int("NOTIFICATION_RETRY_HORIZON_SECONDS", default=86_400)
 NOTIFICATION_ROUND_DELAY_SECONDS = env.int("NOTIFICATION_ROUND_DELAY_SECONDS", default=1_800)
+# Wording edited in the admin: each process keeps the active versions in memory and asks the database
+# whether any was saved (one small count) at most this often, so an edit reaches every worker within it.
+MESSAGE_TEMPLATES_CHECK_SECONDS = env.float("MESSAGE_TEMPLATES_CHECK_SECONDS", default=5.0)
 NOTIFICATION_BREAKER_THRESHOLD = env.int("NOTIFICATION_BREAKER_THRESHOLD", default=5)
 NOTIFICATION_BREAKER_COOLDOWN_SECONDS = env.float("NOTIFICATION_BREAKER_COOLDOWN_SECONDS", default=30.0)
 NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS = env.float("NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS", default=60.0)

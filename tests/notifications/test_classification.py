@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = channels.rules()  # every registered channel's rows
 MESSAGE = OutgoingMessage(notification_id="n-1", recipient="ada@example.org", subject="Hi", text="Hello")
 SMS = OutgoingMessage(notification_id="n-2", recipient="+4915112345678", subject="", text="Hello")
+# An SMS of a portal with its own sender id (apps/webhooks/senders.py), from the notification's context.
+PORTAL_SENDER_SMS = OutgoingMessage(
+    notification_id="n-3", recipient="+4915112345678", subject="", text="Hello", context={"sender_sms_id": "AdaConf"}
+)
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
@@ -102,6 +106,7 @@ def sms(
     headers: dict | None = None,
     answer_delay: float = 0.0,
     listing_status: int | None = None,
+    message: OutgoingMessage = SMS,
 ) -> Iterator[Callable[[], str]]:
     api = SmsApi().start()
     api.answer_delay, api.listing_status = answer_delay, listing_status
@@ -116,7 +121,7 @@ def sms(
             auth_token=token,
             sender="+4930123456",
             timeout=1 if answer_delay else 5,
-        ).send(SMS)
+        ).send(message)
     finally:
         api.stop()
 
@@ -200,6 +205,9 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ("sms", "Twilio 20003 authentication failed"): lambda: sms(token="wrong-token"),
     ("sms", "401/403"): lambda: sms(403, {"code": 20403, "message": "Forbidden"}),
     ("sms", "404: wrong SMS_API_URL or account SID"): lambda: sms(404, {"code": 20404, "message": "Not found"}),
+    ("sms", "Twilio 21212 the portal's own sender id refused"): lambda: sms(
+        400, {"code": 21212, "message": "Invalid From"}, message=PORTAL_SENDER_SMS
+    ),
     ("sms", "Twilio 21606 our From number is not ours"): lambda: sms(400, {"code": 21606, "message": "From"}),
     ("sms", "Twilio 21610 the number replied STOP: suppressed (opted_out)"): lambda: sms(
         400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient"}

@@ -14,6 +14,7 @@ TWILIO_SENDER = frozenset({"21212", "21606", "21659"})  # our From number is inv
 TWILIO_INVALID_NUMBER = frozenset({"21211", "21214", "21217", "21407", "21421", "21612", "21614"})
 TWILIO_OPTED_OUT = frozenset({"21610"})  # the number replied STOP to our sender
 TWILIO_MESSAGE_TEMPORARY = frozenset({"14107"})  # too many messages to this recipient in a short time
+PORTAL_SENDER_REFUSED = "portal_sender_refused"  # a TWILIO_SENDER code, the From being a portal's sender id
 
 RULES: tuple[Rule, ...] = (
     # --- SMS API (Twilio's Messages API)
@@ -39,6 +40,18 @@ RULES: tuple[Rule, ...] = (
     Rule("sms", "http", ANY, M, "sms_auth_failed", "Twilio 20003 authentication failed", TWILIO_AUTH),
     Rule("sms", "http", codes(401, 403), M, "sms_auth_failed", "401/403"),
     Rule("sms", "http", codes(404), M, "sms_misconfigured", "404: wrong SMS_API_URL or account SID"),
+    # A portal's own sender id refused (twilio.py reports PORTAL_SENDER_REFUSED for a TWILIO_SENDER
+    # code when the From was the portal's, not SMS_FROM): that portal's messages are dead, the
+    # provider works for everyone else, so no breaker opens.
+    Rule(
+        "sms",
+        "http",
+        ANY,
+        P,
+        "sms_sender_refused",
+        "Twilio 21212 the portal's own sender id refused",
+        frozenset({PORTAL_SENDER_REFUSED}),
+    ),
     Rule("sms", "http", ANY, M, "sms_misconfigured", "Twilio 21606 our From number is not ours", TWILIO_SENDER),
     Rule(
         "sms",

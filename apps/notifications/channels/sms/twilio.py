@@ -14,7 +14,7 @@ import requests
 
 from apps.notifications import classification
 from apps.notifications.channels.sms.callbacks import status_callback_url
-from apps.notifications.channels.sms.classification import RULES
+from apps.notifications.channels.sms.classification import PORTAL_SENDER_REFUSED, RULES, TWILIO_SENDER
 from apps.notifications.providers import OutgoingMessage, retry_after_seconds
 
 
@@ -39,7 +39,9 @@ class TwilioSmsProvider:
         return self._local.session
 
     def send(self, message: OutgoingMessage) -> str:
-        form = {"To": message.recipient, "From": self.sender, "Body": message.text}
+        # The portal's alphanumeric sender id when it has one (apps/webhooks/senders.py), else SMS_FROM.
+        portal_sender = message.context.get("sender_sms_id") or ""
+        form = {"To": message.recipient, "From": portal_sender or self.sender, "Body": message.text}
         callback = status_callback_url(message.notification_id)
         if callback:  # the carrier's answer comes back to it (callbacks.py)
             form["StatusCallback"] = callback
@@ -57,6 +59,8 @@ class TwilioSmsProvider:
             twilio_code = body.get("code")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             details = {str(twilio_code)} if twilio_code is not None else set()
+            if portal_sender and details & TWILIO_SENDER:
+                details.add(PORTAL_SENDER_REFUSED)
             rule = classification.classify(
                 RULES,
                 protocol="sms",
