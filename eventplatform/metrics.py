@@ -133,3 +133,10 @@ SUPPRESSIONS_ADDED = Counter(
     "Addresses and numbers newly suppressed, by channel and reason.",
     ["channel", "reason"],
 )
+BOUNCE_MESSAGES = Counter(
+    "eventplatform_bounce_messages_total",
+    "Messages and recipients the bounce receiver handled, by outcome: dsn, arf, bounce_text (recorded), "
+    "unknown_notification, auto_reply, no_token, no_report, not_a_report, unparseable, recipient_refused, "
+    "forged_token, database_unavailable, error.",
+    ["outcome"],
+)

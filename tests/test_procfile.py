@@ -38,7 +38,7 @@ def alive(pid: int) -> bool:
 
 
 def test_the_procfile_names_every_long_running_process() -> None:
-    assert procfile_names() == ["web", "relay", "worker", "scheduler"]
+    assert procfile_names() == ["web", "relay", "worker", "scheduler", "bounces"]
 
 
 def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, smtp_server: SmtpServer) -> None:

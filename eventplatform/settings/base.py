@@ -174,6 +174,14 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 EMAIL_DATA_TIMEOUT_SECONDS = env.float("EMAIL_DATA_TIMEOUT_SECONDS", default=600.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eventplatform <no-reply@eventplatform.local>")
+# The return path (CONTRACT section 8): with it set, each e-mail's envelope sender is
+# local+TOKEN@domain (apps/notifications/channels/email/return_path.py) and `run_bounce_receiver`
+# takes the reports sent to it, on BOUNCE_RECEIVER_BIND. BOUNCE_MAX_BYTES: larger mail gets 552.
+# BOUNCE_METRICS_PORT: its Prometheus exporter (0 disables it); 9194, since the scheduler has 9193.
+EMAIL_BOUNCE_ADDRESS = env.str("EMAIL_BOUNCE_ADDRESS", default="")
+BOUNCE_RECEIVER_BIND = env.str("BOUNCE_RECEIVER_BIND", default="127.0.0.1:2526")
+BOUNCE_MAX_BYTES = env.int("BOUNCE_MAX_BYTES", default=10 * 1024 * 1024)
+BOUNCE_METRICS_PORT = env.int("BOUNCE_METRICS_PORT", default=9194)
 
 # --- SMS (Twilio Messages API compatible)
 SMS_API_URL = env.str("SMS_API_URL", default="")
