@@ -29,7 +29,8 @@ from pathlib import Path
 import dramatiq
 
 from apps.notifications import rendering
-from apps.notifications.providers import EmailProvider, OutgoingMessage
+from apps.notifications.channels.email.providers import EmailProvider
+from apps.notifications.providers import OutgoingMessage
 from apps.registrations import projection
 
 STATS_DIR = Path(os.environ.get("BENCH_STATS_DIR", "/tmp"))

@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.notifications.breakers import circuit_breaker_cache_clear
-from apps.notifications.providers import reset_providers
+from apps.notifications.channels import reset_providers
 from apps.webhooks.services import portal_create
 from tests.support import webhooks
 from tests.support.sms import SmsApi

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from apps.notifications import classification
+from apps.notifications import channels, classification
 from apps.notifications.admin import NotificationAdmin
 from apps.notifications.models import Notification
 from apps.registrations.models import Registration
@@ -145,7 +145,7 @@ def test_error_code_filter_lists_what_notifications_can_carry_and_filters(
     html = staff.get(NOTIFICATIONS).content.decode()
     listed = set(re.findall(r"last_error_code__exact=([\w.]+)", html))
     # Every row of the classification and the send path's own codes; no webhook-only code.
-    rule_codes = {rule.error_code for rule in (*classification.RULES, classification.UNCLASSIFIED)}
+    rule_codes = {rule.error_code for rule in (*channels.rules(), classification.UNCLASSIFIED)}
     assert rule_codes | {"retries_exhausted", "circuit_open", "invalid_recipient"} <= listed
     assert not listed & {
         "invalid_signature",

@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from apps.notifications import classification
+from apps.notifications import channels, classification
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, NotificationReplay
 from apps.notifications.selectors import notification_replay_summary
 from apps.notifications.services import notification_replay
@@ -33,7 +33,7 @@ def notification_error_codes() -> list[str]:
     path's own, as the catalogue declares them (webhook-only codes such as invalid_signature are not)."""
     from eventplatform.errors import CATALOGUE
 
-    codes = {rule.error_code for rule in (*classification.RULES, classification.UNCLASSIFIED)}
+    codes = {rule.error_code for rule in (*channels.rules(), classification.UNCLASSIFIED)}
     return sorted(code for code in codes | set(SEND_PATH_ERROR_CODES) if code in CATALOGUE)
 
 

@@ -28,9 +28,9 @@ from dramatiq.common import compute_backoff
 
 from apps.notifications import queueing
 from apps.notifications.breakers import circuit_breaker_lets_through, circuit_breaker_schedule_probe
+from apps.notifications.channels import providers_for
 from apps.notifications.errors import ProviderError
-from apps.notifications.models import Notification
-from apps.notifications.providers import providers_for
+from apps.notifications.models import CLAIMABLE, Notification
 from apps.outbox.models import OutboxMessage
 from eventplatform import metrics, sql
 from eventplatform.broker import MAX_BACKOFF_MS
@@ -38,7 +38,6 @@ from eventplatform.broker import MAX_BACKOFF_MS
 log = structlog.get_logger("notifications")
 
 Status = Notification.Status
-CLAIMABLE = (Status.PENDING, Status.RETRYING)
 UNFINISHED = (Status.PENDING, Status.RETRYING, Status.SENDING)
 # Woken sends are spread at this rate, so the provider that just recovered is not hit by
 # thousands in the same second.

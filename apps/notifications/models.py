@@ -120,6 +120,11 @@ class Notification(models.Model):
         return f"{self.kind}/{self.channel} {self.id}"
 
 
+# The statuses a claim may take a notification from (sending._claim), and that a cancellation, a
+# replay or a wake-up of deferred sends looks for: not yet being sent, not finished.
+CLAIMABLE = (Notification.Status.PENDING, Notification.Status.RETRYING)
+
+
 class NotificationAttempt(models.Model):
     """One try at the provider, successful or not; the history support staff read."""
 

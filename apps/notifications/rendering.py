@@ -23,6 +23,8 @@ from django.template.loader import select_template
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 
+from apps.notifications import channels
+
 FALLBACK_LOCALE = "en"
 _LOCALE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
 # C0 and C1 controls and Unicode line/paragraph separators: anything a mail header could split at.
@@ -103,8 +105,9 @@ def _render(kind: str, role: str, locale: str, part: str, context: dict[str, Any
 def render(*, kind: str, channel: str, context: dict[str, Any], now: dt.datetime | None = None) -> Rendered:
     values = template_context(context, now=now)
     role, locale = values.get("role") or "attendee", values.get("locale") or FALLBACK_LOCALE
-    if channel == "sms":
-        text = _render(kind, role, locale, "sms.txt", values) or ""
+    text_template = channels.channel(channel).text_template
+    if text_template:  # a text-only channel (SMS): one line of text, no subject
+        text = _render(kind, role, locale, text_template, values) or ""
         return Rendered(subject="", text=" ".join(text.split()), html=None)
     subject = _render(kind, role, locale, "subject.txt", values) or kind
     text = _render(kind, role, locale, "body.txt", values) or ""

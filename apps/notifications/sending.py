@@ -42,7 +42,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.notifications import classification, queueing, rendering
+from apps.notifications import channels, classification, queueing, rendering
 from apps.notifications.breakers import (
     Permit,
     circuit_breaker_lets_through,
@@ -61,16 +61,14 @@ from apps.notifications.errors import (
     SentNotRecorded,
 )
 from apps.notifications.failures import (
-    CLAIMABLE,
     horizon_passed,
     notification_mark_dead,
     notifications_wake_deferred,
 )
-from apps.notifications.models import Notification, NotificationAttempt
-from apps.notifications.providers import OutgoingMessage, Provider, providers_for
+from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt
+from apps.notifications.providers import OutgoingMessage, Provider
 from apps.outbox.services import DISCARD_UNPUBLISHED, outbox_discard
 from eventplatform import metrics, sql
-from eventplatform.logging import mask_email, mask_phone
 
 log = structlog.get_logger("notifications")
 
@@ -366,9 +364,10 @@ def _count_sent(notification: Notification, updated: int) -> None:
 
 
 def _masked(notification: Notification) -> str:
-    if notification.channel == Notification.Channel.SMS:
-        return mask_phone(notification.recipient) or ""
-    return mask_email(notification.recipient) or ""
+    try:
+        return channels.channel(notification.channel).masked(notification.recipient)
+    except ProviderPermanentError:  # a channel no longer configured: its send ends dead, with nothing to show
+        return ""
 
 
 def _route(providers: list[Provider]) -> tuple[Provider, Permit] | Blocked:
@@ -456,7 +455,7 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
             raise ProviderPermanentError(
                 "The registration has no recipient for this channel.", code="invalid_recipient"
             )
-        providers = providers_for(notification.channel)
+        providers = channels.providers_for(notification.channel)
         rendered = rendering.render(kind=notification.kind, channel=notification.channel, context=notification.context)
     except ProviderPermanentError as error:
         _record_attempt(
@@ -716,7 +715,7 @@ def notifications_probe(*, channel: str) -> str:
     not_configured).
     """
     try:
-        providers = providers_for(channel)
+        providers = channels.providers_for(channel)
     except ProviderError:
         return "not_configured"  # e.g. SMS switched off meanwhile; each waiting send dies on its own try
     circuit_breaker_probe_started(provider=providers[0].name)

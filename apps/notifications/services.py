@@ -27,7 +27,7 @@ from apps.notifications.failures import (  # noqa: F401 - re-exported: send_remi
     notification_retries_exhausted,
     notifications_rescue_stalled,
 )
-from apps.notifications.models import Notification, NotificationReplay
+from apps.notifications.models import CLAIMABLE, Notification, NotificationReplay
 from apps.notifications.sending import (  # noqa: F401 - SendResult, notification_send re-exported
     STALE_MESSAGES,
     SendResult,
@@ -40,7 +40,6 @@ from eventplatform.logging import mask_email
 log = structlog.get_logger("notifications")
 
 Status = Notification.Status
-CLAIMABLE = (Status.PENDING, Status.RETRYING)
 
 
 def notification_create(

@@ -26,6 +26,13 @@ from apps.notifications.failures import notification_retries_exhausted, rate_lim
 from apps.notifications.sending import notification_send, notifications_probe
 from eventplatform.broker import MAX_BACKOFF_MS
 
+# The dead-letter and probe actors handle a provider's failure themselves (a retry round, a send
+# deferred again): Dramatiq retries them only for an unexpected error, a database that is away, this
+# many times with a backoff from 1 s doubling up to MAX_BACKOFF_MS (about an hour in all). The same
+# count as the apply actor's default (APPLY_MAX_RETRIES), but not tied to it: tuning how long an
+# apply is retried does not change these.
+BOOKKEEPING_MAX_RETRIES = 20
+
 
 def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
     """Retry up to the configured count. Permanent failures never get here: the service marks them
@@ -36,7 +43,7 @@ def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
 @dramatiq.actor(
     queue_name=queueing.QUEUE_NAME,
     actor_name=queueing.DEAD_LETTER_ACTOR,
-    max_retries=settings.APPLY_MAX_RETRIES,
+    max_retries=BOOKKEEPING_MAX_RETRIES,
     min_backoff=1000,
     max_backoff=MAX_BACKOFF_MS,
 )
@@ -49,7 +56,7 @@ def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str,
 @dramatiq.actor(
     queue_name=queueing.QUEUE_NAME,
     actor_name=queueing.PROBE_ACTOR,
-    max_retries=settings.APPLY_MAX_RETRIES,
+    max_retries=BOOKKEEPING_MAX_RETRIES,
     min_backoff=1000,
     max_backoff=MAX_BACKOFF_MS,
     time_limit=send_time_limit_ms(),

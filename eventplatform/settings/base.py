@@ -189,9 +189,14 @@ SMS_ACCOUNT_SID = env.str("SMS_ACCOUNT_SID", default="")
 SMS_AUTH_TOKEN = env.str("SMS_AUTH_TOKEN", default="")
 SMS_FROM = env.str("SMS_FROM", default="")
 SMS_TIMEOUT_SECONDS = env.float("SMS_TIMEOUT_SECONDS", default=10.0)
-# The embedded default prints SMS to the console, as it does e-mail (apps/notifications/console_sms.py),
+# The embedded default prints SMS to the console, as it does e-mail (apps/notifications/channels/sms/console.py),
 # so `send_test_webhook --phone` shows one; with a database of its own SMS needs SMS_API_URL.
 SMS_CONSOLE = env.bool("SMS_CONSOLE", default=EMBEDDED_DATABASE and not SMS_API_URL)
+# The notification channels, each a module exposing CHANNEL (apps/notifications/channels/__init__.py):
+# a channel is one package and one entry here. SMS takes part only when SMS_API_URL or SMS_CONSOLE is set.
+NOTIFICATION_CHANNELS = env.list(
+    "NOTIFICATION_CHANNELS", default=["apps.notifications.channels.email", "apps.notifications.channels.sms"]
+)
 
 # --- notifications
 # A `sending` claim older than this is taken to belong to a dead worker and may be claimed again, so

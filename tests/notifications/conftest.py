@@ -12,8 +12,8 @@ import pytest
 from django.db import connection, transaction
 
 import apps.notifications.tasks  # noqa: F401 - registers the actors with the broker, as rundramatiq does
+from apps.notifications.channels import reset_providers
 from apps.notifications.models import Notification
-from apps.notifications.providers import reset_providers
 from apps.notifications.services import notification_create
 from apps.outbox.management.commands.run_relay import build_publisher
 from apps.outbox.relay import outbox_publish_batch

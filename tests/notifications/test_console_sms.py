@@ -7,9 +7,11 @@ import io
 
 import pytest
 
-from apps.notifications import channels, providers
-from apps.notifications.console_sms import ConsoleSmsProvider
-from apps.notifications.providers import OutgoingMessage, TwilioSmsProvider
+from apps.notifications import channels
+from apps.notifications import channels as providers
+from apps.notifications.channels.sms.console import ConsoleSmsProvider
+from apps.notifications.channels.sms.twilio import TwilioSmsProvider
+from apps.notifications.providers import OutgoingMessage
 
 WITH_PHONE = {"email": "ada@example.org", "phone": "+4915112345678"}
 

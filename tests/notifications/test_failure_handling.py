@@ -14,8 +14,8 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.notifications import queueing
+from apps.notifications.channels import reset_providers
 from apps.notifications.models import CircuitBreaker, Notification
-from apps.notifications.providers import reset_providers
 from apps.notifications.services import notifications_rescue_stalled
 from apps.outbox.models import OutboxMessage
 from eventplatform import metrics

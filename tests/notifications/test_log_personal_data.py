@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from apps.notifications.channels import reset_providers
 from apps.notifications.errors import ProviderTransientError
 from apps.notifications.failures import notification_retries_exhausted
 from apps.notifications.models import Notification
-from apps.notifications.providers import reset_providers
 from apps.notifications.services import notification_send
 from eventplatform.logging import build_formatter
 from tests.support.sms import SmsApi

@@ -17,7 +17,7 @@ from django.core.mail.message import sanitize_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.notifications import mime
+from apps.notifications.channels.email import mime
 
 BOUNDARY = "=_" + "5" * 32
 FIXED = {

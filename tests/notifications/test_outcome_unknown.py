@@ -10,10 +10,10 @@ from collections.abc import Callable
 import pytest
 from django.core import checks as django_checks
 
+from apps.notifications.channels import reset_providers
 from apps.notifications.checks import claim_outlasts_a_send, longest_send_seconds
 from apps.notifications.errors import ProviderTransientError
 from apps.notifications.models import Notification
-from apps.notifications.providers import reset_providers
 from apps.notifications.services import notification_send
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer

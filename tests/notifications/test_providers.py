@@ -9,20 +9,16 @@ import requests
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
 from django.core.mail.backends.smtp import EmailBackend as SmtpEmailBackend
 
+from apps.notifications.channels import providers_for, reset_providers
+from apps.notifications.channels.email.providers import EmailProvider, _esp_error
+from apps.notifications.channels.sms.twilio import TwilioSmsProvider
 from apps.notifications.errors import (
     ProviderDownError,
     ProviderMisconfiguredError,
     ProviderPermanentError,
     ProviderTransientError,
 )
-from apps.notifications.providers import (
-    EmailProvider,
-    OutgoingMessage,
-    TwilioSmsProvider,
-    _esp_error,
-    providers_for,
-    reset_providers,
-)
+from apps.notifications.providers import OutgoingMessage
 from eventplatform.errors import CATALOGUE
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer

@@ -14,8 +14,8 @@ from django.core import mail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from apps.notifications.channels import reset_providers
 from apps.notifications.models import Notification
-from apps.notifications.providers import reset_providers
 from apps.notifications.services import notification_send
 from apps.registrations import projection
 from apps.registrations.models import Registration

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.notifications import channels
 from apps.notifications.models import Notification
 from apps.notifications.selectors import notifications_to_replay
 from apps.notifications.services import notification_replay
@@ -58,7 +59,7 @@ class Command(BaseCommand):
             "--since", type=_since, help="Only notifications that died at or after this ISO 8601 time (naive = UTC)."
         )
         parser.add_argument("--kind", choices=Notification.Kind.values, help="Only this kind.")
-        parser.add_argument("--channel", choices=Notification.Channel.values, help="Only this channel.")
+        parser.add_argument("--channel", choices=[c.name for c in channels.channels()], help="Only this channel.")
         parser.add_argument("--error-code", help="Only notifications whose last error has this code.")
         parser.add_argument(
             "--include-sent", action="store_true", help="Also re-send SENT notifications; only together with --id."
