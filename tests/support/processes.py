@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -142,3 +143,38 @@ def start_worker(env: dict[str, str], *, processes: int = 1, threads: int = 4) -
         [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
         env,
     )
+
+
+def start_bounce_receiver(env: dict[str, str], *, max_bytes: int = 10 * 1024 * 1024) -> tuple[ManagedProcess, int]:
+    """`run_bounce_receiver` on a free port, waited for until it greets; returns it and its SMTP port.
+    `env` must set EMAIL_BOUNCE_ADDRESS (and the SECRET_KEY the tokens were made with)."""
+    port = free_port()
+    receiver = ManagedProcess(
+        "bounces",
+        [
+            sys.executable,
+            "manage.py",
+            "run_bounce_receiver",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--max-bytes",
+            str(max_bytes),
+            "--metrics-port",
+            env.get("BOUNCE_METRICS_PORT") or str(free_port()),
+        ],
+        env,
+    )
+    try:
+        wait_until(lambda: smtp_greets(port) or not receiver.alive(), timeout=30, what="run_bounce_receiver")
+    finally:
+        if not receiver.alive():
+            raise AssertionError(f"run_bounce_receiver exited:\n{receiver.output()}")
+    return receiver, port
+
+
+def smtp_greets(port: int) -> bool:
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=2) as smtp:
+            return smtp.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Any
@@ -51,6 +52,8 @@ class Command(BaseCommand):
         if not settings.EMAIL_BOUNCE_ADDRESS:
             raise CommandError("run_bounce_receiver needs EMAIL_BOUNCE_ADDRESS (the address it receives reports for).")
         host, port = split_bind(options["bind"])
+        # aiosmtpd logs every SMTP command at INFO; what a report did is logged by bounce_receiver.py.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
