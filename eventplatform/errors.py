@@ -422,6 +422,15 @@ CATALOGUE: dict[str, ErrorCode] = {
             "cancelled registration). Status `cancelled`.",
             "None. A replay is refused for the same reason.",
         ),
+        # --- after `sent` (CONTRACT section 8, docs/delivery-status.md)
+        ErrorCode(
+            "address_suppressed",
+            "Not sent: the address or number has an active suppression (it bounced for good, its owner "
+            "complained or replied STOP, or staff suppressed it). Status `suppressed`, no provider call; "
+            "a replay is refused for the same reason.",
+            "Read the suppression in the admin (Notifications > Suppressions: what caused it). If the "
+            "address works again, lift it with a reason (permission notifications.lift_suppression), then replay.",
+        ),
     ]
 }
 

@@ -8,20 +8,31 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import EmailValidator, RegexValidator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.notifications import channels, classification
-from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, NotificationReplay
-from apps.notifications.selectors import notification_replay_summary
-from apps.notifications.services import notification_replay
+from apps.notifications.delivery import suppression_add, suppression_lift
+from apps.notifications.models import (
+    CircuitBreaker,
+    Notification,
+    NotificationAttempt,
+    NotificationReplay,
+    NotificationReport,
+    Suppression,
+)
+from apps.notifications.selectors import notification_replay_summary, suppression_active, suppression_address
+from apps.notifications.services import REPLAYABLE, REPLAYABLE_IF_SENT, notification_replay
 from eventplatform.admin import LargeTableAdmin, ReadOnlyAdmin, fixed_values_filter
 
 REPLAY_PERMISSION = "notifications.replay_notification"
+LIFT_PERMISSION = "notifications.lift_suppression"
 Status = Notification.Status
 # What the send path records itself, beside the classification's rows (a failure of ours, an address
 # we cannot use, a breaker or the retries giving up).
@@ -84,6 +95,28 @@ class NotificationAttemptInline(admin.TabularInline):
         return False
 
 
+class NotificationReportInline(admin.TabularInline):
+    """What the mail system or carrier reported after `sent` (delivery.py), oldest first."""
+
+    model = NotificationReport
+    fields = ("received_at", "source", "outcome", "permanent", "status_code", "diagnostic", "details", "applied")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "delivery report"
+    verbose_name_plural = "delivery reports (after sent)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Part of the notification's page, like its attempts and replays.
+        return request.user.has_perm("notifications.view_notification")
+
+
 class NotificationReplayInline(admin.TabularInline):
     """Who replayed this notification, when and why (CONTRACT section 7)."""
 
@@ -137,7 +170,7 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     # Exact on indexed columns, partial e-mail/phone through a trigram index (eventplatform/admin.py).
     search_fields = ("=id", "=correlation_id", "=registration__external_id", "recipient")
     list_select_related = ("registration",)
-    inlines = [NotificationAttemptInline, NotificationReplayInline]
+    inlines = [NotificationAttemptInline, NotificationReportInline, NotificationReplayInline]
     actions = ["replay_notifications"]
     exclude = ("context",)
 
@@ -164,7 +197,7 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
         extra_context = {
             **(extra_context or {}),
             "can_replay": self.has_replay_permission(request),
-            "replayable_statuses": [Status.DEAD, Status.SENT],
+            "replayable_statuses": [*REPLAYABLE, *REPLAYABLE_IF_SENT],
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -221,12 +254,14 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
         leaves the ones before it replayed and audited, and the page says how many were queued.
         """
         queryset = queryset.order_by()
-        replayable = [Status.DEAD, Status.SENT] if named else [Status.DEAD]
+        # Named: what never reached the attendee, and on request what did; by filter: dead only.
+        unsent = REPLAYABLE if named else (Status.DEAD,)
+        replayable = [*unsent, *(REPLAYABLE_IF_SENT if named else ())]
         form = ReplayForm(request.POST if "confirm" in request.POST else None)
         if form.is_valid():
             include_sent = named and form.cleaned_data["include_sent"]
-            statuses = [Status.DEAD, Status.SENT] if include_sent else [Status.DEAD]
-            if named and not include_sent and not queryset.filter(status=Status.DEAD).exists():
+            statuses = [*unsent, *(REPLAYABLE_IF_SENT if include_sent else ())]
+            if named and not include_sent and not queryset.filter(status__in=unsent).exists():
                 # Only sent ones named: replaying none of them and saying "Queued 0" in green misleads.
                 form.add_error(
                     "include_sent",
@@ -254,19 +289,21 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
             return HttpResponseRedirect(done_url) if done_url else None
         summary = notification_replay_summary(queryset)
         for group in summary["groups"]:
-            group["replayed"] = group["status"] in replayable
+            group["replayed"] = (
+                "yes" if group["status"] in unsent else "only if ticked below" if group["status"] in replayable else ""
+            )
         counts = {
-            status: sum(g["count"] for g in summary["groups"] if g["status"] == status)
-            for status in (Status.DEAD, Status.SENT)
+            "unsent": sum(g["count"] for g in summary["groups"] if g["status"] in unsent),
+            "sent": sum(g["count"] for g in summary["groups"] if g["status"] in REPLAYABLE_IF_SENT),
         }
         context = {
             **self.admin_site.each_context(request),
             "title": "Replay notifications: are you sure?",
             "opts": self.model._meta,
             "summary": summary,
-            "dead": counts[Status.DEAD],
-            "sent": counts[Status.SENT] if named else 0,
-            "left_alone": summary["total"] - counts[Status.DEAD] - (counts[Status.SENT] if named else 0),
+            "dead": counts["unsent"],
+            "sent": counts["sent"] if named else 0,
+            "left_alone": summary["total"] - counts["unsent"] - (counts["sent"] if named else 0),
             "named": named,
             "form": form,
             "hidden": hidden,
@@ -327,3 +364,177 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
         "updated_at",
     )
     list_filter = ("state",)
+
+
+_E164 = RegexValidator(r"^\+[1-9]\d{6,14}$", "A phone number in E.164 form, e.g. +4915112345678.")
+
+
+class SuppressionAddForm(forms.ModelForm):
+    """Suppress an address by hand (reason `manual`): an attendee asked by phone not to be written to."""
+
+    class Meta:
+        model = Suppression
+        fields = ("channel", "address", "note")
+        help_texts = {
+            "address": "The e-mail address (compared whatever its case) or the number in E.164 form.",
+            "note": "Why (kept with the suppression), e.g. “asked by phone, ticket 4711”.",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        channel, address = data.get("channel"), (data.get("address") or "").strip()
+        if not channel or not address:
+            return data
+        validator = _E164 if channel == Notification.Channel.SMS else EmailValidator()
+        try:
+            validator(suppression_address(channel=channel, address=address))
+        except ValidationError as error:
+            self.add_error("address", error)
+            return data
+        existing = suppression_active(channel=channel, address=address)
+        if existing is not None:
+            self.add_error(
+                "address", f"Already suppressed since {existing.created_at:%Y-%m-%d %H:%M} UTC ({existing.reason})."
+            )
+        data["address"] = suppression_address(channel=channel, address=address)
+        return data
+
+
+class LiftForm(forms.Form):
+    reason = forms.CharField(
+        max_length=1000,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Why sending to it again is right (e.g. “mailbox fixed, confirmed by phone”); kept with "
+        "the suppression, with your name.",
+    )
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    title = "active"
+    parameter_name = "active"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Active"), ("no", "Lifted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> QuerySet[Suppression]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(lifted_at__isnull=self.value() == "yes")
+        return queryset
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """The addresses and numbers we do not send to (CONTRACT sections 6 and 8): search by address,
+    see what caused it, add one by hand (reason `manual`), lift with a reason (permission
+    `notifications.lift_suppression`; the lift is kept on the row: who, when, why). Rows are never
+    edited or deleted: a lifted one stays as history."""
+
+    list_display = (
+        "address",
+        "channel",
+        "reason",
+        "is_active",
+        "created_at",
+        "source",
+        "cause",
+        "created_by",
+        "lifted_at",
+        "lifted_by",
+    )
+    list_filter = ("reason", ActiveFilter, "channel", "created_at")
+    search_fields = ("address",)
+    list_select_related = ("created_by", "lifted_by")
+    actions = ["lift_suppressions"]
+    readonly_fields = (
+        "channel",
+        "address",
+        "reason",
+        "created_at",
+        "source",
+        "cause",
+        "note",
+        "created_by",
+        "lifted_at",
+        "lifted_by",
+        "lift_reason",
+    )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Suppression], search_term: str
+    ) -> tuple[QuerySet[Suppression], bool]:
+        # Stored lower-cased (e-mail) or in E.164: a search typed as the attendee spelt it still finds it.
+        return super().get_search_results(request, queryset, search_term.strip().lower().replace(" ", ""))
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = SuppressionAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else ()
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else ("channel", "address", "note")
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # a suppression is added or lifted, never edited
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # lifting keeps the history; deleting would lose who suppressed it and why
+
+    def has_lift_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(LIFT_PERMISSION)
+
+    @admin.display(boolean=True, description="active")
+    def is_active(self, suppression: Suppression) -> bool:
+        return suppression.active
+
+    @admin.display(description="caused by")
+    def cause(self, suppression: Suppression) -> str:
+        if suppression.notification_id is None:
+            return "-"
+        return format_html(
+            '<a href="{}">notification</a>',
+            reverse("admin:notifications_notification_change", args=[suppression.notification_id]),
+        )
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        """By hand: through the service (reason `manual`, created_by), never a bare save()."""
+        suppression, _ = suppression_add(
+            channel=obj.channel,
+            address=obj.address,
+            reason=Suppression.Reason.MANUAL,
+            source="admin",
+            note=obj.note,
+            user=request.user,
+        )
+        obj.pk, obj.reason, obj.created_at = suppression.pk, suppression.reason, suppression.created_at
+
+    @admin.action(description="Lift: send to the selected addresses again (asks for a reason)", permissions=["lift"])
+    def lift_suppressions(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> HttpResponse | None:
+        active = queryset.filter(lifted_at__isnull=True)
+        form = LiftForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            lifted = sum(
+                suppression_lift(suppression_id=pk, user=request.user, reason=form.cleaned_data["reason"])
+                for pk in active.values_list("id", flat=True)
+            )
+            self.message_user(
+                request,
+                f"Lifted {lifted} suppression(s); each lift is recorded with your name and reason. "
+                "Replay what they stopped to send it now.",
+                messages.SUCCESS if lifted else messages.WARNING,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Lift suppressions: are you sure?",
+            "opts": self.model._meta,
+            "suppressions": list(active.select_related("created_by")),
+            "already_lifted": queryset.count() - active.count(),
+            "form": form,
+            "hidden": [("action", "lift_suppressions")]
+            + [(helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("id", flat=True)],
+        }
+        return TemplateResponse(request, "admin/notifications/suppression/lift_confirmation.html", context)

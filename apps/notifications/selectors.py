@@ -20,14 +20,19 @@ def notifications_to_replay(
     channel: str | None = None,
     error_code: str | None = None,
 ) -> QuerySet[Notification]:
-    """Dead notifications matching the filters (`since` is when they last changed, i.e. died).
+    """Dead notifications matching the filters (`since` is when they last changed, i.e. died); with
+    explicit ids also suppressed and bounced ones (services.REPLAYABLE).
 
-    Sent ones are included only with explicit ids: re-sending what was delivered is a decision
-    about named messages, never the by-product of a filter.
+    Sent, delivered and complained-about ones are included only with explicit ids and
+    `include_sent`: re-sending what reached the attendee is a decision about named messages, never
+    the by-product of a filter.
     """
-    statuses = [Notification.Status.DEAD]
-    if ids and include_sent:
-        statuses.append(Notification.Status.SENT)
+    Status = Notification.Status
+    statuses = [Status.DEAD]
+    if ids:
+        statuses += [Status.SUPPRESSED, Status.BOUNCED]
+        if include_sent:
+            statuses += [Status.SENT, Status.DELIVERED, Status.COMPLAINED]
     notifications = Notification.objects.filter(status__in=statuses)
     if ids:
         notifications = notifications.filter(id__in=ids)
@@ -62,11 +67,11 @@ def notification_replay_summary(notifications: QuerySet[Notification]) -> dict[s
 
 
 def notifications_of_registration(*, registration_id: int) -> list[Notification]:
-    """A registration's notifications with every attempt and every replay (the attendee's story)."""
+    """A registration's notifications with every attempt, delivery report and replay (the attendee's story)."""
     return list(
         Notification.objects.filter(registration_id=registration_id)
         .defer("context")
-        .prefetch_related("attempt_log", "replays")
+        .prefetch_related("attempt_log", "reports", "replays")
         .order_by("created_at")
     )
 

@@ -28,6 +28,7 @@ from apps.notifications.failures import (  # noqa: F401 - re-exported: send_remi
     notifications_rescue_stalled,
 )
 from apps.notifications.models import CLAIMABLE, Notification, NotificationReplay
+from apps.notifications.selectors import suppression_active
 from apps.notifications.sending import (  # noqa: F401 - SendResult, notification_send re-exported
     STALE_MESSAGES,
     SendResult,
@@ -189,18 +190,31 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
     return cancelled
 
 
+# Named replays: what never reached the attendee goes again on request; what reached them (or was
+# accepted for them) only with `include_sent`, a second message being a decision of its own.
+REPLAYABLE = (Status.DEAD, Status.SUPPRESSED, Status.BOUNCED)
+REPLAYABLE_IF_SENT = (Status.SENT, Status.DELIVERED, Status.COMPLAINED)
+SUPPRESSED_MESSAGE = (
+    "Not replayed: the address has an active suppression (it bounced for good, its owner complained or "
+    "replied STOP, or staff suppressed it). It will not send until the suppression is lifted "
+    "(Notifications > Suppressions, with the permission to lift suppressions)."
+)
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     """Whether a replay was queued; if it was refused for a reason staff should read, its code."""
 
     queued: bool
-    refused: str = ""  # registration_cancelled | event_started
+    refused: str = ""  # registration_cancelled | event_started | address_suppressed
 
     def __bool__(self) -> bool:
         return self.queued
 
     @property
     def message(self) -> str:
+        if self.refused == "address_suppressed":
+            return SUPPRESSED_MESSAGE
         return STALE_MESSAGES.get(self.refused, "").replace("Not sent", "Not replayed")
 
 
@@ -214,11 +228,17 @@ def notification_replay(
     os_user: str = "",
     include_sent: bool = False,
 ) -> ReplayResult:
-    """Staff replay: a dead (or, explicitly, a sent) notification goes back to pending and is queued,
-    and a NotificationReplay row records who (`user`, or `command` run by `os_user`), when and why.
+    """Staff replay: a dead, suppressed or bounced notification (or, explicitly, one sent, delivered
+    or complained about) goes back to pending and is queued, and a NotificationReplay row records
+    who (`user`, or `command` run by `os_user`), when and why.
+
+    It goes to the registration's address as it is now (an update corrected a mistyped one), not to
+    the one the notification was first made for.
 
     Refused, saying why (`ReplayResult.refused`, a code of the catalogue), when the message no longer
-    makes sense (sending.notification_stale_reason): the send would be cancelled at its claim anyway.
+    makes sense (sending.notification_stale_reason): the send would be cancelled at its claim anyway;
+    and while that address has an active suppression (`address_suppressed`): it would end
+    `suppressed` at its claim, and staff must lift the suppression first, a decision of its own.
 
     The status change, the outbox row and the audit row commit together: if the process dies before
     the commit, nothing happened (no send, no audit); after it, the relay publishes the send. The
@@ -231,11 +251,23 @@ def notification_replay(
         raise ValueError("a replay needs a reason (it is kept in the audit)")
     if (user is None) == (not command):
         raise ValueError("a replay is made either by a user or by a command")
-    statuses = [Status.DEAD] + ([Status.SENT] if include_sent else [])
-    notification = Notification.objects.select_for_update().filter(id=notification_id, status__in=statuses).first()
+    statuses = [*REPLAYABLE, *(REPLAYABLE_IF_SENT if include_sent else ())]
+    notification = (
+        Notification.objects.select_for_update(of=("self",))
+        .select_related("registration")
+        .filter(id=notification_id, status__in=statuses)
+        .first()
+    )
     if notification is None:
         return ReplayResult(queued=False)
+    registration = notification.registration
+    recipient = (
+        recipient_for(notification.channel, {"email": registration.email, "phone": registration.phone})
+        or notification.recipient
+    )
     refused = notification_stale_reason(notification_id=notification.id)
+    if not refused and suppression_active(channel=notification.channel, address=recipient):
+        refused = "address_suppressed"
     if refused:
         log.info(
             "notification.replay_refused",
@@ -247,7 +279,13 @@ def notification_replay(
         return ReplayResult(queued=False, refused=refused)
     now = timezone.now()
     Notification.objects.filter(id=notification.id).update(
-        status=Status.PENDING, claimed_at=None, next_attempt_at=None, deferred_at=None, replayed_at=now, updated_at=now
+        status=Status.PENDING,
+        recipient=recipient,
+        claimed_at=None,
+        next_attempt_at=None,
+        deferred_at=None,
+        replayed_at=now,
+        updated_at=now,
     )
     queueing.enqueue_send(notification)
     actor = user.get_username() if user is not None else f"{command} (os user {os_user or 'unknown'})"

@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from apps.notifications.admin import REPLAY_PERMISSION
+from apps.notifications.services import REPLAYABLE, REPLAYABLE_IF_SENT
 from apps.registrations.models import Registration
 from apps.registrations.selectors import registration_ids_matching, registration_story
 
@@ -71,5 +72,6 @@ class AttendeeStoryMixin(admin.ModelAdmin):
             "story": story,
             "event_timezone": story.timezone,
             "can_replay": request.user.has_perm(REPLAY_PERMISSION),
+            "replayable_statuses": [*REPLAYABLE, *REPLAYABLE_IF_SENT],
         }
         return TemplateResponse(request, "admin/registrations/registration/story.html", context)

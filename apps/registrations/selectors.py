@@ -22,7 +22,7 @@ class StoryEntry:
     """One line of the story: what happened when, with the error code (if any) support looks up."""
 
     at: dt.datetime
-    source: str  # delivery, event, failed_apply, notification, attempt, replay
+    source: str  # delivery, event, failed_apply, notification, attempt, report, replay
     title: str
     status: str = ""
     error_code: str = ""
@@ -89,7 +89,7 @@ def webhook_events_of_registration(registration: Registration) -> list[WebhookEv
 def registration_story(*, registration: Registration) -> RegistrationStory:
     """Everything that happened to one registration, oldest first: deliveries (accepted or rejected,
     with their raw body and field errors), the event log, failed applies, and each notification with
-    its attempts and replays. Reads only; a few queries per registration, none per row."""
+    its attempts, delivery reports and replays. Reads only; a few queries per registration, none per row."""
     entries: list[StoryEntry] = []
     deliveries = webhook_events_of_registration(registration)
     for event in deliveries:
@@ -157,6 +157,22 @@ def registration_story(*, registration: Registration) -> RegistrationStory:
                     notification_id=str(notification.id),
                     details=[("provider", attempt.provider or "-"), ("duration", f"{attempt.duration_ms} ms")]
                     + ([("provider message id", attempt.provider_message_id)] if attempt.provider_message_id else []),
+                )
+            )
+        for report in notification.reports.all():
+            # What the mail system or carrier said after `sent` (delivery.py); the remote status code
+            # (5.1.1, 30005) is theirs, not one of our catalogue's, so it is a detail, not a link.
+            entries.append(
+                StoryEntry(
+                    at=report.received_at,
+                    source="report",
+                    title=f"{label}: {report.outcome} reported ({report.source})",
+                    status=report.outcome if report.applied else f"{report.outcome} (waiting for sent)",
+                    message=report.diagnostic,
+                    notification_id=str(notification.id),
+                    details=[(key, str(value)) for key, value in report.details.items()]
+                    + ([("status code", report.status_code)] if report.status_code else [])
+                    + ([("reported at", f"{report.reported_at:%Y-%m-%d %H:%M:%S %Z}")] if report.reported_at else []),
                 )
             )
         for replay in notification.replays.all():

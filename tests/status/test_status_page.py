@@ -264,3 +264,31 @@ def test_embedded_mode_shows_the_in_process_broker(staff: Client, settings) -> N
     assert broker.kind == "embedded broker"
     assert {queue.name: queue.messages for queue in broker.queues}["notifications"] == 1
     assert "embedded broker" in response.content.decode()
+
+
+def test_delivered_bounced_complained_counts_and_rates_per_window(staff: Client, portal: Portal) -> None:
+    # Given in the last hour 40 e-mails handed over (30 sent, 6 delivered, 3 bounced, 1 complained),
+    # 2 suppressed (never handed over), and earlier that day one more bounce
+    now = timezone.now()
+    recent, earlier = now - dt.timedelta(minutes=10), now - dt.timedelta(hours=5)
+    registration = Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
+    for status, count in (("sent", 30), ("delivered", 6), ("bounced", 3), ("complained", 1), ("suppressed", 2)):
+        for _ in range(count):
+            _notification(registration, status=status, updated_at=recent)
+    _notification(registration, status="bounced", updated_at=earlier)
+
+    response = staff.get("/admin/status/")
+
+    hour, day = response.context["status"].windows
+    assert {f.label: f.count for f in hour.delivery} == {"Delivered": 6, "Bounced": 3, "Complained": 1, "Suppressed": 2}
+    assert {f.label: f.count for f in day.delivery}["Bounced"] == 4
+    rates = {rate.label: (rate.count, rate.of, rate.percent) for rate in hour.rates}
+    assert rates["E-mail bounce rate"] == (3, 40, 7.5)
+    assert rates["E-mail complaint rate"] == (1, 40, 2.5)
+    assert rates["SMS bounce rate"] == (0, 0, None)
+    assert {rate.label: (rate.count, rate.of) for rate in day.rates}["E-mail bounce rate"] == (4, 41)
+    html = response.content.decode()
+    assert "7.50 %" in html and "(3 of 40)" in html
+    # And the bounced figure links to exactly those notifications
+    listed = staff.get(hour.delivery[1].url)
+    assert listed.context["cl"].result_count == 3

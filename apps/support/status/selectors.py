@@ -72,6 +72,19 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """`count` of `of` (e.g. e-mails bounced of e-mails handed over); `percent` None when `of` is 0."""
+
+    label: str
+    count: int
+    of: int
+
+    @property
+    def percent(self) -> float | None:
+        return 100.0 * self.count / self.of if self.of else None
+
+
+@dataclass(frozen=True)
 class Window:
     label: str
     since: dt.datetime
@@ -79,6 +92,9 @@ class Window:
     notifications: list[Figure]
     dead_by_code: list[Figure]
     failed_applies: Figure
+    # After `sent` (CONTRACT section 8): what the mail systems and carriers reported, and the rates.
+    delivery: list[Figure] = field(default_factory=list)
+    rates: list[Rate] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -207,17 +223,19 @@ def window_figures(*, label: str, since: dt.datetime) -> Window:
     # One pass over the (status, updated_at) index: updated_at is when the row reached its status.
     status_rows = (
         Notification.objects.filter(
-            status__in=[Notification.Status.SENT, Notification.Status.RETRYING, Notification.Status.DEAD],
+            status__in=[*_COUNTED, *_DELIVERY],
             updated_at__gte=since,
         )
-        .values_list("status", "last_error_code")
+        .values_list("status", "channel", "last_error_code")
         .annotate(n=Count("id"))
         .order_by()
     )
     by_status: dict[str, int] = {}
+    by_channel: dict[tuple[str, str], int] = {}
     dead_by_code: dict[str, int] = {}
-    for status, code, count in status_rows:
+    for status, channel, code, count in status_rows:
         by_status[status] = by_status.get(status, 0) + count
+        by_channel[(status, channel)] = by_channel.get((status, channel), 0) + count
         if status == Notification.Status.DEAD:
             dead_by_code[code] = dead_by_code.get(code, 0) + count
     notifications = [
@@ -228,7 +246,17 @@ def window_figures(*, label: str, since: dt.datetime) -> Window:
                 "admin:notifications_notification_changelist", status__exact=status.value, updated_at__gte=since_param
             ),
         )
-        for status in (Notification.Status.SENT, Notification.Status.RETRYING, Notification.Status.DEAD)
+        for status in _COUNTED
+    ]
+    delivery = [
+        Figure(
+            status.label,
+            by_status.get(status.value, 0),
+            _changelist(
+                "admin:notifications_notification_changelist", status__exact=status.value, updated_at__gte=since_param
+            ),
+        )
+        for status in _DELIVERY
     ]
     dead = [
         Figure(
@@ -257,7 +285,45 @@ def window_figures(*, label: str, since: dt.datetime) -> Window:
         notifications=notifications,
         dead_by_code=dead,
         failed_applies=failed_applies,
+        delivery=delivery,
+        rates=delivery_rates(by_channel),
     )
+
+
+_COUNTED = (Notification.Status.SENT, Notification.Status.RETRYING, Notification.Status.DEAD)
+_DELIVERY = (
+    Notification.Status.DELIVERED,
+    Notification.Status.BOUNCED,
+    Notification.Status.COMPLAINED,
+    Notification.Status.SUPPRESSED,
+)
+# Handed over to a provider: `sent` and whatever a report moved it on to.
+_HANDED_OVER = (
+    Notification.Status.SENT,
+    Notification.Status.DELIVERED,
+    Notification.Status.BOUNCED,
+    Notification.Status.COMPLAINED,
+)
+
+
+_CHANNEL_LABEL = {Notification.Channel.EMAIL: "E-mail", Notification.Channel.SMS: "SMS"}
+
+
+def delivery_rates(by_channel: dict[tuple[str, str], int]) -> list[Rate]:
+    """Bounce and complaint rates per channel over the window, from the counts the window already
+    read (no query of their own): of the messages handed over whose latest status came in the
+    window, how many ended bounced or complained. A message sent yesterday and bounced now counts
+    in today's window, as the alert rules' counters do (deploy/prometheus/alerts.yml)."""
+    rates = []
+    for channel in Notification.Channel:
+        handed_over = sum(by_channel.get((status.value, channel.value), 0) for status in _HANDED_OVER)
+        bounced = by_channel.get((Notification.Status.BOUNCED, channel), 0)
+        rates.append(Rate(f"{_CHANNEL_LABEL[channel]} bounce rate", bounced, handed_over))
+        if channel == Notification.Channel.EMAIL:  # complaints are an e-mail thing (ARF, ESP spam reports)
+            rates.append(
+                Rate("E-mail complaint rate", by_channel.get((Notification.Status.COMPLAINED, channel), 0), handed_over)
+            )
+    return rates
 
 
 def chart_start(now: dt.datetime) -> dt.datetime:
