@@ -344,3 +344,43 @@ def test_sigterm_stops_it_cleanly(django_db_setup) -> None:
     process.stop(timeout=10)
     assert process.process.returncode == 0, process.output()
     assert "bounce_receiver.stopped" in process.output()
+
+
+def test_the_envelope_sender_is_the_return_path_and_no_dsn_is_asked_of_a_server_without_it(
+    settings, make_notification: Callable[..., Notification]
+) -> None:
+    """aiosmtpd offers no DSN (and refuses MAIL parameters it does not know): the message goes with
+    the VERP sender and no DSN parameters. With Postfix, which offers DSN: test_bounces_postfix.py."""
+    from aiosmtpd.controller import Controller
+
+    from apps.notifications.channels import reset_providers
+    from apps.notifications.channels.email.providers import EmailProvider
+    from apps.notifications.providers import OutgoingMessage
+
+    received: list[tuple[str, list[str], bytes]] = []
+
+    class Recording:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append((envelope.mail_from, list(envelope.mail_options), envelope.content))
+            return "250 OK"
+
+    port = free_port()
+    server = Controller(Recording(), hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        reset_providers()
+        provider = EmailProvider()
+        notifications = [make_notification(email=f"ada{i}@example.org") for i in range(20)]
+        for notification in notifications:
+            provider.send(OutgoingMessage(str(notification.id), notification.recipient, "Hello", "Body"))
+    finally:
+        server.stop()
+        reset_providers()
+    assert [mail_from for mail_from, _, _ in received] == [return_path.return_path_address(n.id) for n in notifications]
+    # No RET, ENVID (nor NOTIFY at RCPT, which aiosmtpd would refuse): SIZE only.
+    assert all(option.startswith("SIZE=") for _, options, _ in received for option in options)
+    assert all(b"From: " in content and b"bounces+" not in content for _, _, content in received)

@@ -129,6 +129,8 @@ def test_postfix_dsns_end_deliverable_delivered_and_refused_bounced_with_a_suppr
         assert "User unknown" in notification.last_error_message
         report = NotificationReport.objects.get(notification=notification)
         assert (report.source, report.details["Action"], report.details["Status"]) == ("dsn", "failed", "5.1.1")
+        # We asked for the report with ENVID = the token (RFC 3461); Postfix returned it.
+        assert report.details["Original-Envelope-Id"] == return_path.return_path_token(notification.id)
     delivered = [n for address, n in by_recipient.items() if address not in refused]
     assert {n.status for n in delivered} == {Status.DELIVERED}
     assert {r.details["Action"] for r in NotificationReport.objects.filter(notification__in=delivered)} == {"relayed"}
