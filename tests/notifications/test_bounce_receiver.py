@@ -19,7 +19,7 @@ from django.utils import timezone
 from apps.notifications.channels.email import reports, return_path
 from apps.notifications.delivery import ReportOutcome
 from apps.notifications.models import Notification, NotificationReport, Suppression
-from tests.support.polling import free_port
+from tests.support.polling import free_port, wait_until
 from tests.support.processes import ManagedProcess, process_env, start_bounce_receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -384,3 +384,36 @@ def test_the_envelope_sender_is_the_return_path_and_no_dsn_is_asked_of_a_server_
     # No RET, ENVID (nor NOTIFY at RCPT, which aiosmtpd would refuse): SIZE only.
     assert all(option.startswith("SIZE=") for _, options, _ in received for option in options)
     assert all(b"From: " in content and b"bounces+" not in content for _, _, content in received)
+
+
+def test_run_pipeline_starts_the_bounce_receiver_when_a_bounce_address_is_set(tmp_path) -> None:
+    import os
+    import signal
+
+    from tests.support.processes import descendants, smtp_greets
+    from tests.test_commands import alive, start_pipeline
+
+    smtp_port = free_port()
+    env = process_env(
+        BROKER_URL=os.environ["BROKER_URL"],
+        RELAY_METRICS_PORT=str(free_port()),
+        dramatiq_prom_port=str(free_port()),
+        SCHEDULER_METRICS_PORT=str(free_port()),
+        EMAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS,
+        BOUNCE_RECEIVER_BIND=f"127.0.0.1:{smtp_port}",
+        BOUNCE_METRICS_PORT=str(free_port()),
+    )
+    log_path = tmp_path / "pipeline.log"
+    pipeline = start_pipeline(env, log_path, "--bind", f"127.0.0.1:{free_port()}")
+    try:
+        wait_until(lambda: smtp_greets(smtp_port), timeout=60, what="the bounce receiver")
+        children = descendants(pipeline.pid)
+        pipeline.send_signal(signal.SIGTERM)
+        assert pipeline.wait(timeout=15) == 0
+        wait_until(lambda: not any(alive(pid) for pid in children), timeout=5, what="every child gone")
+        assert not smtp_greets(smtp_port)
+        assert "bounce_receiver.stopped" in log_path.read_text()
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+            pipeline.wait(timeout=10)
