@@ -417,3 +417,19 @@ def test_run_pipeline_starts_the_bounce_receiver_when_a_bounce_address_is_set(tm
         if pipeline.poll() is None:
             pipeline.kill()
             pipeline.wait(timeout=10)
+
+
+def test_a_dsn_with_8_bit_and_nul_bytes_in_its_fields_is_recorded(
+    receiver: tuple[ManagedProcess, int, int], sent: Callable[..., Notification]
+) -> None:
+    _, port, _ = receiver
+    notification = sent()
+    raw = fixture("postfix_bounce_5.1.1.eml", notification).replace(
+        b"Remote-MTA: dns; mailbox.example.org", b"Remote-MTA: dns; m\xe4ilbox\x00.example.org"
+    )
+    raw = raw.replace(b"User unknown\r\n\r\n--", b"Benutzer unbekannt \xfc\xff\r\n\r\n--")
+    assert send(port, raw, return_path.return_path_address(notification.id) or "")[0] == 250
+    notification.refresh_from_db()
+    assert (notification.status, notification.last_error_code) == (Status.BOUNCED, "5.1.1")
+    assert "Benutzer unbekannt" in notification.last_error_message
+    assert "\x00" not in NotificationReport.objects.get(notification=notification).details["Remote-MTA"]
