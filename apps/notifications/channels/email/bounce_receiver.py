@@ -74,19 +74,10 @@ def bounce_message_record(*, raw: bytes, recipients: list[str]) -> str:
         _count("database_unavailable")
         log.warning("bounce.database_unavailable", error_code="database_unavailable", error=type(error).__name__)
         return REPLY_DATABASE_DOWN
+    # What each report did is logged by notification_report_record (notification.report_applied,
+    # notification.report_unknown): one line per report, not two.
     recorded = any(result.found for result in results)
     _count(parsed.kind if recorded else "unknown_notification")
-    for found, result in zip(parsed.reports, results, strict=True):
-        log.info(
-            "bounce.recorded" if result.found else "bounce.unknown_notification",
-            kind=parsed.kind,
-            notification_id=str(found.notification_id or ""),
-            outcome=str(found.report.outcome),
-            status_code=found.report.status_code,
-            status=result.status,
-            changed=result.changed,
-            suppressed=result.suppressed,
-        )
     return REPLY_ACCEPTED if recorded else REPLY_IGNORED
 
 
@@ -99,7 +90,7 @@ def _record(found: reports.FoundReport) -> ReportResult:
 class BounceHandler:
     """aiosmtpd handler: RCPT checks the address, DATA records in the thread pool."""
 
-    def __init__(self, *, threads: int = 4) -> None:
+    def __init__(self, *, threads: int = 8) -> None:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bounce")
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
@@ -138,7 +129,7 @@ class BounceHandler:
         self.executor.shutdown(wait=True)
 
 
-def bounce_receiver_controller(*, host: str, port: int, max_bytes: int, threads: int = 4) -> Controller:
+def bounce_receiver_controller(*, host: str, port: int, max_bytes: int, threads: int = 8) -> Controller:
     """The aiosmtpd server (not started). It announces itself by the host name it was given."""
     handler = BounceHandler(threads=threads)
     return Controller(

@@ -45,7 +45,7 @@ class Command(BaseCommand):
             help="Prometheus exporter port (0 disables it).",
         )
         parser.add_argument(
-            "--threads", type=int, default=4, help="Threads parsing and recording reports (one DB connection each)."
+            "--threads", type=int, default=8, help="Threads parsing and recording reports (one DB connection each)."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
