@@ -265,7 +265,7 @@ CATALOGUE: dict[str, ErrorCode] = {
             "Unexpected provider error; treated as provider_down (retried, counts toward the breaker).",
             "Read the traceback.",
         ),
-        # --- notification failure classification (apps/notifications/classification.py)
+        # --- notification failure classification (apps/notifications/channels/<name>/classification.py)
         ErrorCode(
             "smtp_connection_failed",
             "provider_down: the SMTP server refused, reset or closed the "
@@ -320,9 +320,27 @@ CATALOGUE: dict[str, ErrorCode] = {
         ),
         ErrorCode("smtp_message_deferred", "message_temporary: 450/451/452 after DATA; retried.", "None."),
         ErrorCode(
+            "smtp_recipient_unknown",
+            "recipient_refused: 550/551/553 with 5.1.x at RCPT (no such user or domain, bad address): a "
+            "bounce at once; the notification ends `bounced` and the address is suppressed.",
+            "Ask the attendee or the portal for the right address (an update webhook corrects it), then replay.",
+        ),
+        ErrorCode(
             "smtp_recipient_rejected",
-            "message_permanent: 550/551/553/554 at RCPT (no such user); dead.",
-            "Correct the attendee's address at the portal, then replay.",
+            "message_permanent: 550/551/553/554 at RCPT for another reason than a bad address (policy, 5.7.x); dead.",
+            "Read the reply in the attempt: often our sender's reputation or SPF/DKIM; fix, then replay.",
+        ),
+        ErrorCode(
+            "esp_recipient_refused",
+            "recipient_refused: the ESP refused every recipient (AnymailRecipientsRefused: invalid, or on its "
+            "own suppression list after an earlier bounce or complaint); `bounced`, the address suppressed.",
+            "Ask for a corrected address; if the ESP's own list holds it, remove it there too before a replay.",
+        ),
+        ErrorCode(
+            "sms_opted_out",
+            "recipient_opted_out: Twilio 21610, the number replied STOP to our sender; `suppressed` with a "
+            "Suppression of reason opted_out.",
+            "None: the attendee asked for no SMS. Lift only if they texted START and asked for them again.",
         ),
         ErrorCode(
             "smtp_message_too_large",
@@ -348,9 +366,9 @@ CATALOGUE: dict[str, ErrorCode] = {
         ),
         ErrorCode(
             "sms_invalid_number",
-            "message_permanent: Twilio says the number cannot receive this "
-            "(21211, 21214, 21217, 21407, 21421, 21610, 21612, 21614); dead.",
-            "Correct the attendee's phone at the portal (21610: they unsubscribed), then replay.",
+            "recipient_refused: Twilio says the number cannot receive SMS "
+            "(21211, 21214, 21217, 21407, 21421, 21612, 21614); `bounced`, the number suppressed.",
+            "Correct the attendee's phone at the portal (an update webhook), then replay.",
         ),
         ErrorCode(
             "sms_recipient_rate_limited",

@@ -35,8 +35,15 @@ REPLAY_PERMISSION = "notifications.replay_notification"
 LIFT_PERMISSION = "notifications.lift_suppression"
 Status = Notification.Status
 # What the send path records itself, beside the classification's rows (a failure of ours, an address
-# we cannot use, a breaker or the retries giving up).
-SEND_PATH_ERROR_CODES = ("actor_failed", "circuit_open", "invalid_recipient", "retries_exhausted", "sms_not_configured")
+# we cannot use or may not write to, a breaker or the retries giving up).
+SEND_PATH_ERROR_CODES = (
+    "actor_failed",
+    "address_suppressed",
+    "circuit_open",
+    "invalid_recipient",
+    "retries_exhausted",
+    "sms_not_configured",
+)
 
 
 def notification_error_codes() -> list[str]:

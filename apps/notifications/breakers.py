@@ -10,9 +10,9 @@ half_open --probe answered (sent, or a per-message refusal)--> closed
 half_open --probe provider_down--> open;  half_open --probe provider_misconfigured--> misconfigured
 
 Only provider-wide failures count (apps/notifications/classification.py): a per-message refusal
-(greylisting, no such user) is an answer from a working provider. While a breaker is open, sends
-wait in PostgreSQL (Notification.deferred_at) and ONE probe message per channel is scheduled
-(probe_scheduled_at); the worker whose probe closes the breaker wakes the waiting sends.
+(greylisting, no such user) is an answer from a working provider. What the sends do meanwhile is
+deferral.py: they wait in PostgreSQL (Notification.deferred_at), ONE probe message per channel is
+scheduled (probe_scheduled_at), and the worker whose probe closes the breaker wakes the waiting sends.
 
 Every transition is a guarded UPDATE (`... WHERE state = <expected>`): of two processes racing for
 the same transition, one changes the row and the other sees 0 rows updated.

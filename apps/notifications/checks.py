@@ -15,21 +15,19 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from apps.notifications import channels
 
 # Recording `sent` after the provider accepted may retry for this long (sending._mark_sent).
 SENT_RECORD_SECONDS = 60.0
-# The SMTP conversation before the end of DATA: connect, greeting, EHLO, MAIL, RCPT, DATA, each
-# answering within EMAIL_TIMEOUT.
-SMTP_SHORT_STEPS = 6
 
 
 def longest_send_seconds() -> float:
-    """The longest one notification_send can take: its provider calls (a misconfigured primary hands
-    the send to the fallback, so two e-mail calls), then recording `sent`."""
-    email_call = SMTP_SHORT_STEPS * settings.EMAIL_TIMEOUT + settings.EMAIL_DATA_TIMEOUT_SECONDS
-    email_calls = 2 if (settings.EMAIL_FALLBACK_URL or settings.EMAIL_FALLBACK_BACKEND) else 1
-    sms_call = 2 * settings.SMS_TIMEOUT_SECONDS  # the request, then the listing that asks whether it arrived
-    return max(email_calls * email_call, sms_call) + SENT_RECORD_SECONDS
+    """The longest one notification_send can take: the slowest channel's provider calls (each
+    channel says, `Channel.longest_call_seconds`: e-mail 6 x EMAIL_TIMEOUT + EMAIL_DATA_TIMEOUT_SECONDS
+    per provider, SMS 2 x SMS_TIMEOUT_SECONDS), then recording `sent`."""
+    return max(channel.longest_call_seconds() for channel in channels.channels()) + SENT_RECORD_SECONDS
 
 
 def send_time_limit_ms() -> int:
@@ -38,17 +36,38 @@ def send_time_limit_ms() -> int:
 
 
 @checks.register()
+def channels_load(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """NOTIFICATION_CHANNELS names modules that load, each with a CHANNEL: refused at start rather
+    than at a worker's first send."""
+    try:
+        channels.channels()
+    except (ImportError, ImproperlyConfigured) as error:
+        return [
+            checks.Error(
+                f"NOTIFICATION_CHANNELS cannot be loaded: {error}",
+                hint="Each entry is the module path of a channel exposing CHANNEL (docs/architecture.md).",
+                id="notifications.E003",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def claim_outlasts_a_send(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     claim = settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS
-    longest = longest_send_seconds()
     problems: list[checks.CheckMessage] = []
+    try:
+        calls = {channel.name: channel.longest_call_seconds() for channel in channels.channels()}
+    except (ImportError, ImproperlyConfigured):
+        return problems  # channels_load reports it
+    longest = longest_send_seconds()
     if claim <= longest:
+        spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in calls.items())
         problems.append(
             checks.Error(
-                f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must exceed the longest send ({longest:.0f} s: "
-                f"{SMTP_SHORT_STEPS} x EMAIL_TIMEOUT + EMAIL_DATA_TIMEOUT_SECONDS per e-mail provider, 2 x "
-                f"SMS_TIMEOUT_SECONDS, {SENT_RECORD_SECONDS:.0f} s to record `sent`), or a live send is claimed and "
-                "sent again by another worker.",
+                f"NOTIFICATION_CLAIM_TIMEOUT_SECONDS ({claim}) must exceed the longest send ({longest:.0f} s: the "
+                f"slowest channel's provider calls ({spent}), then {SENT_RECORD_SECONDS:.0f} s to record `sent`), "
+                "or a live send is claimed and sent again by another worker.",
                 hint="Raise NOTIFICATION_CLAIM_TIMEOUT_SECONDS or lower EMAIL_DATA_TIMEOUT_SECONDS.",
                 id="notifications.E001",
             )

@@ -1,4 +1,4 @@
-"""The one failure classification: every way a provider can refuse, sorted into four classes.
+"""The one failure classification: every way a provider can refuse, sorted into its classes.
 
 - `message_temporary`: this message is retried with its own backoff (Dramatiq retries); the
   provider's breaker is not touched;
@@ -12,6 +12,12 @@
   final "." within EMAIL_DATA_TIMEOUT_SECONDS; an SMS request unanswered whose provider could not
   be asked whether it took it). Never retried: the notification is `dead` with code
   `outcome_unknown` for staff to check and replay; the breaker is not touched.
+- `recipient_refused`: the recipient's side refused this address or number for good at hand-over
+  (550 5.1.1 at RCPT, an ESP's AnymailRecipientsRefused, Twilio's invalid-number codes). A bounce
+  like the one reported an hour later (CONTRACT section 8): the notification ends `bounced` and the
+  address is suppressed (delivery.notification_refused_at_handover), not `dead`;
+- `recipient_opted_out`: the number replied STOP (Twilio 21610): `suppressed`, with a Suppression of
+  reason `opted_out`.
 
 Each channel owns its rows (`RULES` in apps/notifications/channels/<name>/classification.py: a
 protocol belongs to one channel); the registry lists them all (`channels.rules()`, first matching
@@ -35,6 +41,8 @@ from apps.notifications.errors import (
     ProviderOutcomeUnknownError,
     ProviderPermanentError,
     ProviderRateLimitedError,
+    ProviderRecipientOptedOutError,
+    ProviderRecipientRefusedError,
     ProviderTransientError,
 )
 
@@ -45,11 +53,16 @@ class FailureClass(StrEnum):
     PROVIDER_DOWN = "provider_down"
     PROVIDER_MISCONFIGURED = "provider_misconfigured"
     OUTCOME_UNKNOWN = "outcome_unknown"
+    RECIPIENT_REFUSED = "recipient_refused"
+    RECIPIENT_OPTED_OUT = "recipient_opted_out"
 
 
 T, P = FailureClass.MESSAGE_TEMPORARY, FailureClass.MESSAGE_PERMANENT
 D, M = FailureClass.PROVIDER_DOWN, FailureClass.PROVIDER_MISCONFIGURED
 U = FailureClass.OUTCOME_UNKNOWN
+R, S = FailureClass.RECIPIENT_REFUSED, FailureClass.RECIPIENT_OPTED_OUT  # S: ends `suppressed`
+# The refusals that are the recipient's answer about its address: a bounce at hand-over.
+REFUSED_AT_HANDOVER = (R, S)
 
 ERROR_TYPES: dict[FailureClass, type[ProviderError]] = {
     T: ProviderTransientError,
@@ -57,6 +70,8 @@ ERROR_TYPES: dict[FailureClass, type[ProviderError]] = {
     D: ProviderDownError,
     M: ProviderMisconfiguredError,
     U: ProviderOutcomeUnknownError,
+    R: ProviderRecipientRefusedError,
+    S: ProviderRecipientOptedOutError,
 }
 
 ANY_4XX = frozenset(range(400, 500))
@@ -112,11 +127,20 @@ def classify(
     return UNCLASSIFIED
 
 
-def provider_error(rule: Rule, message: str, *, retry_after: float | None = None) -> ProviderError:
-    """The exception for a row: its class's type, with the row's code (a rate limit with the wait asked for)."""
+def provider_error(
+    rule: Rule, message: str, *, retry_after: float | None = None, remote_status: str = "", diagnostic: str = ""
+) -> ProviderError:
+    """The exception for a row: its class's type, with the row's code (a rate limit with the wait asked
+    for). `remote_status`/`diagnostic`: what the remote side said in its own terms (`5.1.1`, `smtp; 550
+    5.1.1 No such user`; Twilio's `21211`), kept on a notification that bounced at hand-over."""
     if retry_after is not None and "retry_after" in rule.details:
-        return ProviderRateLimitedError(message, code=rule.error_code, details=rule, retry_after=retry_after)
-    return ERROR_TYPES[rule.failure_class](message, code=rule.error_code, details=rule)
+        error: ProviderError = ProviderRateLimitedError(
+            message, code=rule.error_code, details=rule, retry_after=retry_after
+        )
+    else:
+        error = ERROR_TYPES[rule.failure_class](message, code=rule.error_code, details=rule)
+    error.remote_status, error.diagnostic = remote_status, diagnostic
+    return error
 
 
 def network_error(rules: Iterable[Rule], protocol: str, condition: str, error: BaseException) -> ProviderError:

@@ -41,6 +41,7 @@ __all__ = [
     "DeliveryReport",
     "ReportOutcome",
     "ReportResult",
+    "notification_refused_at_handover",
     "notification_report_record",
     "notification_reports_apply_pending",
     "suppression_active",
@@ -244,6 +245,69 @@ def _suppression_reason(report: NotificationReport) -> str:
     if report.outcome == ReportOutcome.BOUNCED and report.permanent:
         return Suppression.Reason.BOUNCED
     return ""
+
+
+@transaction.atomic
+def notification_refused_at_handover(
+    *, notification_id: uuid.UUID | str, claim: int, report: DeliveryReport, opted_out: bool = False
+) -> bool:
+    """The recipient's side refused the address for good while we handed the message over (550 5.1.1
+    at RCPT, an ESP's refusal, Twilio's invalid number or STOP): a bounce at once, like the same
+    refusal reported an hour later. One transaction: the notification leaves `sending` (fenced by
+    the claim's attempt number, as every end of a send) for `bounced`, or `suppressed` when the
+    number opted out (`opted_out`: the classification's recipient_opted_out); the report is kept
+    as its history row; the address is suppressed (reason `bounced` or `opted_out`). Returns False,
+    changing nothing, when the claim was taken over.
+
+    A crash before COMMIT leaves the row `sending`: the claim times out, the rescue sweep sends it
+    again, and the recipient's side refuses again (nothing reached anyone).
+    """
+    status = Status.SUPPRESSED if opted_out else Status.BOUNCED
+    updated = Notification.objects.filter(id=notification_id, status=Status.SENDING, attempts=claim).update(
+        status=status,
+        last_error_code=(report.status_code or report.outcome)[:64],
+        last_error_message=report.diagnostic[:_ERROR_MESSAGE_MAX],
+        next_attempt_at=None,
+        deferred_at=None,
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        return False
+    notification = Notification.objects.only("id", "kind", "channel", "recipient").get(id=notification_id)
+    NotificationReport.objects.create(
+        notification_id=notification.id,
+        source=report.source,
+        outcome=report.outcome,
+        permanent=True,
+        status_code=report.status_code[:64],
+        diagnostic=report.diagnostic,
+        details=report.details,
+        reported_at=report.reported_at,
+        received_at=timezone.now(),
+        applied=True,
+        dedupe_key=report.dedupe_key[:255],
+    )
+    suppression_add(
+        channel=notification.channel,
+        address=notification.recipient,
+        reason=Suppression.Reason.OPTED_OUT if opted_out else Suppression.Reason.BOUNCED,
+        notification_id=notification.id,
+        source=report.source,
+        note=" ".join(part for part in (report.status_code, report.diagnostic) if part)[:_ERROR_MESSAGE_MAX],
+    )
+    metrics.NOTIFICATION_REPORTS.labels(
+        channel=notification.channel, source=report.source, outcome=report.outcome
+    ).inc()
+    metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
+    log.info(
+        "notification.refused_at_handover",
+        notification_id=str(notification.id),
+        channel=notification.channel,
+        source=report.source,
+        status_code=report.status_code,
+        status=status,
+    )
+    return True
 
 
 def notification_reports_apply_pending(*, limit: int = 500) -> dict[str, int]:

@@ -12,6 +12,10 @@ class ProviderError(EventPlatformError):
 
     code = "provider_error"
     failure_class = "provider_down"
+    # What the remote side said in its own terms (classification.provider_error): the enhanced
+    # status or Twilio code, and its reply; empty when it said nothing (a timeout).
+    remote_status = ""
+    diagnostic = ""
 
 
 class ProviderTransientError(ProviderError):
@@ -60,6 +64,21 @@ class ProviderPermanentError(ProviderError):
 
     code = "invalid_recipient"
     failure_class = "message_permanent"
+
+
+class ProviderRecipientRefusedError(ProviderPermanentError):
+    """The recipient's side refused the address or number for good when we handed the message over
+    (550 5.1.1 at RCPT): a bounce at once, which ends `bounced` and suppresses the address."""
+
+    code = "smtp_recipient_unknown"
+    failure_class = "recipient_refused"
+
+
+class ProviderRecipientOptedOutError(ProviderPermanentError):
+    """The number opted out (replied STOP; Twilio 21610): `suppressed`, with reason `opted_out`."""
+
+    code = "sms_opted_out"
+    failure_class = "recipient_opted_out"
 
 
 class ProviderMisconfiguredError(ProviderError):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -123,6 +124,13 @@ class Notification(models.Model):
 # The statuses a claim may take a notification from (sending._claim), and that a cancellation, a
 # replay or a wake-up of deferred sends looks for: not yet being sent, not finished.
 CLAIMABLE = (Notification.Status.PENDING, Notification.Status.RETRYING)
+
+
+def claim_held(notification_id: Any, claim: int) -> models.QuerySet[Notification]:
+    """The notification while the claim whose attempt number is `claim` still holds it (`sending`,
+    that attempt). Every update a send makes after its claim is fenced by it (sending._claim): a
+    worker whose claim was taken over (it outlived NOTIFICATION_CLAIM_TIMEOUT_SECONDS) changes nothing."""
+    return Notification.objects.filter(id=notification_id, status=Notification.Status.SENDING, attempts=claim)
 
 
 class NotificationAttempt(models.Model):

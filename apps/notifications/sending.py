@@ -22,7 +22,7 @@ What a failure means comes from apps/notifications/classification.py:
   to the next provider (the fallback), or waits;
 - every provider of the channel blocked by its breaker: the send waits in PostgreSQL (deferred_at,
   no outbox row, no attempt used) and one probe message per channel is queued; whoever closes the
-  breaker wakes the waiting sends (failures.notifications_wake_deferred).
+  breaker wakes the waiting sends. That story, route to wake, is deferral.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,19 +38,13 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
-from apps.notifications import channels, classification, queueing, rendering
-from apps.notifications.breakers import (
-    Permit,
-    circuit_breaker_lets_through,
-    circuit_breaker_permit,
-    circuit_breaker_probe_started,
-    circuit_breaker_record,
-    circuit_breaker_schedule_probe,
-)
+from apps.notifications import channels, classification, deferral, rendering
+from apps.notifications.breakers import Permit, circuit_breaker_record
 from apps.notifications.classification import FailureClass
+from apps.notifications.deferral import Blocked, notification_defer, notifications_wake_deferred
+from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_refused_at_handover
 from apps.notifications.errors import (
     NotificationBusy,
     ProviderError,
@@ -60,12 +53,8 @@ from apps.notifications.errors import (
     ProviderTransientError,
     SentNotRecorded,
 )
-from apps.notifications.failures import (
-    horizon_passed,
-    notification_mark_dead,
-    notifications_wake_deferred,
-)
-from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt
+from apps.notifications.failures import notification_mark_dead
+from apps.notifications.models import CLAIMABLE, Notification, NotificationAttempt, Suppression, claim_held
 from apps.notifications.providers import OutgoingMessage, Provider
 from apps.outbox.services import DISCARD_UNPUBLISHED, outbox_discard
 from eventplatform import metrics, sql
@@ -78,16 +67,8 @@ _TABLE = Notification._meta.db_table
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent | deferred | dead | skipped (a temporary failure raises)
+    outcome: str  # sent | deferred | dead | bounced | suppressed | cancelled | skipped (a temporary failure raises)
     notification_id: str
-
-
-@dataclass(frozen=True)
-class Blocked:
-    """Every provider of the channel refused by its breaker."""
-
-    retry_in: float
-    misconfigured: bool
 
 
 # The registration a notification's foreign key points to, reached through that key: registrations
@@ -97,10 +78,21 @@ _REGISTRATION_TABLE = Registration._meta.db_table
 # Why a claimed row must not be sent after all ('' when it may): the registration was cancelled since
 # (only its cancellation still makes sense), or a reminder's event has started. Read in the claim's
 # own statement (a join on the registration's primary key): no extra round trip per send.
-_STALE_REASON = (
-    "CASE WHEN n.kind <> %s AND r.status = %s THEN %s "
-    "WHEN n.kind IN (%s, %s) AND r.event_starts_at <= {now} THEN %s ELSE '' END"
+_STALE_WHEN = (
+    "WHEN n.kind <> %s AND r.status = %s THEN %s WHEN n.kind IN (%s, %s) AND r.event_starts_at <= {now} THEN %s "
 )
+_STALE_REASON = f"CASE {_STALE_WHEN}ELSE '' END"
+# The claim's reason adds a third: the address has an active Suppression (delivery.py). An EXISTS on
+# the partial unique index of active suppressions, in the claim's own statement: no query per send.
+# The address as stored there (selectors.suppression_address): an e-mail lower-cased whole (the
+# recipient column is already in its normal form), a number as it is.
+_SUPPRESSED_WHEN = (
+    f"WHEN EXISTS (SELECT 1 FROM {Suppression._meta.db_table} AS s WHERE s.channel = n.channel "
+    "AND s.address = CASE WHEN n.channel = %s THEN LOWER(n.recipient) ELSE n.recipient END "
+    "AND s.lifted_at IS NULL) THEN %s "
+)
+_CLAIM_REASON = f"CASE {_STALE_WHEN}{_SUPPRESSED_WHEN}ELSE '' END"
+SUPPRESSED_REASON = "address_suppressed"
 _STALE_PARAMS = [
     Notification.Kind.CANCELLATION,
     Registration.Status.CANCELLED,
@@ -112,6 +104,9 @@ _STALE_PARAMS = [
 STALE_MESSAGES = {
     "registration_cancelled": "Not sent: the registration was cancelled after this notification was created.",
     "event_started": "Not sent: the event has already started.",
+    "address_suppressed": "Not sent: the address has an active suppression (it bounced for good, its owner "
+    "complained or replied STOP, or staff suppressed it). It will not send until the suppression is lifted "
+    "(Notifications > Suppressions, with the permission to lift suppressions).",
 }
 
 
@@ -121,7 +116,7 @@ def _claim_statement(vendor: str) -> str:
     # different machines (statement_timestamp(): also right inside a caller's transaction).
     now = "statement_timestamp()" if vendor == "postgresql" else "%s"
     stale_claim = "statement_timestamp() - make_interval(secs => %s)" if vendor == "postgresql" else "%s"
-    reason = _STALE_REASON.format(now=now)
+    reason = _CLAIM_REASON.format(now=now)
     # PostgreSQL needs the columns qualified (the registration's have the same names); SQLite's
     # RETURNING sees only the updated table, and refuses a qualified name.
     prefix = "n." if vendor == "postgresql" else ""
@@ -129,7 +124,7 @@ def _claim_statement(vendor: str) -> str:
         f"{prefix}{connection.ops.quote_name(field.column)}" for field in Notification._meta.concrete_fields
     )
     return (
-        f"UPDATE {_TABLE} AS n SET status = CASE WHEN ({reason}) = '' THEN %s ELSE %s END, "
+        f"UPDATE {_TABLE} AS n SET status = CASE ({reason}) WHEN '' THEN %s WHEN %s THEN %s ELSE %s END, "
         f"claimed_at = {now}, attempts = attempts + CASE WHEN ({reason}) = '' THEN 1 ELSE 0 END, "
         f"last_error_code = CASE WHEN ({reason}) = '' THEN last_error_code ELSE ({reason}) END, "
         f"next_attempt_at = NULL, deferred_at = NULL, updated_at = {now} "
@@ -168,7 +163,9 @@ def _claim(notification_id: str) -> Notification | None:
     update of this send: a worker whose claim was taken over changes nothing.
 
     The same statement checks that the message still makes sense (_STALE_REASON): if not, the row
-    goes `cancelled` with the reason in last_error_code instead of `sending`, and no attempt is used.
+    goes `cancelled` with the reason in last_error_code instead of `sending`, and no attempt is used;
+    and that its address has no active Suppression: if it has, the row goes `suppressed`
+    (`address_suppressed`), no attempt used and no provider called.
     One `UPDATE … RETURNING`: the claim, the check and the row in a single round trip.
     """
     postgres = connection.vendor == "postgresql"
@@ -178,13 +175,15 @@ def _claim(notification_id: str) -> Notification | None:
         if postgres
         else timezone.now() - dt.timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS)
     )
-    reason = [*_STALE_PARAMS[:5], *now, _STALE_PARAMS[5]]
+    reason = [*_STALE_PARAMS[:5], *now, _STALE_PARAMS[5], Notification.Channel.EMAIL, SUPPRESSED_REASON]
     with connection.cursor() as cursor:
         cursor.execute(
             _claim_statement(connection.vendor),
             [
                 *reason,
                 Status.SENDING,
+                SUPPRESSED_REASON,
+                Status.SUPPRESSED,
                 Status.CANCELLED,
                 *now,
                 *reason,
@@ -238,9 +237,9 @@ def _record_attempt(notification: Notification, **fields: Any) -> None:
 def _finish(notification: Notification, status: str, **fields: Any) -> bool:
     """Leave `sending`, fenced by the claim: only while the row is still this claim's (`sending`
     with this claim's attempt number); a worker whose claim was taken over changes nothing."""
-    updated = Notification.objects.filter(
-        id=notification.id, status=Status.SENDING, attempts=notification.attempts
-    ).update(status=status, updated_at=timezone.now(), **fields)
+    updated = claim_held(notification.id, notification.attempts).update(
+        status=status, updated_at=timezone.now(), **fields
+    )
     if updated and status == Status.SENT:
         metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
     return bool(updated)
@@ -370,17 +369,6 @@ def _masked(notification: Notification) -> str:
         return ""
 
 
-def _route(providers: list[Provider]) -> tuple[Provider, Permit] | Blocked:
-    """The first provider whose breaker lets a send through, or how long until one may."""
-    refusals = []
-    for provider in providers:
-        permit = circuit_breaker_permit(provider=provider.name)
-        if permit.allowed:
-            return provider, permit
-        refusals.append(permit)
-    return Blocked(retry_in=min(p.retry_in for p in refusals), misconfigured=any(p.misconfigured for p in refusals))
-
-
 def notification_send(*, notification_id: str) -> SendResult:
     """Claim, send through the channel's providers, record the outcome (module docstring).
 
@@ -389,8 +377,8 @@ def notification_send(*, notification_id: str) -> SendResult:
     """
     claimed = time.monotonic()
     notification = _claim(notification_id)
-    if notification is not None and notification.status == Status.CANCELLED:
-        return _cancelled_at_send(notification)
+    if notification is not None and notification.status in (Status.CANCELLED, Status.SUPPRESSED):
+        return _not_sent(notification)
     if notification is None:
         current = Notification.objects.filter(id=notification_id).values_list("status", flat=True).first()
         if current == Status.SENDING:
@@ -423,22 +411,24 @@ def notification_send(*, notification_id: str) -> SendResult:
         raise
 
 
-def _cancelled_at_send(notification: Notification) -> SendResult:
-    """The claim found the message stale (_STALE_REASON) and made the row `cancelled`: say why, for staff."""
-    reason = notification.last_error_code
-    Notification.objects.filter(id=notification.id, status=Status.CANCELLED).update(
+def _not_sent(notification: Notification) -> SendResult:
+    """The claim found the message stale (_STALE_REASON) and made the row `cancelled`, or its address
+    suppressed and made it `suppressed`: say why, for staff. A crash before this leaves the reason's
+    code without its sentence; the outbox row is gone with the relay's publish or this discard."""
+    reason, status = notification.last_error_code, notification.status
+    Notification.objects.filter(id=notification.id, status=status).update(
         last_error_message=STALE_MESSAGES.get(reason, reason)
     )
     outbox_discard(notification.id)
-    metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=Status.CANCELLED).inc()
+    metrics.NOTIFICATIONS.labels(kind=notification.kind, channel=notification.channel, status=status).inc()
     log.info(
-        "notification.cancelled_at_send",
+        "notification.cancelled_at_send" if status == Status.CANCELLED else "notification.suppressed_at_send",
         notification_id=str(notification.id),
         kind=notification.kind,
         channel=notification.channel,
         reason=reason,
     )
-    return SendResult(outcome="cancelled", notification_id=str(notification.id))
+    return SendResult(outcome=status, notification_id=str(notification.id))
 
 
 def _send_claimed(notification: Notification, claimed: float) -> SendResult:
@@ -483,7 +473,7 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
     )
     misconfigured_error: ProviderError | None = None
     for _ in range(len(providers)):  # a misconfigured provider hands the same send to the next one
-        route = _route(providers)
+        route = deferral.route(providers)
         if isinstance(route, Blocked):
             break
         provider, permit = route
@@ -494,7 +484,10 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
     else:  # every provider turned out misconfigured in this very send (no new permit is asked for:
         # one would claim a probe nobody makes)
         route = Blocked(retry_in=settings.NOTIFICATION_BREAKER_MISCONFIGURED_PROBE_SECONDS, misconfigured=True)
-    return _defer(notification, blocked=route, providers=providers, tried=misconfigured_error, log_context=log_context)
+    outcome = notification_defer(
+        notification, blocked=route, providers=providers, tried=misconfigured_error, log_context=log_context
+    )
+    return SendResult(outcome=outcome, notification_id=str(notification.id))
 
 
 def _send_once(
@@ -534,8 +527,10 @@ def _send_once(
     ):
         notifications_wake_deferred(channel=notification.channel)  # a probe answered: the provider works
     # An unknown outcome ends like a permanent failure (dead, for staff), never retried: the provider
-    # may have the message (ProviderOutcomeUnknownError).
-    permanent = failure in (FailureClass.MESSAGE_PERMANENT, FailureClass.OUTCOME_UNKNOWN)
+    # may have the message (ProviderOutcomeUnknownError). A refusal of the address at hand-over is a
+    # bounce, recorded as the delivery report it is (bounced or suppressed, never dead).
+    refused = failure in classification.REFUSED_AT_HANDOVER
+    permanent = refused or failure in (FailureClass.MESSAGE_PERMANENT, FailureClass.OUTCOME_UNKNOWN)
     _record_attempt(
         notification,
         started=started,
@@ -546,6 +541,10 @@ def _send_once(
         if permanent
         else NotificationAttempt.Outcome.TRANSIENT_ERROR,
     )
+    if refused:
+        _refused_at_handover(notification, provider, error, failure)
+        outcome = Status.SUPPRESSED if failure == FailureClass.RECIPIENT_OPTED_OUT else Status.BOUNCED
+        return SendResult(outcome=outcome, notification_id=str(notification.id))
     if permanent:
         notification_mark_dead(
             notification_id=str(notification.id),
@@ -591,6 +590,30 @@ def _send_once(
     if isinstance(error, ProviderTransientError):
         raise error
     raise ProviderTransientError(error.message, code=error.code) from error
+
+
+def _refused_at_handover(
+    notification: Notification, provider: Provider, error: ProviderError, failure: FailureClass
+) -> None:
+    """The recipient's side refused the address for good as we handed the message over: the same
+    DeliveryReport a DSN would bring later, through the same service (delivery.py)."""
+    rule = error.details if isinstance(error.details, classification.Rule) else None
+    protocol = rule.protocol if rule is not None else notification.channel
+    source = {"smtp": "smtp", "sms": "sms_api"}.get(protocol, f"esp:{provider.name}")
+    notification_refused_at_handover(
+        notification_id=notification.id,
+        claim=notification.attempts,
+        opted_out=failure == FailureClass.RECIPIENT_OPTED_OUT,
+        report=DeliveryReport(
+            source=source,
+            outcome=ReportOutcome.BOUNCED,
+            permanent=True,
+            status_code=error.remote_status or error.code,
+            diagnostic=error.diagnostic or error.message,
+            reported_at=timezone.now(),
+            details={"provider": provider.name, "error_code": error.code, "stage": rule.stage if rule else ""},
+        ),
+    )
 
 
 def _record_sent(
@@ -639,117 +662,3 @@ def _record_sent(
             **log_context,
         )
     return SendResult(outcome="sent", notification_id=str(notification.id))
-
-
-def _defer(
-    notification: Notification,
-    *,
-    blocked: Blocked,
-    providers: list[Provider],
-    tried: ProviderError | None,
-    log_context: dict[str, Any],
-) -> SendResult:
-    """Every provider's breaker is refusing: hand the claim back (no attempt used unless a provider
-    was called in this run) and let the send wait in PostgreSQL, with no outbox row of its own.
-
-    One probe message per channel is queued for when the first breaker may let a send through
-    (circuit_breaker_schedule_probe); its success wakes every waiting send. The release and the
-    probe's outbox row commit together: a crash before COMMIT leaves the row `sending`, and the
-    unacknowledged message is redelivered and re-claims it after the claim timeout.
-
-    Past the retry horizon a send waiting for a provider that is down is dead; one waiting for a
-    misconfigured provider never is (an operator is needed, and the alert says so).
-    """
-    names = ", ".join(provider.name for provider in providers)
-    now = timezone.now()
-    misconfigured = blocked.misconfigured or tried is not None
-    if not misconfigured and horizon_passed(notification, now):
-        notification_mark_dead(
-            notification_id=str(notification.id),
-            error_code="circuit_open",
-            error_message=f"Circuit breaker of {names} open past the retry horizon.",
-            claim=notification.attempts,
-            attempts=F("attempts") - 1,
-        )
-        return SendResult(outcome="dead", notification_id=str(notification.id))
-    error_code = tried.code if tried else ("provider_misconfigured" if misconfigured else "circuit_open")
-    retry_in = dt.timedelta(seconds=blocked.retry_in + random.uniform(0, 1))
-    with transaction.atomic():
-        released = _finish(
-            notification,
-            Status.RETRYING if notification.attempts > 1 else Status.PENDING,
-            attempts=F("attempts") - (0 if tried else 1),
-            claimed_at=None,
-            next_attempt_at=None,
-            deferred_at=now,
-            last_error_code=error_code,
-            last_error_message=(
-                f"Waiting: {tried.message}"
-                if tried
-                else f"Waiting: circuit breaker of {names} {'misconfigured' if misconfigured else 'open'}."
-            )[:2000],
-        )
-        if released and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
-            queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
-    metrics.NOTIFICATION_DEFERRALS.labels(channel=notification.channel).inc()
-    log.info(
-        "notification.deferred",
-        error_code=error_code,
-        provider=names,
-        probe_in_seconds=round(retry_in.total_seconds(), 1),
-        **log_context,
-    )
-    # A breaker that closed between our check and our COMMIT has woken the others already.
-    if any(circuit_breaker_lets_through(provider=provider.name) for provider in providers):
-        notifications_wake_deferred(channel=notification.channel)
-    return SendResult(outcome="deferred", notification_id=str(notification.id))
-
-
-def notifications_probe(*, channel: str) -> str:
-    """The channel's probe message: send the longest-waiting deferred notification now.
-
-    Its send goes through the usual routing, so it claims the breaker's probe; a success closes the
-    breaker and wakes every waiting send of the channel, a failure defers it again (queueing the
-    next probe). Nothing waiting: nothing to probe with, and the next new send probes by itself.
-    Returns the probe's outcome (sent | deferred | dead | retrying | nothing_waiting | skipped |
-    not_configured).
-    """
-    try:
-        providers = channels.providers_for(channel)
-    except ProviderError:
-        return "not_configured"  # e.g. SMS switched off meanwhile; each waiting send dies on its own try
-    circuit_breaker_probe_started(provider=providers[0].name)
-    with transaction.atomic():
-        waiting = (
-            Notification.objects.select_for_update(skip_locked=True)
-            .filter(channel=channel, deferred_at__isnull=False, status__in=CLAIMABLE)
-            .order_by("deferred_at")
-            .first()
-        )
-        if waiting is not None:
-            Notification.objects.filter(id=waiting.id).update(deferred_at=None)
-    if waiting is None:
-        return "nothing_waiting"
-    try:
-        return notification_send(notification_id=str(waiting.id)).outcome
-    except NotificationBusy:
-        return "skipped"  # another worker holds it; it finishes it
-    except ProviderTransientError as error:
-        return _after_failed_probe(waiting, providers, error)
-
-
-def _after_failed_probe(notification: Notification, providers: list[Provider], error: ProviderError) -> str:
-    """The probe's send failed and left the row `retrying`. Provider still down (the breaker
-    reopened): the row waits again, with no outbox row of its own, and the next probe is queued.
-    The provider answered with a per-message temporary refusal (the breaker closed, the others
-    were woken): this one goes on with its own backoff."""
-    now = timezone.now()
-    with transaction.atomic():
-        if classification.failure_class_of(error) == FailureClass.PROVIDER_DOWN:
-            parked = Notification.objects.filter(id=notification.id, status=Status.RETRYING).update(deferred_at=now)
-            retry_in = dt.timedelta(seconds=settings.NOTIFICATION_BREAKER_COOLDOWN_SECONDS + random.uniform(0, 1))
-            if parked and circuit_breaker_schedule_probe(provider=providers[0].name, at=now + retry_in):
-                queueing.enqueue_probe(channel=notification.channel, delay=retry_in)
-            return "deferred"
-        queueing.enqueue_send(notification, delay=dt.timedelta(milliseconds=settings.NOTIFICATION_MIN_BACKOFF_MS))
-    return "retrying"

@@ -1,10 +1,11 @@
 """Notification lifecycle, the stories staff and registrations start: create (with its outbox
 row), cancel, replay.
 
-The rest lives by story: sending.py (claim, route, send, record), failures.py (the one path to
-`dead`, retry rounds, waking deferred sends, the rescue sweep), classification.py (what a
-provider failure means), channels.py (which kinds go by which channel, to whom). The names other
-modules import from here (`notification_send`, `notifications_rescue_stalled`, ...) stay importable.
+The rest lives by story: sending.py (claim, send, record), failures.py (the one path to `dead`,
+retry rounds), deferral.py (waiting for a circuit breaker, route to wake), rescue.py (the
+scheduler's sweep), classification.py (what a provider failure means), channels/ (the channels:
+which kinds go by which, to whom, through which providers). The names other modules import from
+here (`notification_send`, `notifications_rescue_stalled`, ...) stay importable.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from apps.notifications.channels import channels_for, recipient_for
 from apps.notifications.failures import (  # noqa: F401 - re-exported: send_reminders and tasks import them here
     notification_mark_dead,
     notification_retries_exhausted,
-    notifications_rescue_stalled,
 )
 from apps.notifications.models import CLAIMABLE, Notification, NotificationReplay
+from apps.notifications.rescue import notifications_rescue_stalled  # noqa: F401 - re-exported
 from apps.notifications.selectors import suppression_active
 from apps.notifications.sending import (  # noqa: F401 - SendResult, notification_send re-exported
     STALE_MESSAGES,
+    SUPPRESSED_REASON,
     SendResult,
     notification_send,
     notification_stale_reason,
@@ -90,7 +92,7 @@ def notifications_create_missing(
     for and the registration does not have yet: two INSERTs whatever their number (no read when
     the caller knows it has none: `known_none`, a registration created in this transaction, or
     has read them already: `existing`, the (kind, channel, dedupe_key) of every row). Which
-    channels each kind goes by, and to whom, is decided here (channels.py), not by the caller.
+    channels each kind goes by, and to whom, is decided here (the channel registry), not by the caller.
 
     `send_at_once`: the caller sends them right after COMMIT (send_at_once.py); each outbox row
     then has the notification's id as its id and waits NOTIFICATION_SEND_AT_ONCE_GRACE_SECONDS,
@@ -183,7 +185,7 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
         )
     )
     if cancelled:
-        # Updates go by e-mail only (channels.py); the label names the channel all the same.
+        # Updates go by e-mail only (the SMS channel does not carry them); the label names the channel all the same.
         metrics.NOTIFICATIONS.labels(kind=kind, channel=Notification.Channel.EMAIL, status=Status.CANCELLED).inc(
             cancelled
         )
@@ -194,11 +196,6 @@ def notifications_supersede(*, registration_id: int, kind: str, keep: list[str])
 # accepted for them) only with `include_sent`, a second message being a decision of its own.
 REPLAYABLE = (Status.DEAD, Status.SUPPRESSED, Status.BOUNCED)
 REPLAYABLE_IF_SENT = (Status.SENT, Status.DELIVERED, Status.COMPLAINED)
-SUPPRESSED_MESSAGE = (
-    "Not replayed: the address has an active suppression (it bounced for good, its owner complained or "
-    "replied STOP, or staff suppressed it). It will not send until the suppression is lifted "
-    "(Notifications > Suppressions, with the permission to lift suppressions)."
-)
 
 
 @dataclass(frozen=True)
@@ -213,8 +210,6 @@ class ReplayResult:
 
     @property
     def message(self) -> str:
-        if self.refused == "address_suppressed":
-            return SUPPRESSED_MESSAGE
         return STALE_MESSAGES.get(self.refused, "").replace("Not sent", "Not replayed")
 
 
@@ -267,7 +262,7 @@ def notification_replay(
     )
     refused = notification_stale_reason(notification_id=notification.id)
     if not refused and suppression_active(channel=notification.channel, address=recipient):
-        refused = "address_suppressed"
+        refused = SUPPRESSED_REASON
     if refused:
         log.info(
             "notification.replay_refused",

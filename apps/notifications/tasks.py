@@ -7,7 +7,7 @@ imported (actor options are frozen at import), so a changed setting applies with
 Every actor's backoff stays at most eventplatform.broker.MAX_BACKOFF_MS (5 minutes): Dramatiq keeps
 a delayed message unacknowledged until it is due, and RabbitMQ closes a channel holding one longer
 than its consumer_timeout (30 minutes by default; dramatiq issue 827). Longer waits go through the outbox:
-retry rounds (failures.notification_retries_exhausted) and sends waiting for a breaker (sending.py).
+retry rounds (failures.notification_retries_exhausted) and sends waiting for a breaker (deferral.py).
 Names come from queueing.py, where the services read them too.
 """
 
@@ -21,9 +21,10 @@ from dramatiq.middleware import CurrentMessage
 
 from apps.notifications import queueing
 from apps.notifications.checks import send_time_limit_ms
+from apps.notifications.deferral import notifications_probe
 from apps.notifications.errors import NotificationBusy, ProviderRateLimitedError, ProviderTransientError
 from apps.notifications.failures import notification_retries_exhausted, rate_limit_delay_ms, retry_backoff_ms
-from apps.notifications.sending import notification_send, notifications_probe
+from apps.notifications.sending import notification_send
 from eventplatform.broker import MAX_BACKOFF_MS
 
 # The dead-letter and probe actors handle a provider's failure themselves (a retry round, a send
@@ -62,8 +63,8 @@ def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str,
     time_limit=send_time_limit_ms(),
 )
 def notification_probe(channel: str) -> None:
-    """The one probe of a channel whose breakers are all open: see sending.notifications_probe."""
-    notifications_probe(channel=channel)
+    """The one probe of a channel whose breakers are all open: see deferral.notifications_probe."""
+    notifications_probe(channel=channel, send=notification_send)
 
 
 @dramatiq.actor(

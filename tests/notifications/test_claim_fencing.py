@@ -196,7 +196,8 @@ def test_the_rescue_sweep_judges_a_live_claim_by_the_databases_clock(
     real_now = timezone.now
     monkeypatch.setattr(timezone, "now", lambda: real_now() + dt.timedelta(hours=1))
     # When the sweep and an exhaustion message look at it
-    from apps.notifications.failures import notification_retries_exhausted, notifications_rescue_stalled
+    from apps.notifications.failures import notification_retries_exhausted
+    from apps.notifications.rescue import notifications_rescue_stalled
 
     notifications_rescue_stalled()
     notification_retries_exhausted(notification_id=str(notification.id))

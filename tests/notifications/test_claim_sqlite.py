@@ -1,4 +1,4 @@
-"""Embedded mode (SQLite): the claim statement, with its staleness check, runs there too."""
+"""Embedded mode (SQLite): the claim statement, with its staleness and suppression checks, runs there too."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def send(kind):
     notification.refresh_from_db()
     print(kind, outcome, notification.status, notification.last_error_code or "-", notification.attempts)
 send("confirmation")
+from apps.notifications.delivery import suppression_add
+suppression_add(channel="email", address="A@Example.org", reason="manual")
+send("reminder_24h")
 Registration.objects.filter(id=registration.id).update(status="cancelled")
 send("update")
 from apps.notifications.sending import notification_stale_reason
@@ -49,8 +52,9 @@ def test_the_claim_and_its_staleness_check_run_on_sqlite(tmp_path) -> None:
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-3:] == [
+    assert result.stdout.strip().splitlines()[-4:] == [
         "confirmation sent sent - 1",
+        "reminder_24h suppressed suppressed address_suppressed 0",  # the suppression's EXISTS, on SQLite too
         "update cancelled cancelled registration_cancelled 0",
         "replay check registration_cancelled",  # the replay asks the claim's rule, on SQLite too
     ]

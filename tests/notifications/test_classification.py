@@ -177,7 +177,12 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ),
     ("smtp", "450/451 greylisting, mailbox busy"): lambda: aiosmtpd(greylist=1),
     ("smtp", "452 mailbox full (552 at RCPT means 452)"): lambda: aiosmtpd("RCPT", "452 4.2.2 Mailbox full"),
-    ("smtp", "550 5.1.1 no such user"): lambda: aiosmtpd("RCPT", "550 5.1.1 No such user here"),
+    ("smtp", "550 5.1.1 no such user (any 5.1.x: the address is bad): bounced, suppressed"): lambda: aiosmtpd(
+        "RCPT", "550 5.1.1 No such user here"
+    ),
+    ("smtp", "550 5.7.1 at RCPT: refused by the server's policy, not for the address"): lambda: aiosmtpd(
+        "RCPT", "550 5.7.1 Recipient refused by local policy"
+    ),
     ("smtp", "451 at DATA: try again later"): lambda: aiosmtpd("DATA", "451 4.3.0 Try again later"),
     ("smtp", "552 message exceeds storage allocation"): lambda: aiosmtpd("DATA", "552 5.3.4 Message too big"),
     ("smtp", "554 content rejected (spam, virus)"): lambda: aiosmtpd("DATA", "554 5.7.1 Message rejected as spam"),
@@ -196,10 +201,17 @@ SCENARIOS: dict[tuple[str, str], Callable[[], Any]] = {
     ("sms", "401/403"): lambda: sms(403, {"code": 20403, "message": "Forbidden"}),
     ("sms", "404: wrong SMS_API_URL or account SID"): lambda: sms(404, {"code": 20404, "message": "Not found"}),
     ("sms", "Twilio 21606 our From number is not ours"): lambda: sms(400, {"code": 21606, "message": "From"}),
-    ("sms", "Twilio 21211 invalid To, 21610 unsubscribed, 21614"): lambda: sms(400, {"code": 21211, "message": "To"}),
+    ("sms", "Twilio 21610 the number replied STOP: suppressed (opted_out)"): lambda: sms(
+        400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient"}
+    ),
+    ("sms", "Twilio 21211 invalid To, 21614 not a mobile number: bounced, suppressed"): lambda: sms(
+        400, {"code": 21211, "message": "The 'To' number is not a valid phone number."}
+    ),
     ("sms", "Twilio 14107 too many to this recipient"): lambda: sms(400, {"code": 14107, "message": "rate"}),
     ("sms", "any other 4xx"): lambda: sms(400, {"code": 21000, "message": "something else"}),
-    ("esp", "AnymailRecipientsRefused"): lambda: postmark(422, {"ErrorCode": 406, "Message": INACTIVE}),
+    ("esp", "AnymailRecipientsRefused: bounced, suppressed"): lambda: postmark(
+        422, {"ErrorCode": 406, "Message": INACTIVE}
+    ),
     ("esp", "ESP API unreachable (no HTTP status)"): lambda: nothing_listening("esp"),
     ("esp", "429 with Retry-After: this send waits that long"): lambda: postmark(
         429, {"ErrorCode": 0, "Message": "Rate limit exceeded"}, {"Retry-After": "2"}
@@ -226,3 +238,6 @@ def test_each_row_against_a_real_server(rule: Rule) -> None:
     error = raised.value
     assert (error.failure_class, error.code) == (rule.failure_class, rule.error_code), error.message
     assert error.details is rule, f"matched another row: {error.details}"
+    if rule.failure_class in classification.REFUSED_AT_HANDOVER:
+        # What the recipient's side said, kept on the bounced notification (CONTRACT section 8)
+        assert error.remote_status and error.diagnostic, error.message

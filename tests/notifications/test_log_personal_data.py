@@ -61,10 +61,10 @@ def test_send_failure_and_dead_letter_log_lines_carry_no_personal_data(
         notification_send(notification_id=str(failing.id))
     settings.NOTIFICATION_RETRY_HORIZON_SECONDS = 0
     assert notification_retries_exhausted(notification_id=str(failing.id)) == "dead"
-    # A permanent refusal quoting the address: dead at once
+    # A refusal of the address quoting it: bounced at once, the address suppressed
     refused = make_notification(kind="reminder_24h", registration=registration)
     email_via_smtp.handler.scripted["RCPT"].append(f"550 5.1.1 <{EMAIL}>: no such user")
-    assert notification_send(notification_id=str(refused.id)).outcome == "dead"
+    assert notification_send(notification_id=str(refused.id)).outcome == "bounced"
     # An SMS whose answer never came and whose listing fails: outcome unknown
     settings.SMS_TIMEOUT_SECONDS = 1
     reset_providers()
@@ -79,6 +79,8 @@ def test_send_failure_and_dead_letter_log_lines_carry_no_personal_data(
         "notification.transient_failure",
         "notification.dead",
         "notification.outcome_unknown",
+        "notification.refused_at_handover",
+        "suppression.added",
     ):
         assert event in events, f"{event} not logged: the test would prove nothing"
     assert EMAIL.split("@")[0] not in events

@@ -16,6 +16,7 @@ from apps.notifications.errors import (
     ProviderDownError,
     ProviderMisconfiguredError,
     ProviderPermanentError,
+    ProviderRecipientRefusedError,
     ProviderTransientError,
 )
 from apps.notifications.providers import OutgoingMessage
@@ -58,14 +59,15 @@ def test_smtp_replies_are_sorted(smtp_server: SmtpServer, reply: str, error: typ
     assert len(smtp_server.messages) == 1
 
 
-def test_a_refused_recipient_is_smtp_recipient_rejected(smtp_server: SmtpServer) -> None:
+def test_an_unknown_recipient_is_refused_at_handover_with_the_remote_status(smtp_server: SmtpServer) -> None:
     async def refuse(server, session, envelope, address, options):
         return "550 5.1.1 no such mailbox"
 
     smtp_server.handler.handle_RCPT = refuse
-    with pytest.raises(ProviderPermanentError) as raised:
+    with pytest.raises(ProviderRecipientRefusedError) as raised:
         smtp_provider(smtp_server).send(MESSAGE)
-    assert raised.value.code == "smtp_recipient_rejected"
+    assert raised.value.code == "smtp_recipient_unknown"
+    assert (raised.value.remote_status, raised.value.diagnostic) == ("5.1.1", "smtp; 550 5.1.1 no such mailbox")
 
 
 def test_an_unreachable_smtp_server_is_provider_down() -> None:
@@ -166,7 +168,7 @@ def api_error(message: str, status: int) -> AnymailAPIError:
         (AnymailAPIError("no connection"), ProviderTransientError, "esp_transient"),
         (api_error("bad key", 401), ProviderMisconfiguredError, "esp_auth_failed"),
         (api_error("bad message", 422), ProviderPermanentError, "esp_permanent"),
-        (AnymailRecipientsRefused("bounced"), ProviderPermanentError, "invalid_recipient"),
+        (AnymailRecipientsRefused("bounced"), ProviderRecipientRefusedError, "esp_recipient_refused"),
         (AnymailRequestsAPIError("timeout"), ProviderTransientError, "esp_transient"),
         (KeyError("bug"), ProviderTransientError, "provider_error"),
     ],

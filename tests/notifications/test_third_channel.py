@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from apps.notifications import channels
+from apps.notifications.checks import channels_load, claim_outlasts_a_send, longest_send_seconds
 from apps.notifications.models import Notification
 from tests.support.polling import free_port
 from tests.support.processes import process_env, start_relay, start_web, start_worker, wait_until
@@ -112,3 +113,23 @@ def test_a_third_channel_sends_end_to_end_through_the_real_processes(
         == ["a***@example.org"] * REGISTRATIONS
     )
     assert "ada+7@example.org" not in worker.output()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["tests.notifications.no_such_channel", "apps.notifications.models", "apps.notifications.channels.email"],
+    ids=["missing module", "no CHANNEL", "same name twice"],
+)
+def test_a_channels_setting_that_does_not_load_is_refused_at_start(settings, entry: str) -> None:
+    settings.NOTIFICATION_CHANNELS = ["apps.notifications.channels.email", entry]
+    assert [error.id for error in channels_load()] == ["notifications.E003"]
+    assert claim_outlasts_a_send() == []  # reported once, by E003
+
+
+def test_a_channels_slowest_call_is_what_the_claim_must_outlast(settings) -> None:
+    settings.NOTIFICATION_CHANNELS = WITH_PIGEON
+    settings.EMAIL_TIMEOUT, settings.EMAIL_DATA_TIMEOUT_SECONDS, settings.SMS_TIMEOUT_SECONDS = 1, 1, 100
+    assert longest_send_seconds() == 2 * 100 + 60  # SMS is the slowest now
+    settings.NOTIFICATION_CLAIM_TIMEOUT_SECONDS = 250
+    assert [error.id for error in claim_outlasts_a_send()] == ["notifications.E001"]
+    assert channels_load() == []

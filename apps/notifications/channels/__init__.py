@@ -27,7 +27,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from apps.notifications.classification import Rule
 from apps.notifications.errors import ProviderPermanentError
+from apps.notifications.models import Notification
 from apps.notifications.providers import Provider
+
+NAME_LENGTH = Notification._meta.get_field("channel").max_length or 0
 
 
 def _always() -> bool:
@@ -36,12 +39,15 @@ def _always() -> bool:
 
 @dataclass(frozen=True)
 class Channel:
-    name: str  # Notification.channel (at most 8 characters: the column's length)
+    name: str  # Notification.channel (at most NAME_LENGTH characters: the column's)
     kinds: frozenset[str]  # the notification kinds that go by it
     address_field: str  # the key of a registration's state that holds its address
     normalise: Callable[[str], str]  # the address in its one normal form, as validated and erased
     mask: Callable[[str], str | None]  # the address as a log line may show it
     build_providers: Callable[[], list[Provider]]  # primary first, then fallbacks, from settings
+    # The longest one send can spend in its providers' calls (a fallback tried after the primary
+    # included): the claim must outlast it (checks.py).
+    longest_call_seconds: Callable[[], float]
     rules: tuple[Rule, ...]  # its rows of the failure classification
     enabled: Callable[[], bool] = _always  # switched on by settings (SMS needs an API, or the console)
     # The one template part of a text-only message (`sms.txt`: <kind>.sms.txt); None for an e-mail
@@ -62,6 +68,10 @@ def _load(paths: tuple[str, ...]) -> dict[str, Channel]:
         found = getattr(importlib.import_module(path), "CHANNEL", None)
         if not isinstance(found, Channel):
             raise ImproperlyConfigured(f"NOTIFICATION_CHANNELS: {path} has no CHANNEL (a channels.Channel).")
+        if not 0 < len(found.name) <= NAME_LENGTH:
+            raise ImproperlyConfigured(
+                f"NOTIFICATION_CHANNELS: {path}: a channel's name has 1 to {NAME_LENGTH} characters."
+            )
         if found.name in loaded:
             raise ImproperlyConfigured(f"NOTIFICATION_CHANNELS: two channels are named {found.name!r}.")
         loaded[found.name] = found

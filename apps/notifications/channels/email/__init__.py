@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from apps.notifications.channels import Channel
 from apps.notifications.channels.email.classification import RULES
-from apps.notifications.channels.email.providers import build_providers
+from apps.notifications.channels.email.providers import build_providers, longest_call_seconds
 from apps.notifications.models import Notification
 from eventplatform.addresses import normalise_email
 from eventplatform.logging import mask_email
@@ -17,5 +17,6 @@ CHANNEL = Channel(
     normalise=normalise_email,
     mask=mask_email,
     build_providers=build_providers,
+    longest_call_seconds=longest_call_seconds,
     rules=RULES,
 )

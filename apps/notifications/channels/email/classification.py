@@ -6,7 +6,11 @@ every row against a real aiosmtpd server or the HTTP stand-in.
 
 from __future__ import annotations
 
-from apps.notifications.classification import ANY, ANY_4XX, ANY_5XX, D, M, P, Rule, T, U, codes
+from apps.notifications.classification import ANY, ANY_4XX, ANY_5XX, D, M, P, R, Rule, T, U, codes
+
+# RFC 3463 X.1.Y: addressing status, the address itself is bad (5.1.1 no such mailbox, 5.1.2 no such
+# domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 null MX): a bounce, whether now or in a later DSN.
+BAD_ADDRESS = frozenset(f"5.1.{minor}" for minor in range(11))
 
 RULES: tuple[Rule, ...] = (
     # --- SMTP: the whole message was written (final "." included) and no reply came
@@ -65,14 +69,30 @@ RULES: tuple[Rule, ...] = (
     # --- SMTP: this message
     Rule("smtp", "rcpt", codes(450, 451), T, "smtp_mailbox_unavailable", "450/451 greylisting, mailbox busy"),
     Rule("smtp", "rcpt", codes(452, 552), T, "smtp_mailbox_full", "452 mailbox full (552 at RCPT means 452)"),
-    Rule("smtp", "rcpt", codes(550, 551, 553, 554), P, "smtp_recipient_rejected", "550 5.1.1 no such user"),
+    Rule(
+        "smtp",
+        "rcpt",
+        codes(550, 551, 553),
+        R,
+        "smtp_recipient_unknown",
+        "550 5.1.1 no such user (any 5.1.x: the address is bad): bounced, suppressed",
+        BAD_ADDRESS,
+    ),
+    Rule(
+        "smtp",
+        "rcpt",
+        codes(550, 551, 553, 554),
+        P,
+        "smtp_recipient_rejected",
+        "550 5.7.1 at RCPT: refused by the server's policy, not for the address",
+    ),
     Rule("smtp", "data", codes(450, 451, 452), T, "smtp_message_deferred", "451 at DATA: try again later"),
     Rule("smtp", "data", codes(552), P, "smtp_message_too_large", "552 message exceeds storage allocation"),
     Rule("smtp", "data", codes(550, 554), P, "smtp_message_rejected", "554 content rejected (spam, virus)"),
     Rule("smtp", "any", ANY_4XX, T, "smtp_transient", "any other 4xx"),
     Rule("smtp", "any", ANY_5XX, P, "smtp_permanent", "any other 5xx"),
     # --- e-mail service providers through django-anymail
-    Rule("esp", "rcpt", ANY, P, "invalid_recipient", "AnymailRecipientsRefused"),
+    Rule("esp", "rcpt", ANY, R, "esp_recipient_refused", "AnymailRecipientsRefused: bounced, suppressed"),
     Rule("esp", "network", ANY, D, "esp_transient", "ESP API unreachable (no HTTP status)"),
     Rule(
         "esp",

@@ -17,10 +17,12 @@ import re
 import secrets
 from email.header import Header
 from email.utils import formatdate, getaddresses
+from typing import cast
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.core.mail.message import DNS_NAME, make_msgid, sanitize_address
+from django.core.mail.message import make_msgid, sanitize_address
+from django.core.mail.utils import DNS_NAME
 
 MAX_HEADER_LINE = 78  # RFC 5322 2.1.1: a line SHOULD be no longer
 MAX_LINE = 998  # RFC 5322 2.1.1: MUST; a body line beyond it makes Django use quoted-printable
@@ -58,7 +60,8 @@ def envelope_sender(address: str, encoding: str = "utf-8") -> str:
 
 def message_bytes(email: EmailMessage, boundary: str | None = None) -> bytes:
     """What `email.message().as_bytes(linesep="\\r\\n")` gives, written directly when it can be."""
-    return _plain_bytes(email, boundary or new_boundary()) or email.message().as_bytes(linesep="\r\n")
+    # Django's SafeMIME classes take `linesep` (the stubs type the result as the stdlib's Message).
+    return _plain_bytes(email, boundary or new_boundary()) or email.message().as_bytes(linesep="\r\n")  # type: ignore[call-arg]
 
 
 def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
@@ -77,11 +80,11 @@ def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
     ):
         return None
     # As Django: with an alternative, an empty text body is left out.
-    parts = [
-        *([_text_part(email.body, "plain")] if email.body or not alternatives else []),
+    maybe_parts = [
+        *([_text_part(str(email.body), "plain")] if email.body or not alternatives else []),
         *(_text_part(content, "html") for content, _ in alternatives),
     ]
-    headers = [
+    maybe_headers = [
         _header("Subject", str(email.subject)),
         _sender_header(str(email.from_email)),
         _address_header("To", ", ".join(str(address) for address in email.to)),
@@ -89,8 +92,10 @@ def _plain_bytes(email: EmailMessage, boundary: str) -> bytes | None:
         *([] if "message-id" in extra else [f"Message-ID: {make_msgid(domain=DNS_NAME)}\r\n"]),
         *(_header(name, str(value)) for name, value in email.extra_headers.items()),
     ]
-    if None in parts or None in headers:
+    if None in maybe_parts or None in maybe_headers:
         return None
+    parts = cast("list[tuple[str, bytes]]", maybe_parts)
+    headers = cast("list[str]", maybe_headers)
     if not alternatives:  # a single part: its own headers come first, then the message's
         ((part_headers, body),) = parts
         return f"{part_headers}{''.join(headers)}\r\n".encode("ascii") + body

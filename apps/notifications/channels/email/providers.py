@@ -101,6 +101,7 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives, *, notificat
     delivery status notifications (RFC 3461) naming it: ENVID is the same token."""
     encoding = email.encoding or settings.DEFAULT_CHARSET
     smtp = backend.connection
+    assert smtp is not None, "opened by EmailProvider._connection"
     token = return_path.return_path_token(notification_id) if settings.EMAIL_BOUNCE_ADDRESS else ""
     sender = return_path.return_path_address(notification_id) or mime.envelope_sender(email.from_email, encoding)
     recipients = [mime.envelope_address(address, encoding) for address in email.recipients()]
@@ -128,6 +129,7 @@ def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives, *, notificat
         body += b"\r\n"
     smtp.send(body + b".\r\n")
     # From here the server has the whole message: whatever happens, it may deliver it.
+    assert smtp.sock is not None, "smtp.send() raises without a socket"
     smtp.sock.settimeout(settings.EMAIL_DATA_TIMEOUT_SECONDS)
     try:
         code, reply = smtp.getreply()
@@ -171,7 +173,13 @@ def _reply_details(reply: bytes | str) -> tuple[str, frozenset[str]]:
 def _smtp_reply_error(stage: str, code: int, reply: bytes | str) -> ProviderError:
     text, details = _reply_details(reply)
     rule = classification.classify(RULES, protocol="smtp", stage=stage, code=code, details=details)
-    return classification.provider_error(rule, f"SMTP {code} at {stage}: {text}")
+    enhanced = _ENHANCED_STATUS.match(text.strip())
+    return classification.provider_error(
+        rule,
+        f"SMTP {code} at {stage}: {text}",
+        remote_status=enhanced.group(0) if enhanced else str(code),
+        diagnostic=f"smtp; {code} {text}",  # as a DSN's Diagnostic-Code says it
+    )
 
 
 def _email_failure(error: Exception, *, opening: bool) -> ProviderError:
@@ -225,7 +233,12 @@ def _esp_error(error: Exception) -> ProviderError:
     status = getattr(error, "status_code", None)
     if isinstance(error, AnymailRecipientsRefused):
         rule = classification.classify(RULES, protocol="esp", stage="rcpt")
-        return classification.provider_error(rule, f"ESP failed ({status or type(error).__name__}): {error}")
+        return classification.provider_error(
+            rule,
+            f"ESP failed ({status or type(error).__name__}): {error}",
+            remote_status=_refused_status(error),
+            diagnostic=str(error)[:2000],
+        )
     if isinstance(error, AnymailError):
         response = getattr(error, "response", None)
         retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
@@ -246,6 +259,13 @@ def _esp_error(error: Exception) -> ProviderError:
     return classification.provider_error(
         classification.UNCLASSIFIED, f"Unexpected e-mail backend error {type(error).__name__}: {error}"
     )
+
+
+def _refused_status(error: AnymailRecipientsRefused) -> str:
+    """Anymail's per-recipient status of the refusal (`rejected`, `invalid`), as the ESP said it."""
+    recipients = getattr(getattr(error, "email_message", None), "anymail_status", None)
+    statuses = sorted({str(status.status) for status in getattr(recipients, "recipients", {}).values()})
+    return ",".join(statuses) or "rejected"
 
 
 def _esp_message_id(email: EmailMultiAlternatives) -> str:
@@ -279,6 +299,19 @@ def _email_fallback() -> EmailProvider | None:
         backend=config["EMAIL_BACKEND"],
         **{key: value for key, value in options.items() if value is not None},
     )
+
+
+# The SMTP conversation before the end of DATA: connect, greeting, EHLO, MAIL, RCPT, DATA, each
+# answering within EMAIL_TIMEOUT.
+SMTP_SHORT_STEPS = 6
+
+
+def longest_call_seconds() -> float:
+    """The longest an e-mail send spends with its providers: each conversation's short steps, then
+    the wait for the reply to the end of DATA; a misconfigured primary hands the send to the
+    fallback, so two conversations when one is configured."""
+    conversation = SMTP_SHORT_STEPS * settings.EMAIL_TIMEOUT + settings.EMAIL_DATA_TIMEOUT_SECONDS
+    return (2 if (settings.EMAIL_FALLBACK_URL or settings.EMAIL_FALLBACK_BACKEND) else 1) * conversation
 
 
 def build_providers() -> list[Provider]:

@@ -39,6 +39,11 @@ def build_providers() -> list[Provider]:
     ]
 
 
+def longest_call_seconds() -> float:
+    """The request, then the listing that asks whether an unanswered one arrived (twilio._find_sent)."""
+    return 2 * settings.SMS_TIMEOUT_SECONDS
+
+
 CHANNEL = Channel(
     name="sms",
     kinds=KINDS,
@@ -46,6 +51,7 @@ CHANNEL = Channel(
     normalise=normalise_phone,
     mask=mask_phone,
     build_providers=build_providers,
+    longest_call_seconds=longest_call_seconds,
     rules=RULES,
     enabled=enabled,
     text_template="sms.txt",

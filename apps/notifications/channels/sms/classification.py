@@ -5,12 +5,14 @@ tests/notifications/test_classification.py drives every row against the HTTP sta
 
 from __future__ import annotations
 
-from apps.notifications.classification import ANY, ANY_4XX, ANY_5XX, D, M, P, Rule, T, U, codes
+from apps.notifications.classification import ANY, ANY_4XX, ANY_5XX, D, M, P, R, Rule, S, T, U, codes
 
 # Twilio error codes (https://www.twilio.com/docs/api/errors), in the body's `code` field.
 TWILIO_AUTH = frozenset({"20003", "20005"})  # authentication failed; account not active
 TWILIO_SENDER = frozenset({"21212", "21606", "21659"})  # our From number is invalid / not ours / not SMS-capable
-TWILIO_INVALID_NUMBER = frozenset({"21211", "21214", "21217", "21407", "21421", "21610", "21612", "21614"})
+# The number cannot receive SMS (invalid, a landline, unreachable): a bounce at once.
+TWILIO_INVALID_NUMBER = frozenset({"21211", "21214", "21217", "21407", "21421", "21612", "21614"})
+TWILIO_OPTED_OUT = frozenset({"21610"})  # the number replied STOP to our sender
 TWILIO_MESSAGE_TEMPORARY = frozenset({"14107"})  # too many messages to this recipient in a short time
 
 RULES: tuple[Rule, ...] = (
@@ -42,9 +44,18 @@ RULES: tuple[Rule, ...] = (
         "sms",
         "http",
         ANY,
-        P,
+        S,
+        "sms_opted_out",
+        "Twilio 21610 the number replied STOP: suppressed (opted_out)",
+        TWILIO_OPTED_OUT,
+    ),
+    Rule(
+        "sms",
+        "http",
+        ANY,
+        R,
         "sms_invalid_number",
-        "Twilio 21211 invalid To, 21610 unsubscribed, 21614",
+        "Twilio 21211 invalid To, 21614 not a mobile number: bounced, suppressed",
         TWILIO_INVALID_NUMBER,
     ),
     Rule(

@@ -64,6 +64,8 @@ class TwilioSmsProvider:
                 rule,
                 f"SMS API answered {response.status_code} (code {twilio_code}): {response.text[:200]}",
                 retry_after=retry_after,
+                remote_status=str(twilio_code if twilio_code is not None else response.status_code),
+                diagnostic=f"{response.status_code} {body.get('message') or response.text[:200]}",
             )
         return str(body.get("sid", ""))
 

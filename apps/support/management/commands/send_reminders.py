@@ -11,8 +11,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.notifications.delivery import notification_reports_apply_pending
-from apps.notifications.failures import notifications_rescue_stalled
 from apps.notifications.models import SchedulerHeartbeat
+from apps.notifications.rescue import notifications_rescue_stalled
 from apps.notifications.scheduler import Job, scheduler_loop, scheduler_run_job
 from apps.privacy.retention import data_retention_run
 from apps.registrations.failures import webhook_events_rescue_unapplied
