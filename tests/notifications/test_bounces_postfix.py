@@ -110,7 +110,7 @@ def wait_for_statuses(mail: Mail, notifications: list[Notification], statuses: s
         raise AssertionError(f"{found}\n{mail.logs()}") from None
 
 
-def test_postfix_dsns_end_deliverable_delivered_and_refused_bounced_with_a_suppression(
+def test_postfix_dsns_end_delivered_or_bounced_and_a_bounced_address_is_suppressed_next_time(
     mail: Mail, pipeline: InProcessPipeline, make_notification: Callable[..., Notification]
 ) -> None:
     # Given 24 confirmations: 10 to mailboxes that do not exist, 14 to ones that do
@@ -143,6 +143,21 @@ def test_postfix_dsns_end_deliverable_delivered_and_refused_bounced_with_a_suppr
         notification_id = message["X-Eventplatform-Notification-Id"]
         assert mail_from == return_path.return_path_address(notification_id)
         assert "bounces" not in str(message["From"])
+    handed_over = postfix_received(mail)
+    assert handed_over == len(notifications)
+
+    # When each bounced address registers again
+    again = [make_notification(email=address.upper()) for address in refused]
+    # Then the new confirmations end suppressed, and not one more message reaches Postfix
+    wait_for_statuses(mail, again, {Status.SUPPRESSED})
+    assert postfix_received(mail) == handed_over
+    with mail.mailbox.lock:
+        assert len(mail.mailbox.received) == len(received)
+
+
+def postfix_received(mail: Mail) -> int:
+    """Messages Postfix's SMTP server took from a client (its own DSNs are not among them)."""
+    return sum(1 for line in mail.postfix.log().splitlines() if "postfix/smtpd[" in line and ": client=" in line)
 
 
 def test_a_dsn_arriving_while_the_database_is_down_is_deferred_and_lands_after(
