@@ -71,7 +71,7 @@ if [ "$need_postfix" = 1 ]; then
     fi
   fi
   test -x "$POSTFIX"
-  echo "install-tools: postfix $(/usr/sbin/postconf -h mail_version 2>/dev/null)"
+  echo "install-tools: postfix $(/usr/sbin/postconf -d -h mail_version 2>/dev/null)"
 fi
 if [ "$need_promtool" = 0 ]; then
   exit 0

@@ -433,3 +433,28 @@ def test_a_dsn_with_8_bit_and_nul_bytes_in_its_fields_is_recorded(
     assert (notification.status, notification.last_error_code) == (Status.BOUNCED, "5.1.1")
     assert "Benutzer unbekannt" in notification.last_error_message
     assert "\x00" not in NotificationReport.objects.get(notification=notification).details["Remote-MTA"]
+
+
+def test_the_embedded_pipeline_runs_the_bounce_receiver_in_process(tmp_path) -> None:
+    import signal
+
+    from tests.support.processes import smtp_greets
+    from tests.test_commands import embedded_env, prepare, start_pipeline
+
+    smtp_port = free_port()
+    env = embedded_env(tmp_path, EMAIL_BOUNCE_ADDRESS=BOUNCE_ADDRESS, BOUNCE_RECEIVER_BIND=f"127.0.0.1:{smtp_port}")
+    prepare(env)
+    pipeline = start_pipeline(env, tmp_path / "pipeline.log", "--bind", f"127.0.0.1:{free_port()}")
+    try:
+        wait_until(lambda: smtp_greets(smtp_port), timeout=60, what="the bounce receiver")
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.mail("<>")
+            assert smtp.rcpt("someone@example.org")[0] == 550
+        pipeline.send_signal(signal.SIGTERM)
+        assert pipeline.wait(timeout=15) == 0
+        assert not smtp_greets(smtp_port)
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+            pipeline.wait(timeout=10)
