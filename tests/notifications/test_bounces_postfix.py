@@ -160,7 +160,7 @@ def postfix_received(mail: Mail) -> int:
     return sum(1 for line in mail.postfix.log().splitlines() if "postfix/smtpd[" in line and ": client=" in line)
 
 
-def test_a_dsn_arriving_while_the_database_is_down_is_deferred_and_lands_after(
+def test_a_dsn_arriving_while_postgresql_is_stopped_is_deferred_and_lands_after_its_restart(
     mail: Mail, pipeline: InProcessPipeline, make_notification: Callable[..., Notification]
 ) -> None:
     """Stops PostgreSQL (and starts it again in `finally`): not run by helpers, see the report."""
