@@ -127,6 +127,17 @@ def test_each_report_format_is_read_as(
     assert found.notification_id == notification.id
 
 
+@pytest.mark.parametrize("feedback_type", ["auth-failure", "not-spam", "fraud", "virus", "other"])
+def test_feedback_reports_other_than_abuse_are_not_complaints(
+    sent: Callable[..., Notification], feedback_type: str
+) -> None:
+    notification = sent()
+    raw = fixture("arf_rfc5965.eml", notification)
+    raw = raw.replace(b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+    parsed = reports.parse(raw, envelope_notifications=[])
+    assert (parsed.kind, parsed.reports, parsed.unusable) == ("", [], "not_a_complaint")
+
+
 def test_the_return_path_token_verifies_in_any_case_and_a_bare_id_does_not(sent: Callable[..., Notification]) -> None:
     notification = sent()
     address = return_path.return_path_address(notification.id)

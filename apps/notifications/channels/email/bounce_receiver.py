@@ -130,7 +130,7 @@ class BounceHandler:
 
 
 def bounce_receiver_controller(*, host: str, port: int, max_bytes: int, threads: int = 8) -> Controller:
-    """The aiosmtpd server (not started). It announces itself by the host name it was given."""
+    """The aiosmtpd server (not started); it greets as `eventplatform-bounces`, not the machine name."""
     handler = BounceHandler(threads=threads)
     return Controller(
         handler,

@@ -5,10 +5,12 @@
   relayed or expanded → delivered; delayed → delayed (history only); failed → bounced, permanent
   when Status is 5.x.x. They count only for a notification named by a token that verifies: the
   envelope recipient (our VERP address) or the DSN's Original-Envelope-Id (the ENVID we sent).
-- RFC 5965 abuse reports (report-type=feedback-report) → complained. The message is named by a
-  verified token (envelope recipient, the report's Original-Mail-From, or the returned message's
-  Return-Path), else by the returned message's Message-ID, which is the `provider_message_id` the
-  SMTP provider stored at send (make_msgid, random: only the recipient has seen it).
+- RFC 5965 abuse reports (report-type=feedback-report, Feedback-Type abuse) → complained (the
+  other types, fraud, virus, auth-failure, not-spam, other, do not say the recipient complained).
+  The message is named by a verified token (envelope recipient, the report's Original-Mail-From,
+  or the returned message's Return-Path), else by the returned message's Message-ID, which is the
+  `provider_message_id` the SMTP provider stored at send (make_msgid, random: only the recipient
+  has seen it).
 - Anything else at a verified token: flufl.bounce (Mailman's detectors for the plain-text formats
   of older MTAs) finds the failed addresses; permanent ones → bounced (permanent), temporary ones →
   delayed.
@@ -86,7 +88,7 @@ class FoundReport:
 @dataclass(frozen=True)
 class Parsed:
     """`kind`: dsn, arf, bounce_text, or "" when unusable; `unusable`: why (auto_reply, no_token,
-    no_report, unparseable, not_a_report)."""
+    no_report, unparseable, not_a_report, not_a_complaint)."""
 
     kind: str
     reports: list[FoundReport] = field(default_factory=list)
@@ -235,6 +237,11 @@ def _feedback_report(message: Message, raw: bytes, envelope_notifications: list[
     if not feedback:
         return Parsed("", unusable="no_report")
     fields = _fields(feedback[0])
+    feedback_type = fields.get("feedback-type", "abuse").lower()
+    if feedback_type != "abuse":
+        # fraud, virus, auth-failure (DMARC failure reports), not-spam, other: the recipient did not
+        # report our message as spam, so nothing to suppress.
+        return Parsed("", unusable="not_a_complaint")
     returned = _returned_headers(parts)
     notification = next(iter(envelope_notifications), None) or _verified(
         [fields.get("original-mail-from", ""), returned.get("return-path", "")]
@@ -246,7 +253,7 @@ def _feedback_report(message: Message, raw: bytes, envelope_notifications: list[
         source="arf",
         outcome=ReportOutcome.COMPLAINED,
         permanent=True,
-        status_code=fields.get("feedback-type", "").lower() or "abuse",
+        status_code=feedback_type,
         diagnostic=fields.get("user-agent", ""),
         reported_at=_date(fields.get("arrival-date") or str(message.get("Date") or "")),
         details={name: fields[name.lower()] for name in _ARF_FIELDS if fields.get(name.lower())},
