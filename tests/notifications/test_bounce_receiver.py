@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 import requests
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from apps.notifications.channels.email import reports, return_path
 from apps.notifications.delivery import ReportOutcome
@@ -469,3 +472,20 @@ def test_the_embedded_pipeline_runs_the_bounce_receiver_in_process(tmp_path) -> 
         if pipeline.poll() is None:
             pipeline.kill()
             pipeline.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in FIXTURES.glob("*.eml")))
+def test_parsing_any_truncation_of_a_real_report_raises_nothing(sent: Callable[..., Notification], name: str) -> None:
+    """Whatever is cut off (a connection lost mid-message, a broken MTA), parse returns a result."""
+    notification = sent()
+    whole = fixture(name, notification)
+    for end in range(0, len(whole), 5):
+        parsed = reports.parse(whole[:end], envelope_notifications=[notification.id])
+        assert parsed.kind or parsed.unusable
+
+
+@given(st.binary(max_size=3000))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_parsing_arbitrary_bytes_raises_nothing(raw: bytes) -> None:
+    parsed = reports.parse(raw, envelope_notifications=[uuid.uuid4()])
+    assert parsed.kind or parsed.unusable
