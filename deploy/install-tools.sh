@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the command-line tools the tests need: promtool (tests/deploy), Debian's Chromium (the
-# browser tests, tests/test_admin_browser.py, drive /usr/bin/chromium with Playwright; the Python
-# package comes from requirements.txt, and `playwright install` is never run: no browser download)
-# and Debian's Postfix (the bounce tests, tests/notifications/test_bounces_postfix.py, run a private
-# instance of it on loopback: tests/support/postfix.py; the system's own instance is never started).
+# browser tests, tests/support/test_admin_browser.py, drive /usr/bin/chromium with Playwright; the
+# Python package comes from requirements.txt, and `playwright install` is never run: no browser
+# download) and Debian's Postfix (the bounce tests, tests/notifications/test_bounces_postfix.py, run
+# a private instance of it on loopback: tests/support/postfix.py; the system's own is never started).
 #
 # Idempotent: does nothing when promtool, /usr/bin/chromium and /usr/sbin/postfix are already there. Debian's `prometheus` package ships
 # promtool; its postinst would also start a Prometheus server, which we do not want here (the tests

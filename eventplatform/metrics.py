@@ -137,7 +137,12 @@ BOUNCE_MESSAGES = Counter(
     "eventplatform_bounce_messages_total",
     "Messages and recipients the bounce receiver handled, by outcome: dsn, arf, bounce_text (recorded), "
     "unknown_notification, auto_reply, no_token, no_report, not_a_report, not_a_complaint, unparseable, "
-    "recipient_refused, "
-    "forged_token, database_unavailable, error.",
+    "recipient_refused, forged_token, database_unavailable, error.",
     ["outcome"],
+)
+
+PROVIDER_REPORTS = Counter(
+    "eventplatform_provider_reports_total",
+    "ESP tracking events and SMS status callbacks received, by source, what they said and what became of them.",
+    ["source", "event", "result"],
 )
