@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import PYTHON, Process, database_create, database_drop, free_port, wait_until  # noqa: E402
+from bench.stack import database_create, database_drop  # noqa: E402
+from tests.support.processes import start_bounce_receiver  # noqa: E402
 
 BOUNCE_ADDRESS = "bounces@bounces.example.com"
 SECRET_KEY = "bench-bounce-receiver-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -75,14 +76,6 @@ def postgres_pids() -> list[int]:
             except OSError:
                 continue
     return found
-
-
-def smtp_greets(port: int) -> bool:
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=2) as smtp:
-            return smtp.noop()[0] == 250
-    except (OSError, smtplib.SMTPException):
-        return False
 
 
 def seed(count: int) -> list[tuple[uuid.UUID, str, str]]:
@@ -199,15 +192,14 @@ def main() -> None:
         LOG_FORMAT="json",
         LOG_LEVEL="INFO",  # as deployed: a line per report
         PYTHONUNBUFFERED="1",
+        BOUNCE_METRICS_PORT="0",
     )
     os.environ.update({key: env[key] for key in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY")})
     os.environ["EMAIL_BOUNCE_ADDRESS"] = BOUNCE_ADDRESS
     database_create(name)
-    run_dir = Path(f"/tmp/{name}")
-    run_dir.mkdir(exist_ok=True)
     receiver = None
     try:
-        migrate = [PYTHON, "manage.py", "migrate", "--no-input"]
+        migrate = [sys.executable, "manage.py", "migrate", "--no-input"]
         subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
         import django
 
@@ -218,27 +210,7 @@ def main() -> None:
 
         notifications = seed(args.reports)
         dsns = render(notifications)
-        port = free_port()
-        receiver = Process(
-            "bounces",
-            "bounces",
-            [
-                PYTHON,
-                "manage.py",
-                "run_bounce_receiver",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--metrics-port",
-                "0",
-                "--threads",
-                str(args.threads),
-            ],
-            env,
-            run_dir,
-        )
-        wait_until(lambda: smtp_greets(port) or not receiver.alive(), timeout=60, what="the bounce receiver")
-        if not receiver.alive():
-            raise SystemExit(f"run_bounce_receiver exited:\n{receiver.output()}")
+        receiver, port = start_bounce_receiver(env, threads=args.threads)
         before = (cpu_ticks([receiver.pid]), cpu_ticks(postgres_pids()))
         started, last_reply, failures = send_all(port, dsns, args.clients)
         after = (cpu_ticks([receiver.pid]), cpu_ticks(postgres_pids()))
