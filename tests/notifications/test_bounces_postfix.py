@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import smtplib
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -153,6 +154,44 @@ def test_postfix_dsns_end_delivered_or_bounced_and_a_bounced_address_is_suppress
     assert postfix_received(mail) == handed_over
     with mail.mailbox.lock:
         assert len(mail.mailbox.received) == len(received)
+
+
+def abuse_report(returned: str) -> bytes:
+    """An RFC 5965 report as a mailbox provider's feedback loop sends it, the message returned whole."""
+    return (
+        "From: fbl@mailbox.example.org\r\nTo: bounces@bounces.example.com\r\nSubject: Abuse report\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r\n\r\n'
+        "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n"
+        "--arf\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: MailboxFBL/1.0\r\nVersion: 1\r\n\r\n"
+        f"--arf\r\nContent-Type: message/rfc822\r\n\r\n{returned}\r\n--arf--\r\n"
+    ).encode()
+
+
+def test_a_feedback_loop_report_through_postfix_names_the_message_by_return_path_or_message_id(
+    mail: Mail, pipeline: InProcessPipeline, make_notification: Callable[..., Notification]
+) -> None:
+    # Given 6 confirmations delivered to the mailbox
+    notifications = [make_notification(email=f"reader{i}@example.org") for i in range(6)]
+    wait_for_statuses(mail, notifications, {Status.DELIVERED})
+    with mail.mailbox.lock:
+        received = list(mail.mailbox.received)
+    # When the mailbox provider reports each as spam to the plain bounce address, through Postfix:
+    # half with the Return-Path it stamped at delivery, half with the message alone
+    with smtplib.SMTP("127.0.0.1", mail.postfix.port, timeout=30) as smtp:
+        for index, (mail_from, _, message) in enumerate(received):
+            returned = message.as_string().replace("\n", "\r\n")
+            if index % 2 == 0:
+                returned = f"Return-Path: <{mail_from}>\r\n{returned}"
+            smtp.sendmail("fbl@mailbox.example.org", [BOUNCE_ADDRESS], abuse_report(returned))
+    # Then each is complained, and its address suppressed
+    wait_for_statuses(mail, notifications, {Status.COMPLAINED})
+    assert sorted(Suppression.objects.filter(reason="complained").values_list("address", flat=True)) == sorted(
+        n.recipient for n in notifications
+    )
+    complaints = NotificationReport.objects.filter(notification__in=notifications, outcome="complained")
+    assert sorted(complaints.values_list("source", flat=True)) == ["arf"] * len(notifications)
 
 
 def postfix_received(mail: Mail) -> int:
