@@ -489,3 +489,21 @@ def test_parsing_any_truncation_of_a_real_report_raises_nothing(sent: Callable[.
 def test_parsing_arbitrary_bytes_raises_nothing(raw: bytes) -> None:
     parsed = reports.parse(raw, envelope_notifications=[uuid.uuid4()])
     assert parsed.kind or parsed.unusable
+
+
+def test_every_line_the_receiver_logged_is_json_without_a_full_address(
+    receiver: tuple[ManagedProcess, int, int], sent: Callable[..., Notification]
+) -> None:
+    """Run after the tests above, over what they made the shared receiver log."""
+    import json
+    import re
+
+    process, port, _ = receiver
+    notification = sent(email="private.person@example.org")
+    assert send(port, fixture("postfix_bounce_5.1.1.eml", notification), BOUNCE_ADDRESS)[0] == 250
+    assert send(port, b"Subject: hi\r\n\r\nhello\r\n", "private.person@example.org")[0] == 550
+    lines = [line for line in process.output().splitlines() if line.strip()]
+    assert lines
+    events = [json.loads(line) for line in lines]
+    assert any(event["event"] == "notification.report_applied" for event in events)
+    assert not [line for line in lines if re.search(r"[\w.+-]{2,}@(example\.org|bounces\.example\.com)", line)]
