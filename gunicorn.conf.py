@@ -16,6 +16,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
+from eventplatform.logging import log_format
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Sync workers: one per core, and one to spare for a request waiting on PostgreSQL or a slow
 # client. Every idle sync worker wakes for each new connection (they share the listening socket):
@@ -48,7 +50,7 @@ logconfig_dict = {
     "formatters": {
         "structured": {
             "()": "eventplatform.logging.build_formatter",
-            "log_format": os.environ.get("LOG_FORMAT", "json"),
+            "log_format": log_format(),
         }
     },
     "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "structured"}},

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from bench.stack import (
     PYTHON,
-    Process,
     database_create,
     database_drop,
     free_port,
@@ -24,6 +23,8 @@ from bench.stack import (
     vhost_delete,
     wait_until,
 )
+from eventplatform.procfile import procfile_command
+from tests.support.processes import ManagedProcess
 from tests.support.webhooks import SECRET
 
 
@@ -52,7 +53,7 @@ def live_stack(*, web_workers: int = 2, worker_processes: int = 1, worker_thread
         dramatiq_prom_port=str(ports["workers"]),
         LOG_LEVEL="WARNING",
     )
-    processes: list[Process] = []
+    processes: list[ManagedProcess] = []
     database_create(name)
     vhost_create(name)
     try:
@@ -64,44 +65,32 @@ def live_stack(*, web_workers: int = 2, worker_processes: int = 1, worker_thread
             capture_output=True,
         )
         processes += [
-            Process(
-                "smtp",
+            ManagedProcess(
                 "smtp",
                 [PYTHON, "-m", "bench.smtp_sink", "--port", str(ports["smtp"]), "--out", str(log_dir / "smtp.tsv")],
                 env,
-                log_dir,
+                log_dir=log_dir,
             ),
-            Process(
+            ManagedProcess(
                 "web",
-                "web",
-                [
-                    PYTHON,
-                    "-m",
-                    "gunicorn",
-                    "eventplatform.wsgi",
-                    "--bind",
-                    f"127.0.0.1:{ports['web']}",
-                    "--workers",
-                    str(web_workers),
-                ],
+                procfile_command(
+                    "web",
+                    environ={**env, "HOST": "127.0.0.1", "PORT": str(ports["web"])},
+                    options={"--workers": str(web_workers)},
+                ),
                 env,
-                log_dir,
+                log_dir=log_dir,
             ),
-            Process("relay", "relay", [PYTHON, "manage.py", "run_relay"], env, log_dir),
-            Process(
+            ManagedProcess("relay", procfile_command("relay", environ=env), env, log_dir=log_dir),
+            ManagedProcess(
                 "worker",
-                "worker",
-                [
-                    PYTHON,
-                    "manage.py",
-                    "rundramatiq",
-                    "--processes",
-                    str(worker_processes),
-                    "--threads",
-                    str(worker_threads),
-                ],
+                procfile_command(
+                    "worker",
+                    environ=env,
+                    options={"--processes": str(worker_processes), "--threads": str(worker_threads)},
+                ),
                 env,
-                log_dir,
+                log_dir=log_dir,
             ),
         ]
         stack = LiveStack(
@@ -119,6 +108,6 @@ def live_stack(*, web_workers: int = 2, worker_processes: int = 1, worker_thread
         yield stack
     finally:
         for process in processes:
-            process.stop()
+            process.stop(timeout=30)
         vhost_delete(name)
         database_drop(name)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from bench.live import live_stack
 from bench.stack import rabbitmqctl
 from tests.support.webhooks import encode, payload, signed_headers
@@ -31,7 +32,7 @@ WATCHED = [
     ("relay", "eventplatform_outbox_published_total", {}),
     ("relay", "eventplatform_outbox_publish_failures_total", {}),
     ("relay", "eventplatform_rabbitmq_up", {}),
-    ("relay", "eventplatform_rabbitmq_queue_messages", {"queue": "registrations"}),
+    ("relay", "eventplatform_rabbitmq_queue_messages", {"queue": APPLY_ACTOR["queue_name"]}),
     ("relay", "eventplatform_rabbitmq_queue_messages", {"queue": "notifications"}),
     ("workers", "eventplatform_notifications_total", {"status": "sent"}),
     ("workers", "eventplatform_dead_letters_total", {}),

@@ -1,5 +1,6 @@
-"""The benchmark's plumbing: a throw-away database and vhost, the real processes, and a watcher
-that records each process's peak RSS and CPU time from /proc.
+"""The benchmark's plumbing: a throw-away database and vhost, and a watcher that records the peak
+RSS and CPU time from /proc of each process started (by tests/support/processes.py's
+ManagedProcess, the tests' own).
 
 Every process is stopped by its own PID (SIGTERM, then SIGKILL), never by a name pattern: other
 engineers' runs and test suites use the same commands on this machine. Nothing here imports
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support.polling import free_port, http_ok, stop_process, wait_until  # noqa: F401 - re-exported
+from tests.support.polling import free_port, http_ok, wait_until  # noqa: F401 - re-exported
+from tests.support.processes import ManagedProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -81,37 +83,6 @@ def vhost_exists(name: str) -> bool:
 # --- processes ----------------------------------------------------------------------------------
 
 
-class Process:
-    """One child (its own children included), logging to a file in the run directory."""
-
-    def __init__(self, name: str, kind: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.kind, self.args = name, kind, args
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self, tail: int = 4000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-tail:]
-
-    def log_contains(self, text: str) -> bool:
-        return text in self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30) -> None:
-        stop_process(self.process, timeout)
-        if not self._log.closed:
-            self._log.close()
-
-
 @dataclass
 class ProcStat:
     kind: str
@@ -137,7 +108,7 @@ class Watcher:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def watch(self, process: Process) -> Process:
+    def watch(self, process: ManagedProcess) -> ManagedProcess:
         with self._lock:
             self.roots[process.pid] = process.kind
         self.poll()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the command-line tools the tests need: promtool (tests/deploy) and Debian's Chromium (the
-# browser tests, tests/test_admin_browser.py, drive /usr/bin/chromium with Playwright; the Python
+# browser tests, tests/support/test_admin_browser.py, drive /usr/bin/chromium with Playwright; the Python
 # package comes from requirements.txt, and `playwright install` is never run: no browser download).
 #
 # Idempotent: does nothing when promtool and /usr/bin/chromium are already there. Debian's `prometheus` package ships

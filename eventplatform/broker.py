@@ -24,10 +24,14 @@ requests 869 and 871 list the pitfalls, handled here as follows:
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
+import dramatiq
 import pika
+from django.apps import apps
+from django.utils.module_loading import module_has_submodule
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 
@@ -41,6 +45,18 @@ MAX_BACKOFF_MS = 300_000
 def split_broker_urls(value: str) -> list[str]:
     """'amqp://a:5672/v, amqp://b:5673/v' -> ['amqp://a:5672/v', 'amqp://b:5673/v']."""
     return [url for url in re.split(r"[\s,;]+", value.strip()) if url]
+
+
+def pipeline_queues() -> list[str]:
+    """The queues our actors are declared with, read from the actors themselves: each app's `tasks`
+    module is imported (as `rundramatiq` does; declaring an actor does not connect) and the broker
+    names the queues of the actors of our apps (a test's own actors are left out)."""
+    for config in apps.get_app_configs():
+        if config.name.startswith("apps.") and module_has_submodule(config.module, "tasks"):
+            importlib.import_module(f"{config.name}.tasks")
+    broker = dramatiq.get_broker()
+    actors = (broker.get_actor(name) for name in broker.get_declared_actors())
+    return sorted({actor.queue_name for actor in actors if actor.fn.__module__.startswith("apps.")})
 
 
 def connection_parameters(urls: list[str], *, timeout: float | None = None) -> list[pika.URLParameters]:

@@ -17,12 +17,11 @@ If this process dies, its workers get SIGHUP/EOF and stop like under plain `dram
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from dramatiq import cli
 
-from eventplatform.logging import build_formatter
+from eventplatform.logging import build_formatter, log_format, log_level
 
 
 class CurrentStderrHandler(logging.StreamHandler):
@@ -35,10 +34,10 @@ class CurrentStderrHandler(logging.StreamHandler):
 
 def configure_logging() -> None:
     handler = CurrentStderrHandler()
-    handler.setFormatter(build_formatter(os.environ.get("LOG_FORMAT", "json")))
+    handler.setFormatter(build_formatter(log_format()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+    root.setLevel(log_level())
     logging.getLogger("pika").setLevel(logging.ERROR)
     logging.captureWarnings(True)  # a library's DeprecationWarning becomes a JSON line too
 

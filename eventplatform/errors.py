@@ -416,6 +416,29 @@ CATALOGUE: dict[str, ErrorCode] = {
             "cancelled registration). Status `cancelled`.",
             "None. A replay is refused for the same reason.",
         ),
+        # --- provider reports after `sent`: ESP tracking webhooks, SMS status callbacks (docs/delivery-status.md)
+        ErrorCode(
+            "invalid_provider_signature",
+            "An SMS status callback without a valid X-Twilio-Signature (HMAC-SHA1 of PUBLIC_BASE_URL + path "
+            "and the sorted form fields, keyed with SMS_AUTH_TOKEN); nothing was recorded.",
+            "If it repeats from the provider: check SMS_AUTH_TOKEN and that PUBLIC_BASE_URL is exactly the "
+            "URL the provider calls (scheme, host, port). Otherwise someone is forging callbacks.",
+            403,
+        ),
+        ErrorCode(
+            "esp_webhook_unauthenticated",
+            "An ESP tracking event reached /anymail/<esp>/tracking/ while ANYMAIL_WEBHOOK_SECRET is unset, for an "
+            "ESP whose only webhook security is that basic auth: anyone could have sent it, so it is ignored "
+            "(answered 200, nothing recorded).",
+            "Set ANYMAIL_WEBHOOK_SECRET and put the same user:password in the webhook URL at the ESP "
+            "(docs/delivery-status.md).",
+        ),
+        ErrorCode(
+            "provider_report_unmatched",
+            "An ESP tracking event or SMS status callback names a message no notification has (sent by "
+            "another system on the same account, or erased); answered 2xx/404 so the provider stops, counted.",
+            "None if rare. Many: check that the ESP account or SMS number is not shared with another sender.",
+        ),
         # --- after `sent` (CONTRACT section 8, docs/delivery-status.md)
         ErrorCode(
             "address_suppressed",

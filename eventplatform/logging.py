@@ -8,6 +8,7 @@ so one search for it shows a delivery's whole story.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import Any
@@ -69,6 +70,17 @@ SHARED_PROCESSORS: list[Any] = [
     _mask_personal_data,
     _ensure_error_code,
 ]
+
+
+def log_format() -> str:
+    """LOG_FORMAT, `json` (the default) or `console`, read here only: by the settings, and by
+    gunicorn.conf.py and the Dramatiq command, which log before Django's settings are loaded."""
+    return os.environ.get("LOG_FORMAT", "json")
+
+
+def log_level() -> str:
+    """LOG_LEVEL (default INFO), read here only, for the same readers as log_format."""
+    return os.environ.get("LOG_LEVEL", "INFO")
 
 
 def build_formatter(log_format: str = "json") -> logging.Formatter:

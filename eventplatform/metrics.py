@@ -133,3 +133,9 @@ SUPPRESSIONS_ADDED = Counter(
     "Addresses and numbers newly suppressed, by channel and reason.",
     ["channel", "reason"],
 )
+
+PROVIDER_REPORTS = Counter(
+    "eventplatform_provider_reports_total",
+    "ESP tracking events and SMS status callbacks received, by source, what they said and what became of them.",
+    ["source", "event", "result"],
+)

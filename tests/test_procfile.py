@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from apps.notifications.models import Notification
+from eventplatform.procfile import procfile_command, procfile_lines
 from tests.support.polling import free_port, http_ok, wait_until
 from tests.support.processes import ROOT, ManagedProcess, descendants, production_env
 from tests.support.smtp import SmtpServer
@@ -23,11 +24,7 @@ BIN = Path(sys.executable).parent
 
 
 def procfile_names() -> list[str]:
-    return [
-        line.split(":", 1)[0]
-        for line in (ROOT / "Procfile").read_text().splitlines()
-        if line and not line.startswith("#")
-    ]
+    return list(procfile_lines())
 
 
 def alive(pid: int) -> bool:
@@ -39,6 +36,33 @@ def alive(pid: int) -> bool:
 
 def test_the_procfile_names_every_long_running_process() -> None:
     assert procfile_names() == ["web", "relay", "worker", "scheduler"]
+
+
+def test_a_command_line_is_expanded_as_the_runners_shell_would() -> None:
+    web = procfile_command("web", environ={"HOST": "0.0.0.0", "PORT": "9000"})
+    assert web == [str(BIN / "gunicorn"), "eventplatform.wsgi", "--bind", "0.0.0.0:9000"]
+    # unset or empty: the line's defaults, as `${NAME:-default}` in a shell
+    assert procfile_command("web", environ={"PORT": ""})[-1] == "127.0.0.1:8000"
+    assert procfile_command("relay", environ={}) == [sys.executable, "manage.py", "run_relay"]
+
+
+def test_options_replace_the_lines_own_value_or_are_added() -> None:
+    scheduler = procfile_command("scheduler", environ={}, options={"--every": "2", "--jobs": "reminders"})
+    assert scheduler == [sys.executable, "manage.py", "send_reminders", "--every", "2", "--jobs", "reminders"]
+
+
+def test_expansion_reads_plain_and_braced_variables(tmp_path: Path) -> None:
+    procfile = tmp_path / "Procfile"
+    procfile.write_text('# a comment: not a process\n\nweb: serve --at $HOST:${PORT} --name "${NAME:-a b}"\n')
+    assert procfile_command("web", environ={"HOST": "h", "PORT": "1"}, path=procfile) == [
+        "serve",
+        "--at",
+        "h:1",
+        "--name",
+        "a b",
+    ]
+    with pytest.raises(KeyError, match="no process 'worker'"):
+        procfile_command("worker", environ={}, path=procfile)
 
 
 def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, smtp_server: SmtpServer) -> None:

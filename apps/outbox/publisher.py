@@ -22,7 +22,6 @@ Not thread-safe: use one publisher per thread.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ import dramatiq.errors
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
+
+from eventplatform.broker import connection_parameters, split_broker_urls
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +72,13 @@ class ConfirmingPublisher:
         declare_queue: Callable[[str], None] | None = None,
     ) -> None:
         # One URL, a BROKER_URL listing several nodes, or the list settings.BROKER_URLS.
-        urls = re.split(r"[\s,;]+", url.strip()) if isinstance(url, str) else list(url)
-        urls = [u for u in urls if u]
+        urls = split_broker_urls(url) if isinstance(url, str) else [u for u in url if u]
         if not urls:
             raise ValueError("ConfirmingPublisher needs at least one broker URL")
-        self._nodes = []
-        for node_url in urls:
-            params = pika.URLParameters(node_url)
+        self._nodes = connection_parameters(urls)  # each node tried once: retrying is the caller's job
+        for params in self._nodes:
             params.heartbeat = 0  # nothing services heartbeats between batches
-            params.socket_timeout = CONNECT_TIMEOUT
-            params.stack_timeout = CONNECT_TIMEOUT
-            params.connection_attempts = 1  # retrying is the caller's job
-            self._nodes.append(params)
+            params.socket_timeout = params.stack_timeout = CONNECT_TIMEOUT
         self._node = 0  # index of the node connected to (or tried next)
         self._confirm_timeout = confirm_timeout
         self._declare_queue = declare_queue

@@ -40,6 +40,36 @@ def outbox_message_fields(
     }
 
 
+# The columns of a row built by outbox_message_fields, each with its placeholder for a plain-SQL
+# INSERT ... SELECT (which, unlike INSERT ... VALUES, does not take the types from the columns).
+_ROW_PLACEHOLDERS = {
+    "id": "%s::uuid",
+    "actor_name": "%s",
+    "queue_name": "%s",
+    "kwargs": "%s::jsonb",
+    "options": "%s::jsonb",
+    "created_at": "%s::timestamptz",
+    "available_at": "%s::timestamptz",
+}
+
+
+def outbox_insert_select_sql(*, from_clause: str) -> str:
+    """PostgreSQL: `INSERT INTO <outbox> (<columns>) SELECT <placeholders> FROM <from_clause>`, for a
+    statement that writes its own rows and their outbox row at once (the intake, one round trip).
+    Its parameters: outbox_row_params(fields), then those of `from_clause`."""
+    return (
+        f"INSERT INTO {OutboxMessage._meta.db_table} ({', '.join(_ROW_PLACEHOLDERS)}) "
+        f"SELECT {', '.join(_ROW_PLACEHOLDERS.values())} FROM {from_clause}"
+    )
+
+
+def outbox_row_params(fields: dict[str, Any]) -> list[Any]:
+    """The values of a row built by outbox_message_fields, in the order of outbox_insert_select_sql,
+    each adapted for the database by its model field."""
+    model_fields = {field.name: field for field in OutboxMessage._meta.concrete_fields}
+    return [model_fields[column].get_db_prep_value(fields[column], connection) for column in _ROW_PLACEHOLDERS]
+
+
 def outbox_insert(fields: dict[str, Any]) -> OutboxMessage:
     """Insert a row built by outbox_message_fields, inside the caller's transaction."""
     return outbox_insert_many([fields])[0]

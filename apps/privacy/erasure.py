@@ -124,14 +124,14 @@ def _events_mentioning(needles: _Needles) -> set[Any]:
             if connection.vendor == "postgresql":
                 body = " OR ".join(["position(%s::bytea in raw_body) > 0"] * len(variants))
                 cursor.execute(
-                    f"SELECT id FROM webhooks_webhookevent WHERE payload::text ILIKE %s ESCAPE '\\' "
+                    f"SELECT id FROM {WebhookEvent._meta.db_table} WHERE payload::text ILIKE %s ESCAPE '\\' "
                     f"OR errors::text ILIKE %s ESCAPE '\\' OR {body}",
                     [like, like, *variants],
                 )
             else:
                 body = " OR ".join(["instr(raw_body, %s) > 0"] * len(variants))
                 cursor.execute(
-                    f"SELECT id FROM webhooks_webhookevent WHERE payload LIKE %s ESCAPE '\\' "
+                    f"SELECT id FROM {WebhookEvent._meta.db_table} WHERE payload LIKE %s ESCAPE '\\' "
                     f"OR errors LIKE %s ESCAPE '\\' OR {body}",
                     [like, like, *variants],
                 )

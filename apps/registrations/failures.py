@@ -26,8 +26,8 @@ from django.utils import timezone
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_insert, outbox_message_fields
 from apps.registrations.models import ApplyReapply, FailedApply, RegistrationEvent
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from apps.webhooks.models import WebhookEvent
-from apps.webhooks.services import APPLY_ACTOR
 from eventplatform import metrics
 from eventplatform.errors import EventPlatformError, describe
 

@@ -21,7 +21,7 @@ from apps.notifications.checks import send_time_limit_ms
 from apps.notifications.send_at_once import notifications_send_at_once
 from apps.registrations.failures import REAPPLY_OPTION, failed_apply_record, failed_apply_resolve
 from apps.registrations.services import EventNotFound, registration_apply
-from apps.webhooks.services import APPLY_ACTOR
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from eventplatform import metrics
 from eventplatform.broker import MAX_BACKOFF_MS
 
@@ -40,7 +40,7 @@ def _last_line(traceback_text: str) -> str:
 
 
 @dramatiq.actor(
-    queue_name="registrations",
+    queue_name=APPLY_ACTOR["queue_name"],
     actor_name="webhook_event_dead_letter",
     max_retries=10,
     min_backoff=1000,

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from apps.support.status.views import status_view
 from apps.webhooks.views import api_schema, webhook_not_found, webhook_receive
@@ -15,6 +15,10 @@ urlpatterns = [
     re_path(r"^webhooks/(?P<portal_slug>[^/]+)/$", webhook_receive, name="webhook-receive"),
     re_path(r"^webhooks/(?P<rest>.*)$", webhook_not_found),
     path("api/schema/", api_schema, name="api-schema"),
+    # Providers' reports after `sent` (docs/delivery-status.md): anymail's ESP webhooks
+    # (/anymail/<esp>/tracking/) and the SMS status callbacks every Twilio send asks for.
+    path("anymail/", include("anymail.urls")),
+    path("", include("apps.notifications.channels.sms.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),

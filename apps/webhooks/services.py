@@ -14,8 +14,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.outbox.models import OutboxMessage
-from apps.outbox.services import outbox_insert, outbox_message_fields
+from apps.outbox.services import outbox_insert, outbox_insert_select_sql, outbox_message_fields, outbox_row_params
+from apps.webhooks.apply_actor import APPLY_ACTOR
 from apps.webhooks.models import Portal, PortalSecret, RateWindow, WebhookEvent
 from apps.webhooks.signature import validate_secret
 
@@ -28,8 +28,6 @@ class RecordedEvent:
     duplicate: bool
 
 
-APPLY_ACTOR = {"actor_name": "webhook_event_apply", "queue_name": "registrations"}
-
 _INSERT_EVENT = (
     f"INSERT INTO {WebhookEvent._meta.db_table} "
     "(id, portal_id, delivery_id, type, status, raw_body, payload, errors, received_at) "
@@ -39,11 +37,8 @@ _INSERT_EVENT = (
 # one round trip instead of BEGIN, two INSERTs and COMMIT. The outbox insert happens only if the
 # event insert did (no conflict) and the delivery was accepted.
 _INSERT_EVENT_AND_OUTBOX = (
-    f"WITH event AS ({_INSERT_EVENT}), outbox AS ("
-    f"INSERT INTO {OutboxMessage._meta.db_table} "
-    "(id, actor_name, queue_name, kwargs, options, created_at, available_at) "
-    "SELECT %s::uuid, %s, %s, %s::jsonb, %s::jsonb, %s::timestamptz, %s::timestamptz FROM event WHERE %s"
-    ") SELECT id FROM event"
+    f"WITH event AS ({_INSERT_EVENT}), outbox AS ({outbox_insert_select_sql(from_clause='event WHERE %s')}) "
+    "SELECT id FROM event"
 )
 
 
@@ -88,17 +83,7 @@ def webhook_event_record(
         with connection.cursor() as cursor:
             cursor.execute(
                 _INSERT_EVENT_AND_OUTBOX,
-                [
-                    *event_values,
-                    outbox["id"],
-                    outbox["actor_name"],
-                    outbox["queue_name"],
-                    json.dumps(outbox["kwargs"]),
-                    json.dumps(outbox["options"]),
-                    outbox["created_at"],
-                    outbox["available_at"],
-                    accepted,
-                ],
+                [*event_values, *outbox_row_params(outbox), accepted],
             )
             inserted = cursor.fetchone() is not None
     else:

@@ -184,6 +184,10 @@ SMS_TIMEOUT_SECONDS = env.float("SMS_TIMEOUT_SECONDS", default=10.0)
 # The embedded default prints SMS to the console, as it does e-mail (apps/notifications/channels/sms/console.py),
 # so `send_test_webhook --phone` shows one; with a database of its own SMS needs SMS_API_URL.
 SMS_CONSOLE = env.bool("SMS_CONSOLE", default=EMBEDDED_DATABASE and not SMS_API_URL)
+# The public https base URL providers call back (CONTRACT section 2): with it, every SMS asks for
+# status callbacks at <PUBLIC_BASE_URL>/sms/status/<notification id>/, and their signatures are checked
+# against that URL, never one built from the request's Host (docs/delivery-status.md).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 # The notification channels, each a module exposing CHANNEL (apps/notifications/channels/__init__.py):
 # a channel is one package and one entry here. SMS takes part only when SMS_API_URL or SMS_CONSOLE is set.
 NOTIFICATION_CHANNELS = env.list(
@@ -245,6 +249,15 @@ EMAIL_FALLBACK_BACKEND = env.str("EMAIL_FALLBACK_BACKEND", default="")
 if "EMAIL_BACKEND" in env:  # an ESP through django-anymail wins over EMAIL_URL's scheme
     EMAIL_BACKEND = env.str("EMAIL_BACKEND")
 ANYMAIL = env.json("ANYMAIL", default={})
+# ESP tracking webhooks at /anymail/<esp>/tracking/ (docs/delivery-status.md, "ESP tracking webhooks"):
+# the HTTP basic auth "user:password" the ESP's webhook URL carries (anymail's WEBHOOK_SECRET, for
+# every ESP), and Mailgun's HTTP webhook signing key (each event is HMAC-signed with it). Set here or
+# in ANYMAIL; ANYMAIL wins.
+_anymail_webhook_settings = {
+    "WEBHOOK_SECRET": env.str("ANYMAIL_WEBHOOK_SECRET", default=""),
+    "MAILGUN_WEBHOOK_SIGNING_KEY": env.str("ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY", default=""),
+}
+ANYMAIL = {**{name: value for name, value in _anymail_webhook_settings.items() if value}, **ANYMAIL}
 REMINDER_24H_BEFORE_SECONDS = env.int("REMINDER_24H_BEFORE_SECONDS", default=86_400)
 REMINDER_1H_BEFORE_SECONDS = env.int("REMINDER_1H_BEFORE_SECONDS", default=3_600)
 
@@ -281,7 +294,15 @@ if BEHIND_TLS_PROXY:
 def https_only_settings() -> dict[str, object]:
     return {
         "SECURE_SSL_REDIRECT": True,
-        "SECURE_REDIRECT_EXEMPT": [r"^healthz$", r"^readyz$", r"^metrics$", r"^webhooks/"],
+        # Providers' callbacks too (anymail's ESP webhooks, SMS status callbacks): a POST, same reason.
+        "SECURE_REDIRECT_EXEMPT": [
+            r"^healthz$",
+            r"^readyz$",
+            r"^metrics$",
+            r"^webhooks/",
+            r"^anymail/",
+            r"^sms/status/",
+        ],
         "SESSION_COOKIE_SECURE": True,
         "CSRF_COOKIE_SECURE": True,
         "SECURE_HSTS_SECONDS": env.int("SECURE_HSTS_SECONDS", default=31_536_000),
@@ -295,9 +316,6 @@ if BEHIND_TLS_PROXY:
 
 # --- status page (/admin/status/): a scheduler job not run for this long is shown as stale
 STATUS_SCHEDULER_STALE_SECONDS = env.int("STATUS_SCHEDULER_STALE_SECONDS", default=900)
-
-LOG_FORMAT = env.str("LOG_FORMAT", default="json")
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 
 from eventplatform.settings.dramatiq import *  # noqa: E402, F403
 from eventplatform.settings.logging import *  # noqa: E402, F403

@@ -58,9 +58,6 @@ else:
         "MIDDLEWARE": DRAMATIQ_MIDDLEWARE,
     }
 
-# The queues our actors use (exported as depth metrics with their .DQ and .XQ companions).
-PIPELINE_QUEUES = ["registrations", "notifications"]
-
 DRAMATIQ_TASKS_DATABASE = "default"
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # django_dramatiq always offers its own tasks module: one actor for its Task model, which we do not use.

@@ -3,10 +3,10 @@ Dramatiq's own loggers included (see eventplatform.logging)."""
 
 from __future__ import annotations
 
-from eventplatform.settings.base import env
+from eventplatform.logging import log_format, log_level
 
-_format = env.str("LOG_FORMAT", default="json")
-_level = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = log_format()
+LOG_LEVEL = log_level()
 
 LOGGING = {
     "version": 1,
@@ -14,16 +14,16 @@ LOGGING = {
     "formatters": {
         "structured": {
             "()": "eventplatform.logging.build_formatter",
-            "log_format": _format,
+            "log_format": LOG_FORMAT,
         },
     },
     "handlers": {
         "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "structured"},
     },
-    "root": {"handlers": ["stdout"], "level": _level},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "pika": {"level": "ERROR"},  # connection noise; the relay and workers log outages themselves
-        "dramatiq": {"level": _level},
+        "dramatiq": {"level": LOG_LEVEL},
     },
 }

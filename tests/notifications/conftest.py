@@ -18,6 +18,7 @@ from apps.notifications.services import notification_create
 from apps.outbox.management.commands.run_relay import build_publisher
 from apps.outbox.relay import outbox_publish_batch
 from apps.registrations.models import Registration
+from tests.registrations.factories import RegistrationFactory
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
@@ -90,7 +91,7 @@ def make_registration(portal) -> Callable[..., Registration]:
             "event_venue": "bcc",
         }
         values.update(fields)
-        registration = Registration.objects.create(portal=portal, **values)
+        registration = RegistrationFactory(portal=portal, **values)
         registration.refresh_from_db()
         return registration
 

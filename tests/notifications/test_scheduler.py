@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import signal
-import sys
 import threading
 import time
 import urllib.request
@@ -17,8 +16,9 @@ from django.utils import timezone
 
 from apps.notifications.models import Notification, SchedulerHeartbeat
 from apps.notifications.scheduler import LOCK_NAMESPACE, Job, _lock_key, scheduler_loop, scheduler_run_job
-from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
+from eventplatform.procfile import procfile_command
+from tests.registrations.factories import RegistrationFactory
 from tests.support.polling import free_port
 from tests.support.processes import ManagedProcess, process_env, wait_until
 
@@ -34,13 +34,13 @@ def test_send_reminders_every_second_sends_what_is_due_beats_and_stops_on_sigter
     port = free_port()
     scheduler = ManagedProcess(
         "scheduler",
-        [sys.executable, "manage.py", "send_reminders", "--every", "1", "--metrics-port", str(port)],
+        procfile_command("scheduler", options={"--every": "1", "--metrics-port": str(port)}),
         process_env(),
     )
     # A second scheduler at the same time (safe concurrently: the job locks keep them from doubling work)
     second = ManagedProcess(
         "scheduler-2",
-        [sys.executable, "manage.py", "send_reminders", "--every", "1", "--metrics-port", "0"],
+        procfile_command("scheduler", options={"--every": "1", "--metrics-port": "0"}),
         process_env(),
     )
     try:
@@ -48,7 +48,7 @@ def test_send_reminders_every_second_sends_what_is_due_beats_and_stops_on_sigter
         first_beat = heartbeat("reminders")
         # Given a registration that becomes due while the scheduler runs
         starts_at = timezone.now() + dt.timedelta(minutes=30)
-        Registration.objects.create(
+        RegistrationFactory(
             portal=portal,
             external_id="R-SOON",
             email="ada@example.org",

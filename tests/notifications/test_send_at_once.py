@@ -21,6 +21,7 @@ from apps.registrations.tasks import webhook_event_apply
 from apps.webhooks.models import Portal, WebhookEvent
 from tests.support.smtp import SmtpServer
 from tests.support.webhooks import payload
+from tests.webhooks.factories import WebhookEventFactory
 
 
 class RecordingPublisher:
@@ -34,7 +35,7 @@ class RecordingPublisher:
 
 
 def created_event(portal: Portal, registration_id: str = "R-1") -> WebhookEvent:
-    return WebhookEvent.objects.create(
+    return WebhookEventFactory(
         portal=portal,
         delivery_id=f"msg_{registration_id}",
         type="registration.created",

@@ -14,6 +14,7 @@ from apps.outbox.models import OutboxMessage
 from apps.outbox.publisher import ConfirmingPublisher
 from apps.outbox.relay import outbox_publish_batch
 from eventplatform import metrics
+from tests.outbox.factories import OutboxMessageFactory
 from tests.outbox.test_publisher import amqp_url, vhost  # noqa: F401 - the vhost fixture
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(120)]
@@ -25,13 +26,11 @@ def test_a_returned_row_is_backed_off_and_the_rest_of_its_batches_are_published(
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url(vhost)))
     connection.channel().queue_declare(queue, durable=True)
     now = timezone.now()
-    bad = OutboxMessage.objects.create(
+    bad = OutboxMessageFactory(
         queue_name="no_such_queue", actor_name="nothing", available_at=now - dt.timedelta(minutes=1)
     )
     good = [
-        OutboxMessage.objects.create(
-            queue_name=queue, actor_name="nothing", available_at=now - dt.timedelta(seconds=30 - i)
-        )
+        OutboxMessageFactory(queue_name=queue, actor_name="nothing", available_at=now - dt.timedelta(seconds=30 - i))
         for i in range(20)
     ]
     publisher = ConfirmingPublisher(amqp_url(vhost), confirm_timeout=5.0)

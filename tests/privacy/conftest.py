@@ -12,6 +12,7 @@ import pytest
 
 from apps.registrations.services import registration_apply
 from apps.webhooks.models import Portal, WebhookEvent
+from tests.webhooks.factories import WebhookEventFactory
 
 MakeEvent = Callable[..., WebhookEvent]
 
@@ -26,7 +27,7 @@ def make_event(portal: Portal) -> MakeEvent:
         status: str = WebhookEvent.Status.ACCEPTED,
         errors: Any = None,
     ) -> WebhookEvent:
-        event = WebhookEvent.objects.create(
+        event = WebhookEventFactory(
             portal=portal,
             delivery_id=f"msg_{uuid.uuid4().hex}",
             type=body.get("type", ""),

@@ -14,6 +14,7 @@ from apps.outbox.models import OutboxMessage
 from apps.privacy.retention import data_retention_run
 from apps.registrations.models import ProcessedMessage, Registration, RegistrationEvent
 from apps.webhooks.models import Portal, RateWindow, WebhookEvent
+from tests.outbox.factories import OutboxMessageFactory
 from tests.support.webhooks import payload
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,7 @@ DAY = dt.timedelta(days=1)
 
 
 def outbox(*, published_days_ago: float | None) -> OutboxMessage:
-    return OutboxMessage.objects.create(
+    return OutboxMessageFactory(
         queue_name="registrations",
         actor_name="x",
         kwargs={},
@@ -45,7 +46,7 @@ def test_rows_past_their_retention_are_deleted_and_younger_ones_kept(settings, p
     ProcessedMessage.objects.all().delete()
     old_published = [outbox(published_days_ago=8) for _ in range(5)]
     young_published = outbox(published_days_ago=6)
-    old_unpublished = OutboxMessage.objects.create(
+    old_unpublished = OutboxMessageFactory(
         queue_name="q", actor_name="x", kwargs={}, created_at=NOW - 30 * DAY, available_at=NOW - 30 * DAY
     )
     old_ids, young_id = [processed(31) for _ in range(3)], processed(29)

@@ -20,12 +20,13 @@ from apps.notifications.delivery import (
     suppression_active,
     suppression_add,
 )
-from apps.notifications.models import Notification, NotificationAttempt, NotificationReport, Suppression
+from apps.notifications.models import Notification, NotificationReport, Suppression
 from apps.privacy.erasure import email_digest
 from apps.privacy.models import ErasureRecord
 from apps.registrations.models import FailedApply, Registration
 from apps.registrations.services import registration_apply
 from apps.webhooks.models import Portal, WebhookEvent
+from tests.notifications.factories import NotificationAttemptFactory
 from tests.support.webhooks import encode, payload, signed_headers
 
 pytestmark = pytest.mark.django_db
@@ -103,7 +104,7 @@ def test_nothing_of_the_person_is_left_anywhere_and_the_erasure_is_recorded(port
     lookalike = deliver(payload("R-LOOKALIKE", email=LONGER_EMAIL, phone=LONGER_PHONE, first_name="Xada"))
     apply(lookalike)
     notification = Notification.objects.filter(registration__external_id="R-ERASE", channel="email").first()
-    NotificationAttempt.objects.create(
+    NotificationAttemptFactory(
         notification=notification,
         number=1,
         started_at=timezone.now(),

@@ -23,6 +23,7 @@ from apps.notifications.models import Notification, NotificationReplay
 from apps.privacy.erasure import attendee_erase
 from apps.registrations.models import ApplyReapply, Registration
 from apps.webhooks.models import Portal
+from tests.notifications.factories import NotificationFactory
 from tests.support.webhooks import encode, payload, signed_headers
 
 EMAIL, PHONE = "ada.race@example.org", "+4915112345678"
@@ -186,7 +187,7 @@ def test_waiting_notifications_end_cancelled_with_a_reason_and_others_keep_their
     statuses = {"pending": "cancelled", "retrying": "cancelled", "sent": "sent", "dead": "dead", "sending": "sending"}
     rows = {}
     for number, status in enumerate(statuses):
-        rows[status] = Notification.objects.create(
+        rows[status] = NotificationFactory(
             registration=registration,
             kind="update",
             channel="email",

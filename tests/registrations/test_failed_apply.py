@@ -25,7 +25,10 @@ from apps.registrations.failures import (
 from apps.registrations.models import ApplyReapply, FailedApply, Registration, RegistrationEvent
 from apps.registrations.tasks import webhook_event_apply, webhook_event_dead_letter
 from apps.webhooks.models import Portal, WebhookEvent
+from tests.outbox.factories import OutboxMessageFactory
+from tests.registrations.factories import RegistrationFactory
 from tests.support.webhooks import payload
+from tests.webhooks.factories import WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -40,22 +43,11 @@ def accepted_event(
 ) -> WebhookEvent:
     """An accepted event and its apply message, as the intake stores them (published when given)."""
     body = body or payload(f"R-{uuid.uuid4().hex[:8]}", phone=None)
-    event = WebhookEvent.objects.create(
-        portal=portal,
-        delivery_id=f"msg_{uuid.uuid4().hex}",
-        type=body["type"],
-        status="accepted",
-        raw_body=b"{}",
-        payload=body,
-        received_at=received_at or timezone.now(),
+    event = WebhookEventFactory(
+        portal=portal, type=body["type"], payload=body, received_at=received_at or timezone.now()
     )
     if outbox:
-        OutboxMessage.objects.create(
-            actor_name="webhook_event_apply",
-            queue_name="registrations",
-            kwargs={"event_id": str(event.id)},
-            published_at=published_at,
-        )
+        OutboxMessageFactory(kwargs={"event_id": str(event.id)}, published_at=published_at)
     return event
 
 
@@ -142,7 +134,7 @@ def test_reapply_goes_through_the_outbox_with_an_audit_record_and_is_safe_twice(
 
 
 def test_reapply_refuses_what_cannot_be_applied(portal: Portal) -> None:
-    rejected = WebhookEvent.objects.create(
+    rejected = WebhookEventFactory(
         portal=portal,
         delivery_id="msg_rejected",
         type="registration.created",
@@ -249,7 +241,7 @@ def test_reapply_action_asks_for_a_reason_then_queues_and_shows_the_audit(failed
 
 
 def test_rebuild_needs_its_own_permission(portal: Portal) -> None:
-    registration = Registration.objects.create(portal=portal, external_id="R-RB", version=5)  # no events: stale
+    registration = RegistrationFactory(portal=portal, external_id="R-RB", version=5)  # no events: stale
     viewer = staff_client("view_registration")
     viewer.post("/admin/registrations/registration/", {"action": "rebuild", "_selected_action": [registration.pk]})
     registration.refresh_from_db()

@@ -11,15 +11,16 @@ from django.utils import timezone
 
 from apps.registrations.models import Registration
 from apps.registrations.services import registration_apply
-from apps.webhooks.models import Portal, WebhookEvent
+from apps.webhooks.models import Portal
 from tests.support.webhooks import payload
+from tests.webhooks.factories import WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
 
 
 def applied(portal: Portal, registration_id: str, **fields: str) -> Registration:
     body = payload(registration_id, phone=None, **fields)
-    event = WebhookEvent.objects.create(
+    event = WebhookEventFactory(
         portal=portal,
         delivery_id=f"msg_{uuid.uuid4().hex}",
         type=body["type"],

@@ -19,7 +19,9 @@ from apps.registrations import projection
 from apps.registrations.models import Registration
 from apps.registrations.services import registration_apply
 from apps.webhooks.models import Portal, WebhookEvent
+from tests.notifications.factories import NotificationFactory
 from tests.support.webhooks import payload
+from tests.webhooks.factories import WebhookEventFactory
 
 BASE = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
 
@@ -98,7 +100,7 @@ def outcome(portal: Portal, events: list[dict[str, Any]], deliveries: list[Deliv
         for delivery in deliveries:
             if delivery.how in ("first", "new_delivery"):
                 body = events[delivery.event]
-                event = WebhookEvent.objects.create(
+                event = WebhookEventFactory(
                     portal=portal,
                     delivery_id=f"msg_{uuid.uuid4().hex}",
                     type=body["type"],
@@ -149,7 +151,7 @@ def django_settings(settings: Any) -> Any:
 
 @pytest.mark.django_db
 def test_a_cancellation_cancels_pending_reminders_but_not_sent_ones(portal: Portal) -> None:
-    created = WebhookEvent.objects.create(
+    created = WebhookEventFactory(
         portal=portal,
         delivery_id="msg_1",
         type="registration.created",
@@ -161,7 +163,7 @@ def test_a_cancellation_cancels_pending_reminders_but_not_sent_ones(portal: Port
     registration_apply(event_id=str(created.id), message_id="m1")
     registration = Registration.objects.get(external_id="R-1")
     for kind, status in (("reminder_24h", "sent"), ("reminder_1h", "pending")):
-        Notification.objects.create(
+        NotificationFactory(
             registration=registration,
             kind=kind,
             channel="email",
@@ -172,7 +174,7 @@ def test_a_cancellation_cancels_pending_reminders_but_not_sent_ones(portal: Port
     cancel_body = payload(
         "R-1", event_type="registration.cancelled", phone=None, timestamp=(BASE + dt.timedelta(minutes=1)).isoformat()
     )
-    cancelled = WebhookEvent.objects.create(
+    cancelled = WebhookEventFactory(
         portal=portal,
         delivery_id="msg_2",
         type="registration.cancelled",

@@ -24,12 +24,14 @@ from django.utils import timezone
 from apps.notifications.models import Notification, NotificationAttempt
 from apps.registrations.models import Registration
 from apps.webhooks.services import portal_create
+from tests.registrations.factories import RegistrationFactory
+from tests.notifications.factories import NotificationAttemptFactory, NotificationFactory
 portal, _, _ = portal_create(slug="demo", name="Demo")
-registration = Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
-notification = Notification.objects.create(registration=registration, kind="confirmation", channel="email",
+registration = RegistrationFactory(portal=portal, external_id="R-1", email="ada@example.org")
+notification = NotificationFactory(registration=registration, kind="confirmation", channel="email",
     recipient="ada@example.org", context={}, status="dead", last_error_code="smtp_permanent")
 for number, outcome in enumerate(["permanent_error", "sent", "sent"], start=1):
-    NotificationAttempt.objects.create(notification=notification, number=number, duration_ms=3, outcome=outcome,
+    NotificationAttemptFactory(notification=notification, number=number, duration_ms=3, outcome=outcome,
         started_at=timezone.now() - dt.timedelta(minutes=10 * number))
 client = Client()
 client.force_login(User.objects.create_superuser("support", "support@example.org", "pw"))

@@ -17,12 +17,15 @@ from django.test import Client
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
-from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt, SchedulerHeartbeat
-from apps.outbox.models import OutboxMessage
+from apps.notifications.models import CircuitBreaker, Notification, SchedulerHeartbeat
 from apps.registrations.models import FailedApply, Registration
 from apps.support.status import selectors
 from apps.support.status.selectors import chart_start
 from apps.webhooks.models import Portal, WebhookEvent
+from tests.notifications.factories import NotificationAttemptFactory, NotificationFactory
+from tests.outbox.factories import OutboxMessageFactory
+from tests.registrations.factories import RegistrationFactory
+from tests.webhooks.factories import WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -43,29 +46,14 @@ def staff(client: Client) -> Client:
 
 
 def _event(portal: Portal, *, status: str, received_at: dt.datetime) -> WebhookEvent:
-    return WebhookEvent.objects.create(
-        portal=portal,
-        delivery_id=f"msg_{uuid.uuid4().hex}",
-        type="registration.created",
-        status=status,
-        raw_body=b"{}",
-        payload={},
-        received_at=received_at,
-    )
+    return WebhookEventFactory(portal=portal, status=status, received_at=received_at)
 
 
 def _notification(
     registration: Registration, *, status: str, updated_at: dt.datetime, code: str = "", kind: str = "confirmation"
 ) -> Notification:
-    notification = Notification.objects.create(
-        registration=registration,
-        kind=kind,
-        channel="email",
-        dedupe_key=uuid.uuid4().hex,
-        status=status,
-        recipient="ada@example.org",
-        context={},
-        last_error_code=code,
+    notification = NotificationFactory(
+        registration=registration, kind=kind, dedupe_key=uuid.uuid4().hex, status=status, last_error_code=code
     )
     Notification.objects.filter(id=notification.id).update(updated_at=updated_at)  # auto_now: set it afterwards
     return notification
@@ -95,7 +83,7 @@ def test_staff_see_window_counts_that_match_the_seeded_rows(staff: Client, porta
     for received_at in (recent, recent, earlier, old):
         _event(portal, status="accepted", received_at=received_at)
     _event(portal, status="rejected", received_at=recent)
-    registration = Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
+    registration = RegistrationFactory(portal=portal, external_id="R-1", email="ada@example.org")
     for _ in range(3):
         _notification(registration, status="sent", updated_at=recent)
     _notification(registration, status="sent", updated_at=old)
@@ -149,14 +137,10 @@ def test_staff_see_window_counts_that_match_the_seeded_rows(staff: Client, porta
 
 def test_outbox_backlog_breakers_and_scheduler(staff: Client) -> None:
     now = timezone.now()
-    OutboxMessage.objects.create(
-        queue_name="notifications", actor_name="notification_send", available_at=now - dt.timedelta(seconds=90)
-    )
-    OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send")
-    OutboxMessage.objects.create(
-        queue_name="notifications", actor_name="notification_send", available_at=now + dt.timedelta(hours=1)
-    )  # a durable delay: not due
-    OutboxMessage.objects.create(queue_name="notifications", actor_name="notification_send", published_at=now)
+    OutboxMessageFactory(available_at=now - dt.timedelta(seconds=90))
+    OutboxMessageFactory()
+    OutboxMessageFactory(available_at=now + dt.timedelta(hours=1))  # a durable delay: not due
+    OutboxMessageFactory(published_at=now)
     opened = now - dt.timedelta(minutes=7)
     CircuitBreaker.objects.create(provider="smtp", state="open", consecutive_failures=5, opened_at=opened)
     CircuitBreaker.objects.create(
@@ -194,7 +178,7 @@ def test_scheduler_never_run_then_stale_then_fresh(staff: Client) -> None:
 
 def test_chart_has_a_bar_pair_per_five_minutes_with_the_seeded_counts(staff: Client, portal: Portal) -> None:
     now = timezone.now()
-    registration = Registration.objects.create(portal=portal, external_id="R-2")
+    registration = RegistrationFactory(portal=portal, external_id="R-2")
     notification = _notification(registration, status="sent", updated_at=now)
     start = chart_start(now)
     # Given 2 sent and 1 failed attempt in the last bucket, 1 sent in the first, 1 outside the chart.
@@ -206,7 +190,7 @@ def test_chart_has_a_bar_pair_per_five_minutes_with_the_seeded_counts(staff: Cli
         (start - dt.timedelta(minutes=1), "sent"),
     ]
     for number, (started_at, outcome) in enumerate(attempts, start=1):
-        NotificationAttempt.objects.create(
+        NotificationAttemptFactory(
             notification=notification, number=number, started_at=started_at, duration_ms=5, outcome=outcome
         )
 

@@ -1,4 +1,6 @@
-"""Starting and stopping the real processes (gunicorn, run_relay, rundramatiq) for end-to-end tests.
+"""Starting and stopping the real processes (gunicorn, run_relay, rundramatiq), for the end-to-end
+tests and the benchmark alike: one class, ManagedProcess, and each command line taken from the
+Procfile (eventplatform/procfile.py), with the options a test adds.
 
 Every process is stopped by its own PID (SIGTERM, then SIGKILL), never by a name pattern: other
 runs on this machine may be running the same commands.
@@ -9,12 +11,10 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from django.db import connection
-
+from eventplatform.procfile import procfile_command
 from tests.support.polling import free_port, http_ok, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def process_env(**overrides: str) -> dict[str, str]:
     """The environment of a child: this run's test database and RabbitMQ vhost."""
+    from django.db import connection  # here, not at the top: the bench imports this module without Django
+
     settings_dict = connection.settings_dict
     database_url = (
         f"postgres://{settings_dict['USER'] or 'postgres'}@{settings_dict['HOST'] or '127.0.0.1'}:"
@@ -77,11 +79,22 @@ def descendants(pid: int) -> list[int]:
 
 
 class ManagedProcess:
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.log_path = Path(tempfile.mkstemp(prefix=f"ep-{name}-", suffix=".log")[1])
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+    """One child (its own children included) started in the project's directory, its output in a
+    log file: a fresh temporary file, or `<log_dir>/<name>.log` (the bench keeps its run's logs
+    together). `kind` groups processes in the bench's CPU and memory figures (default: the name)."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], *, kind: str | None = None, log_dir: Path | None = None
+    ) -> None:
+        self.name, self.kind, self.args = name, kind or name, args
+        if log_dir is None:
+            self.log_path = Path(tempfile.mkstemp(prefix=f"ep-{name}-", suffix=".log")[1])
+        else:
+            self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
     @property
     def pid(self) -> int:
@@ -90,14 +103,20 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def output(self) -> str:
-        if not self._log.closed:  # readable after stop() too
+    def output(self, tail: int | None = None) -> str:
+        """What it wrote so far (the last `tail` characters of it); readable after stop() too."""
+        if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
+
+    def log_contains(self, text: str) -> bool:
+        return text in self.output()
 
     def stop(self, timeout: float = 20) -> None:
         stop_process(self.process, timeout)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
     def kill(self) -> None:
         """SIGKILL: the crash a supervisor would see."""
@@ -106,23 +125,14 @@ class ManagedProcess:
 
 
 def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess, str]:
+    """The Procfile's web process on a free loopback port, `workers` gunicorn workers."""
     port = free_port()
-    web = ManagedProcess(
+    command = procfile_command(
         "web",
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "eventplatform.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--graceful-timeout",
-            "5",
-        ],
-        env,
+        environ={**env, "HOST": "127.0.0.1", "PORT": str(port)},
+        options={"--workers": str(workers), "--graceful-timeout": "5"},
     )
+    web = ManagedProcess("web", command, env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_ok(f"{base_url}/healthz") or not web.alive(), timeout=30, what="gunicorn")
@@ -133,12 +143,13 @@ def start_web(env: dict[str, str], *, workers: int = 2) -> tuple[ManagedProcess,
 
 
 def start_relay(env: dict[str, str]) -> ManagedProcess:
-    return ManagedProcess("relay", [sys.executable, "manage.py", "run_relay", "--poll-seconds", "1"], env)
+    """The Procfile's relay, polling every second."""
+    return ManagedProcess("relay", procfile_command("relay", environ=env, options={"--poll-seconds": "1"}), env)
 
 
 def start_worker(env: dict[str, str], *, processes: int = 1, threads: int = 4) -> ManagedProcess:
-    return ManagedProcess(
-        "worker",
-        [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads)],
-        env,
+    """The Procfile's worker with `processes` x `threads`."""
+    command = procfile_command(
+        "worker", environ=env, options={"--processes": str(processes), "--threads": str(threads)}
     )
+    return ManagedProcess("worker", command, env)

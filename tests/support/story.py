@@ -13,6 +13,7 @@ from apps.notifications.models import Notification, NotificationAttempt
 from apps.registrations.models import Registration
 from apps.registrations.services import registration_apply
 from apps.webhooks.models import Portal
+from tests.notifications.factories import NotificationAttemptFactory
 from tests.support.webhooks import encode, payload, signed_headers
 
 HOSTILE_NAME = "<script>alert('x')</script>"
@@ -50,7 +51,7 @@ def seed_attendee_story(
     registration = Registration.objects.get(portal=portal, external_id=registration_id)
     # ... and an e-mail confirmation the mail server refused for good.
     dead = Notification.objects.get(registration=registration, kind="confirmation", channel="email")
-    NotificationAttempt.objects.create(
+    NotificationAttemptFactory(
         notification=dead,
         number=1,
         started_at=timezone.now(),

@@ -18,6 +18,7 @@ from apps.webhooks.models import Portal, PortalSecret, WebhookEvent
 from apps.webhooks.selectors import portal_cache_clear
 from apps.webhooks.signature import mask_secret
 from tests.support.webhooks import SECRET, encode, payload, signed_headers
+from tests.webhooks.factories import PortalFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -185,7 +186,7 @@ def test_rotate_needs_its_permission(portal: Portal) -> None:
 
 
 def test_rotating_several_portals_at_once(admin_client: Client, portal: Portal) -> None:
-    other = Portal.objects.create(slug="eventbrite", name="Eventbrite")
+    other = PortalFactory(slug="eventbrite", name="Eventbrite")
     response = admin_client.post(
         LIST_URL, {"action": "rotate_secret", "_selected_action": [str(portal.pk), str(other.pk)]}
     )
@@ -264,7 +265,7 @@ def test_adding_a_portal_without_a_secret_creates_its_first_one_and_shows_it_onc
 
 
 def test_the_portal_page_offers_new_secret_without_one_and_rotate_secret_with_one(admin_client: Client, db) -> None:
-    portal = Portal.objects.create(slug="bare", name="Bare")
+    portal = PortalFactory(slug="bare", name="Bare")
     page = admin_client.get(change_url(portal)).content.decode()
     assert ">New secret</button>" in page and ">Rotate secret</button>" not in page
     url = f"{LIST_URL}{portal.pk}/new-secret/"
@@ -322,7 +323,7 @@ def test_deleting_a_portal_with_data_says_the_data_is_kept_and_suggests_untickin
     assert "data is kept" in response.content.decode()
     assert Portal.objects.filter(pk=portal.pk).exists()
     # A portal without data is deleted as usual
-    empty = Portal.objects.create(slug="empty", name="Empty")
+    empty = PortalFactory(slug="empty", name="Empty")
     assert admin_client.get(f"{LIST_URL}{empty.pk}/delete/").status_code == 200
     assert admin_client.post(f"{LIST_URL}{empty.pk}/delete/", {"post": "yes"}).status_code == 302
     assert not Portal.objects.filter(pk=empty.pk).exists()

@@ -13,7 +13,8 @@ from django.contrib.auth.models import Permission, User
 
 from apps.webhooks.models import Portal
 from tests.support.processes import process_env, start_web
-from tests.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
+from tests.support.test_admin_browser import browser, logged_in_page  # noqa: F401 (a fixture, and its helper)
+from tests.webhooks.factories import PortalFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +57,7 @@ def test_onboarding_a_portal_shows_its_first_secret_once_then_offers_rotation(
     assert secret not in page.content()
     assert page.get_by_role("button", name="Rotate secret").count() == 1
     # A portal created bare offers "New secret", which shows one
-    bare = Portal.objects.create(slug="bare", name="Bare")
+    bare = PortalFactory(slug="bare", name="Bare")
     page.goto(f"/admin/webhooks/portal/{bare.pk}/change/")
     page.get_by_role("button", name="New secret").click()
     page.wait_for_load_state()

@@ -2,12 +2,14 @@
 which providers.
 
 A channel is one module or package (`email/`, `sms/` here) exposing `CHANNEL`, a `Channel`: its
-name, the notification kinds it carries, where its address is in a registration's state and the
-address's one normal form (eventplatform.addresses), its providers in order of preference
-(`build_providers`, read from settings), its rows of the failure classification and whether it is
-switched on. Settings name the channels (NOTIFICATION_CHANNELS, a list of module paths); this
-module loads them once per process. Nothing else in the app names a channel: adding one is one
-package and one settings line (docs/architecture.md, "Where new things go").
+name, the notification kinds it carries, where its address is in a registration's state, the
+address's one normal form (eventplatform.addresses) and how logs mask it, its providers in order of
+preference (`build_providers`, read from settings) and how long their calls may take, its rows of
+the failure classification, whether it is switched on and, for a text-only channel, its template.
+Settings name the channels (NOTIFICATION_CHANNELS, a list of module paths); this module loads them
+once per process (checks.py refuses at start a list that does not load). The core sends through
+whichever channels are registered and imports none of them: adding one is one package and one
+settings line (docs/architecture.md, "Where new things go").
 
 Registrations describe what happened (kind, state); `channels_for` and `recipient_for` turn it into
 (channel, recipient).

@@ -25,6 +25,7 @@ from apps.notifications.selectors import scheduler_heartbeats
 from apps.outbox.relay import outbox_backlog
 from apps.registrations.models import FailedApply
 from apps.webhooks.models import WebhookEvent
+from eventplatform.broker import pipeline_queues
 from eventplatform.observability import RabbitmqQueueCollector
 
 BUCKET = dt.timedelta(minutes=5)
@@ -157,7 +158,7 @@ def broker_queue_depths() -> Broker:
         if _collector is None or _collector[0] != settings.BROKER_URL:
             _collector = (
                 settings.BROKER_URL,
-                RabbitmqQueueCollector(settings.BROKER_URL, settings.PIPELINE_QUEUES, ttl=5.0),
+                RabbitmqQueueCollector(settings.BROKER_URL, pipeline_queues(), ttl=5.0),
             )
         collector = _collector[1]
     depths, up = collector.snapshot()

@@ -13,6 +13,7 @@ from typing import Any
 import requests
 
 from apps.notifications import classification
+from apps.notifications.channels.sms.callbacks import status_callback_url
 from apps.notifications.channels.sms.classification import RULES
 from apps.notifications.providers import OutgoingMessage, retry_after_seconds
 
@@ -39,6 +40,9 @@ class TwilioSmsProvider:
 
     def send(self, message: OutgoingMessage) -> str:
         form = {"To": message.recipient, "From": self.sender, "Body": message.text}
+        callback = status_callback_url(message.notification_id)
+        if callback:  # the carrier's answer comes back to it (callbacks.py)
+            form["StatusCallback"] = callback
         asked_at = dt.datetime.now(dt.UTC)
         try:
             response = self._session().post(self.url, data=form, auth=self.auth, timeout=self.timeout)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.outbox.relay import BrokerEnqueuePublisher, Relay
+from eventplatform.broker import pipeline_queues
 from eventplatform.observability import RabbitmqQueueCollector, start_metrics_server
 
 
@@ -59,7 +60,7 @@ class Command(BaseCommand):
         if options["metrics_port"]:
             start_metrics_server(
                 options["metrics_port"],
-                extra_collectors=(RabbitmqQueueCollector(settings.BROKER_URLS, queues=settings.PIPELINE_QUEUES),),
+                extra_collectors=(RabbitmqQueueCollector(settings.BROKER_URLS, queues=pipeline_queues()),),
             )
         Relay(
             publisher=build_publisher(),

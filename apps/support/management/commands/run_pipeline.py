@@ -19,6 +19,7 @@ from django.db import connection
 
 from apps.outbox.relay import BrokerEnqueuePublisher, Relay
 from eventplatform.actors import actor_modules_import
+from eventplatform.procfile import procfile_command
 
 log = structlog.get_logger("pipeline")
 
@@ -223,24 +224,17 @@ class Command(BaseCommand):
     def _run_processes(self, host: str, port: int, scheduler_every: float, stop: threading.Event) -> None:
         check_port_free(host, port)
         log.info("pipeline.started", database="DATABASE_URL", broker="BROKER_URL", **live_channels())
-        python = sys.executable
-        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # The Procfile's lines, with what a one-machine run chooses: this bind, two web workers, one
+        # worker process, the scheduler's interval.
         commands = [
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "eventplatform.wsgi",
-                "--bind",
-                bind,
-                "--workers",
-                "2",
-                "--graceful-timeout",
-                str(STOP_SECONDS // 2),
-            ],
-            [python, "manage.py", "run_relay"],
-            [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
-            [python, "manage.py", "send_reminders", "--every", str(scheduler_every)],
+            procfile_command(
+                "web",
+                environ={**os.environ, "HOST": f"[{host}]" if ":" in host else host, "PORT": str(port)},
+                options={"--workers": "2", "--graceful-timeout": str(STOP_SECONDS // 2)},
+            ),
+            procfile_command("relay"),
+            procfile_command("worker", options={"--processes": "1", "--threads": "4"}),
+            procfile_command("scheduler", options={"--every": str(scheduler_every)}),
         ]
         # The web server first: should it fail to bind after all (a race with another process), the
         # others are never started.

@@ -15,9 +15,12 @@ from apps.notifications import channels, classification
 from apps.notifications.admin import NotificationAdmin
 from apps.notifications.models import Notification
 from apps.registrations.models import Registration
-from apps.webhooks.models import Portal, WebhookEvent
+from apps.webhooks.models import Portal
 from eventplatform.admin import CappedCountPaginator
 from eventplatform.errors import CATALOGUE
+from tests.notifications.factories import NotificationFactory
+from tests.registrations.factories import RegistrationFactory
+from tests.webhooks.factories import WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,14 +31,14 @@ NOTIFICATIONS = "/admin/notifications/notification/"
 def notifications(portal: Portal) -> list[Notification]:
     rows = []
     for number in range(5):
-        registration = Registration.objects.create(
+        registration = RegistrationFactory(
             portal=portal,
             external_id=f"R-{number}",
             email=f"attendee{number}@example.org",
             last_name=f"Lovelace{number}",
         )
         rows.append(
-            Notification.objects.create(
+            NotificationFactory(
                 registration=registration,
                 kind="confirmation",
                 channel="email",
@@ -83,7 +86,7 @@ def test_search_for_a_term_that_fits_no_field_lists_nothing(staff: Client, porta
 
 
 def test_webhook_events_are_found_by_delivery_id(staff: Client, portal: Portal) -> None:
-    event = WebhookEvent.objects.create(
+    event = WebhookEventFactory(
         portal=portal,
         delivery_id="msg_abc",
         type="registration.created",

@@ -7,8 +7,9 @@ from django.test import Client
 
 from apps.notifications.models import Notification
 from apps.outbox.models import OutboxMessage
-from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
+from tests.notifications.factories import NotificationFactory
+from tests.registrations.factories import RegistrationFactory
 from tests.support.webhooks import encode, payload, signed_headers
 
 pytestmark = pytest.mark.django_db
@@ -16,8 +17,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def dead_notification(portal: Portal) -> Notification:
-    registration = Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
-    return Notification.objects.create(
+    registration = RegistrationFactory(portal=portal, external_id="R-1", email="ada@example.org")
+    return NotificationFactory(
         registration=registration,
         kind="confirmation",
         channel="email",

@@ -10,6 +10,8 @@ from apps.notifications.models import Notification, NotificationReplay
 from apps.outbox.models import OutboxMessage
 from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
+from tests.notifications.factories import NotificationFactory
+from tests.registrations.factories import RegistrationFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +43,7 @@ def replayer() -> Client:
 def make(
     registration: Registration, status: str, *, kind: str = "confirmation", channel: str = "email", error_code: str = ""
 ) -> Notification:
-    return Notification.objects.create(
+    return NotificationFactory(
         registration=registration,
         kind=kind,
         channel=channel,
@@ -55,7 +57,7 @@ def make(
 
 @pytest.fixture
 def registration(portal: Portal) -> Registration:
-    return Registration.objects.create(portal=portal, external_id="R-1", email="ada@example.org")
+    return RegistrationFactory(portal=portal, external_id="R-1", email="ada@example.org")
 
 
 def queued(notification: Notification) -> int:
