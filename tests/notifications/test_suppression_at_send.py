@@ -11,10 +11,11 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 
-from apps.notifications.delivery import suppression_add, suppression_lift
+from apps.notifications.delivery import suppression_lift
 from apps.notifications.models import Notification, NotificationAttempt, NotificationReport, Suppression
 from apps.notifications.sending import notification_send
 from apps.outbox.models import OutboxMessage
+from tests.notifications.factories import SuppressionFactory
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
@@ -101,7 +102,7 @@ def test_after_the_lift_the_address_is_sent_to_again(
     make_registration: Callable[..., Any],
     make_notification: Callable[..., Notification],
 ) -> None:
-    suppression, _ = suppression_add(channel="email", address="ada@example.org", reason="manual")
+    suppression = SuppressionFactory(address="ada@example.org", reason="manual")
     suppressed = make_notification(registration=make_registration(email="ada@example.org"))
     assert notification_send(notification_id=str(suppressed.id)).outcome == "suppressed"
     user = User.objects.create_user("support", is_staff=True)
@@ -118,7 +119,7 @@ def test_a_suppressed_number_is_not_an_address_and_channels_do_not_mix(
     make_registration: Callable[..., Any],
     make_notification: Callable[..., Notification],
 ) -> None:
-    suppression_add(channel="sms", address="+4915112345678", reason="opted_out")
+    SuppressionFactory(channel="sms", address="+4915112345678", reason="opted_out")
     registration = make_registration(email="ada@example.org", phone="+4915112345678")
     sms = make_notification(channel="sms", registration=registration)
     email = make_notification(kind="reminder_24h", registration=registration)
@@ -184,9 +185,7 @@ def test_the_claims_suppression_check_is_an_index_lookup(
 ) -> None:
     """No query per send and no scan: the EXISTS in the claim statement (the one a send runs,
     captured) reads the partial unique index of active suppressions, index-only, whatever their number."""
-    Suppression.objects.bulk_create(
-        [Suppression(channel="email", address=f"gone{i}@example.org", reason="bounced") for i in range(5000)]
-    )
+    Suppression.objects.bulk_create(SuppressionFactory.build_batch(5000))
     statements: list[tuple[str, Any]] = []
 
     def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
