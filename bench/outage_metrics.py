@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from apps.notifications.actor_names import QUEUE_NAME as NOTIFICATIONS_QUEUE
 from apps.webhooks.apply_actor import APPLY_ACTOR
 from bench.live import live_stack
 from bench.stack import rabbitmqctl
@@ -33,7 +34,7 @@ WATCHED = [
     ("relay", "eventplatform_outbox_publish_failures_total", {}),
     ("relay", "eventplatform_rabbitmq_up", {}),
     ("relay", "eventplatform_rabbitmq_queue_messages", {"queue": APPLY_ACTOR["queue_name"]}),
-    ("relay", "eventplatform_rabbitmq_queue_messages", {"queue": "notifications"}),
+    ("relay", "eventplatform_rabbitmq_queue_messages", {"queue": NOTIFICATIONS_QUEUE}),
     ("workers", "eventplatform_notifications_total", {"status": "sent"}),
     ("workers", "eventplatform_dead_letters_total", {}),
 ]

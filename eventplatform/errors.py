@@ -105,11 +105,6 @@ CATALOGUE: dict[str, ErrorCode] = {
             "A message names a webhook event that does not exist.",
             "Should not happen; check database restores.",
         ),
-        ErrorCode(
-            "notification_not_found",
-            "A message names a notification that does not exist.",
-            "Should not happen; check database restores.",
-        ),
         ErrorCode("notification_busy", "Another worker holds the notification; retried later.", "None."),
         ErrorCode(
             "actor_failed",

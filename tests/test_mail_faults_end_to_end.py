@@ -20,7 +20,7 @@ import pytest
 from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 
-from apps.notifications import queueing
+from apps.notifications import actor_names
 from apps.notifications.models import CircuitBreaker, Notification, NotificationAttempt
 from apps.outbox.models import OutboxMessage
 from apps.webhooks.models import WebhookEvent
@@ -142,7 +142,7 @@ def test_a_greylisting_burst_is_delivered_once_each_and_never_opens_the_breaker(
             None,
             0,
         )
-        assert not OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).exists()
+        assert not OutboxMessage.objects.filter(actor_name=actor_names.PROBE_ACTOR).exists()
         assert "circuit_breaker.opened" not in stack.worker.output()
         rows = send_rows_per_notification(confirmations)
         assert set(rows.values()) == {1}, "greylisting went through the outbox again"
@@ -224,7 +224,7 @@ def test_a_refused_smtp_login_waits_never_dead_and_all_go_out_once_after_the_fix
         failed = NotificationAttempt.objects.filter(outcome="transient_error")
         assert set(failed.values_list("error_code", flat=True)) == {"smtp_auth_failed"}
         assert failed.count() == smtp.handler.refused_by_stage["AUTH"] // 2
-        probes = OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()
+        probes = OutboxMessage.objects.filter(actor_name=actor_names.PROBE_ACTOR).count()
         print(
             f"\n535 for {refused_for:.0f} s, {len(ids)} registrations meanwhile: 0 dead, {failed.count()} refused "
             f"logins ({probes} probe rows, every 3 s), max {max(w[1] for w in waiting)} attempts per "
@@ -280,7 +280,7 @@ def test_smtp_down_for_45_seconds_defers_without_a_storm_and_delivers_each_once_
         assert CircuitBreaker.objects.get(provider="email").state == "closed"
         failed = NotificationAttempt.objects.filter(outcome="transient_error")
         codes = collections.Counter(failed.values_list("error_code", flat=True))
-        probes = OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()
+        probes = OutboxMessage.objects.filter(actor_name=actor_names.PROBE_ACTOR).count()
         print(
             f"\nSMTP down {down_for:.0f} s (connection refused, 5 s cool-down), {len(during)} registrations "
             f"meanwhile: 0 dead, {attempts_during} attempts in all during the outage ({dict(codes)}), "

@@ -1,8 +1,6 @@
-"""Actor and queue names, written once, and the outbox rows that start them.
+"""The outbox rows that start the notifications actors, named by actor_names.py.
 
-tasks.py declares its actors with these names; the services write outbox rows with them. (The
-services cannot import tasks.py: tasks imports the services.) tests/notifications/test_actors.py
-checks the registered actors carry exactly these names.
+(The services cannot import tasks.py: tasks imports the services.)
 """
 
 from __future__ import annotations
@@ -11,13 +9,9 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from apps.notifications.actor_names import PROBE_ACTOR, QUEUE_NAME, SEND_ACTOR
 from apps.notifications.models import Notification
 from apps.outbox.services import outbox_insert, outbox_insert_many, outbox_message_fields
-
-QUEUE_NAME = "notifications"
-SEND_ACTOR = "notification_send"
-DEAD_LETTER_ACTOR = "notification_dead_letter"
-PROBE_ACTOR = "notification_probe"
 
 
 def send_message_fields(

@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
-from apps.notifications import queueing
+from apps.notifications import actor_names, queueing
 from apps.notifications.deferral import notifications_rescue_deferred
 from apps.notifications.failures import notification_retries_exhausted
 from apps.notifications.models import Notification
@@ -40,7 +40,7 @@ def _rescue_pending(now: dt.datetime) -> int:
     quiet = now - dt.timedelta(seconds=settings.NOTIFICATION_PENDING_RESCUE_AFTER_SECONDS)
     waiting = OutboxMessage.objects.annotate(notification_id=KT("kwargs__notification_id")).filter(
         Q(published_at__isnull=True) | Q(published_at__gte=quiet),
-        actor_name=queueing.SEND_ACTOR,
+        actor_name=actor_names.SEND_ACTOR,
         notification_id=Cast(OuterRef("id"), output_field=TextField()),
     )
     with transaction.atomic():

@@ -19,7 +19,7 @@ import dramatiq
 from django.conf import settings
 from dramatiq.middleware import CurrentMessage
 
-from apps.notifications import queueing
+from apps.notifications import actor_names
 from apps.notifications.checks import send_time_limit_ms
 from apps.notifications.deferral import notifications_probe
 from apps.notifications.errors import NotificationBusy, ProviderRateLimitedError, ProviderTransientError
@@ -42,8 +42,8 @@ def retry_transient(retries_so_far: int, exception: BaseException) -> bool:
 
 
 @dramatiq.actor(
-    queue_name=queueing.QUEUE_NAME,
-    actor_name=queueing.DEAD_LETTER_ACTOR,
+    queue_name=actor_names.QUEUE_NAME,
+    actor_name=actor_names.DEAD_LETTER_ACTOR,
     max_retries=BOOKKEEPING_MAX_RETRIES,
     min_backoff=1000,
     max_backoff=MAX_BACKOFF_MS,
@@ -55,8 +55,8 @@ def notification_dead_letter(message_data: dict[str, Any], retry_info: dict[str,
 
 
 @dramatiq.actor(
-    queue_name=queueing.QUEUE_NAME,
-    actor_name=queueing.PROBE_ACTOR,
+    queue_name=actor_names.QUEUE_NAME,
+    actor_name=actor_names.PROBE_ACTOR,
     max_retries=BOOKKEEPING_MAX_RETRIES,
     min_backoff=1000,
     max_backoff=MAX_BACKOFF_MS,
@@ -68,8 +68,8 @@ def notification_probe(channel: str) -> None:
 
 
 @dramatiq.actor(
-    queue_name=queueing.QUEUE_NAME,
-    actor_name=queueing.SEND_ACTOR,
+    queue_name=actor_names.QUEUE_NAME,
+    actor_name=actor_names.SEND_ACTOR,
     retry_when=retry_transient,
     min_backoff=settings.NOTIFICATION_MIN_BACKOFF_MS,
     max_backoff=MAX_BACKOFF_MS,

@@ -50,6 +50,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.notifications.models import (
+    CLAIMABLE,
     Notification,
     NotificationAttempt,
     NotificationReplay,
@@ -67,7 +68,7 @@ log = structlog.get_logger(__name__)
 
 ERASED = "[erased]"
 PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name")
-WAITING = (Notification.Status.PENDING, Notification.Status.RETRYING)
+WAITING = CLAIMABLE
 ERASED_REASON = "Not sent: the attendee's data was erased on request (erase_attendee)."
 # Names shorter than this are not searched for in free text: "Al" would blank every "Al" in a reason.
 MIN_NAME_LENGTH = 2

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apps.notifications.models import Notification
+from apps.notifications.models import CLAIMABLE, Notification
 from apps.notifications.services import (
     notifications_cancel_pending,
     notifications_create_missing,
@@ -160,7 +160,7 @@ def _projection_fields(state: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "status": state["status"], "last_event_at": parse_datetime(state["last_event_at"])}
 
 
-_WAITING = (Notification.Status.PENDING, Notification.Status.RETRYING)
+_WAITING = CLAIMABLE  # a notification not yet handed to a provider
 
 
 def _without_restated_update(

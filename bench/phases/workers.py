@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from apps.notifications.actor_names import QUEUE_NAME as NOTIFICATIONS_QUEUE
 from apps.webhooks.apply_actor import APPLY_ACTOR
 from bench.harness import Bench, PhaseFailed
 from bench.stack import (
@@ -20,7 +21,7 @@ def run(bench: Bench) -> dict[str, Any]:
         bench.start_web()
     if not bench.relays:
         bench.start_relay()
-    bench.queues_drop(APPLY_ACTOR["queue_name"], "notifications", purge_only=True)
+    bench.queues_drop(APPLY_ACTOR["queue_name"], NOTIFICATIONS_QUEUE, purge_only=True)
     bench.log(f"workers: posting {total:,} webhooks, then applying them with the registrations queue only")
     sent = bench.loadgen("wk", mode="closed", clients=16, count=total)
     accepted = sum(1 for r in sent["records"] if r[3] == 202)
@@ -90,7 +91,7 @@ def run(bench: Bench) -> dict[str, Any]:
     send_profile = bench.spy_finish(spy, "send")
     bench.log(f"workers: {per_s:,.0f} e-mails/s")
     return {
-        "notifications": total,
+        NOTIFICATIONS_QUEUE: total,
         "emails_per_s": per_s,
         "emails_per_s_per_process": per_s / bench.config.worker_processes,
         "seconds": elapsed,

@@ -8,7 +8,7 @@ import dramatiq
 import pytest
 from dramatiq.middleware import Retries
 
-from apps.notifications import queueing, tasks
+from apps.notifications import actor_names, tasks
 from eventplatform.actors import actor_modules_import
 
 CONSUMER_TIMEOUT_MS = 30 * 60 * 1000
@@ -23,7 +23,12 @@ def registered_actors() -> dict[str, dramatiq.Actor]:
 
 def test_every_actors_max_backoff_is_under_the_consumer_timeout() -> None:
     actors = registered_actors()
-    assert {"webhook_event_apply", queueing.SEND_ACTOR, queueing.DEAD_LETTER_ACTOR, queueing.PROBE_ACTOR} <= set(actors)
+    assert {
+        "webhook_event_apply",
+        actor_names.SEND_ACTOR,
+        actor_names.DEAD_LETTER_ACTOR,
+        actor_names.PROBE_ACTOR,
+    } <= set(actors)
     retries = next(m for m in dramatiq.get_broker().middleware if isinstance(m, Retries))
     too_long = {
         name: actor.options.get("max_backoff", retries.max_backoff)
@@ -41,9 +46,9 @@ def test_the_send_actors_computed_delay_stays_capped_whatever_the_settings(setti
 
 def test_actor_and_queue_names_are_the_ones_the_outbox_rows_use() -> None:
     assert (tasks.notification_send_actor.actor_name, tasks.notification_send_actor.queue_name) == (
-        queueing.SEND_ACTOR,
-        queueing.QUEUE_NAME,
+        actor_names.SEND_ACTOR,
+        actor_names.QUEUE_NAME,
     )
-    assert tasks.notification_dead_letter.actor_name == queueing.DEAD_LETTER_ACTOR
-    assert tasks.notification_probe.actor_name == queueing.PROBE_ACTOR
-    assert tasks.notification_send_actor.options["on_retry_exhausted"] == queueing.DEAD_LETTER_ACTOR
+    assert tasks.notification_dead_letter.actor_name == actor_names.DEAD_LETTER_ACTOR
+    assert tasks.notification_probe.actor_name == actor_names.PROBE_ACTOR
+    assert tasks.notification_send_actor.options["on_retry_exhausted"] == actor_names.DEAD_LETTER_ACTOR

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from apps.notifications import queueing
+from apps.notifications import actor_names
 from apps.notifications.channels import reset_providers
 from apps.notifications.models import CircuitBreaker, Notification
 from apps.notifications.services import notifications_rescue_stalled
@@ -122,7 +122,7 @@ def test_a_wrong_password_makes_everything_wait_never_dead_and_all_go_out_soon_a
     print(
         f"\n535 for ~9 s then fixed: 10 delivered {after_fix:.1f} s after the fix, 0 dead, "
         f"{logins_during_outage} refused logins during the outage, max {max(rows.values())} send rows per "
-        f"notification, {OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()} probe rows"
+        f"notification, {OutboxMessage.objects.filter(actor_name=actor_names.PROBE_ACTOR).count()} probe rows"
     )
     assert sorted(delivered_ids(auth_smtp)) == sorted(str(i) for i in ids)
     assert after_fix < 60
@@ -181,7 +181,7 @@ def test_an_outage_over_many_cooldowns_costs_at_most_two_outbox_rows_per_notific
 
     # Then each went out once, and the outage wrote no row per notification per cool-down
     rows = send_rows_per_notification(notifications)
-    probes = OutboxMessage.objects.filter(actor_name=queueing.PROBE_ACTOR).count()
+    probes = OutboxMessage.objects.filter(actor_name=actor_names.PROBE_ACTOR).count()
     print(
         f"\noutage of ~10 cool-downs: send rows per notification max {max(rows.values())}, "
         f"total {sum(rows.values())} for 20; {probes} probe rows for the channel; "
