@@ -4,8 +4,11 @@ refused while the address is suppressed, and sent to the corrected address after
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -165,3 +168,15 @@ def test_a_replay_after_the_lift_sends_again(registration: Registration) -> None
     # And a suppressed SMS number keeps its own suppression: channels do not mix
     SuppressionFactory(channel="sms", address="+4915112345678", reason="opted_out")
     assert suppression_add(channel="email", address="ada@example.org", reason="manual")[1] is True
+
+
+def test_the_replay_command_says_why_it_refuses_a_suppressed_address(registration: Registration) -> None:
+    notification = bounced_notification(registration)
+    out = io.StringIO()
+    call_command("replay_notifications", "--id", str(notification.id), "--reason", "ticket 4711", stdout=out)
+    printed = out.getvalue()
+    assert f"refused {notification.id}" in printed and "address_suppressed" in printed
+    assert "It will not send until the suppression is lifted" in printed
+    assert "queued 0 notification(s)" in printed
+    notification.refresh_from_db()
+    assert notification.status == "bounced"
