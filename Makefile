@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick bench-scale-out bench-support lint services error-codes
+.PHONY: run test test-fast bench bench-quick bench-scale-out bench-support bench-bounces lint services error-codes
 
 # manage.py and eventplatform.wsgi default to production settings (they refuse the embedded
 # defaults); every target here chooses its settings module explicitly.
@@ -73,3 +73,9 @@ bench-support: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
 bench-support: $(STAMP)
 	bash deploy/ensure-services.sh
 	$(PY) -m bench.support_pages
+
+# The bounce receiver: DSNs committed per second, arrival-to-status p99, CPU per report (docs/performance.md).
+bench-bounces: export DJANGO_SETTINGS_MODULE = $(DEV_SETTINGS)
+bench-bounces: $(STAMP)
+	bash deploy/ensure-services.sh
+	$(PY) -m bench.bounce_receiver

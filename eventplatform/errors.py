@@ -183,6 +183,30 @@ CATALOGUE: dict[str, ErrorCode] = {
             "A child process of run_pipeline exited; the others are stopped.",
             "Read that process's last log lines; restart.",
         ),
+        # --- bounce receiver (run_bounce_receiver, docs/deploy.md)
+        ErrorCode(
+            "bounce_unusable",
+            "Mail at the bounce address that reports nothing usable (an auto-reply, garbage, a report "
+            "naming no notification of ours); accepted with 250 and counted, nothing recorded.",
+            "None, unless it is frequent: then look at what the MTA routes to the receiver.",
+        ),
+        ErrorCode(
+            "bounce_recipient_refused",
+            "RCPT to an address other than the bounce address and its tokens: refused with 550 (the "
+            "receiver relays nothing).",
+            "None; if real reports are refused, check EMAIL_BOUNCE_ADDRESS matches the MTA's routing.",
+        ),
+        ErrorCode(
+            "bounce_forged_token",
+            "RCPT to a bounce address whose token does not verify (forged, or signed with a SECRET_KEY "
+            "no longer in SECRET_KEY_FALLBACKS): refused with 550, nothing recorded.",
+            "After a SECRET_KEY rotation keep the old key in SECRET_KEY_FALLBACKS for a few days.",
+        ),
+        ErrorCode(
+            "bounce_receiver_error",
+            "The bounce receiver failed on one message (a bug): answered 451, the MTA retries it.",
+            "Read the traceback in the receiver's log; report it.",
+        ),
         ErrorCode(
             "embedded_default",
             "run_pipeline runs on the embedded default (SQLite file, in-process broker, "
@@ -235,6 +259,19 @@ CATALOGUE: dict[str, ErrorCode] = {
             "provider_error",
             "Unexpected provider error; treated as provider_down (retried, counts toward the breaker).",
             "Read the traceback.",
+        ),
+        # --- wording edited in the admin (apps/notifications/message_templates.py)
+        ErrorCode(
+            "template_refused",
+            "A message template version was not saved: a part does not compile in the safe engine, uses a "
+            "tag or variable that is not allowed, does not render with the sample, or makes too long an SMS.",
+            "Read the message on the page (it names the part and the line) and correct the template.",
+        ),
+        ErrorCode(
+            "template_test_send_failed",
+            "A staff member's test send of a message template did not go out: their user has no e-mail "
+            "address, or the e-mail provider refused it.",
+            "Add an e-mail address to the user, or look at the provider's reply in the message.",
         ),
         # --- notification failure classification (apps/notifications/channels/<name>/classification.py)
         ErrorCode(

@@ -133,6 +133,13 @@ SUPPRESSIONS_ADDED = Counter(
     "Addresses and numbers newly suppressed, by channel and reason.",
     ["channel", "reason"],
 )
+BOUNCE_MESSAGES = Counter(
+    "eventplatform_bounce_messages_total",
+    "Messages and recipients the bounce receiver handled, by outcome: dsn, arf, bounce_text (recorded), "
+    "unknown_notification, auto_reply, no_token, no_report, not_a_report, not_a_complaint, unparseable, "
+    "recipient_refused, forged_token, database_unavailable, error.",
+    ["outcome"],
+)
 
 PROVIDER_REPORTS = Counter(
     "eventplatform_provider_reports_total",

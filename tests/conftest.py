@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from apps.notifications import template_store
 from apps.notifications.breakers import circuit_breaker_cache_clear
 from apps.notifications.channels import reset_providers
 from apps.webhooks.services import portal_create
@@ -49,6 +50,13 @@ def _fresh_providers() -> Iterator[None]:
     yield
     reset_providers()
     circuit_breaker_cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_message_templates() -> None:
+    """Edited wording is kept per process (apps/notifications/template_store.py); each test's
+    database starts without any."""
+    template_store.reset()
 
 
 @pytest.fixture(autouse=True)

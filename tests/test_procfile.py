@@ -35,7 +35,7 @@ def alive(pid: int) -> bool:
 
 
 def test_the_procfile_names_every_long_running_process() -> None:
-    assert procfile_names() == ["web", "relay", "worker", "scheduler"]
+    assert procfile_names() == ["web", "relay", "worker", "scheduler", "bounces"]
 
 
 def test_a_command_line_is_expanded_as_the_runners_shell_would() -> None:
@@ -73,6 +73,9 @@ def test_honcho_runs_the_procfile_and_a_signed_webhook_becomes_an_email(portal, 
         PORT=str(port),
         WEB_CONCURRENCY="2",
         RELAY_METRICS_PORT=str(free_port()),
+        EMAIL_BOUNCE_ADDRESS="bounces@bounces.example.com",
+        BOUNCE_RECEIVER_BIND=f"127.0.0.1:{free_port()}",
+        BOUNCE_METRICS_PORT=str(free_port()),
         dramatiq_prom_port=str(free_port()),
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
         DRAMATIQ_NPROCS="1",

@@ -17,10 +17,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from apps.notifications import channels, classification
+from apps.notifications import (
+    channels,
+    classification,
+    template_admin,  # noqa: F401 - registers the wording admin (MessageTemplate)
+)
 from apps.notifications.delivery import suppression_add, suppression_lift
 from apps.notifications.models import (
     CircuitBreaker,
+    MessageTemplateVersion,
     Notification,
     NotificationAttempt,
     NotificationReplay,
@@ -179,7 +184,17 @@ class NotificationAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_select_related = ("registration",)
     inlines = [NotificationAttemptInline, NotificationReportInline, NotificationReplayInline]
     actions = ["replay_notifications"]
-    exclude = ("context",)
+    exclude = ("context", "template_version")
+    readonly_fields = ("wording",)
+
+    @admin.display(description="wording")
+    def wording(self, obj: Notification) -> str:
+        """The template version it was sent with (recorded with `sent`)."""
+        if obj.template_version_id is None:
+            return "shipped default" if obj.sent_at else "not sent yet (recorded when sent)"
+        version = MessageTemplateVersion.objects.select_related("template").get(id=obj.template_version_id)
+        url = reverse("admin:notifications_messagetemplate_change", args=[version.template_id])
+        return format_html('<a href="{}">version {} of {}</a>', url, version.number, version.template)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         # context holds the whole registration snapshot: only the detail page needs it.

@@ -26,12 +26,12 @@ from typing import Any
 import structlog
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.notifications.models import Notification, NotificationReport, Suppression
 from apps.notifications.selectors import suppression_active, suppression_address
-from eventplatform import metrics
+from eventplatform import metrics, sql
 
 log = structlog.get_logger("notifications.delivery")
 
@@ -115,12 +115,12 @@ def notification_report_record(
     """Keep the report as a history row of the notification (by its id, or by the id the provider
     returned at send, optionally within one channel) and apply it (see `_apply`).
 
-    The notification's row lock serialises the reports about one message, so a duplicate (same
-    `dedupe_key`) is found by a read and kept once; the unique constraint stays the guarantee.
-    If the process dies before COMMIT nothing was written and the reporter, which got no answer,
-    reports again; if it dies after COMMIT but before the reporter got its answer, the reporter
-    reports again and the dedupe key makes it one row (a report without a key is then kept twice,
-    which changes no status: the rank is the same).
+    The notification's row lock serialises the reports about one message; a duplicate (same
+    `dedupe_key`) is kept once by the unique constraint (`_insert_once`). If the process dies
+    before COMMIT nothing was written and the reporter, which got no answer, reports again; if it
+    dies after COMMIT but before the reporter got its answer, the reporter reports again and the
+    dedupe key makes it one row (a report without a key is then kept twice, which changes no
+    status: the rank is the same).
 
     A report for a notification not sent yet is kept unapplied (`applied=False`) and applied by
     the scheduler once the send is recorded.
@@ -151,14 +151,8 @@ def notification_report_record(
             provider_message_id=provider_message_id or "",
         )
         return ReportResult(found=False)
-    if (
-        report.dedupe_key
-        and NotificationReport.objects.filter(notification_id=notification.id, dedupe_key=report.dedupe_key).exists()
-    ):
-        log.info("notification.report_duplicate", notification_id=str(notification.id), source=report.source)
-        return ReportResult(found=True, status=notification.status)
     waiting = notification.status in WAITING_FOR_SENT
-    row = NotificationReport.objects.create(
+    row = NotificationReport(
         notification_id=notification.id,
         source=report.source,
         outcome=report.outcome,
@@ -171,6 +165,10 @@ def notification_report_record(
         applied=not waiting,
         dedupe_key=report.dedupe_key[:255],
     )
+    row.id = _insert_once(row)
+    if row.id is None:
+        log.info("notification.report_duplicate", notification_id=str(notification.id), source=report.source)
+        return ReportResult(found=True, status=notification.status)
     if waiting:
         log.info(
             "notification.report_waits_for_sent",
@@ -310,6 +308,19 @@ def notification_refused_at_handover(
     return True
 
 
+def _insert_once(obj: NotificationReport | Suppression) -> int | None:
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`: the new row's id, or None when a unique
+    constraint already holds its twin (a report delivered twice, an address suppressed already).
+    One round trip, and a conflict is no error: the caller's transaction goes on without the
+    savepoint (two more round trips) that catching an IntegrityError would need. PostgreSQL waits
+    for a concurrent transaction inserting the twin, then skips; SQLite (3.35+) says the same."""
+    values: list[Any] = sql.values(obj)  # each field prepared for the database, as save() would
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql.insert_statement(type(obj))} ON CONFLICT DO NOTHING RETURNING id", values)
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
 def notification_reports_apply_pending(*, limit: int = 500) -> dict[str, int]:
     """The scheduler's job: apply the reports that arrived before their notification's `sent` was
     recorded, now that it is (or that it ended some other way: then they are history only).
@@ -345,7 +356,7 @@ def notification_reports_apply_pending(*, limit: int = 500) -> dict[str, int]:
     return {"reports_applied": applied}
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # one statement: no savepoint's two round trips inside a caller's transaction
 def suppression_add(
     *,
     channel: str,
@@ -360,26 +371,22 @@ def suppression_add(
     Suppression and whether this call created it. An address already suppressed keeps its first
     reason and cause: the row says why sending stopped.
 
-    The partial unique constraint (one active row per address) decides a race: of two reports
-    suppressing one address at once, one row is written; the other waits for its COMMIT, finds the
-    conflict and returns that row. Runs in the caller's transaction when there is one.
+    The partial unique constraint (one active row per address) decides a race (`_insert_once`): of
+    two reports suppressing one address at once, one row is written; the other waits for its
+    COMMIT, finds the conflict and returns that row. Runs in the caller's transaction when there is one.
     """
     key = suppression_address(channel=channel, address=address)
-    existing = suppression_active(channel=channel, address=key)
-    if existing is not None:
-        return existing, False
-    try:
-        with transaction.atomic():  # a savepoint: a lost race must not abort the caller's transaction
-            suppression = Suppression.objects.create(
-                channel=channel,
-                address=key,
-                reason=reason,
-                notification_id=notification_id,
-                source=source,
-                note=note,
-                created_by=user,
-            )
-    except IntegrityError:  # another transaction suppressed it first and committed
+    suppression = Suppression(
+        channel=channel,
+        address=key,
+        reason=reason,
+        notification_id=notification_id,
+        source=source,
+        note=note,
+        created_by=user,
+    )
+    suppression.id = _insert_once(suppression)
+    if suppression.id is None:  # already suppressed (now, or by a transaction that committed first)
         existing = suppression_active(channel=channel, address=key)
         assert existing is not None
         return existing, False

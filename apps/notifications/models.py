@@ -79,6 +79,18 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Written with `sent` (the same UPDATE): the wording the attendee got. Null: the shipped files
+    # (or not sent yet). PROTECT: a version that explains a sent message is never deleted (versions
+    # hold staff wording, no personal data, so erasure has nothing to take from them).
+    template_version = models.ForeignKey(
+        "notifications.MessageTemplateVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        help_text="The edited wording this message was rendered with; empty: the shipped default.",
+    )
 
     class Meta:
         constraints = [
@@ -365,3 +377,72 @@ class Suppression(models.Model):
     @property
     def active(self) -> bool:
         return self.lifted_at is None
+
+
+class MessageTemplate(models.Model):
+    """The wording of one message (kind x channel x locale x role), for one portal or (portal empty)
+    for all; its text lives in append-only versions, the latest being the one sent. Without a
+    template, rendering uses the shipped files (apps/notifications/templates/notifications/)."""
+
+    class Role(models.TextChoices):
+        ATTENDEE = "attendee"
+        SPEAKER = "speaker"
+
+    kind = models.CharField(max_length=32, choices=Notification.Kind.choices)
+    channel = models.CharField(max_length=8, choices=Notification.Channel.choices)
+    locale = models.CharField(max_length=16, help_text="e.g. en, de, fr-ca (lower case).")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ATTENDEE)
+    portal = models.ForeignKey(
+        "webhooks.Portal",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty: for every portal without its own wording.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Two partial constraints: NULLs are distinct in a plain unique constraint.
+            models.UniqueConstraint(
+                fields=["portal", "kind", "channel", "locale", "role"],
+                condition=models.Q(portal__isnull=False),
+                name="message_template_once_per_portal",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "channel", "locale", "role"],
+                condition=models.Q(portal__isnull=True),
+                name="message_template_once_for_all_portals",
+            ),
+        ]
+        ordering = ["kind", "channel", "locale", "role"]
+
+    def __str__(self) -> str:
+        where = f"portal {self.portal_id}" if self.portal_id else "all portals"
+        return f"{self.kind}/{self.channel} {self.locale} {self.role} ({where})"
+
+
+class MessageTemplateVersion(models.Model):
+    """One saved text of a template; never changed or deleted (a revert saves a copy as a new version)."""
+
+    template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    subject = models.CharField(max_length=500, blank=True, default="")
+    text = models.TextField(help_text="Plain-text body (e-mail) or the SMS text.")
+    html = models.TextField(blank=True, default="", help_text="HTML body (e-mail); empty: text only.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150, help_text="Kept even if the user is deleted later.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    note = models.CharField(max_length=200, blank=True, default="", help_text='e.g. "revert to version 2".')
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["template", "number"], name="message_template_version_number"),
+        ]
+        ordering = ["template", "-number"]
+
+    def __str__(self) -> str:
+        return f"version {self.number}"

@@ -9,6 +9,12 @@ over `<kind>.<part>` so speakers can get their own wording. Attendee-provided te
 of control characters and line separators (no header injection through a subject) and
 auto-escaped in HTML (no markup through a name). Dates and month names follow the template's locale
 (`translation.override`), times the event's timezone.
+
+Wording edited in the admin (MessageTemplate, compiled by the safe engine of template_engine.py and
+kept per process by template_store.py) wins over the files: for each locale of the chain, the
+portal's own version, then the one for all portals, then the shipped file of that locale. A version
+is a whole message (subject, text and HTML, or the SMS text) for one role: speakers keep the shipped
+speaker wording until a speaker version is saved.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
-from django.template import TemplateDoesNotExist
+from django.template import Context, TemplateDoesNotExist
 from django.template.backends.django import Template
 from django.template.loader import select_template
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 
-from apps.notifications import channels
+from apps.notifications import channels, template_store
 
 FALLBACK_LOCALE = "en"
 _LOCALE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
@@ -41,6 +47,8 @@ class Rendered:
     subject: str
     text: str
     html: str | None
+    # The MessageTemplateVersion used; None: the shipped files.
+    template_version_id: int | None = None
 
 
 def _clean(value: Any) -> Any:
@@ -140,10 +148,61 @@ def _render(
         return template.render(context)
 
 
-def render(*, kind: str, channel: str, context: dict[str, Any], now: dt.datetime | None = None) -> Rendered:
+def _shipped_locale(kind: str, role: str, locale: str, channel: str, portal_locale: str) -> str | None:
+    template = _template(kind, role, locale, channels.channel(channel).text_template or "body.txt", portal_locale)
+    return template.origin.template_name.split("/")[1] if template is not None else None
+
+
+def _edited(
+    kind: str, channel: str, role: str, locale: str, portal_locale: str, portal_id: int | None
+) -> tuple[str, template_store.ActiveVersion] | None:
+    """The edited version that wins, with its locale: searched along the chain down to the locale
+    the shipped files would be found in (a file of a nearer locale wins over an edit of a farther one)."""
+    if not template_store.has_versions():
+        return None
+    chain = _locales(locale, portal_locale)
+    shipped = _shipped_locale(kind, role, locale, channel, portal_locale)
+    if shipped in chain:
+        chain = chain[: chain.index(shipped) + 1]
+    return template_store.first_active(portal_id=portal_id, kind=kind, channel=channel, role=role, locales=chain)
+
+
+def _render_edited(
+    version: template_store.ActiveVersion, locale: str, channel: str, kind: str, values: dict[str, Any]
+) -> Rendered:
+    with translation.override(locale):
+        text = version.text.render(Context(values, autoescape=False))
+        if channels.channel(channel).text_template:  # a text-only channel (SMS)
+            return Rendered(subject="", text=" ".join(text.split()), html=None, template_version_id=version.id)
+        subject = version.subject.render(Context(values, autoescape=False)) if version.subject else ""
+        html = version.html.render(Context(values, autoescape=True)) if version.html else None
+    return Rendered(
+        subject=" ".join(subject.split()) or kind,
+        text=text.strip() + "\n",
+        html=html,
+        template_version_id=version.id,
+    )
+
+
+def needs_portal() -> bool:
+    """Whether render() needs `portal_id` (some portal has wording of its own); else it may be None."""
+    return template_store.needs_portal()
+
+
+def render(
+    *,
+    kind: str,
+    channel: str,
+    context: dict[str, Any],
+    now: dt.datetime | None = None,
+    portal_id: int | None = None,
+) -> Rendered:
     values = template_context(context, now=now)
     role, locale = values.get("role") or "attendee", values.get("locale") or FALLBACK_LOCALE
     portal_locale = values.get("portal_locale") or FALLBACK_LOCALE  # put there at creation (senders.py)
+    edited = _edited(kind, channel, role, locale, portal_locale, portal_id)
+    if edited is not None:
+        return _render_edited(edited[1], edited[0], channel, kind, values)
     text_template = channels.channel(channel).text_template
     if text_template:  # a text-only channel (SMS): one line of text, no subject
         text = _render(kind, role, locale, text_template, values, portal_locale) or ""

@@ -260,7 +260,8 @@ def _single_statement() -> contextlib.AbstractContextManager[Any]:
 #   without it (_mark_sent): a refused history row must never keep `sent` from being committed.
 _SENT_SET = (
     f"UPDATE {_TABLE} SET status = %s, updated_at = %s, sent_at = %s, provider = %s, provider_message_id = %s, "
-    "last_error_code = '', last_error_message = '' WHERE id = %s AND status = %s AND attempts = %s"
+    "template_version_id = %s, last_error_code = '', last_error_message = '' "
+    "WHERE id = %s AND status = %s AND attempts = %s"
 )
 
 
@@ -293,6 +294,7 @@ def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now:
                 sent_at=now,
                 provider=attempt.provider,
                 provider_message_id=attempt.provider_message_id,
+                template_version_id=notification.template_version_id,
                 last_error_code="",
                 last_error_message="",
             )
@@ -305,6 +307,7 @@ def _mark_sent(notification: Notification, attempt: NotificationAttempt, *, now:
         now,
         attempt.provider,
         attempt.provider_message_id,
+        notification.template_version_id,
         notification_id,
         Status.SENDING,
         notification.attempts,
@@ -431,6 +434,12 @@ def _not_sent(notification: Notification) -> SendResult:
     return SendResult(outcome=status, notification_id=str(notification.id))
 
 
+def _portal_id(notification: Notification) -> int | None:
+    """The notification's portal, for wording of its own: one primary-key join, asked only while
+    some portal has such wording (rendering.needs_portal), so the usual send makes no extra query."""
+    return Notification.objects.filter(id=notification.id).values_list("registration__portal_id", flat=True).first()
+
+
 def _send_claimed(notification: Notification, claimed: float) -> SendResult:
     log_context = {
         "notification_id": str(notification.id),
@@ -446,7 +455,14 @@ def _send_claimed(notification: Notification, claimed: float) -> SendResult:
                 "The registration has no recipient for this channel.", code="invalid_recipient"
             )
         providers = channels.providers_for(notification.channel)
-        rendered = rendering.render(kind=notification.kind, channel=notification.channel, context=notification.context)
+        rendered = rendering.render(
+            kind=notification.kind,
+            channel=notification.channel,
+            context=notification.context,
+            portal_id=_portal_id(notification) if rendering.needs_portal() else None,
+        )
+        # Written with `sent` (_SENT_SET): the wording this message went out with.
+        notification.template_version_id = rendered.template_version_id
     except ProviderPermanentError as error:
         _record_attempt(
             notification,

@@ -180,6 +180,14 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eventplatform <no-re
 EMAIL_SENDER_DOMAINS = env.list(
     "EMAIL_SENDER_DOMAINS", default=[parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()]
 )
+# The return path (CONTRACT section 8): with it set, each e-mail's envelope sender is
+# local+TOKEN@domain (apps/notifications/channels/email/return_path.py) and `run_bounce_receiver`
+# takes the reports sent to it, on BOUNCE_RECEIVER_BIND. BOUNCE_MAX_BYTES: larger mail gets 552.
+# BOUNCE_METRICS_PORT: its Prometheus exporter (0 disables it), 9193 as issue 19 set; the scheduler moved to 9194.
+EMAIL_BOUNCE_ADDRESS = env.str("EMAIL_BOUNCE_ADDRESS", default="")
+BOUNCE_RECEIVER_BIND = env.str("BOUNCE_RECEIVER_BIND", default="127.0.0.1:2526")
+BOUNCE_MAX_BYTES = env.int("BOUNCE_MAX_BYTES", default=10 * 1024 * 1024)
+BOUNCE_METRICS_PORT = env.int("BOUNCE_METRICS_PORT", default=9193)
 
 # --- SMS (Twilio Messages API compatible)
 SMS_API_URL = env.str("SMS_API_URL", default="")
@@ -229,12 +237,15 @@ APPLY_MAX_BACKOFF_MS = env.int("APPLY_MAX_BACKOFF_MS", default=300_000)
 APPLY_SWEEP_AFTER_SECONDS = env.int("APPLY_SWEEP_AFTER_SECONDS", default=600)
 APPLY_SWEEP_BATCH_SIZE = env.int("APPLY_SWEEP_BATCH_SIZE", default=500)
 # `send_reminders --every`: its Prometheus exporter (0 disables it), and the interval run_pipeline uses.
-SCHEDULER_METRICS_PORT = env.int("SCHEDULER_METRICS_PORT", default=9193)
+SCHEDULER_METRICS_PORT = env.int("SCHEDULER_METRICS_PORT", default=9194)
 SCHEDULER_INTERVAL_SECONDS = env.int("SCHEDULER_INTERVAL_SECONDS", default=5)
 # When Dramatiq's retries run out on a transient error, a new round is scheduled through the outbox
 # (a durable delay in PostgreSQL) until the notification is older than the horizon (docs/notifications.md).
 NOTIFICATION_RETRY_HORIZON_SECONDS = env.int("NOTIFICATION_RETRY_HORIZON_SECONDS", default=86_400)
 NOTIFICATION_ROUND_DELAY_SECONDS = env.int("NOTIFICATION_ROUND_DELAY_SECONDS", default=1_800)
+# Wording edited in the admin: each process keeps the active versions in memory and asks the database
+# whether any was saved (one small count) at most this often, so an edit reaches every worker within it.
+MESSAGE_TEMPLATES_CHECK_SECONDS = env.float("MESSAGE_TEMPLATES_CHECK_SECONDS", default=5.0)
 NOTIFICATION_BREAKER_THRESHOLD = env.int("NOTIFICATION_BREAKER_THRESHOLD", default=5)
 NOTIFICATION_BREAKER_COOLDOWN_SECONDS = env.float("NOTIFICATION_BREAKER_COOLDOWN_SECONDS", default=30.0)
 NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS = env.float("NOTIFICATION_BREAKER_PROBE_TIMEOUT_SECONDS", default=60.0)

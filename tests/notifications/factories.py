@@ -1,5 +1,5 @@
 """Rows of the notifications app for tests: `NotificationFactory(registration=..., status=...)`,
-`NotificationAttemptFactory(notification=..., outcome=...)`."""
+`NotificationAttemptFactory(notification=..., outcome=...)`, `SuppressionFactory(address=...)`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import factory
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from apps.notifications.models import Notification, NotificationAttempt
+from apps.notifications.models import Notification, NotificationAttempt, Suppression
 from tests.registrations.factories import RegistrationFactory
 
 
@@ -36,3 +36,15 @@ class NotificationAttemptFactory(DjangoModelFactory[NotificationAttempt]):
     started_at = factory.LazyFunction(timezone.now)
     duration_ms = 5
     outcome = NotificationAttempt.Outcome.SENT
+
+
+class SuppressionFactory(DjangoModelFactory[Suppression]):
+    """An active suppression of an e-mail address after a bounce (give `address` in its stored form:
+    lower-cased, or E.164 with channel sms)."""
+
+    class Meta:
+        model = Suppression
+
+    channel = Notification.Channel.EMAIL
+    address = factory.Sequence(lambda n: f"gone{n}@example.org")
+    reason = Suppression.Reason.BOUNCED

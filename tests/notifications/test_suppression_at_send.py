@@ -4,6 +4,7 @@ SMS API stand-in, counting what reached them."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +12,17 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 
-from apps.notifications.delivery import suppression_add, suppression_lift
+from apps.notifications.delivery import (
+    DeliveryReport,
+    ReportOutcome,
+    notification_report_record,
+    notification_reports_apply_pending,
+    suppression_lift,
+)
 from apps.notifications.models import Notification, NotificationAttempt, NotificationReport, Suppression
 from apps.notifications.sending import notification_send
 from apps.outbox.models import OutboxMessage
+from tests.notifications.factories import SuppressionFactory
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
@@ -101,7 +109,7 @@ def test_after_the_lift_the_address_is_sent_to_again(
     make_registration: Callable[..., Any],
     make_notification: Callable[..., Notification],
 ) -> None:
-    suppression, _ = suppression_add(channel="email", address="ada@example.org", reason="manual")
+    suppression = SuppressionFactory(address="ada@example.org", reason="manual")
     suppressed = make_notification(registration=make_registration(email="ada@example.org"))
     assert notification_send(notification_id=str(suppressed.id)).outcome == "suppressed"
     user = User.objects.create_user("support", is_staff=True)
@@ -118,7 +126,7 @@ def test_a_suppressed_number_is_not_an_address_and_channels_do_not_mix(
     make_registration: Callable[..., Any],
     make_notification: Callable[..., Notification],
 ) -> None:
-    suppression_add(channel="sms", address="+4915112345678", reason="opted_out")
+    SuppressionFactory(channel="sms", address="+4915112345678", reason="opted_out")
     registration = make_registration(email="ada@example.org", phone="+4915112345678")
     sms = make_notification(channel="sms", registration=registration)
     email = make_notification(kind="reminder_24h", registration=registration)
@@ -184,9 +192,7 @@ def test_the_claims_suppression_check_is_an_index_lookup(
 ) -> None:
     """No query per send and no scan: the EXISTS in the claim statement (the one a send runs,
     captured) reads the partial unique index of active suppressions, index-only, whatever their number."""
-    Suppression.objects.bulk_create(
-        [Suppression(channel="email", address=f"gone{i}@example.org", reason="bounced") for i in range(5000)]
-    )
+    Suppression.objects.bulk_create(SuppressionFactory.build_batch(5000))
     statements: list[tuple[str, Any]] = []
 
     def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -204,3 +210,52 @@ def test_the_claims_suppression_check_is_an_index_lookup(
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Only Scan using suppression_one_active_per_address" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reports_racing_their_sends_all_land_once_the_scheduler_ran(
+    email_via_smtp: SmtpServer, make_notification: Callable[..., Notification]
+) -> None:
+    # Given 20 e-mails being sent while a "delivered" report about each arrives at the same moment
+    # (an SMS callback or a fast DSN outrunning the worker's `sent` write), on their own connections
+    notifications = [make_notification() for _ in range(20)]
+    barrier = threading.Barrier(2 * len(notifications))
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[], object]) -> None:
+        try:
+            barrier.wait()
+            work()
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    delivered = DeliveryReport(
+        source="dsn",
+        outcome=ReportOutcome.DELIVERED,
+        permanent=False,
+        status_code="2.0.0",
+        diagnostic="smtp; 250 2.0.0 Ok: queued",
+        reported_at=None,
+        details={"Action": "delivered"},
+        dedupe_key="dsn-1",
+    )
+    threads = [
+        threading.Thread(target=run, args=(work,))
+        for notification in notifications
+        for work in (
+            lambda n=notification: notification_send(notification_id=str(n.id)),
+            lambda n=notification: notification_report_record(report=delivered, notification_id=n.id),
+        )
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    # When the scheduler's job has run, Then every one ends delivered, with its one report applied
+    notification_reports_apply_pending()
+    assert Notification.objects.filter(status=Status.DELIVERED).count() == 20
+    assert NotificationReport.objects.filter(applied=True).count() == 20
+    assert len(email_via_smtp.messages) == 20

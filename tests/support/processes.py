@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import smtplib
 import subprocess
 import tempfile
 from pathlib import Path
@@ -153,3 +154,33 @@ def start_worker(env: dict[str, str], *, processes: int = 1, threads: int = 4) -
         "worker", environ=env, options={"--processes": str(processes), "--threads": str(threads)}
     )
     return ManagedProcess("worker", command, env)
+
+
+def start_bounce_receiver(
+    env: dict[str, str], *, max_bytes: int = 10 * 1024 * 1024, threads: int = 8
+) -> tuple[ManagedProcess, int]:
+    """The Procfile's bounce receiver on a free port, waited for until it greets; returns it and its
+    SMTP port. `env` must set EMAIL_BOUNCE_ADDRESS (and the SECRET_KEY the tokens were made with);
+    BOUNCE_METRICS_PORT in it is the exporter's port ("0": none), else a free one."""
+    port = free_port()
+    options = {
+        "--bind": f"127.0.0.1:{port}",
+        "--max-bytes": str(max_bytes),
+        "--metrics-port": env.get("BOUNCE_METRICS_PORT") or str(free_port()),
+        "--threads": str(threads),
+    }
+    receiver = ManagedProcess("bounces", procfile_command("bounces", environ=env, options=options), env)
+    try:
+        wait_until(lambda: smtp_greets(port) or not receiver.alive(), timeout=30, what="run_bounce_receiver")
+    finally:
+        if not receiver.alive():
+            raise AssertionError(f"run_bounce_receiver exited:\n{receiver.output()}")
+    return receiver, port
+
+
+def smtp_greets(port: int) -> bool:
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=2) as smtp:
+            return smtp.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False

@@ -20,7 +20,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
 from apps.notifications import classification
-from apps.notifications.channels.email import mime
+from apps.notifications.channels.email import mime, return_path
 from apps.notifications.channels.email.classification import RULES
 from apps.notifications.channels.email.message import email_message
 from apps.notifications.errors import ProviderError, ProviderPermanentError
@@ -71,7 +71,9 @@ class EmailProvider:
             # Django's own SMTP backend only: a subclass (one that signs with DKIM, say) may change
             # how the message is built or sent, so it gets the message through its own methods.
             sent = (
-                _smtp_send(connection, email) if type(connection) is SmtpBackend else connection.send_messages([email])
+                _smtp_send(connection, email, notification_id=message.notification_id)
+                if type(connection) is SmtpBackend
+                else connection.send_messages([email])
             )
         except ValueError as error:  # raised while building the message, before anything was sent
             raise ProviderPermanentError(f"Cannot address the e-mail: {error}", code="invalid_recipient") from error
@@ -83,27 +85,41 @@ class EmailProvider:
         return _esp_message_id(email) or message_id.strip("<>")
 
 
-def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives) -> int:
+# RFC 3461: ask for a report of delivery, failure and delay, with the headers only (not the whole
+# message) returned.
+_DSN_NOTIFY = "NOTIFY=SUCCESS,FAILURE,DELAY"
+_DSN_RET = "RET=HDRS"
+
+
+def _smtp_send(backend: SmtpBackend, email: EmailMultiAlternatives, *, notification_id: str) -> int:
     """What Django's SMTP backend does for one message (EmailBackend._send), with the bytes from
     mime.py, step by step: MAIL, RCPT and DATA answer within EMAIL_TIMEOUT, the reply to the final
     "." gets EMAIL_DATA_TIMEOUT_SECONDS (RFC 5321 section 4.5.3.2.6: ten minutes; servers scan the
     content before answering). No reply by then, or the connection lost after the whole message was
     written, is ProviderOutcomeUnknownError: the server may have the message, so it is not retried.
-    The connection is this thread's own (EmailProvider._connection), already open."""
+    The connection is this thread's own (EmailProvider._connection), already open.
+
+    With EMAIL_BOUNCE_ADDRESS set the envelope sender is the notification's return path (VERP,
+    return_path.py; the From header stays), and when the server offers DSN the message asks for
+    delivery status notifications (RFC 3461) naming it: ENVID is the same token."""
     encoding = email.encoding or settings.DEFAULT_CHARSET
     smtp = backend.connection
     assert smtp is not None, "opened by EmailProvider._connection"
-    sender = mime.envelope_sender(email.from_email, encoding)
+    token = return_path.return_path_token(notification_id) if settings.EMAIL_BOUNCE_ADDRESS else ""
+    sender = return_path.return_path_address(notification_id) or mime.envelope_sender(email.from_email, encoding)
     recipients = [mime.envelope_address(address, encoding) for address in email.recipients()]
     content = mime.message_bytes(email)
     smtp.ehlo_or_helo_if_needed()
     options = [f"SIZE={len(content)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
+    dsn = bool(token) and smtp.does_esmtp and smtp.has_extn("dsn")
+    if dsn:
+        options += [_DSN_RET, f"ENVID={return_path.xtext(token)}"]
     code, reply = smtp.mail(sender, options)
     if code != 250:
         raise smtplib.SMTPSenderRefused(code, reply, sender)
     refused = {}
     for recipient in recipients:
-        code, reply = smtp.rcpt(recipient)
+        code, reply = smtp.rcpt(recipient, [_DSN_NOTIFY, f"ORCPT=rfc822;{return_path.xtext(recipient)}"] if dsn else [])
         if code not in (250, 251):
             refused[recipient] = (code, reply)
     if len(refused) == len(recipients):

@@ -120,10 +120,11 @@ class QuietRequestHandler(WSGIRequestHandler):
 
 class Command(BaseCommand):
     help = (
-        "Run web + relay + worker + scheduler together in the foreground until Ctrl-C or SIGTERM (what "
-        "`make run` starts). Embedded mode (no DATABASE_URL/BROKER_URL): one process, SQLite and the "
-        "in-process broker. Otherwise: gunicorn, run_relay, rundramatiq and send_reminders --every as child "
-        "processes. The port is bound first: a busy one stops it before anything else starts."
+        "Run web + relay + worker + scheduler (+ the bounce receiver when EMAIL_BOUNCE_ADDRESS is set) together "
+        "in the foreground until Ctrl-C or SIGTERM (what `make run` starts). Embedded mode (no "
+        "DATABASE_URL/BROKER_URL): one process, SQLite and the in-process broker. Otherwise: gunicorn, run_relay, "
+        "rundramatiq, send_reminders --every and run_bounce_receiver as child processes. The port is bound "
+        "first: a busy one stops it before anything else starts."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -203,6 +204,13 @@ class Command(BaseCommand):
             kwargs={"jobs": JOBS, "every": scheduler_every, "stop": stop},
         )
         scheduler_thread.start()
+        bounces = None
+        if settings.EMAIL_BOUNCE_ADDRESS:  # aiosmtpd runs its own thread
+            from apps.notifications.channels.email.bounce_receiver import bounce_receiver_controller
+
+            smtp_host, smtp_port = split_bind(settings.BOUNCE_RECEIVER_BIND)
+            bounces = bounce_receiver_controller(host=smtp_host, port=smtp_port, max_bytes=settings.BOUNCE_MAX_BYTES)
+            bounces.start()
         web_thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
         web_thread.start()
         url = base_url(host, port)
@@ -219,6 +227,8 @@ class Command(BaseCommand):
             worker.stop(timeout=STOP_SECONDS * 1000)
             relay_thread.join(timeout=5)
             scheduler_thread.join(timeout=5)
+            if bounces is not None:
+                bounces.stop()
             log.info("pipeline.stopped")
 
     def _run_processes(self, host: str, port: int, scheduler_every: float, stop: threading.Event) -> None:
@@ -236,6 +246,8 @@ class Command(BaseCommand):
             procfile_command("worker", options={"--processes": "1", "--threads": "4"}),
             procfile_command("scheduler", options={"--every": str(scheduler_every)}),
         ]
+        if settings.EMAIL_BOUNCE_ADDRESS:  # the bounce receiver (CONTRACT section 8) has work only then
+            commands.append(procfile_command("bounces"))
         # The web server first: should it fail to bind after all (a race with another process), the
         # others are never started.
         children = [subprocess.Popen(commands[0], env=os.environ.copy())]

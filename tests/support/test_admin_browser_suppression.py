@@ -14,10 +14,16 @@ from django.utils import timezone
 
 from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_report_record
 from apps.notifications.models import Notification, NotificationReplay, Suppression
-from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
+from tests.notifications.factories import NotificationFactory
+from tests.registrations.factories import RegistrationFactory
 from tests.support.processes import process_env, start_web
-from tests.test_admin_browser import browser, logged_in_page, screenshot, static_failures  # noqa: F401 - the fixture
+from tests.support.test_admin_browser import (  # noqa: F401 - the fixture
+    browser,
+    logged_in_page,
+    screenshot,
+    static_failures,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -34,16 +40,8 @@ PERMISSIONS = (
 
 @pytest.fixture
 def bounced(portal: Portal) -> Notification:
-    registration = Registration.objects.create(portal=portal, external_id="R-BOUNCE", email="grace@example.org")
-    notification = Notification.objects.create(
-        registration=registration,
-        kind="confirmation",
-        channel="email",
-        status="sent",
-        recipient="grace@example.org",
-        context={},
-        attempts=1,
-    )
+    registration = RegistrationFactory(portal=portal, email="grace@example.org")
+    notification = NotificationFactory(registration=registration, status="sent", attempts=1)
     notification_report_record(
         report=DeliveryReport(
             source="dsn",
@@ -71,7 +69,7 @@ def base_url(bounced: Notification) -> Iterator[str]:
 def test_lifting_a_suppression_with_view_and_lift_permissions_then_replaying(
     request: pytest.FixtureRequest, base_url: str, bounced: Notification, tmp_path: Path
 ) -> None:
-    chromium = request.getfixturevalue("browser")  # Chromium under Playwright (tests/test_admin_browser.py)
+    chromium = request.getfixturevalue("browser")  # Chromium under Playwright (tests/support/test_admin_browser.py)
     user = User.objects.create_user("lifter", "lifter@example.org", "correct horse", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=PERMISSIONS))
     page = logged_in_page(chromium, base_url, "lifter")

@@ -4,8 +4,11 @@ refused while the address is suppressed, and sent to the corrected address after
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -21,6 +24,8 @@ from apps.notifications.services import notification_replay
 from apps.outbox.models import OutboxMessage
 from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
+from tests.notifications.factories import NotificationFactory, SuppressionFactory
+from tests.registrations.factories import RegistrationFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -39,19 +44,12 @@ def staff_client(username: str, *permissions: str) -> tuple[Client, User]:
 
 @pytest.fixture
 def registration(portal: Portal) -> Registration:
-    return Registration.objects.create(portal=portal, external_id="R-1", email="Ada@Example.org", first_name="Ada")
+    return RegistrationFactory(portal=portal, email="Ada@Example.org", first_name="Ada")
 
 
 def bounced_notification(registration: Registration) -> Notification:
-    notification = Notification.objects.create(
-        registration=registration,
-        kind="confirmation",
-        channel="email",
-        status="sent",
-        recipient=registration.email,
-        context={},
-        attempts=1,
-        provider_message_id="<m1@ep>",
+    notification = NotificationFactory(
+        registration=registration, status="sent", attempts=1, provider_message_id="<m1@ep>"
     )
     notification_report_record(
         report=DeliveryReport(
@@ -168,5 +166,17 @@ def test_a_replay_after_the_lift_sends_again(registration: Registration) -> None
     suppression_lift(suppression_id=Suppression.objects.get().id, user=user, reason="fixed")
     assert notification_replay(notification_id=notification.id, reason="retry", user=user).queued
     # And a suppressed SMS number keeps its own suppression: channels do not mix
-    suppression_add(channel="sms", address="+4915112345678", reason="opted_out")
-    assert Suppression.objects.filter(lifted_at__isnull=True).count() == 1
+    SuppressionFactory(channel="sms", address="+4915112345678", reason="opted_out")
+    assert suppression_add(channel="email", address="ada@example.org", reason="manual")[1] is True
+
+
+def test_the_replay_command_says_why_it_refuses_a_suppressed_address(registration: Registration) -> None:
+    notification = bounced_notification(registration)
+    out = io.StringIO()
+    call_command("replay_notifications", "--id", str(notification.id), "--reason", "ticket 4711", stdout=out)
+    printed = out.getvalue()
+    assert f"refused {notification.id}" in printed and "address_suppressed" in printed
+    assert "It will not send until the suppression is lifted" in printed
+    assert "queued 0 notification(s)" in printed
+    notification.refresh_from_db()
+    assert notification.status == "bounced"
