@@ -107,48 +107,40 @@ class NotificationAttemptInline(admin.TabularInline):
         return False
 
 
-class NotificationReportInline(admin.TabularInline):
+class _NotificationHistoryInline(admin.TabularInline):
+    """A read-only part of the notification's page: whoever may see the notification sees it."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.has_perm("notifications.view_notification")
+
+
+class NotificationReportInline(_NotificationHistoryInline):
     """What the mail system or carrier reported after `sent` (delivery.py), oldest first."""
 
     model = NotificationReport
     fields = ("received_at", "source", "outcome", "permanent", "status_code", "diagnostic", "details", "applied")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name = "delivery report"
     verbose_name_plural = "delivery reports (after sent)"
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Part of the notification's page, like its attempts and replays.
-        return request.user.has_perm("notifications.view_notification")
-
-
-class NotificationReplayInline(admin.TabularInline):
+class NotificationReplayInline(_NotificationHistoryInline):
     """Who replayed this notification, when and why (CONTRACT section 7)."""
 
     model = NotificationReplay
     fields = ("replayed_at", "actor", "reason", "previous_status", "previous_error_code", "previous_attempts")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name = "replay"
     verbose_name_plural = "replays (audit)"
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Whoever may see the notification sees its replays: the audit is part of its page.
-        return request.user.has_perm("notifications.view_notification")
 
 
 @admin.register(Notification)

@@ -3,6 +3,8 @@ and an in-process pipeline (outbox relay thread + Dramatiq worker) on this run's
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +20,7 @@ from apps.notifications.services import notification_create
 from apps.outbox.management.commands.run_relay import build_publisher
 from apps.outbox.relay import outbox_publish_batch
 from apps.registrations.models import Registration
+from eventplatform.logging import build_formatter
 from tests.registrations.factories import RegistrationFactory
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
@@ -166,3 +169,20 @@ def pipeline(fast_retries) -> Iterator[InProcessPipeline]:
     running = InProcessPipeline().start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The JSON lines as the processes write them (eventplatform.logging's formatter), at INFO."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(build_formatter("json"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

@@ -10,11 +10,10 @@ import hashlib
 import hmac
 import io
 import json
-import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from django.test import Client
 
 from apps.notifications.models import Notification, NotificationReport, Suppression
 from apps.notifications.sending import notification_send
-from eventplatform.logging import build_formatter
 from tests.support.sms import SmsApi
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -385,23 +383,6 @@ def test_with_the_database_unreachable_an_event_gets_a_5xx_and_its_retry_lands(
     notification.refresh_from_db()
     assert notification.status == Status.BOUNCED
     assert len(history(notification)) == 1
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """The JSON lines as the web process writes them (eventplatform.logging's formatter)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(build_formatter("json"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def test_event_log_lines_carry_no_address(

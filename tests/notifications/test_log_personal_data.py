@@ -6,8 +6,7 @@ dead letter."""
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -16,29 +15,12 @@ from apps.notifications.errors import ProviderTransientError
 from apps.notifications.failures import notification_retries_exhausted
 from apps.notifications.models import Notification
 from apps.notifications.services import notification_send
-from eventplatform.logging import build_formatter
 from tests.support.sms import SmsApi
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.django_db
 
 EMAIL, PHONE, FIRST, LAST = "grace.hopper@example.org", "+4915198765432", "Grace", "Hopper"
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(build_formatter("json"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def test_send_failure_and_dead_letter_log_lines_carry_no_personal_data(

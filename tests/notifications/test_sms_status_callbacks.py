@@ -5,9 +5,8 @@ messages, and the whole loop through a real worker, the SMS stand-in and a live 
 from __future__ import annotations
 
 import io
-import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import pytest
@@ -18,7 +17,6 @@ from django.utils import timezone
 from apps.notifications.channels.sms.callbacks import twilio_signature as view_signature
 from apps.notifications.delivery import notification_reports_apply_pending
 from apps.notifications.models import Notification, NotificationReport, Suppression
-from eventplatform.logging import build_formatter
 from tests.support.polling import wait_until
 from tests.support.sms import SmsApi
 from tests.support.sms import twilio_signature as stand_in_signature
@@ -448,23 +446,6 @@ def test_https_only_settings_do_not_redirect_the_providers_callbacks(
     response = client.post(path.format(id=sent_sms().id), {})
     assert response.status_code not in (301, 302)
     assert client.post("/admin/login/", {}).status_code == 301  # while everything else is redirected
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """The JSON lines as the web process writes them (eventplatform.logging's formatter)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(build_formatter("json"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def test_callback_log_lines_carry_no_phone_number(
