@@ -176,10 +176,10 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 EMAIL_DATA_TIMEOUT_SECONDS = env.float("EMAIL_DATA_TIMEOUT_SECONDS", default=600.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eventplatform <no-reply@eventplatform.local>")
 # The domains a portal's own From may use (those our SPF and DKIM cover; apps/webhooks/senders.py),
-# matched exactly: list each subdomain. Default: the domain of DEFAULT_FROM_EMAIL.
-EMAIL_SENDER_DOMAINS = env.list(
-    "EMAIL_SENDER_DOMAINS", default=[parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()]
-)
+# matched exactly: list each subdomain. Unset or empty (as `.env.example` has it): the domain of DEFAULT_FROM_EMAIL.
+EMAIL_SENDER_DOMAINS = [
+    domain.strip() for domain in env.list("EMAIL_SENDER_DOMAINS", default=[]) if domain.strip()
+] or [parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()]
 
 # --- SMS (Twilio Messages API compatible)
 SMS_API_URL = env.str("SMS_API_URL", default="")
