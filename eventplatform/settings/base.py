@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "eventplatform.logging.RequestContextMiddleware",
+    # Every 4xx outside the admin with the contract's JSON error body (eventplatform/http_errors.py).
+    "eventplatform.http_errors.JsonErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the web process itself (CONTRACT section 3): under gunicorn and runserver alike.
     "whitenoise.middleware.WhiteNoiseMiddleware",
