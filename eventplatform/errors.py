@@ -71,7 +71,7 @@ CATALOGUE: dict[str, ErrorCode] = {
         ErrorCode(
             "bad_request",
             "A request that could not be read: a form over DATA_UPLOAD_MAX_MEMORY_SIZE or with too many "
-            "fields, a malformed multipart body.",
+            "fields, a form not in UTF-8, a malformed multipart body, a Host not in ALLOWED_HOSTS.",
             "None; if a provider sends it, look at what it sent.",
             400,
         ),

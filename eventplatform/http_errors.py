@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 from anymail.exceptions import AnymailWebhookValidationFailure
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from eventplatform.errors import describe
@@ -58,10 +58,10 @@ class JsonErrorMiddleware:
         return replaced
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        """A view's SuspiciousOperation (anymail's refusal; a form too large or with too many fields,
-        raised when the view reads it) outside the admin: a 400 with the body and one warning line,
-        not the ERROR with a traceback Django logs for it (hostile input is no incident)."""
-        if not isinstance(exception, SuspiciousOperation) or request.path_info.startswith(_HTML_PATHS):
+        """A view's SuspiciousOperation or BadRequest (anymail's refusal; a form too large, with too many
+        fields or not in UTF-8, raised when the view reads it) outside the admin: a 400 with the body and
+        one warning line, not the ERROR with a traceback Django logs for it (hostile input is no incident)."""
+        if not isinstance(exception, SuspiciousOperation | BadRequest) or request.path_info.startswith(_HTML_PATHS):
             return None
         path = request.path_info[:200]
         if isinstance(exception, AnymailWebhookValidationFailure):

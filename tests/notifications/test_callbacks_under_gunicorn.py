@@ -193,6 +193,13 @@ NOT_AN_ID = "not-a-notification-id"
             b"&".join(b"f%d=1" % i for i in range(5000)),
             (400, "bad_request"),
         ),
+        (
+            "POST",
+            "/sms/status/{id}/",
+            {"Content-Type": FORM + "; charset=latin-1", "X-Twilio-Signature": "bm90IGl0"},
+            b"MessageStatus=d\xe9livered",
+            (400, "bad_request"),
+        ),
         ("POST", f"/sms/status/{NOT_AN_ID}/", {"Content-Type": FORM}, b"MessageStatus=delivered", (404, "not_found")),
         (
             "POST",
@@ -241,6 +248,7 @@ NOT_AN_ID = "not-a-notification-id"
         "sms-broken-multipart",
         "sms-huge-body",
         "sms-too-many-fields",
+        "sms-form-not-utf8",
         "sms-path-not-an-id",
         "anymail-no-auth",
         "anymail-wrong-auth",
