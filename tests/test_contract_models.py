@@ -111,3 +111,17 @@ def test_manage_py_shell_reads_every_field_by_its_contract_name() -> None:
     assert marker in result.stdout
     for label in CONTRACT_FIELDS:
         assert f"{label.split('.')[1]} []" in result.stdout
+
+
+@pytest.mark.django_db
+def test_a_suppressions_address_is_the_e_mail_lower_cased_or_the_e164_number() -> None:
+    from apps.notifications.delivery import suppression_add
+
+    email, _ = suppression_add(channel="email", address="Ada.Lovelace@Example.ORG", reason="bounced")
+    sms, _ = suppression_add(channel="sms", address="+4915112345678", reason="opted_out")
+    Suppression = apps.get_model("notifications.Suppression")
+    assert set(Suppression.objects.values_list("channel", "address", "reason")) == {
+        ("email", "ada.lovelace@example.org", "bounced"),
+        ("sms", "+4915112345678", "opted_out"),
+    }
+    assert email.lifted_at is None and sms.lifted_at is None and email.created_at is not None
