@@ -61,7 +61,22 @@ CATALOGUE: dict[str, ErrorCode] = {
             "None unless persistent; raise the portal's rate limit in the admin.",
             429,
         ),
-        ErrorCode("method_not_allowed", "Only POST is accepted on the webhook endpoint.", "None.", 405),
+        ErrorCode(
+            "method_not_allowed",
+            "The endpoint does not take this HTTP method (the webhook endpoint and provider callbacks: only POST).",
+            "None.",
+            405,
+        ),
+        # --- any other endpoint: what Django answers by itself, with the same JSON error body
+        ErrorCode(
+            "bad_request",
+            "A request that could not be read: a form over DATA_UPLOAD_MAX_MEMORY_SIZE or with too many "
+            "fields, a form not in UTF-8, a malformed multipart body, a Host not in ALLOWED_HOSTS.",
+            "None; if a provider sends it, look at what it sent.",
+            400,
+        ),
+        ErrorCode("forbidden", "Refused outside the admin (e.g. a missing CSRF token).", "None.", 403),
+        ErrorCode("not_found", "No endpoint at this path (or a notification id that is no uuid).", "None.", 404),
         ErrorCode(
             "length_required",
             "A chunked body reached a web server that cannot decode it (runserver); gunicorn reads chunked bodies.",
@@ -462,6 +477,15 @@ CATALOGUE: dict[str, ErrorCode] = {
             "If it repeats from the provider: check SMS_AUTH_TOKEN and that PUBLIC_BASE_URL is exactly the "
             "URL the provider calls (scheme, host, port). Otherwise someone is forging callbacks.",
             403,
+        ),
+        ErrorCode(
+            "esp_webhook_refused",
+            "django-anymail refused an ESP tracking webhook at /anymail/<esp>/tracking/: wrong or missing basic "
+            "auth (ANYMAIL_WEBHOOK_SECRET), a bad signature (e.g. Mailgun's signing key), or a body it cannot "
+            "read; answered 400, nothing recorded.",
+            "If it repeats from the ESP: check ANYMAIL_WEBHOOK_SECRET and the ESP's signing key match the "
+            "webhook URL and key configured at the ESP. Otherwise someone is forging events.",
+            400,
         ),
         ErrorCode(
             "esp_webhook_unauthenticated",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from apps.webhooks.models import Portal, PortalSecret
 from tests.support.polling import free_port, http_ok, stop_process
@@ -297,3 +298,19 @@ def test_next_steps_hint_at_createsuperuser_only_while_there_is_no_superuser() -
     get_user_model().objects.create_superuser("admin", "admin@example.org", "pw-for-tests-1")
     steps = next_steps("http://127.0.0.1:8001")
     assert "createsuperuser" not in steps and "send_test_webhook demo --url http://127.0.0.1:8001" in steps
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("sms_console", "sms_api_url", "shows_phone"), [(True, "", True), (False, "", False)])
+def test_the_printed_sample_command_sends_a_phone_when_sms_is_live(
+    sms_console: bool, sms_api_url: str, shows_phone: bool
+) -> None:
+    """A newcomer runs the printed command as it is: with SMS printed on the console (the embedded
+    default) it must produce the SMS too, not only the e-mail."""
+    from apps.support.management.commands.run_pipeline import next_steps
+
+    run("create_portal", "demo")
+    with override_settings(SMS_CONSOLE=sms_console, SMS_API_URL=sms_api_url):
+        steps = next_steps("http://127.0.0.1:8001")
+    command = next(line for line in steps.splitlines() if "send_test_webhook" in line)
+    assert ("--phone +4915112345678" in command) is shows_phone

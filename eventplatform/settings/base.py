@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "eventplatform.logging.RequestContextMiddleware",
+    # Every 4xx outside the admin with the contract's JSON error body (eventplatform/http_errors.py).
+    "eventplatform.http_errors.JsonErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the web process itself (CONTRACT section 3): under gunicorn and runserver alike.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -176,10 +178,10 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 EMAIL_DATA_TIMEOUT_SECONDS = env.float("EMAIL_DATA_TIMEOUT_SECONDS", default=600.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eventplatform <no-reply@eventplatform.local>")
 # The domains a portal's own From may use (those our SPF and DKIM cover; apps/webhooks/senders.py),
-# matched exactly: list each subdomain. Default: the domain of DEFAULT_FROM_EMAIL.
-EMAIL_SENDER_DOMAINS = env.list(
-    "EMAIL_SENDER_DOMAINS", default=[parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()]
-)
+# matched exactly: list each subdomain. Unset or empty (as `.env.example` has it): the domain of DEFAULT_FROM_EMAIL.
+EMAIL_SENDER_DOMAINS = [
+    domain.strip() for domain in env.list("EMAIL_SENDER_DOMAINS", default=[]) if domain.strip()
+] or [parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()]
 # The return path (CONTRACT section 8): with it set, each e-mail's envelope sender is
 # local+TOKEN@domain (apps/notifications/channels/email/return_path.py) and `run_bounce_receiver`
 # takes the reports sent to it, on BOUNCE_RECEIVER_BIND. BOUNCE_MAX_BYTES: larger mail gets 552.

@@ -24,6 +24,7 @@ from eventplatform.procfile import procfile_command
 log = structlog.get_logger("pipeline")
 
 STOP_SECONDS = 10  # Ctrl-C / SIGTERM: what a child gets to finish before it is killed
+SAMPLE_PHONE = "+4915112345678"  # CONTRACT section 4's example attendee
 
 
 def default_bind() -> str:
@@ -93,13 +94,15 @@ def next_steps(url: str) -> str:
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
     manage = f"DJANGO_SETTINGS_MODULE={os.environ.get('DJANGO_SETTINGS_MODULE', '')} {python} manage.py"
     channels = live_channels()
+    # With SMS live the sample carries a phone (the contract's example), so the command shows both channels.
+    phone = f" --phone {SAMPLE_PHONE}" if settings.SMS_API_URL or settings.SMS_CONSOLE else ""
     lines = [
         f"eventplatform is running at {url}/  (Ctrl-C stops it)",
         f"E-mail: {channels['email']}",
         f"SMS:    {channels['sms']}",
         "",
         "Send a signed sample webhook from another terminal:",
-        f"    {manage} send_test_webhook {slug} --url {url}",
+        f"    {manage} send_test_webhook {slug} --url {url}{phone}",
         f"Admin: {url}/admin/    Pipeline status: {url}/admin/status/",
     ]
     if not portals:
