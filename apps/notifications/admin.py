@@ -452,13 +452,12 @@ class SuppressionAdmin(admin.ModelAdmin):
         "created_at",
         "source",
         "cause",
-        "created_by",
+        "created_by_name",
         "lifted_at",
-        "lifted_by",
+        "lifted_by_name",
     )
     list_filter = ("reason", ActiveFilter, "channel", "created_at")
     search_fields = ("address",)
-    list_select_related = ("created_by", "lifted_by")
     actions = ["lift_suppressions"]
     readonly_fields = (
         "channel",
@@ -468,9 +467,9 @@ class SuppressionAdmin(admin.ModelAdmin):
         "source",
         "cause",
         "note",
-        "created_by",
+        "created_by_name",
         "lifted_at",
-        "lifted_by",
+        "lifted_by_name",
         "lift_reason",
     )
 
@@ -545,7 +544,7 @@ class SuppressionAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": "Lift suppressions: are you sure?",
             "opts": self.model._meta,
-            "suppressions": list(active.select_related("created_by")),
+            "suppressions": list(active),
             "already_lifted": queryset.count() - active.count(),
             "form": form,
             "hidden": [("action", "lift_suppressions")]

@@ -384,6 +384,7 @@ def suppression_add(
         source=source,
         note=note,
         created_by=user,
+        created_by_name=user.get_username() if user else "",
     )
     suppression.id = _insert_once(suppression)
     if suppression.id is None:  # already suppressed (now, or by a transaction that committed first)
@@ -405,8 +406,9 @@ def suppression_add(
 @transaction.atomic
 def suppression_lift(*, suppression_id: int, user: User, reason: str) -> bool:
     """Lift an active suppression: sends to the address go out again (and a replay of what it
-    stopped sends). Audited on the row itself: who (`lifted_by`), when (`lifted_at`), why
-    (`lift_reason`). Needs `notifications.lift_suppression`, checked here as well as in the admin.
+    stopped sends). Audited on the row itself: who (`lifted_by`, and `lifted_by_name`, which outlives
+    the user), when (`lifted_at`), why (`lift_reason`). Needs `notifications.lift_suppression`,
+    checked here as well as in the admin.
 
     Guarded (`WHERE lifted_at IS NULL`): of two staff lifting it at once, one does; returns whether
     this call lifted it.
@@ -418,7 +420,7 @@ def suppression_lift(*, suppression_id: int, user: User, reason: str) -> bool:
         raise PermissionDenied("lifting a suppression needs the permission notifications.lift_suppression")
     lifted = bool(
         Suppression.objects.filter(id=suppression_id, lifted_at__isnull=True).update(
-            lifted_at=timezone.now(), lifted_by=user, lift_reason=reason
+            lifted_at=timezone.now(), lifted_by=user, lifted_by_name=user.get_username(), lift_reason=reason
         )
     )
     if lifted:

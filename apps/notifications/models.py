@@ -351,8 +351,14 @@ class Suppression(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    created_by_name = models.CharField(
+        max_length=150, blank=True, default="", help_text="Who added it by hand; kept if the user is deleted later."
+    )
     lifted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    lifted_by_name = models.CharField(
+        max_length=150, blank=True, default="", help_text="Who lifted it; kept if the user is deleted later."
     )
     lift_reason = models.TextField(blank=True, default="")
 

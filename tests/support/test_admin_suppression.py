@@ -180,3 +180,20 @@ def test_the_replay_command_says_why_it_refuses_a_suppressed_address(registratio
     assert "queued 0 notification(s)" in printed
     notification.refresh_from_db()
     assert notification.status == "bounced"
+
+
+def test_who_added_and_who_lifted_outlive_their_user_accounts(registration: Registration) -> None:
+    """The audit says who, even after the staff member's account was deleted (the user columns go null)."""
+    client, adder = staff_client("adder", "view_suppression", "add_suppression")
+    client.post(f"{LIST}add/", {"channel": "email", "address": "grace@example.org", "note": "asked by phone"})
+    _, lifter = staff_client("lifter", "lift_suppression")
+    suppression = Suppression.objects.get()
+    suppression_lift(suppression_id=suppression.id, user=lifter, reason="she asked again")
+    adder.delete()
+    lifter.delete()
+    suppression.refresh_from_db()
+    assert (suppression.created_by, suppression.lifted_by) == (None, None)
+    assert (suppression.created_by_name, suppression.lifted_by_name) == ("adder", "lifter")
+    viewer, _ = staff_client("viewer", "view_suppression")
+    detail = viewer.get(f"{LIST}{suppression.id}/change/").content.decode()
+    assert "adder" in detail and "lifter" in detail
