@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -239,26 +240,22 @@ def window_figures(*, label: str, since: dt.datetime) -> Window:
         by_channel[(status, channel)] = by_channel.get((status, channel), 0) + count
         if status == Notification.Status.DEAD:
             dead_by_code[code] = dead_by_code.get(code, 0) + count
-    notifications = [
-        Figure(
-            status.label,
-            by_status.get(status.value, 0),
-            _changelist(
-                "admin:notifications_notification_changelist", status__exact=status.value, updated_at__gte=since_param
-            ),
-        )
-        for status in _COUNTED
-    ]
-    delivery = [
-        Figure(
-            status.label,
-            by_status.get(status.value, 0),
-            _changelist(
-                "admin:notifications_notification_changelist", status__exact=status.value, updated_at__gte=since_param
-            ),
-        )
-        for status in _DELIVERY
-    ]
+
+    def by_status_figures(statuses: Iterable[Notification.Status]) -> list[Figure]:
+        return [
+            Figure(
+                status.label,
+                by_status.get(status.value, 0),
+                _changelist(
+                    "admin:notifications_notification_changelist",
+                    status__exact=status.value,
+                    updated_at__gte=since_param,
+                ),
+            )
+            for status in statuses
+        ]
+
+    notifications, delivery = by_status_figures(_COUNTED), by_status_figures(_DELIVERY)
     dead = [
         Figure(
             code or "(no code)",
