@@ -1,12 +1,17 @@
 """Rows of the notifications app for tests: `NotificationFactory(registration=..., status=...)`,
-`NotificationAttemptFactory(notification=..., outcome=...)`, `SuppressionFactory(address=...)`."""
+`NotificationAttemptFactory(notification=..., outcome=...)`, `SuppressionFactory(address=...)`; and a
+permanent bounce reported through the real service (`record_permanent_bounce`), and the
+registration-shaped context the renderer reads (`RENDER_CONTEXT`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import factory
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
+from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_report_record
 from apps.notifications.models import Notification, NotificationAttempt, Suppression
 from tests.registrations.factories import RegistrationFactory
 
@@ -48,3 +53,33 @@ class SuppressionFactory(DjangoModelFactory[Suppression]):
     channel = Notification.Channel.EMAIL
     address = factory.Sequence(lambda n: f"gone{n}@example.org")
     reason = Suppression.Reason.BOUNCED
+
+
+RENDER_CONTEXT: dict[str, Any] = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "email": "ada@example.org",
+    "event_name": "PyData Berlin",
+    "event_starts_at": "2026-12-03T08:00:00+00:00",
+    "event_timezone": "Europe/Berlin",
+    "event_venue": "bcc",
+    "role": "attendee",
+    "locale": "en",
+}
+
+
+def record_permanent_bounce(notification: Notification, *, diagnostic: str, details: dict[str, str]) -> None:
+    """A DSN's 5.1.1 failure for the notification, recorded by notification_report_record (which
+    marks it bounced and suppresses the address), as the bounce receiver records one."""
+    notification_report_record(
+        report=DeliveryReport(
+            source="dsn",
+            outcome=ReportOutcome.BOUNCED,
+            permanent=True,
+            status_code="5.1.1",
+            diagnostic=diagnostic,
+            reported_at=timezone.now(),
+            details=details,
+        ),
+        notification_id=notification.id,
+    )

@@ -29,6 +29,7 @@ from apps.notifications.services import notification_send
 from apps.notifications.template_engine import SMS_MAX_SEGMENTS, sms_segments
 from apps.webhooks.models import Portal
 from apps.webhooks.services import portal_create
+from tests.notifications.factories import RENDER_CONTEXT
 from tests.support import webhooks
 from tests.support.processes import process_env
 from tests.support.sms import SmsApi
@@ -36,17 +37,7 @@ from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.django_db
 
-CONTEXT = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "email": "ada@example.org",
-    "event_name": "PyData Berlin",
-    "event_starts_at": "2026-12-03T08:00:00+00:00",
-    "event_timezone": "Europe/Berlin",
-    "event_venue": "bcc",
-    "role": "attendee",
-    "locale": "en",
-}
+CONTEXT = RENDER_CONTEXT
 EMAIL = {"subject": "Hi {{ first_name }}", "text": "Text for {{ first_name }}", "html": "<p>{{ first_name }}</p>"}
 
 

@@ -14,20 +14,11 @@ from apps.notifications.models import Notification
 from apps.notifications.rendering import render
 from apps.notifications.services import notification_send
 from apps.notifications.templatetags import event_dates
+from tests.notifications.factories import RENDER_CONTEXT
 from tests.support.smtp import SmtpServer
 
 KINDS = [kind for kind, _ in Notification.Kind.choices]
-CONTEXT = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "email": "ada@example.org",
-    "event_name": "PyData Berlin",
-    "event_starts_at": "2026-12-03T08:00:00+00:00",
-    "event_timezone": "Europe/Berlin",
-    "event_venue": "bcc",
-    "role": "attendee",
-    "locale": "en",
-}
+CONTEXT = RENDER_CONTEXT
 
 
 def rendered(kind: str = "confirmation", channel: str = "email", **overrides: str):

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.utils import timezone
 
-from apps.notifications.delivery import DeliveryReport, ReportOutcome, notification_report_record
 from apps.notifications.models import Notification, NotificationReplay, Suppression
 from apps.webhooks.models import Portal
-from tests.notifications.factories import NotificationFactory
+from tests.notifications.factories import NotificationFactory, record_permanent_bounce
 from tests.registrations.factories import RegistrationFactory
 from tests.support.processes import process_env, start_web
 from tests.support.test_admin_browser import (  # noqa: F401 - the fixture
@@ -42,17 +40,10 @@ PERMISSIONS = (
 def bounced(portal: Portal) -> Notification:
     registration = RegistrationFactory(portal=portal, email="grace@example.org")
     notification = NotificationFactory(registration=registration, status="sent", attempts=1)
-    notification_report_record(
-        report=DeliveryReport(
-            source="dsn",
-            outcome=ReportOutcome.BOUNCED,
-            permanent=True,
-            status_code="5.1.1",
-            diagnostic="smtp; 550 5.1.1 <grace@example.org>: Recipient address rejected",
-            reported_at=timezone.now(),
-            details={"Action": "failed", "Status": "5.1.1"},
-        ),
-        notification_id=notification.id,
+    record_permanent_bounce(
+        notification,
+        diagnostic="smtp; 550 5.1.1 <grace@example.org>: Recipient address rejected",
+        details={"Action": "failed", "Status": "5.1.1"},
     )
     return notification
 

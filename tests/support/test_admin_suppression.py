@@ -10,12 +10,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.test import Client
-from django.utils import timezone
 
 from apps.notifications.delivery import (
-    DeliveryReport,
-    ReportOutcome,
-    notification_report_record,
     suppression_add,
     suppression_lift,
 )
@@ -24,7 +20,7 @@ from apps.notifications.services import notification_replay
 from apps.outbox.models import OutboxMessage
 from apps.registrations.models import Registration
 from apps.webhooks.models import Portal
-from tests.notifications.factories import NotificationFactory, SuppressionFactory
+from tests.notifications.factories import NotificationFactory, SuppressionFactory, record_permanent_bounce
 from tests.registrations.factories import RegistrationFactory
 
 pytestmark = pytest.mark.django_db
@@ -51,17 +47,10 @@ def bounced_notification(registration: Registration) -> Notification:
     notification = NotificationFactory(
         registration=registration, status="sent", attempts=1, provider_message_id="<m1@ep>"
     )
-    notification_report_record(
-        report=DeliveryReport(
-            source="dsn",
-            outcome=ReportOutcome.BOUNCED,
-            permanent=True,
-            status_code="5.1.1",
-            diagnostic="smtp; 550 5.1.1 User unknown",
-            reported_at=timezone.now(),
-            details={"Action": "failed", "Remote-MTA": "dns; mx.example.org"},
-        ),
-        notification_id=notification.id,
+    record_permanent_bounce(
+        notification,
+        diagnostic="smtp; 550 5.1.1 User unknown",
+        details={"Action": "failed", "Remote-MTA": "dns; mx.example.org"},
     )
     notification.refresh_from_db()
     return notification
